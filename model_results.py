@@ -1,0 +1,48 @@
+"""The result type both model clients return: everything the tracker needs for a generation.
+
+Times are epoch seconds from ``time.time()`` (UTC by definition); the tracker turns them
+into timezone-aware datetimes. The loop never measures model timing itself.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class GenerationResult:
+    """One model call: its text, outcome, timing and token usage."""
+
+    text: str
+    success: bool
+    model: str
+    start_time: float  # request/generation started (epoch s)
+    end_time: float  # last token / failure (epoch s)
+    completion_start_time: float | None = None  # first generated token arrived (epoch s)
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    error: str | None = None
+    # 'timeout', 'connection', 'rate_limit', 'server_error', 'client_error',
+    # 'stream_broken', 'bad_response', 'model_error'
+    error_kind: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def ttft_ms(self) -> float | None:
+        """Time to first token in ms, None when no token came."""
+        if self.completion_start_time is None:
+            return None
+        return (self.completion_start_time - self.start_time) * 1000.0
+
+    @property
+    def latency_ms(self) -> float:
+        """Whole call in ms."""
+        return (self.end_time - self.start_time) * 1000.0
+
+    def usage_details(self) -> dict[str, int] | None:
+        """Token usage in Langfuse's usage_details shape, None when unknown."""
+        usage = {}
+        if self.input_tokens is not None:
+            usage["input"] = int(self.input_tokens)
+        if self.output_tokens is not None:
+            usage["output"] = int(self.output_tokens)
+        return usage or None

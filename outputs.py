@@ -1,0 +1,209 @@
+"""Where results go: the JSONL events stream, summary files, and the batch output folder.
+
+Everything here is written so that a kill at any moment leaves valid files: events are
+flushed line by line, summaries are written to a temporary file and renamed into place.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from errors import InputError
+
+
+def utc_iso(epoch_s: float | None = None) -> str:
+    """An epoch time (default now) as UTC ISO-8601 with a Z."""
+    t = datetime.now(timezone.utc) if epoch_s is None else datetime.fromtimestamp(epoch_s, tz=timezone.utc)
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def format_video_time(seconds: float) -> str:
+    """[mm:ss] style time for files (hh:mm:ss past an hour)."""
+    seconds = max(0, int(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h:d}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class EventWriter:
+    """One JSON object per line, flushed per line, safe to call from worker threads."""
+
+    def __init__(self, target: str | None) -> None:
+        self._lock = threading.Lock()
+        self._owned = False
+        self._fh: IO[str] | None
+        if target is None:
+            self._fh = None
+        elif target == "-":
+            self._fh = sys.stdout
+        else:
+            try:
+                self._fh = open(target, "a", encoding="utf-8", buffering=1)
+            except OSError as e:
+                raise InputError(f"cannot write events file {target}: {e.strerror}", option="--events") from e
+            self._owned = True
+
+    @property
+    def to_stdout(self) -> bool:
+        """True when events go to stdout (the summary then goes to stderr)."""
+        return self._fh is sys.stdout
+
+    def emit(self, event_type: str, **fields: Any) -> None:
+        """Write one event line: {"type": ..., "time": ..., **fields}."""
+        if self._fh is None:
+            return
+        line = json.dumps({"type": event_type, "time": utc_iso(), **fields}, ensure_ascii=False, default=str)
+        with self._lock:
+            self._fh.write(line + "\n")
+            self._fh.flush()
+
+    def close(self) -> None:
+        """Close the file (never stdout)."""
+        with self._lock:
+            if self._owned and self._fh is not None:
+                self._fh.close()
+            self._fh = None
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write text to path via a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Content hash of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class SummaryDocument:
+    """The end product for one source: final summary, rolling summaries, captions, stats."""
+
+    source: str
+    label: str
+    summary: str
+    captions: list[dict]
+    summaries: list[dict]
+    stats: dict
+    input_sha256: str | None = None
+    interrupted: bool = False
+
+    def to_json(self) -> dict:
+        """The .summary.json shape."""
+        return {
+            "source": self.source,
+            "label": self.label,
+            "input_sha256": self.input_sha256,
+            "generated_at": utc_iso(),
+            "interrupted": self.interrupted,
+            "summary": self.summary,
+            "summaries": self.summaries,
+            "captions": self.captions,
+            "stats": self.stats,
+        }
+
+    def to_markdown(self) -> str:
+        """A human-readable summary with the caption timeline."""
+        lines = [f"# Summary of {self.label}", ""]
+        if self.interrupted:
+            lines += ["_Run interrupted before the end of the source._", ""]
+        lines += [self.summary or "_No summary: no frame was captioned._", "", "## Timeline", ""]
+        for c in self.captions:
+            faces = f" ({', '.join(c['faces'])})" if c.get("faces") else ""
+            lines.append(f"- [{format_video_time(c['video_time'])}] {c['caption']}{faces}")
+        if not self.captions:
+            lines.append("- (no captions)")
+        return "\n".join(lines) + "\n"
+
+
+class OutputDir:
+    """The batch folder: per-input outputs, skip-if-done by content hash, and a run lock."""
+
+    LOCK_NAME = ".real_time_summarizer.lock"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock_fh: IO[str] | None = None
+
+    def acquire(self) -> None:
+        """Take the folder's lock, or raise InputError naming the holder."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fh = open(self.path / self.LOCK_NAME, "a+", encoding="utf-8")
+        except OSError as e:
+            raise InputError(f"cannot use output folder {self.path}: {e.strerror}", option="--output-dir") from e
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise InputError(
+                f"{self.path} is in use by another run ({holder}); wait for it or use another folder",
+                option="--output-dir",
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} since {utc_iso()}\n")
+        fh.flush()
+        self._lock_fh = fh
+
+    def release(self) -> None:
+        """Drop the lock (the file stays; the lock is the flock, not the file)."""
+        if self._lock_fh is not None:
+            fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    def paths_for(self, source: str) -> tuple[Path, Path]:
+        """(<stem>.summary.json, <stem>.summary.md) for one input."""
+        stem = Path(source).stem or "stdin"
+        return self.path / f"{stem}.summary.json", self.path / f"{stem}.summary.md"
+
+    def is_done(self, source: str, sha256: str) -> bool:
+        """True when both outputs exist and were made from content with this hash."""
+        json_path, md_path = self.paths_for(source)
+        if not (json_path.is_file() and md_path.is_file()):
+            return False
+        try:
+            doc = json.loads(json_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return doc.get("input_sha256") == sha256 and not doc.get("interrupted", False)
+
+    def write(self, doc: SummaryDocument) -> tuple[Path, Path]:
+        """Write both outputs atomically."""
+        json_path, md_path = self.paths_for(doc.source)
+        write_atomic(md_path, doc.to_markdown())
+        write_atomic(json_path, json.dumps(doc.to_json(), indent=2, ensure_ascii=False) + "\n")
+        return json_path, md_path

@@ -1,0 +1,442 @@
+"""The loop for one source: capture → select → faces → caption → summarize → emit.
+
+Each selected frame becomes one job on its own worker thread, and the job's whole trace
+(`frame_processing`: face_recognition span, vlm_caption span with its generation, and when
+a summary window closes the llm_summarization span with its generation, then the scores)
+opens and closes in that thread, so a frame's trace never mixes with another's. At most
+``max_inflight`` jobs run at once: a live source drops frames while all are busy (and so
+always captions the newest frame), a file source waits.
+
+Workers are daemon threads on purpose: a model call that hangs past every timeout must not
+keep the process alive after the shutdown deadline.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, wait
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import scores
+from llm_summarizer import TimedCaption
+from outputs import EventWriter, SummaryDocument, format_video_time
+
+log = logging.getLogger(__name__)
+
+# Live runs last for weeks: keep the newest captions and summaries for the final document only.
+MAX_KEPT_CAPTIONS = 5000
+MAX_KEPT_SUMMARIES = 500
+
+
+@dataclass
+class PipelineConfig:
+    """The loop's knobs (the CLI fills them from options)."""
+
+    interval: float = 5.0
+    min_change: float | None = None
+    max_gap: float | None = None
+    summary_interval: float = 60.0
+    max_inflight: int = 2
+    shutdown_timeout_s: float = 10.0
+    vlm_worst_ms: float = 5000.0
+    llm_worst_ms: float = 30000.0
+
+
+@dataclass
+class Stages:
+    """The stage objects one run uses; shared by all sources of a run."""
+
+    tracker: Any
+    vlm: Any
+    summarizer: Any
+    faces: Any | None
+    events: EventWriter
+
+
+@dataclass
+class _Job:
+    seq: int
+    frame_index: int
+    video_time: float  # seconds of video (files) or epoch seconds (live)
+    captured_at: float
+    image: Any
+    summary_due: bool
+    earlier: list[Future] = field(default_factory=list)
+
+
+@dataclass
+class RunCounters:
+    """What happened to the frames of one source."""
+
+    frames_read: int = 0
+    selected: int = 0
+    captioned: int = 0
+    caption_failures: int = 0
+    dropped_busy: int = 0  # live: due for processing but every slot was busy
+    job_errors: int = 0
+    summaries: int = 0
+    summary_failures: int = 0
+
+
+class SourceRun:
+    """Runs one opened frame source through the stages and returns its SummaryDocument."""
+
+    def __init__(
+        self,
+        source: Any,
+        selector: Any,
+        stages: Stages,
+        config: PipelineConfig,
+        *,
+        session_id: str,
+        stop_event: threading.Event,
+        on_frame: Callable[[Any, "SourceRun"], None] | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.selector = selector
+        self.stages = stages
+        self.config = config
+        self.session_id = session_id
+        self.stop_event = stop_event
+        self.on_frame = on_frame
+        self.on_progress = on_progress
+        self.label = source.label
+        self.counters = RunCounters()
+        self.latest_caption = ""
+        self.latest_faces: list = []
+        self._slots = threading.BoundedSemaphore(max(1, config.max_inflight))
+        self._lock = threading.Lock()
+        self._captions: dict[int, TimedCaption] = {}
+        self._caption_events: dict[int, dict] = {}
+        self._last_summarized_seq = -1
+        self._rolling_summary: str | None = None
+        self._summaries: list[dict] = []
+        self._window_start: float | None = None
+        self._first_ts = 0.0
+        self._pending: list[Future] = []
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def run(self) -> SummaryDocument:
+        """Read the source to its end (or until stopped), then write the final summary."""
+        seq = 0
+        for frame in self.source:
+            self.counters.frames_read += 1
+            if self.on_progress is not None:
+                self.on_progress(1)
+            if self.on_frame is not None:
+                self.on_frame(frame, self)
+            if self.stop_event.is_set():
+                break
+            if not self._take_slot():
+                continue
+            if not self.selector.select(frame):
+                self._slots.release()
+                continue
+            self._submit(self._make_job(seq, frame))
+            seq += 1
+        interrupted = self.stop_event.is_set()
+        self._drain(bounded=interrupted)
+        summary = self._final_summary(bounded=interrupted)
+        return self._document(summary, interrupted)
+
+    def _take_slot(self) -> bool:
+        """Live: a free slot now or drop the frame; file: wait for one (stop-aware)."""
+        if self.source.live:
+            if self._slots.acquire(blocking=False):
+                return True
+            self.counters.dropped_busy += 1
+            return False
+        while not self._slots.acquire(timeout=0.2):
+            if self.stop_event.is_set():
+                return False
+        return True
+
+    def _make_job(self, seq: int, frame: Any) -> _Job:
+        ts = float(frame.timestamp)
+        if self._window_start is None:
+            self._window_start = self._first_ts = ts
+        due = ts - self._window_start >= self.config.summary_interval
+        if due:
+            self._window_start = ts
+        self.counters.selected += 1
+        with self._lock:
+            self._pending = [f for f in self._pending if not f.done()]
+            earlier = list(self._pending) if due else []
+        return _Job(seq, frame.index, ts, frame.captured_at, frame.image, due, earlier)
+
+    def _submit(self, job: _Job) -> None:
+        future: Future = Future()
+        with self._lock:
+            self._pending.append(future)
+
+        def work() -> None:
+            try:
+                self._process(job)
+                future.set_result(None)
+            except BaseException as e:  # reported and counted; the loop goes on
+                self.counters.job_errors += 1
+                log.debug("frame %s failed", job.frame_index, exc_info=True)
+                self.stages.events.emit("error", source=self.label, frame=job.frame_index,
+                                        stage="pipeline", message=str(e) or type(e).__name__)
+                future.set_exception(e)
+            finally:
+                self._slots.release()
+
+        threading.Thread(target=work, name=f"frame-{job.frame_index}", daemon=True).start()
+
+    def _drain(self, *, bounded: bool) -> None:
+        """Wait for in-flight jobs: all of them, or up to the shutdown deadline when stopping."""
+        with self._lock:
+            pending = list(self._pending)
+        timeout = self.config.shutdown_timeout_s if bounded else None
+        _done, not_done = wait(pending, timeout=timeout)
+        if not_done:
+            log.warning("%s: %d frame(s) still in flight after %.0f s; abandoned",
+                        self.label, len(not_done), timeout)
+
+    # -- one frame ----------------------------------------------------------------------
+
+    def _process(self, job: _Job) -> None:
+        tracker = self.stages.tracker
+        with tracker.create_trace(
+            "frame_processing",
+            user_id=self.label,
+            session_id=self.session_id,
+            tags=["live" if self.source.live else "file"],
+            metadata={"frame_index": job.frame_index, "video_time_s": round(job.video_time, 3),
+                      "source": self.label},
+        ) as trace:
+            matches = self._recognize(trace.id, job)
+            names = sorted({m.name for m in matches if m.name != "unknown"})
+            result = self._caption(trace.id, job, names)
+            vlm = scores.vlm_scores(result, worst_ms=self.config.vlm_worst_ms)
+            overall = [scores.overall_quality(vlm["vlm_success"], vlm["vlm_latency_score"],
+                                              vlm["vlm_quality"])]
+            self._record_caption(job, matches, names, result, trace.id)
+            if job.summary_due:
+                llm = self._summarize_window(trace.id, job)
+                if llm is not None:
+                    overall.append(scores.overall_quality(
+                        llm["llm_success"], llm["llm_processing_score"], llm["llm_quality"]))
+            tracker.log_score(trace.id, "overall_quality", sum(overall) / len(overall),
+                              score_trace=True, comment="mean of the stages' success, latency and quality")
+
+    def _recognize(self, trace_id: str, job: _Job) -> list:
+        faces = self.stages.faces
+        if faces is None:
+            return []
+        with self.stages.tracker.create_span(trace_id, "face_recognition") as span:
+            matches = faces.recognize(job.image)
+            span.update(output={
+                "names": [m.name for m in matches],
+                "distances": [None if m.distance is None else round(m.distance, 3) for m in matches],
+                "boxes": [list(m.box) for m in matches],
+            })
+        self.latest_faces = matches
+        return matches
+
+    def _caption(self, trace_id: str, job: _Job, names: list[str]) -> Any:
+        tracker, vlm = self.stages.tracker, self.stages.vlm
+        prompt = vlm.build_prompt(names)
+        with tracker.create_span(trace_id, "vlm_caption", metadata={"faces": names}):
+            with tracker.start_generation(
+                trace_id=trace_id, name="vlm_caption", model=vlm.model, input=prompt,
+                metadata={"faces_detected": len(names), "frame_index": job.frame_index},
+            ) as gen:
+                result = vlm.generate_caption(job.image, prompt)
+                _record_generation(gen, result, {"api_time_ms": round(result.api_time, 1),
+                                                 "image_prep_ms": round(result.image_prep_ms, 1)})
+            _log_scores(tracker, trace_id, gen.id,
+                        scores.vlm_scores(result, worst_ms=self.config.vlm_worst_ms), result)
+        return result
+
+    def _record_caption(self, job: _Job, matches: list, names: list[str], result: Any, trace_id: str) -> None:
+        events = self.stages.events
+        if not result.success:
+            self.counters.caption_failures += 1
+            events.emit("error", source=self.label, frame=job.frame_index, stage="vlm",
+                        video_time=round(job.video_time, 3), kind=result.error_kind,
+                        message=result.error, trace_id=trace_id)
+            return
+        self.counters.captioned += 1
+        self.latest_caption = result.caption
+        record = {
+            "source": self.label,
+            "frame": job.frame_index,
+            "video_time": round(job.video_time, 3),
+            "faces": names,
+            "unknown_faces": sum(1 for m in matches if m.name == "unknown"),
+            "caption": result.caption,
+            "ttft_ms": None if result.ttft_ms is None else round(result.ttft_ms, 1),
+            "latency_ms": round(result.latency_ms, 1),
+            "frame_age_ms": round((result.start_time - job.captured_at) * 1000.0, 1),
+            "trace_id": trace_id,
+        }
+        with self._lock:
+            self._captions[job.seq] = TimedCaption(self._caption_time(job.video_time), result.caption,
+                                                   tuple(names))
+            self._caption_events[job.seq] = record
+            if len(self._caption_events) > MAX_KEPT_CAPTIONS:  # a month on a camera stays bounded
+                del self._caption_events[min(self._caption_events)]
+        events.emit("caption", **record)
+
+    def _caption_time(self, ts: float) -> float:
+        """Video time for files; seconds since the first selected frame for live sources."""
+        return ts - self._first_ts if self.source.live else ts
+
+    # -- summaries --------------------------------------------------------------------
+
+    def _take_window(self, upto_seq: int | None) -> list[TimedCaption]:
+        with self._lock:
+            seqs = sorted(s for s in self._captions
+                          if s > self._last_summarized_seq and (upto_seq is None or s <= upto_seq))
+            if seqs:
+                self._last_summarized_seq = seqs[-1] if upto_seq is None else upto_seq
+            return [self._captions.pop(s) for s in seqs]
+
+    def _summarize_window(self, trace_id: str, job: _Job) -> dict | None:
+        """Roll the captions up to this frame into the summary (in order: earlier jobs first)."""
+        while job.earlier:
+            _done, not_done = wait(job.earlier, timeout=0.5)
+            if self.stop_event.is_set() and not_done:
+                return None  # shutting down: the final summary takes these captions
+            job.earlier = list(not_done)
+        window = self._take_window(job.seq)
+        if not window:
+            return None
+        return self._summarize(trace_id, window, final=False)[0]
+
+    def _summarize(self, trace_id: str, window: list[TimedCaption], *, final: bool) -> tuple[dict, Any]:
+        tracker, llm = self.stages.tracker, self.stages.summarizer
+        messages = llm.build_messages(window, self._rolling_summary, final=final)
+        with tracker.create_span(trace_id, "llm_summarization",
+                                 metadata={"captions": len(window), "final": final}):
+            with tracker.start_generation(
+                trace_id=trace_id, name="llm_summary", model=llm.model, input=messages,
+                metadata={"captions": len(window), "final": final},
+            ) as gen:
+                result = llm.generate(messages)
+                _record_generation(gen, result, {})
+            values = scores.llm_scores(result, worst_ms=self.config.llm_worst_ms)
+            _log_scores(tracker, trace_id, gen.id, values, result)
+        record = {
+            "source": self.label,
+            "window": [round(window[0].video_time, 3), round(window[-1].video_time, 3)],
+            "captions_used": len(window),
+            "final": final,
+            "trace_id": trace_id,
+        }
+        if result.success:
+            self.counters.summaries += 1
+            self._rolling_summary = result.summary
+            record.update(text=result.summary, ttft_ms=_round(result.ttft_ms),
+                          latency_ms=round(result.latency_ms, 1))
+            self._summaries.append(record)
+            del self._summaries[:-MAX_KEPT_SUMMARIES]
+            self.stages.events.emit("summary", **record)
+        else:
+            self.counters.summary_failures += 1
+            self.stages.events.emit("error", stage="llm", kind=result.error_kind, message=result.error,
+                                    **{k: record[k] for k in ("source", "window", "trace_id")})
+        return values, result
+
+    def _final_summary(self, *, bounded: bool) -> str:
+        """Summarize what the rolling summary has not seen yet; bounded when stopping."""
+        window = self._take_window(None)
+        if not window:
+            return self._rolling_summary or ""
+        outcome: list = []
+        timeout = self.config.shutdown_timeout_s if bounded else None
+        if not _run_bounded(lambda: outcome.append(self._final_trace(window)), timeout):
+            log.warning("%s: final summary did not finish within %.0f s; writing the captions instead",
+                        self.label, timeout)
+        if outcome and outcome[0].success:
+            return outcome[0].summary
+        return _fallback_summary(self._rolling_summary, window)
+
+    def _final_trace(self, window: list[TimedCaption]) -> Any:
+        tracker = self.stages.tracker
+        with tracker.create_trace("video_summary", user_id=self.label, session_id=self.session_id,
+                                  tags=["final"], metadata={"source": self.label,
+                                                            "captions": len(window)}) as trace:
+            values, result = self._summarize(trace.id, window, final=True)
+            tracker.log_score(trace.id, "overall_quality",
+                              scores.overall_quality(values["llm_success"], values["llm_processing_score"],
+                                                     values["llm_quality"]),
+                              score_trace=True, comment="final summary: success, latency and quality")
+        return result
+
+    def _document(self, summary: str, interrupted: bool) -> SummaryDocument:
+        with self._lock:
+            captions = [self._caption_events[s] for s in sorted(self._caption_events)]
+        return SummaryDocument(
+            source=getattr(self.source, "spec", self.label),
+            label=self.label,
+            summary=summary,
+            captions=captions,
+            summaries=list(self._summaries),
+            stats=self.stats(),
+            interrupted=interrupted,
+        )
+
+    def stats(self) -> dict:
+        """Counters of this source plus the selector's and the source's own."""
+        c = self.counters
+        return {
+            "frames_read": c.frames_read,
+            "selected": c.selected,
+            "captioned": c.captioned,
+            "caption_failures": c.caption_failures,
+            "dropped_busy": c.dropped_busy,
+            "dropped_replaced": getattr(self.source, "frames_dropped", 0),
+            "skipped_interval": getattr(self.selector, "skipped_interval", 0),
+            "skipped_unchanged": getattr(self.selector, "skipped_unchanged", 0),
+            "summaries": c.summaries,
+            "summary_failures": c.summary_failures,
+            "job_errors": c.job_errors,
+        }
+
+
+def _record_generation(gen: Any, result: Any, metadata: dict) -> None:
+    """Hand a model result to its generation: output, usage, first-token time, error."""
+    gen.update(output=result.text, usage=result.usage_details(),
+               completion_start_time=result.completion_start_time, metadata=metadata or None)
+    if not result.success:
+        gen.set_error(f"{result.error_kind}: {result.error}")
+
+
+def _log_scores(tracker: Any, trace_id: str, observation_id: str, values: dict, result: Any) -> None:
+    comment = "ok" if result.success else f"failed: {result.error_kind}"
+    for name, value in values.items():
+        tracker.log_score(trace_id, name, value, observation_id=observation_id, comment=comment)
+
+
+def _fallback_summary(previous: str | None, window: list[TimedCaption]) -> str:
+    """The rolling summary plus the captions it has not seen, when no model summary is possible."""
+    lines = [previous] if previous else []
+    lines += [f"[{format_video_time(c.video_time)}] {c.text}" for c in window]
+    return "\n".join(lines)
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 1)
+
+
+def _run_bounded(fn: Callable[[], None], timeout: float | None) -> bool:
+    """Run fn here (no timeout) or on a daemon thread waited for `timeout` s; True if it finished."""
+    if timeout is None:
+        fn()
+        return True
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            fn()
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="bounded", daemon=True).start()
+    return done.wait(timeout)

@@ -1,0 +1,417 @@
+#!/usr/bin/env python3
+"""Real-time video summarizer: captions sampled frames with a VLM, names known faces, rolls
+the captions into summaries with an LLM, and traces every processed frame to Langfuse."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import click
+
+from errors import InputError, SummarizerError
+
+log = logging.getLogger("real_time_summarizer")
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+DEFAULT_LLM = "mistralai/Mistral-7B-Instruct-v0.3"
+DEFAULT_TRACE_LOG = "traces.jsonl"
+
+EPILOG = """\b
+Examples:
+  # live camera, VLM served by vLLM on this machine (vllm serve Qwen/Qwen3-VL-8B-Instruct)
+  python real_time_summarizer.py --source cam0 --known-faces faces/ --display
+\b
+  # a recorded file, every 2 s of video, events as JSON lines
+  python real_time_summarizer.py --source clip.mp4 --interval 2 --events events.jsonl
+\b
+  # a video piped on stdin (Ollama serving qwen3-vl)
+  cat clip.mp4 | python real_time_summarizer.py --source - \\
+      --vlm-base-url http://localhost:11434/v1 --vlm-model qwen3-vl
+\b
+  # cron: summarize every new video of a folder, skipping those already done
+  */10 * * * * cd /opt/summarizer && .venv/bin/python real_time_summarizer.py \\
+      --source /data/incoming/ --output-dir /data/summaries >> /var/log/summarizer.log 2>&1
+\b
+Exit codes: 0 done, 1 some inputs failed (named on stderr), 2 bad usage or input,
+130 interrupted (SIGINT), 143 terminated (SIGTERM).
+Langfuse: set LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY, LANGFUSE_BASE_URL (or `source
+setup_langfuse.sh`); without keys traces go to --trace-log only (default traces.jsonl).
+"""
+
+
+class UsageProblem(click.ClickException):
+    """One line on stderr naming the option, exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+
+def _fail(err: SummarizerError, debug: bool) -> UsageProblem:
+    if debug:
+        log.error("details", exc_info=err)
+    prefix = f"{err.option}: " if err.option else ""
+    return UsageProblem(f"{prefix}{err}")
+
+
+class StopSignal:
+    """First SIGINT/SIGTERM: stop reading and shut down in order. Second: exit at once."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+        self._sources: list[Any] = []
+        self._lock = threading.Lock()
+
+    def install(self) -> None:
+        """Handle SIGINT and SIGTERM (main thread only)."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def watch(self, source: Any) -> None:
+        """Stop this source too when a signal comes."""
+        with self._lock:
+            self._sources.append(source)
+            if self.event.is_set():
+                source.stop()
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.event.is_set():
+            sys.stderr.write("\nSecond signal: exiting now without the final summary.\n")
+            sys.stderr.flush()
+            os._exit(EXIT_SIGNAL.get(signum, 1))
+        self.signum = signum
+        self.event.set()
+        sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping; finishing in-flight frames "
+                         "and writing the summary (send again to exit at once).\n")
+        sys.stderr.flush()
+        with self._lock:
+            for src in self._sources:
+                src.stop()
+
+
+def _opt(*names: str, envvar: str, **kw: Any):
+    """A click option whose help shows its environment variable."""
+    return click.option(*names, envvar=envvar, show_envvar=True, **kw)
+
+
+@click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@_opt("--source", "sources", envvar="SUMMARIZER_SOURCE", multiple=True, metavar="SRC",
+      help="cam0/cam1/device index//dev/videoN, a video file, '-' for stdin, rtsp:// or http(s):// "
+           "stream, a folder or a glob. Repeatable.")
+@_opt("--live/--no-live", "live", envvar="SUMMARIZER_LIVE", default=None,
+      help="Treat the source as live (newest frame only, wall-clock time). Default: cameras and "
+           "streams are live, files and stdin are not.")
+@_opt("--known-faces", envvar="KNOWN_FACES_DIR", type=click.Path(), default=None, metavar="DIR",
+      help="Folder of known people: name.jpg, or name/ with several images.")
+@_opt("--no-faces", envvar="SUMMARIZER_NO_FACES", is_flag=True, help="Skip face recognition.")
+@_opt("--face-tolerance", envvar="FACE_TOLERANCE", type=click.FloatRange(0.0, 1.0), default=None,
+      help="Face match distance threshold (lower is stricter). Default 0.5.")
+@_opt("--face-model", envvar="FACE_MODEL", type=click.Choice(["hog", "cnn"]), default="hog",
+      help="Face detector: hog (CPU) or cnn (GPU).")
+@_opt("--vlm-base-url", envvar="VLM_BASE_URL", default="http://localhost:8000/v1",
+      help="OpenAI-compatible endpoint serving the caption model (vLLM, Ollama, LM Studio, llama.cpp).")
+@_opt("--vlm-model", envvar="VLM_MODEL", default="qwen3", help="Caption model name as the server lists it.")
+@_opt("--vlm-api-key", envvar="VLM_API_KEY", default=None, help="API key for the VLM endpoint, if it needs one.")
+@_opt("--vlm-timeout", envvar="VLM_TIMEOUT", type=click.FloatRange(min=0.1), default=60.0,
+      help="Seconds before one caption request is given up.")
+@_opt("--vlm-max-tokens", envvar="VLM_MAX_TOKENS", type=click.IntRange(min=1), default=256,
+      help="Longest caption in tokens.")
+@_opt("--llm-model", envvar="LLM_MODEL", default=DEFAULT_LLM,
+      help="Summary model: a hub id or a local folder (transformers), or the served name with --llm-base-url.")
+@_opt("--llm-base-url", envvar="LLM_BASE_URL", default=None,
+      help="Use an OpenAI-compatible server for summaries instead of loading the model here.")
+@_opt("--llm-api-key", envvar="LLM_API_KEY", default=None, help="API key for --llm-base-url.")
+@_opt("--llm-device", envvar="LLM_DEVICE", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps.")
+@_opt("--interval", envvar="SUMMARIZER_INTERVAL", type=click.FloatRange(min=0.0), default=5.0,
+      help="Seconds of video between processed frames; 0 = every frame.")
+@_opt("--min-change", envvar="SUMMARIZER_MIN_CHANGE", type=click.FloatRange(min=0.0), default=None,
+      help="Skip frames that differ less than this from the last processed one; 0 turns gating off.")
+@_opt("--max-gap", envvar="SUMMARIZER_MAX_GAP", type=click.FloatRange(min=0.0), default=None,
+      help="Process a frame anyway after this many seconds without one.")
+@_opt("--summary-interval", envvar="SUMMARIZER_SUMMARY_INTERVAL", type=click.FloatRange(min=0.0),
+      default=60.0, help="Seconds of video between rolling summaries (and one at the end).")
+@_opt("--max-inflight", envvar="SUMMARIZER_MAX_INFLIGHT", type=click.IntRange(1, 64), default=2,
+      help="Caption requests in flight at once. Live sources drop frames when all are busy.")
+@_opt("--events", envvar="SUMMARIZER_EVENTS", default=None, metavar="PATH|-",
+      help="Write caption/summary/error/stats events as JSON lines ('-' = stdout).")
+@_opt("--summary-out", envvar="SUMMARIZER_SUMMARY_OUT", type=click.Path(dir_okay=False), default=None,
+      help="Also write the final summary to this file (atomically).")
+@_opt("--output-dir", envvar="SUMMARIZER_OUTPUT_DIR", type=click.Path(file_okay=False), default=None,
+      help="Batch mode: write <stem>.summary.json and .md per input; skip inputs already done.")
+@_opt("--force", envvar="SUMMARIZER_FORCE", is_flag=True, help="Batch mode: redo inputs already done.")
+@_opt("--trace-log", envvar="SUMMARIZER_TRACE_LOG", default=None, metavar="PATH",
+      help="Append every trace, observation and score as JSON lines (read it with trace_report.py). "
+           f"Default without Langfuse keys: {DEFAULT_TRACE_LOG} (in --output-dir in batch mode).")
+@_opt("--shutdown-timeout", envvar="SUMMARIZER_SHUTDOWN_TIMEOUT", type=click.FloatRange(min=0.0),
+      default=10.0, help="On SIGINT/SIGTERM: seconds to finish in-flight calls and the final summary.")
+@_opt("--flush-timeout", envvar="LANGFUSE_FLUSH_DEADLINE", type=click.FloatRange(min=0.0), default=5.0,
+      help="Seconds allowed for sending the last traces to Langfuse at exit.")
+@_opt("--display", envvar="SUMMARIZER_DISPLAY", is_flag=True,
+      help="Show a window with the frame, caption, summary and faces (q or Esc quits).")
+@_opt("--json", "as_json", envvar="SUMMARIZER_JSON", is_flag=True, help="Print the final summary as JSON.")
+@_opt("--debug", envvar="SUMMARIZER_DEBUG", is_flag=True, help="Verbose logs and tracebacks.")
+def main(**opts: Any) -> None:
+    """Summarize a camera, a video file or a pipe in real time.
+
+    Every --interval seconds of video a frame is selected (frames that barely change are
+    skipped), known faces are recognized, the frame is captioned by a vision-language model,
+    and every --summary-interval seconds the captions are rolled into a summary. Each
+    processed frame is one Langfuse trace with time-to-first-token and quality scores.
+    """
+    _setup_logging(opts["debug"])
+    try:
+        code = _run(opts)
+    except SummarizerError as e:
+        raise _fail(e, opts["debug"]) from None
+    sys.exit(code)
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if debug else "%(message)s")
+    if not debug:
+        for noisy in ("httpx", "openai", "langfuse", "urllib3", "opentelemetry"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _run(opts: dict) -> int:
+    if not opts["sources"]:
+        raise InputError("give at least one --source (cam0, a video file, '-' for stdin, a folder)",
+                         option="--source")
+    from frame_sources import expand_sources
+
+    specs = expand_sources(list(opts["sources"]))
+    batch = opts["output_dir"] is not None or len(specs) > 1
+    if opts["output_dir"] and "-" in specs:
+        raise InputError("stdin ('-') cannot be used with --output-dir", option="--source")
+
+    with ExitStack() as stack:
+        stages = _build_stages(opts, stack)
+        outdir = None
+        if opts["output_dir"]:
+            from outputs import OutputDir
+
+            outdir = OutputDir(opts["output_dir"])
+            outdir.acquire()
+            stack.callback(outdir.release)
+        stop = StopSignal()
+        stop.install()
+        failed, docs = _process_all(specs, opts, stages, outdir, stop, batch)
+        _report(docs, stages, opts)
+        if stop.signum is not None:
+            return EXIT_SIGNAL.get(stop.signum, 1)
+        if failed:
+            sys.stderr.write("Failed inputs:\n" + "".join(f"  {s}: {why}\n" for s, why in failed))
+            return EXIT_SOME_FAILED
+        return EXIT_OK
+
+
+def _build_stages(opts: dict, stack: ExitStack):
+    """Tracker, events, VLM (health-checked), summarizer (loaded), faces (loaded)."""
+    from langfuse_tracker import LangfuseTracker
+    from llm_summarizer import LLMSummarizer
+    from outputs import EventWriter
+    from pipeline import Stages
+    from vlm_client_module import VLMClient
+
+    trace_log = opts["trace_log"]
+    has_keys = bool(os.environ.get("LANGFUSE_PUBLIC_KEY") and os.environ.get("LANGFUSE_SECRET_KEY"))
+    if trace_log is None and not has_keys:
+        trace_log = str(Path(opts["output_dir"] or ".") / DEFAULT_TRACE_LOG)
+    tracker = LangfuseTracker(trace_log=trace_log)
+    stack.callback(_close_tracker, tracker, opts["flush_timeout"])
+    if trace_log:
+        log.info("Trace log: %s (python trace_report.py %s)", trace_log, trace_log)
+
+    events = EventWriter(opts["events"])
+    stack.callback(events.close)
+
+    vlm = VLMClient(opts["vlm_base_url"], opts["vlm_api_key"], opts["vlm_model"],
+                    timeout_s=opts["vlm_timeout"], max_tokens=opts["vlm_max_tokens"])
+    vlm.check()
+    log.info("VLM: %s at %s", vlm.model, vlm.base_url)
+
+    summarizer = LLMSummarizer(opts["llm_model"], device=opts["llm_device"],
+                               base_url=opts["llm_base_url"], api_key=opts["llm_api_key"])
+    if opts["llm_base_url"]:
+        summarizer.check()
+    else:
+        log.info("Loading summary model %s ...", opts["llm_model"])
+        t0 = time.monotonic()
+        summarizer.load()
+        log.info("Summary model ready in %.1f s", time.monotonic() - t0)
+
+    faces = None
+    if not opts["no_faces"]:
+        from face_recognizer import FaceRecognizer
+
+        kw = {"model": opts["face_model"]}
+        if opts["face_tolerance"] is not None:
+            kw["tolerance"] = opts["face_tolerance"]
+        faces = FaceRecognizer(opts["known_faces"], **kw)
+        faces.load()
+    return Stages(tracker=tracker, vlm=vlm, summarizer=summarizer, faces=faces, events=events)
+
+
+def _close_tracker(tracker: Any, deadline_s: float) -> None:
+    report = tracker.close(deadline_s=deadline_s)
+    if report:
+        log.info("%s", report)
+
+
+def _process_all(specs: list[str], opts: dict, stages: Any, outdir: Any, stop: StopSignal, batch: bool):
+    """Run every source; returns (failed [(spec, why)], [SummaryDocument])."""
+    from frame_sources import open_source
+
+    run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    failed: list[tuple[str, str]] = []
+    docs: list = []
+    live_threads: list[threading.Thread] = []
+    for spec in specs:
+        if stop.event.is_set():
+            break
+        digest = _skip_digest(spec, outdir, opts["force"])
+        if digest is False:
+            log.info("%s: already summarized (unchanged); skipping (--force to redo)", spec)
+            continue
+        try:
+            source = open_source(spec, live=opts["live"])
+        except InputError as e:
+            if not batch:
+                raise
+            failed.append((spec, str(e)))
+            stages.events.emit("error", source=spec, stage="input", message=str(e))
+            continue
+        if source.live and len(specs) > 1:
+            t = threading.Thread(target=_run_source, args=(source, spec, digest, opts, stages, outdir,
+                                                             stop, run_id, docs, failed), daemon=True)
+            t.start()
+            live_threads.append(t)
+        else:
+            _run_source(source, spec, digest, opts, stages, outdir, stop, run_id, docs, failed)
+    for t in live_threads:
+        while t.is_alive():
+            t.join(0.5)
+    return failed, docs
+
+
+def _skip_digest(spec: str, outdir: Any, force: bool):
+    """Batch mode: the input's content hash, or False when its outputs are up to date."""
+    if outdir is None or not os.path.isfile(spec):
+        return None
+    from outputs import file_sha256
+
+    digest = file_sha256(spec)
+    if not force and outdir.is_done(spec, digest):
+        return False
+    return digest
+
+
+def _run_source(source: Any, spec: str, digest: str | None, opts: dict, stages: Any, outdir: Any,
+                stop: StopSignal, run_id: str, docs: list, failed: list) -> None:
+    from frame_selection import FrameSelector
+    from pipeline import PipelineConfig, SourceRun
+
+    config = PipelineConfig(interval=opts["interval"], min_change=opts["min_change"], max_gap=opts["max_gap"],
+                            summary_interval=opts["summary_interval"], max_inflight=opts["max_inflight"],
+                            shutdown_timeout_s=opts["shutdown_timeout"])
+    selector_kw = {k: v for k, v in (("min_change", config.min_change), ("max_gap", config.max_gap))
+                   if v is not None}
+    with source, ExitStack() as stack:
+        stop.watch(source)
+        on_frame = _display_hook(stack, stop) if opts["display"] else None
+        on_progress = _progress_hook(stack, source)
+        log.info("%s: %s source%s", source.label, "live" if source.live else "file",
+                 f", {source.fps:.2f} fps" if source.fps else "")
+        run = SourceRun(source, FrameSelector(interval=config.interval, **selector_kw), stages, config,
+                        session_id=f"{run_id}-{source.label}", stop_event=stop.event,
+                        on_frame=on_frame, on_progress=on_progress)
+        doc = run.run()
+    doc.source = spec
+    doc.input_sha256 = digest
+    docs.append(doc)
+    stages.events.emit("stats", source=source.label, **doc.stats)
+    if doc.stats["frames_read"] == 0 and not stop.event.is_set():
+        failed.append((spec, "no frame could be decoded"))
+        return
+    if outdir is not None:
+        json_path, md_path = outdir.write(doc)
+        log.info("%s: wrote %s and %s", source.label, json_path, md_path)
+
+
+def _display_hook(stack: ExitStack, stop: StopSignal):
+    from display import Display, display_unavailable_reason
+
+    reason = display_unavailable_reason()
+    if reason:
+        log.warning("--display: %s; continuing without a window", reason)
+        return None
+    display = Display()
+    stack.callback(display.close)
+
+    def on_frame(frame: Any, run: Any) -> None:
+        summary = run._rolling_summary or ""
+        if not display.show(frame.image, run.latest_caption, summary, run.latest_faces):
+            stop.event.set()
+            run.source.stop()
+
+    return on_frame
+
+
+def _progress_hook(stack: ExitStack, source: Any):
+    """A progress bar per file when stderr is a terminal; nothing otherwise."""
+    total = getattr(source, "frame_count", None)
+    if source.live or not total or total <= 0 or not sys.stderr.isatty():
+        return None
+    bar = stack.enter_context(click.progressbar(length=int(total), label=source.label, file=sys.stderr))
+    return bar.update
+
+
+def _report(docs: list, stages: Any, opts: dict) -> None:
+    """The final summaries on stdout (or stderr when events use stdout), stats on stderr."""
+    import json
+
+    from outputs import write_atomic
+
+    out = sys.stderr if stages.events.to_stdout else sys.stdout
+    for doc in docs:
+        if opts["as_json"]:
+            out.write(json.dumps(doc.to_json(), ensure_ascii=False) + "\n")
+        else:
+            out.write(doc.to_markdown() if len(docs) > 1 or opts["output_dir"] else
+                      (doc.summary or "(no summary: no frame was captioned)") + "\n")
+    out.flush()
+    if opts["summary_out"] and docs:
+        text = "\n".join(doc.to_markdown() for doc in docs)
+        write_atomic(opts["summary_out"], text)
+    _print_stats(docs, stages)
+
+
+def _print_stats(docs: list, stages: Any) -> None:
+    lines = ["", "Statistics:"]
+    for doc in docs:
+        s = doc.stats
+        lines.append(f"  {doc.label}: frames read {s['frames_read']}, selected {s['selected']}, "
+                     f"captioned {s['captioned']}, failed {s['caption_failures']}, "
+                     f"dropped (busy) {s['dropped_busy']}, dropped (replaced) {s['dropped_replaced']}, "
+                     f"summaries {s['summaries']}")
+    lines.append(stages.vlm.stats.format())
+    lines.append(stages.summarizer.stats.format())
+    if stages.faces is not None:
+        lines.append(stages.faces.format_stats())
+    stages.events.emit("stats", scope="run", vlm=stages.vlm.stats.as_dict(),
+                       llm=stages.summarizer.stats.as_dict(),
+                       faces=stages.faces.stats if stages.faces is not None else None)
+    sys.stderr.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

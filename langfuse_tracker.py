@@ -1,0 +1,1033 @@
+"""Every Langfuse call of the project: traces, spans, generations with a correct TTFT, scores.
+
+Nothing else imports ``langfuse``. The API is the one of the integration guide
+(``../shared/notes/integration-guide.md``)::
+
+    tracker = LangfuseTracker(trace_log="traces.jsonl")      # keys from the environment
+    with tracker.create_trace("frame_processing", user_id="cam0", session_id=run_id) as trace:
+        with tracker.create_span(trace.id, "vlm_caption"):
+            with tracker.start_generation(trace_id=trace.id, name="vlm_caption",
+                                          model="qwen3", input=prompt) as gen:  # clock starts here
+                result = call_model()
+                gen.update(output=result.text, usage=result.usage_details(),
+                           completion_start_time=result.completion_start_time)
+            tracker.log_score(trace.id, "vlm_success", 1.0, observation_id=gen.id)
+        tracker.log_score(trace.id, "overall_quality", 0.8, score_trace=True)
+    report = tracker.close(deadline_s=5.0)
+
+Without ``LANGFUSE_PUBLIC_KEY``/``LANGFUSE_SECRET_KEY`` the SDK client is never built and
+every call is a cheap no-op returning the same types ("Dummy" contexts), so tracing never
+has to be configured for the program to run.
+
+Times: ``completion_start_time`` (and the legacy ``log_generation`` times) may be a float
+epoch (``time.time()``), an aware ``datetime``, or a naive ``datetime`` read as *local*
+time (what ``datetime.fromtimestamp(t)`` in the guide produces); all are turned into
+timezone-aware UTC before they reach Langfuse, so TTFT is right whatever ``TZ`` says.
+
+Threads: OTel context lives in contextvars and does not cross threads. A span or
+generation opened in a thread where its trace is not the current one is parented
+explicitly under that trace's root (with the trace's user/session/tags), never a new trace.
+
+Trace log (``trace_log=PATH``): JSON Lines, appended, one line per finished trace,
+observation and score, flushed per line, thread-safe, written whether or not Langfuse is
+enabled. Timestamps are UTC ISO-8601 with microseconds and a ``Z``. Fields:
+
+- every line: ``type`` (``trace`` | ``span`` | ``generation`` | ``score``), ``trace_id``
+  (32 hex), ``name``;
+- trace: ``id`` (= trace_id), ``observation_id`` (root span), ``start``, ``end``,
+  ``latency_ms``, ``level``, ``status_message``, ``user_id``, ``session_id``, ``tags``,
+  ``metadata``;
+- span / generation: ``id`` (16 hex), ``parent_id``, ``start``, ``end``, ``latency_ms``,
+  ``level`` (``DEFAULT`` or ``ERROR``), ``status_message``, ``metadata``; generations add
+  ``model``, ``completion_start_time`` (null when no token came), ``ttft_ms``
+  (= completion_start_time - start, as Langfuse computes it), ``usage``, ``legacy``;
+- score: ``id``, ``observation_id`` (null for a trace score), ``target`` (``trace`` |
+  ``observation``), ``value``, ``data_type`` (NUMERIC | BOOLEAN | CATEGORICAL), ``comment``,
+  ``timestamp``.
+
+``trace_report.py PATH`` turns such a file into the dashboards' figures.
+"""
+from __future__ import annotations
+
+import atexit
+import contextvars
+import json
+import logging
+import math
+import numbers
+import os
+import random
+import threading
+import time
+from collections import OrderedDict
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "https://cloud.langfuse.com"
+DEFAULT_TIMEOUT_S = 5.0
+SCORE_TYPES = ("NUMERIC", "BOOLEAN", "CATEGORICAL")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_TRACE_MEMORY = 1024  # traces remembered for late children from other threads
+
+# The observation (our context object) active in this thread/task: mirrors OTel's current
+# span so update_current_generation and log_score know whom they mean, also when disabled.
+_CURRENT: contextvars.ContextVar[Any] = contextvars.ContextVar("tracker_current", default=None)
+_rand = random.getrandbits  # ids, not secrets: the fast PRNG is enough
+
+
+# -- small helpers -------------------------------------------------------------------------
+def to_utc(value: Any) -> datetime | None:
+    """A float epoch / aware datetime / naive local datetime as an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        # astimezone() on a naive datetime reads it as local time, which is what
+        # datetime.fromtimestamp(t) (the guide's idiom) produced.
+        return value.astimezone(timezone.utc)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(f"timestamp must be finite, got {value!r}")
+        return datetime.fromtimestamp(float(value), tz=timezone.utc)
+    raise TypeError(f"expected a float epoch or a datetime, got {type(value).__name__}")
+
+
+def iso_utc(value: datetime | None) -> str | None:
+    """An aware datetime as UTC ISO-8601 with microseconds and a Z."""
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _ns_to_dt(ns: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def _dt_to_ns(value: datetime) -> int:
+    delta = value - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+def mask_secret(key: str | None) -> str:
+    """A key safe to print: its prefix and last 4 characters at most."""
+    if not key:
+        return "<unset>"
+    if len(key) < 12:
+        return "****"
+    prefix = key[:6] if key.startswith(("sk-lf-", "pk-lf-")) else key[:2]
+    return f"{prefix}****{key[-4:]}"
+
+
+def normalize_score(value: Any, data_type: str | None = None) -> tuple[float | str, str]:
+    """(value, data_type) as Langfuse wants them; ValueError for a mismatch or NaN/inf."""
+    dtype = data_type.upper() if isinstance(data_type, str) else data_type
+    if dtype is not None and dtype not in SCORE_TYPES:
+        raise ValueError(f"data_type must be one of {SCORE_TYPES}, got {data_type!r}")
+    if isinstance(value, bool):
+        if dtype == "CATEGORICAL":
+            raise ValueError(f"a bool score cannot be CATEGORICAL: {value!r}")
+        return (1.0 if value else 0.0), (dtype or "BOOLEAN")
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"score value must be finite, got {value!r}")
+        if dtype == "CATEGORICAL":
+            raise ValueError(f"a numeric score cannot be CATEGORICAL: {value!r} (pass a str)")
+        if dtype == "BOOLEAN" and number not in (0.0, 1.0):
+            raise ValueError(f"a BOOLEAN score must be 0 or 1, got {value!r}")
+        return number, (dtype or "NUMERIC")
+    if isinstance(value, str):
+        if dtype not in (None, "CATEGORICAL"):
+            raise ValueError(f"a str score must be CATEGORICAL, not {dtype}: {value!r}")
+        return value, "CATEGORICAL"
+    raise ValueError(f"score value must be bool, int, float or str, got {type(value).__name__}")
+
+
+class _WarnOnce:
+    """Warn once per key, count always."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, key: str, message: str, *args: Any) -> None:
+        with self._lock:
+            n = self.counts.get(key, 0)
+            self.counts[key] = n + 1
+        if n == 0:
+            log.warning(message + " (warning shown once; occurrences are counted)", *args)
+
+
+class TraceLog:
+    """Thread-safe JSON Lines appender, flushed per line (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        folder = os.path.dirname(self.path)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")
+        self._lock = threading.Lock()
+        self.lines = 0
+        self.failures = 0
+
+    def write(self, record: dict) -> None:
+        """Append one record as a line."""
+        line = json.dumps(record, default=str, ensure_ascii=False) + "\n"
+        with self._lock:
+            if self._fh is None:
+                self.failures += 1
+                return
+            try:
+                self._fh.write(line)
+                self._fh.flush()
+                self.lines += 1
+            except OSError as exc:
+                self.failures += 1
+                if self.failures == 1:
+                    log.warning("trace log %s: write failed (%s); counting further failures",
+                                self.path, exc)
+
+    def close(self) -> None:
+        """Close the file; later writes are counted as failures."""
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+
+
+@dataclass
+class CloseReport:
+    """What close() achieved: delivered counts and what may have been lost."""
+
+    enabled: bool
+    completed: bool  # the SDK finished shutting down within the deadline
+    elapsed_s: float
+    deadline_s: float
+    observations: int = 0  # traces' root spans + spans + generations handed to the SDK
+    observations_delivered: int = 0  # acknowledged by the host (2xx)
+    observations_failed: int = 0  # export attempts that failed (host down, 401, 5xx)
+    scores: int = 0
+    scores_delivered: int = 0
+    trace_log_lines: int = 0
+    message: str = ""
+
+    @property
+    def observations_lost(self) -> int:
+        """Observations not acknowledged by the host (failed or still queued)."""
+        return max(0, self.observations - self.observations_delivered)
+
+    @property
+    def scores_lost(self) -> int:
+        """Scores not acknowledged by the host (failed or still queued)."""
+        return max(0, self.scores - self.scores_delivered)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# -- no-op ("Dummy") contexts: the disabled mode without a trace log --------------------------
+class _DummyObservation:
+    """A span or generation that records nothing."""
+
+    __slots__ = ("trace_id",)
+    id = "0000000000000000"
+    level = "DEFAULT"
+
+    def __init__(self, trace_id: str | None = None) -> None:
+        self.trace_id = trace_id
+
+    def __enter__(self) -> "_DummyObservation":
+        return self
+
+    def __exit__(self, *exc: object) -> bool:
+        return False
+
+    def update(self, **kwargs: Any) -> "_DummyObservation":
+        """No-op."""
+        return self
+
+    def set_error(self, reason: str) -> None:
+        """No-op."""
+
+    def end(self) -> None:
+        """No-op."""
+
+
+class DummySpan(_DummyObservation):
+    """No-op span context."""
+
+    __slots__ = ()
+
+
+class DummyGeneration(_DummyObservation):
+    """No-op generation context."""
+
+    __slots__ = ()
+
+
+class DummyTrace(_DummyObservation):
+    """No-op trace context; its id is random so logs and events can still cite it."""
+
+    __slots__ = ("id",)
+
+    def __init__(self) -> None:
+        self.id = "%032x" % _rand(128)
+        self.trace_id = self.id
+
+    observation_id = _DummyObservation.id
+
+
+_DUMMY_SPAN = DummySpan()
+_DUMMY_GENERATION = DummyGeneration()
+
+
+# -- real contexts ----------------------------------------------------------------------------
+class _Observation:
+    """Base of the trace / span / generation contexts: SDK observation + trace log line."""
+
+    kind = "span"
+
+    def __init__(self, tracker: "LangfuseTracker", name: str, trace_id: str | None,
+                 input: Any = None, metadata: Any = None) -> None:
+        self._tracker = tracker
+        self.name = name
+        self.trace_id = trace_id
+        self.id: str | None = None
+        self.parent_id: str | None = None
+        self.input = input
+        self.metadata = metadata
+        self.level = "DEFAULT"
+        self.status_message: str | None = None
+        self.start_ns: int | None = None
+        self.end_ns: int | None = None
+        self._obs: Any = None  # the SDK observation, None when Langfuse is disabled
+        self._otel: Any = None  # its OTel span (for the exact start/end it sends)
+        self._stack: ExitStack | None = None
+        self._token: contextvars.Token | None = None
+
+    # The with protocol; also usable as explicit __enter__()/__exit__() as in the guide.
+    def __enter__(self):
+        if self._stack is not None:
+            raise RuntimeError(f"{self.kind} {self.name!r} was entered twice")
+        self._stack = ExitStack()
+        try:
+            self._open(self._stack)
+        except BaseException:
+            self._stack.close()
+            raise
+        if self.start_ns is None:
+            self.start_ns = time.time_ns()
+        self._token = _CURRENT.set(self)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self._stack is None or self.end_ns is not None:
+            return False
+        if exc is not None and self.level != "ERROR":
+            self.set_error(f"{exc_type.__name__}: {exc}")
+        try:
+            _CURRENT.reset(self._token)
+        except ValueError:  # exited in another context than entered; nothing to restore
+            pass
+        try:
+            self._stack.__exit__(exc_type, exc, tb)  # ends the SDK observation
+        finally:
+            end = getattr(self._otel, "end_time", None)
+            self.end_ns = end if isinstance(end, int) else time.time_ns()
+            self._tracker._finished(self)
+        return False
+
+    def _open(self, stack: ExitStack) -> None:
+        tracker = self._tracker
+        parent_ctx, self.parent_id, self.trace_id = tracker._resolve_parent(self.trace_id)
+        if tracker._sdk is None:
+            self.id = "%016x" % _rand(64)
+            if self.trace_id is None:
+                self.trace_id = "%032x" % _rand(128)
+            return
+        if parent_ctx is not None:
+            stack.callback(tracker._otel_context.detach, tracker._otel_context.attach(parent_ctx))
+        self._obs = stack.enter_context(
+            tracker._sdk.start_as_current_observation(as_type=self.kind, name=self.name,
+                                                      **self._sdk_args()))
+        self._adopt_sdk_observation(tracker)
+
+    def _adopt_sdk_observation(self, tracker: "LangfuseTracker") -> None:
+        self._otel = tracker._otel_trace.get_current_span()
+        self.id = self._obs.id
+        self.trace_id = self._obs.trace_id
+        start = getattr(self._otel, "start_time", None)
+        self.start_ns = start if isinstance(start, int) else time.time_ns()
+
+    def _sdk_args(self) -> dict:
+        return {"input": self.input, "metadata": self.metadata}
+
+    def update(self, *, output: Any = None, metadata: Any = None, input: Any = None,
+               level: str | None = None, status_message: str | None = None,
+               **generation_only: Any):
+        """Add output / metadata / level to the observation."""
+        if generation_only:
+            self._tracker._warn("span-generation-args",
+                                "update() on a span ignores generation-only fields %s",
+                                sorted(generation_only))
+        if metadata is not None:
+            self.metadata = metadata
+        if level is not None:
+            self.level = level
+        if status_message is not None:
+            self.status_message = status_message
+        if self._obs is not None and self.end_ns is None:
+            self._obs.update(output=output, metadata=metadata, input=input, level=level,
+                             status_message=status_message)
+        return self
+
+    def set_error(self, reason: str) -> None:
+        """Mark the observation level=ERROR with the reason as status message."""
+        self.update(level="ERROR", status_message=str(reason)[:1000])
+
+    def _record(self) -> dict:
+        start = _ns_to_dt(self.start_ns) if self.start_ns is not None else None
+        end = _ns_to_dt(self.end_ns) if self.end_ns is not None else None
+        return {
+            "type": self.kind,
+            "trace_id": self.trace_id,
+            "id": self.id,
+            "parent_id": self.parent_id,
+            "name": self.name,
+            "start": iso_utc(start),
+            "end": iso_utc(end),
+            "latency_ms": (self.end_ns - self.start_ns) / 1e6
+            if self.start_ns is not None and self.end_ns is not None else None,
+            "level": self.level,
+            "status_message": self.status_message,
+            "metadata": self.metadata,
+        }
+
+
+class SpanContext(_Observation):
+    """A span inside a trace (``with tracker.create_span(trace.id, name) as span``)."""
+
+    kind = "span"
+
+
+class GenerationContext(_Observation):
+    """A model call; its start time is when it is entered, so open it before the call."""
+
+    kind = "generation"
+
+    def __init__(self, tracker: "LangfuseTracker", name: str, trace_id: str | None,
+                 model: str | None = None, input: Any = None, metadata: Any = None,
+                 model_parameters: dict | None = None) -> None:
+        super().__init__(tracker, name, trace_id, input=input, metadata=metadata)
+        self.model = model
+        self.model_parameters = model_parameters
+        self.completion_start_time: datetime | None = None
+        self.usage: dict | None = None
+        self.legacy = False
+
+    def _sdk_args(self) -> dict:
+        return {"input": self.input, "metadata": self.metadata, "model": self.model,
+                "model_parameters": self.model_parameters}
+
+    def update(self, *, output: Any = None, usage: dict | None = None,
+               usage_details: dict | None = None, completion_start_time: Any = None,
+               metadata: Any = None, input: Any = None, model: str | None = None,
+               model_parameters: dict | None = None, level: str | None = None,
+               status_message: str | None = None, **ignored: Any) -> "GenerationContext":
+        """Add output, usage, completion_start_time (float epoch or datetime), level."""
+        if ignored:
+            self._tracker._warn("generation-args", "generation update() ignores %s",
+                                sorted(ignored))
+        usage = usage_details if usage_details is not None else usage
+        cst = to_utc(completion_start_time)
+        if cst is not None:
+            self.completion_start_time = cst
+            if self.start_ns is not None and _dt_to_ns(cst) < self.start_ns:
+                self._tracker._warn(
+                    "negative-ttft",
+                    "completion_start_time of %r is before the generation started: "
+                    "open the generation before the model call", self.name)
+        if usage is not None:
+            self.usage = {str(k): int(v) for k, v in usage.items() if v is not None}
+        if model is not None:
+            self.model = model
+        if metadata is not None:
+            self.metadata = metadata
+        if level is not None:
+            self.level = level
+        if status_message is not None:
+            self.status_message = status_message
+        if self._obs is not None and self.end_ns is None:
+            self._obs.update(output=output, usage_details=self.usage if usage else None,
+                             completion_start_time=cst, metadata=metadata, input=input,
+                             model=model, model_parameters=model_parameters, level=level,
+                             status_message=status_message)
+        return self
+
+    def _record(self) -> dict:
+        record = super()._record()
+        cst = self.completion_start_time
+        record.update(
+            model=self.model,
+            completion_start_time=iso_utc(cst),
+            ttft_ms=(_dt_to_ns(cst) - self.start_ns) / 1e6
+            if cst is not None and self.start_ns is not None else None,
+            usage=self.usage,
+            legacy=self.legacy,
+        )
+        return record
+
+
+class TraceContext(_Observation):
+    """One trace (one processed frame): its root span plus trace-level attributes."""
+
+    kind = "trace"
+
+    def __init__(self, tracker: "LangfuseTracker", name: str, *, user_id: str | None = None,
+                 session_id: str | None = None, tags: list[str] | None = None,
+                 metadata: dict | None = None, input: Any = None) -> None:
+        super().__init__(tracker, name, None, input=input, metadata=metadata)
+        self.user_id = user_id
+        self.session_id = session_id
+        self.tags = list(tags) if tags else None
+        self.observation_id: str | None = None  # the root span's id
+
+    def _open(self, stack: ExitStack) -> None:
+        tracker = self._tracker
+        if tracker._sdk is None:
+            self.trace_id = "%032x" % _rand(128)
+            self.observation_id = "%016x" % _rand(64)
+            self.id = self.trace_id
+            tracker._remember_trace(self, None)
+            return
+        ctx = tracker._otel_context
+        # A trace is a root: start from an empty context even if another trace is current.
+        stack.callback(ctx.detach, ctx.attach(ctx.Context()))
+        self._obs = stack.enter_context(
+            tracker._sdk.start_as_current_observation(as_type="span", name=self.name,
+                                                      input=self.input, metadata=self.metadata))
+        self._adopt_sdk_observation(tracker)
+        self.observation_id = self.id
+        self.id = self.trace_id
+        stack.enter_context(tracker._propagate(
+            trace_name=self.name, user_id=self.user_id, session_id=self.session_id,
+            tags=self.tags, metadata=_trace_metadata(self.metadata)))
+        # The context now holds the root span and the propagated attributes: children
+        # opened in other threads attach it to land in this trace with the same attributes.
+        tracker._remember_trace(self, ctx.get_current())
+
+    def _record(self) -> dict:
+        record = super()._record()
+        record.update(id=self.trace_id, observation_id=self.observation_id, parent_id=None,
+                      user_id=self.user_id, session_id=self.session_id, tags=self.tags)
+        return record
+
+
+def _trace_metadata(metadata: Any) -> dict | None:
+    """Trace metadata as propagate_attributes accepts it (str keys, no None values)."""
+    if not isinstance(metadata, dict):
+        return None
+    return {str(k): v for k, v in metadata.items() if v is not None} or None
+
+
+class _ClientProxy:
+    """``tracker.client``: the guide's update_current_* calls, the rest delegated to the SDK."""
+
+    def __init__(self, tracker: "LangfuseTracker") -> None:
+        self._tracker = tracker
+
+    def update_current_generation(self, **kwargs: Any) -> None:
+        """Update the generation active in this thread (times normalized to UTC)."""
+        self._update_current(kwargs, generation=True)
+
+    def update_current_span(self, **kwargs: Any) -> None:
+        """Update the span active in this thread."""
+        self._update_current(kwargs, generation=False)
+
+    def _update_current(self, kwargs: dict, generation: bool) -> None:
+        tracker = self._tracker
+        if not tracker._active:
+            return
+        current = _CURRENT.get()
+        if current is not None and current._tracker is tracker:
+            if not generation:
+                for key in ("completion_start_time", "usage", "usage_details", "model",
+                            "model_parameters"):
+                    kwargs.pop(key, None)
+            current.update(**kwargs)
+            return
+        if tracker._sdk is not None:
+            if "completion_start_time" in kwargs:
+                kwargs["completion_start_time"] = to_utc(kwargs["completion_start_time"])
+            method = "update_current_generation" if generation else "update_current_span"
+            getattr(tracker._sdk, method)(**kwargs)
+        else:
+            tracker._warn("no-current", "update_current_* called outside any observation")
+
+    def __getattr__(self, name: str) -> Any:
+        sdk = self._tracker._sdk
+        if sdk is None:
+            return _noop
+        return getattr(sdk, name)
+
+
+def _noop(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+class _TraceEntry:
+    __slots__ = ("context", "root_id", "trace_id")
+
+    def __init__(self, context: Any, root_id: str | None, trace_id: str) -> None:
+        self.context = context
+        self.root_id = root_id
+        self.trace_id = trace_id
+
+
+# -- the tracker --------------------------------------------------------------------------------
+class LangfuseTracker:
+    """Langfuse v5 tracing for the summarizer, a no-op without keys; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        public_key: str | None = None,
+        secret_key: str | None = None,
+        base_url: str | None = None,
+        trace_log: str | os.PathLike | None = None,
+        flush_at: int | None = None,
+        timeout_s: float | None = None,
+        latency_worst_ms: float = 5000.0,
+    ) -> None:
+        self.latency_worst_ms = float(latency_worst_ms)
+        self.host = (base_url or os.environ.get("LANGFUSE_BASE_URL")
+                     or os.environ.get("LANGFUSE_HOST") or DEFAULT_HOST).rstrip("/")
+        self.public_key = public_key or os.environ.get("LANGFUSE_PUBLIC_KEY") or None
+        secret = secret_key or os.environ.get("LANGFUSE_SECRET_KEY") or None
+        self.timeout_s = _positive_float(timeout_s, "LANGFUSE_TIMEOUT", DEFAULT_TIMEOUT_S)
+        self.flush_at = _positive_int(flush_at, "LANGFUSE_FLUSH_AT")
+        self._warn = _WarnOnce()
+        self._lock = threading.Lock()
+        self._traces: OrderedDict[str, _TraceEntry] = OrderedDict()
+        self.counts = {"traces": 0, "observations": 0, "generations": 0, "scores": 0,
+                       "errors": 0}
+        self._spans_ok = 0
+        self._spans_failed = 0
+        self._scores_ok = 0
+        self._close_report: CloseReport | None = None
+        self._sdk: Any = None
+        self._provider: Any = None
+        self.trace_log = TraceLog(trace_log) if trace_log else None
+        self.client = _ClientProxy(self)
+
+        reason = self._disabled_reason(secret)
+        if reason is None:
+            self._build_client(secret)
+            log.info("Langfuse tracking enabled: %s", self.host)
+        self.disabled_reason = reason
+        if reason is not None:
+            log.info("Langfuse tracking disabled: %s", reason)
+        # False only in full no-op mode: then every call returns a shared Dummy at once.
+        self._active = self._sdk is not None or self.trace_log is not None
+
+    @property
+    def enabled(self) -> bool:
+        """True when the Langfuse SDK client was built (keys present)."""
+        return self._sdk is not None
+
+    def __repr__(self) -> str:
+        state = f"enabled host={self.host}" if self.enabled else "disabled"
+        return f"<LangfuseTracker {state} public_key={mask_secret(self.public_key)}>"
+
+    def _disabled_reason(self, secret: str | None) -> str | None:
+        if os.environ.get("LANGFUSE_TRACING_ENABLED", "true").strip().lower() == "false":
+            return "LANGFUSE_TRACING_ENABLED=false"
+        missing = [name for name, value in (("LANGFUSE_PUBLIC_KEY", self.public_key),
+                                            ("LANGFUSE_SECRET_KEY", secret)) if not value]
+        if missing:
+            return f"{' and '.join(missing)} not set (source setup_langfuse.sh to configure)"
+        return None
+
+    def _build_client(self, secret: str) -> None:
+        import httpx
+        from langfuse import Langfuse, propagate_attributes
+        from opentelemetry import context as otel_context
+        from opentelemetry import trace as otel_trace
+        from opentelemetry.sdk.trace import TracerProvider
+
+        self._otel_context = otel_context
+        self._otel_trace = otel_trace
+        self._propagate = propagate_attributes
+        # Our own provider: no global OTel state, several trackers per process, and no
+        # OTel atexit hook that could block on a dead host (close() owns the shutdown).
+        self._provider = TracerProvider(shutdown_on_exit=False)
+        self._http = httpx.Client(timeout=self.timeout_s,
+                                  event_hooks={"response": [self._on_response]})
+        self._sdk = Langfuse(
+            public_key=self.public_key,
+            secret_key=secret,
+            base_url=self.host,
+            timeout=self.timeout_s,
+            flush_at=self.flush_at,
+            httpx_client=self._http,
+            tracer_provider=self._provider,
+            span_exporter=self._span_exporter(secret),
+        )
+
+    def _span_exporter(self, secret: str) -> Any:
+        """The SDK's own OTLP exporter settings, wrapped to count delivered spans."""
+        import base64
+
+        from langfuse import __version__ as sdk_version
+        from opentelemetry.exporter.otlp.proto.http import Compression
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        auth = base64.b64encode(f"{self.public_key}:{secret}".encode()).decode("ascii")
+        exporter = OTLPSpanExporter(
+            endpoint=f"{self.host}/api/public/otel/v1/traces",
+            headers={
+                "Authorization": f"Basic {auth}",
+                "x-langfuse-sdk-name": "python",
+                "x-langfuse-sdk-version": sdk_version,
+                "x-langfuse-public-key": self.public_key,
+                "x-langfuse-ingestion-version": "4",
+            },
+            timeout=self.timeout_s,
+            compression=Compression.Gzip,
+        )
+        return _CountingExporter(exporter, self)
+
+    def _on_response(self, response: Any) -> None:
+        # httpx event hook on the SDK's API client: count scores the host accepted.
+        request = response.request
+        if request.method == "POST" and request.url.path.endswith("/api/public/scores"):
+            if 200 <= response.status_code < 300:
+                try:
+                    n = len(json.loads(request.content or b"[]"))
+                except ValueError:
+                    n = 0
+                with self._lock:
+                    self._scores_ok += n
+            else:
+                self._warn(f"scores-http-{response.status_code}",
+                           "Langfuse rejected scores: HTTP %s", response.status_code)
+
+    # -- trace registry (cross-thread parenting) ------------------------------------------------
+    def _remember_trace(self, trace: TraceContext, context: Any) -> None:
+        with self._lock:
+            self._traces[trace.trace_id] = _TraceEntry(context, trace.observation_id,
+                                                       trace.trace_id)
+            while len(self._traces) > _TRACE_MEMORY:
+                self._traces.popitem(last=False)
+
+    def _resolve_parent(self, trace_id: str | None) -> tuple[Any, str | None, str | None]:
+        """(OTel context to attach or None, parent observation id, trace id) for a child."""
+        current = _CURRENT.get()
+        if current is not None and current._tracker is self and (
+                trace_id is None or current.trace_id == trace_id):
+            parent = current.observation_id if isinstance(current, TraceContext) else current.id
+            return None, parent, current.trace_id
+        if trace_id is None:
+            self._warn("no-trace", "span/generation opened outside any trace: it starts a new trace")
+            return (self._otel_context.Context() if self._sdk is not None else None), None, None
+        entry = self._traces.get(trace_id)
+        if entry is not None:
+            return entry.context, entry.root_id, trace_id
+        self._warn("unknown-trace", "trace id %s is not a trace of this tracker; "
+                   "the observation is attached to that id without its root", trace_id)
+        if self._sdk is None:
+            return None, None, trace_id
+        return self._remote_parent(trace_id, None), None, trace_id
+
+    def _remote_parent(self, trace_id: str, span_id: str | None) -> Any:
+        """An OTel context whose current span is (trace_id, span_id), for explicit parenting."""
+        from opentelemetry.trace import (NonRecordingSpan, SpanContext, TraceFlags,
+                                         set_span_in_context)
+
+        sid = int(span_id, 16) if span_id else _rand(64) or 1
+        parent = SpanContext(trace_id=int(trace_id, 16), span_id=sid, is_remote=False,
+                             trace_flags=TraceFlags(TraceFlags.SAMPLED))
+        return set_span_in_context(NonRecordingSpan(parent), self._otel_context.Context())
+
+    def _finished(self, obs: _Observation) -> None:
+        with self._lock:
+            self.counts["traces" if obs.kind == "trace" else "observations"] += 1
+            if obs.kind == "generation":
+                self.counts["generations"] += 1
+            if obs.level == "ERROR":
+                self.counts["errors"] += 1
+        if self.trace_log is not None:
+            self.trace_log.write(obs._record())
+
+    # -- public API --------------------------------------------------------------------------------
+    def create_trace(self, name: str, *, user_id: str | None = None,
+                     session_id: str | None = None, tags: list[str] | None = None,
+                     metadata: dict | None = None, input: Any = None) -> TraceContext | DummyTrace:
+        """A trace context (use with ``with``); ``.id`` is its 32-hex trace id."""
+        if not self._active:
+            return DummyTrace()
+        return TraceContext(self, name, user_id=user_id, session_id=session_id, tags=tags,
+                            metadata=metadata, input=input)
+
+    def create_span(self, trace_id: str | None, name: str, *, input: Any = None,
+                    metadata: Any = None) -> SpanContext | DummySpan:
+        """A span context under the current observation of that trace (or its root)."""
+        if not self._active:
+            return _DUMMY_SPAN
+        return SpanContext(self, name, trace_id, input=input, metadata=metadata)
+
+    def start_generation(self, trace_id: str | None, name: str, model: str | None = None,
+                         input: Any = None, metadata: Any = None,
+                         model_parameters: dict | None = None) -> GenerationContext | DummyGeneration:
+        """A generation context whose clock starts on ``__enter__`` (before the model call)."""
+        if not self._active:
+            return _DUMMY_GENERATION
+        return GenerationContext(self, name, trace_id, model=model, input=input,
+                                 metadata=metadata, model_parameters=model_parameters)
+
+    def log_generation(self, trace_id: str | None, name: str, model: str | None = None,
+                       input: Any = None, output: Any = None, *, start_time: Any = None,
+                       end_time: Any = None, completion_start_time: Any = None,
+                       usage: dict | None = None, metadata: Any = None,
+                       level: str | None = None, status_message: str | None = None) -> str | None:
+        """Legacy: record a finished generation from its timings; returns its id.
+
+        Deprecated: use ``start_generation`` before the call. Start/end are taken from
+        ``start_time``/``end_time`` (float epoch or datetime; default now).
+        """
+        self._warn("log_generation", "log_generation() is deprecated: open "
+                   "start_generation() before the model call instead")
+        if not self._active:
+            return _DUMMY_GENERATION.id
+        gen = GenerationContext(self, name, trace_id, model=model, input=input,
+                                metadata=metadata)
+        gen.legacy = True
+        now = time.time_ns()
+        start = to_utc(start_time)
+        end = to_utc(end_time)
+        gen.start_ns = _dt_to_ns(start) if start is not None else now
+        end_ns = _dt_to_ns(end) if end is not None else max(now, gen.start_ns)
+        parent_ctx, gen.parent_id, gen.trace_id = self._resolve_parent(trace_id)
+        if self._sdk is None:
+            gen.id = "%016x" % _rand(64)
+            gen.trace_id = gen.trace_id or "%032x" % _rand(128)
+        else:
+            from langfuse import LangfuseGeneration
+
+            # v5 has no start_time argument; an OTel span from a tracer with the SDK's
+            # scope (name + public_key, which its exporter filter checks) can take one.
+            tracer = self._provider.get_tracer("langfuse-sdk", attributes={
+                "public_key": self.public_key})
+            context = parent_ctx if parent_ctx is not None else self._otel_context.get_current()
+            otel_span = tracer.start_span(name, context=context, start_time=gen.start_ns)
+            gen._obs = LangfuseGeneration(otel_span=otel_span, langfuse_client=self._sdk,
+                                          input=input, model=model, metadata=metadata)
+            gen._otel = otel_span
+            gen.id, gen.trace_id = gen._obs.id, gen._obs.trace_id
+        gen.update(output=output, usage=usage, completion_start_time=completion_start_time,
+                   level=level, status_message=status_message)
+        if gen._obs is not None:
+            gen._obs.end(end_time=end_ns)
+        gen.end_ns = end_ns
+        self._finished(gen)
+        return gen.id
+
+    def log_score(self, trace_id: str | None, name: str, value: Any, data_type: str | None = None,
+                  comment: str | None = None, score_trace: bool = False,
+                  observation_id: str | None = None) -> None:
+        """Score the current/given observation, or the whole trace with score_trace=True.
+
+        bool -> BOOLEAN (0/1), int/float -> NUMERIC, str -> CATEGORICAL; a data_type that
+        does not fit the value, NaN or inf raise ValueError.
+        """
+        value, dtype = normalize_score(value, data_type)
+        if not self._active:
+            return
+        current = _CURRENT.get()
+        if current is not None and current._tracker is not self:
+            current = None
+        if trace_id is None:
+            if current is None:
+                raise ValueError(f"log_score({name!r}) needs a trace_id outside a trace")
+            trace_id = current.trace_id
+        if score_trace:
+            observation_id = None
+        elif observation_id is None:
+            if current is not None and current.trace_id == trace_id:
+                observation_id = (current.observation_id if isinstance(current, TraceContext)
+                                  else current.id)
+            else:
+                self._warn("score-no-observation", "score %r has no current observation in "
+                           "its trace: it scores the whole trace", name)
+        with self._lock:
+            self.counts["scores"] += 1
+        if self._sdk is not None:
+            self._sdk.create_score(name=name, value=value, data_type=dtype, trace_id=trace_id,
+                                   observation_id=observation_id, comment=comment)
+        if self.trace_log is not None:
+            self.trace_log.write({
+                "type": "score", "trace_id": trace_id, "id": "%016x" % _rand(64),
+                "observation_id": observation_id,
+                "target": "observation" if observation_id else "trace",
+                "name": name, "value": value, "data_type": dtype, "comment": comment,
+                "timestamp": iso_utc(datetime.now(timezone.utc)),
+            })
+        log.debug("Score logged: %s=%s (type=%s)", name, value, dtype)
+
+    def flush(self, deadline_s: float = 10.0) -> bool:
+        """Send what is queued; gives up after deadline_s (True when everything went out)."""
+        if self._sdk is None or self._close_report is not None:
+            return True
+        return _run_with_deadline(self._sdk.flush, deadline_s, "langfuse-flush")
+
+    def close(self, deadline_s: float = 5.0) -> CloseReport:
+        """Flush and shut down within deadline_s, even with the host down; says what may be lost."""
+        if self._close_report is not None:
+            return self._close_report
+        started = time.monotonic()
+        completed = True
+        if self._sdk is not None:
+            resources = getattr(self._sdk, "_resources", None)
+            if resources is not None:
+                # The SDK registered resources.shutdown with atexit; that flush has no
+                # timeout and would block exit again with the host down (stack.md pitfall 4).
+                atexit.unregister(resources.shutdown)
+            completed = _run_with_deadline(self._shutdown_sdk, deadline_s, "langfuse-close")
+        if self.trace_log is not None:
+            self.trace_log.close()
+        self._close_report = self._report(completed, time.monotonic() - started, deadline_s)
+        # Later calls on a closed tracker are no-ops, so a late worker cannot crash the loop.
+        self._active = False
+        self._sdk = None
+        level = logging.INFO if self._close_report.observations_lost == 0 and \
+            self._close_report.scores_lost == 0 else logging.WARNING
+        log.log(level, "%s", self._close_report.message)
+        return self._close_report
+
+    def _shutdown_sdk(self) -> None:
+        self._sdk.shutdown()
+        self._provider.shutdown()
+        resources = getattr(self._sdk, "_resources", None)
+        if resources is not None:
+            # Forget the singleton so a new tracker with the same key starts fresh.
+            from langfuse._client.resource_manager import LangfuseResourceManager
+
+            with LangfuseResourceManager._lock:
+                if LangfuseResourceManager._instances.get(self.public_key) is resources:
+                    del LangfuseResourceManager._instances[self.public_key]
+
+    def _report(self, completed: bool, elapsed: float, deadline: float) -> CloseReport:
+        with self._lock:
+            report = CloseReport(
+                enabled=self._sdk is not None, completed=completed, elapsed_s=elapsed,
+                deadline_s=deadline,
+                observations=self.counts["traces"] + self.counts["observations"],
+                observations_delivered=self._spans_ok, observations_failed=self._spans_failed,
+                scores=self.counts["scores"], scores_delivered=self._scores_ok,
+                trace_log_lines=self.trace_log.lines if self.trace_log else 0)
+        if not report.enabled:
+            where = f"; trace log {self.trace_log.path}: {report.trace_log_lines} lines" \
+                if self.trace_log else ""
+            report.observations_delivered = report.scores_delivered = 0
+            report.message = f"Langfuse disabled: nothing sent{where}"
+            return report
+        head = ("Langfuse: delivered" if completed else
+                f"Langfuse: gave up after {deadline:.1f} s with the host not answering;")
+        report.message = (
+            f"{head} {report.observations_delivered}/{report.observations} observations and "
+            f"{report.scores_delivered}/{report.scores} scores acknowledged by {self.host}")
+        if report.observations_lost or report.scores_lost:
+            report.message += (f"; up to {report.observations_lost} observations and "
+                               f"{report.scores_lost} scores may be lost")
+        return report
+
+    def stats(self) -> dict:
+        """Counts of traced items, delivery and warnings, for the exit report."""
+        with self._lock:
+            return {**self.counts, "spans_delivered": self._spans_ok,
+                    "span_export_failures": self._spans_failed,
+                    "scores_delivered": self._scores_ok, "warnings": dict(self._warn.counts),
+                    "trace_log_lines": self.trace_log.lines if self.trace_log else 0}
+
+
+class _CountingExporter:
+    """Wraps the OTLP exporter to count spans the host acknowledged (for close())."""
+
+    def __init__(self, inner: Any, tracker: LangfuseTracker) -> None:
+        self._inner = inner
+        self._tracker = tracker
+
+    def export(self, spans: Any) -> Any:
+        """Export and count."""
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        result = self._inner.export(spans)
+        tracker = self._tracker
+        with tracker._lock:
+            if result == SpanExportResult.SUCCESS:
+                tracker._spans_ok += len(spans)
+            else:
+                tracker._spans_failed += len(spans)
+        if result != SpanExportResult.SUCCESS:
+            tracker._warn("span-export", "Langfuse span export to %s failed", tracker.host)
+        return result
+
+    def shutdown(self) -> None:
+        """Shut the inner exporter down."""
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Nothing is buffered here."""
+        return self._inner.force_flush(timeout_millis)
+
+
+def _run_with_deadline(fn: Any, deadline_s: float, name: str) -> bool:
+    """Run fn in a daemon thread; True if it finished within deadline_s."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            fn()
+        except Exception as exc:  # reported below; tracing must never crash the program
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    thread.join(max(0.0, deadline_s))
+    if errors:
+        log.warning("%s failed: %s", name, errors[0])
+    return not thread.is_alive() and not errors
+
+
+def _positive_float(value: float | None, env: str, default: float) -> float:
+    if value is None:
+        raw = os.environ.get(env)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            log.warning("%s=%r is not a number; using %s", env, raw, default)
+            return default
+    if not value > 0:
+        raise ValueError(f"{env.lower()} must be positive, got {value}")
+    return float(value)
+
+
+def _positive_int(value: int | None, env: str) -> int | None:
+    if value is None:
+        raw = os.environ.get(env)
+        if raw is None:
+            return None
+        try:
+            value = int(raw)
+        except ValueError:
+            log.warning("%s=%r is not an integer; using the SDK default", env, raw)
+            return None
+    if value <= 0:
+        raise ValueError(f"{env.lower()} must be positive, got {value}")
+    return int(value)

@@ -1,0 +1,283 @@
+"""A local stand-in for the Langfuse server: records what the real SDK sends, at the protocol level.
+
+It listens on 127.0.0.1 and understands the three endpoints the SDK uses:
+
+- ``POST /api/public/otel/v1/traces``: OTLP protobuf (gzip or plain), decoded into ``spans``;
+- ``POST /api/public/scores``: a JSON array of scores, kept in ``scores``;
+- ``GET /api/public/projects``: what ``auth_check()`` asks for.
+
+Modes: ``"ok"`` answers like Langfuse, ``"401"`` rejects every request, ``"500"`` fails every
+request, ``"refuse"`` is a port with nothing listening (connection refused) and ``"hang"``
+accepts connections and never answers. Used by the tracker tests, the integrator's end-to-end
+tests and ``bench/bench_tracing.py``::
+
+    with FakeLangfuseServer(public_key="pk-lf-test", secret_key="sk-lf-test") as srv:
+        tracker = LangfuseTracker(public_key=..., secret_key=..., base_url=srv.base_url)
+        ...
+        assert srv.wait_for(n_spans=6, n_scores=7)
+        srv.spans[0]["attributes"]["langfuse.observation.type"]
+"""
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+MODES = ("ok", "refuse", "hang", "401", "500")
+TRACES_PATH = "/api/public/otel/v1/traces"
+SCORES_PATH = "/api/public/scores"
+PROJECTS_PATH = "/api/public/projects"
+
+
+def _any_value(value: Any) -> Any:
+    """An OTLP AnyValue as a plain Python value."""
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [_any_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _any_value(kv.value) for kv in value.kvlist_value.values}
+    return getattr(value, kind)
+
+
+def decode_otlp(body: bytes) -> list[dict]:
+    """Decode an ExportTraceServiceRequest into one plain dict per span."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(body)
+    spans = []
+    for resource_spans in request.resource_spans:
+        resource = {kv.key: _any_value(kv.value) for kv in resource_spans.resource.attributes}
+        for scope_spans in resource_spans.scope_spans:
+            scope = {
+                "name": scope_spans.scope.name,
+                "attributes": {kv.key: _any_value(kv.value) for kv in scope_spans.scope.attributes},
+            }
+            for span in scope_spans.spans:
+                spans.append(
+                    {
+                        "trace_id": span.trace_id.hex(),
+                        "span_id": span.span_id.hex(),
+                        "parent_span_id": span.parent_span_id.hex() or None,
+                        "name": span.name,
+                        "start_ns": span.start_time_unix_nano,
+                        "end_ns": span.end_time_unix_nano,
+                        "status_code": span.status.code,
+                        "status_message": span.status.message,
+                        "attributes": {kv.key: _any_value(kv.value) for kv in span.attributes},
+                        "scope": scope,
+                        "resource": resource,
+                    }
+                )
+    return spans
+
+
+class FakeLangfuseServer:
+    """Records the SDK's span and score requests on 127.0.0.1; see the module docstring."""
+
+    def __init__(
+        self,
+        mode: str = "ok",
+        *,
+        public_key: str | None = None,
+        secret_key: str | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        self.mode = mode
+        self.public_key = public_key
+        self.secret_key = secret_key
+        self.spans: list[dict] = []
+        self.scores: list[dict] = []
+        self.requests: list[dict] = []  # method, path, status, headers (Authorization masked)
+        self.auth_failures = 0
+        self._cond = threading.Condition()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._sock: socket.socket | None = None
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        """The URL to hand to the SDK (``base_url=``)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "FakeLangfuseServer":
+        """Start listening (or, for 'refuse', pick a port nobody listens on)."""
+        if self.mode == "refuse":
+            probe = socket.socket()
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+            probe.close()  # closed, so connecting to it is refused
+        elif self.mode == "hang":
+            self._sock = socket.socket()
+            self._sock.bind(("127.0.0.1", 0))
+            self._sock.listen(128)
+            self._sock.settimeout(0.2)
+            self.port = self._sock.getsockname()[1]
+            self._thread = threading.Thread(target=self._hold_connections, daemon=True)
+            self._thread.start()
+        else:
+            self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+            self._httpd.daemon_threads = True
+            self.port = self._httpd.server_address[1]
+            self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening and drop held connections."""
+        self._stop.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._sock is not None:
+            self._sock.close()
+        for conn in self._held:
+            try:
+                conn.close()
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> "FakeLangfuseServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _hold_connections(self) -> None:
+        # Accept and never answer: the client sees a connection that times out on read.
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            self._held.append(conn)
+
+    # -- queries ---------------------------------------------------------------------------
+    def wait_for(self, n_spans: int = 0, n_scores: int = 0, timeout: float = 10.0) -> bool:
+        """Wait until at least n_spans spans and n_scores scores arrived; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.spans) < n_spans or len(self.scores) < n_scores:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def spans_named(self, name: str) -> list[dict]:
+        """All received spans with this name."""
+        with self._cond:
+            return [s for s in self.spans if s["name"] == name]
+
+    def traces(self) -> dict[str, list[dict]]:
+        """Received spans grouped by trace id."""
+        grouped: dict[str, list[dict]] = {}
+        with self._cond:
+            for span in self.spans:
+                grouped.setdefault(span["trace_id"], []).append(span)
+        return grouped
+
+    # -- request handling (called from the handler threads) ---------------------------------
+    def _authorized(self, header: str | None) -> bool:
+        if self.public_key is None:
+            return True
+        expected = base64.b64encode(f"{self.public_key}:{self.secret_key}".encode()).decode()
+        return header == f"Basic {expected}"
+
+    def _record(self, method: str, path: str, status: int, headers: dict) -> None:
+        safe = {k: ("***" if k.lower() == "authorization" else v) for k, v in headers.items()}
+        with self._cond:
+            self.requests.append({"method": method, "path": path, "status": status, "headers": safe})
+
+    def _add(self, spans: list[dict] = (), scores: list[dict] = ()) -> None:
+        with self._cond:
+            self.spans.extend(spans)
+            self.scores.extend(scores)
+            self._cond.notify_all()
+
+
+def _handler_for(server: FakeLangfuseServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:  # keep test output clean
+            pass
+
+        def _reply(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+            server._record(self.command, self.path, status, dict(self.headers))
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _body(self) -> bytes:
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.headers.get("Content-Encoding", "").lower() == "gzip":
+                raw = gzip.decompress(raw)
+            return raw
+
+        def _refused(self) -> bool:
+            if server.mode == "500":
+                self._reply(500, b'{"message":"internal error"}')
+                return True
+            if server.mode == "401" or not server._authorized(self.headers.get("Authorization")):
+                server.auth_failures += 1
+                self._reply(401, b'{"message":"Invalid credentials"}')
+                return True
+            return False
+
+        def do_GET(self) -> None:
+            if self._refused():
+                return
+            if self.path.split("?")[0] == PROJECTS_PATH:
+                body = {
+                    "data": [
+                        {
+                            "id": "proj-test",
+                            "name": "fake",
+                            "organization": {"id": "org-test", "name": "fake-org"},
+                            "metadata": {},
+                        }
+                    ]
+                }
+                self._reply(200, json.dumps(body).encode())
+            else:
+                self._reply(404, b'{"message":"not found"}')
+
+        def do_POST(self) -> None:
+            body = self._body()
+            if self._refused():
+                return
+            path = self.path.split("?")[0]
+            if path == TRACES_PATH:
+                from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+                    ExportTraceServiceResponse,
+                )
+
+                server._add(spans=decode_otlp(body))
+                self._reply(
+                    200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf"
+                )
+            elif path == SCORES_PATH:
+                data = json.loads(body or b"[]")
+                server._add(scores=data if isinstance(data, list) else [data])
+                self._reply(202, b'{"message":"Accepted"}')
+            else:
+                self._reply(404, b'{"message":"not found"}')
+
+    return Handler

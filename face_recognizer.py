@@ -156,6 +156,11 @@ class FaceRecognizer:
         """Sorted names of the people in the library."""
         return sorted(set(self._names))
 
+    @property
+    def encodings_per_name(self) -> dict[str, int]:
+        """How many reference encodings each known person has."""
+        return dict(Counter(self._names))
+
     def load(self) -> FaceRecognizer:
         """Import face_recognition and load (or re-load) the known-faces library."""
         with self._load_lock:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from errors import BackendUnavailable, InputError
+from errors import BackendUnavailable, InputError, SummarizerError
 from stats import describe
 
 logger = logging.getLogger(__name__)
@@ -108,30 +108,37 @@ class FaceRecognizer:
         cache_dir: str | os.PathLike | None = None,
         smoothing: tuple[int, int] | None = None,
     ) -> None:
+        # Settings come from CLI options; the option name tells the user what to fix.
         if model not in ("hog", "cnn"):
-            raise ValueError(f"face detector model must be 'hog' or 'cnn', not {model!r}")
-        if not 0.0 < tolerance <= 1.0:
-            raise ValueError(f"face tolerance must be in (0, 1], not {tolerance}")
+            raise SummarizerError(f"face detector must be 'hog' or 'cnn', not {model!r}",
+                                  option="--face-model")
+        if not 0.0 <= tolerance <= 1.0:
+            raise SummarizerError(f"face tolerance must be between 0 and 1, not {tolerance}",
+                                  option="--face-tolerance")
         if not 0.0 < scale <= 1.0:
-            raise ValueError(f"face detection scale must be in (0, 1], not {scale}")
+            raise SummarizerError(f"face detection scale must be in (0, 1], not {scale}",
+                                  option="--face-scale")
         if upsample < 0:
-            raise ValueError(f"upsample must be 0 or more, not {upsample}")
-        if smoothing is not None:
-            k, n = smoothing
-            if not 1 <= k <= n:
-                raise ValueError(f"smoothing (k, n) needs 1 <= k <= n, not {smoothing}")
-        self.known_faces_dir = Path(known_faces_dir) if known_faces_dir is not None else None
+            raise SummarizerError(f"face upsample count must be 0 or more, not {upsample}",
+                                  option="--face-upsample")
+        if smoothing is not None and not 1 <= smoothing[0] <= smoothing[1]:
+            raise SummarizerError(f"face smoothing (k, n) needs 1 <= k <= n, not {smoothing}",
+                                  option="--face-smoothing")
+        self.known_faces_dir = (
+            Path(known_faces_dir).expanduser() if known_faces_dir is not None else None
+        )
         self.tolerance = float(tolerance)
         self.model = model
         self.upsample = int(upsample)
         self.scale = float(scale)
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         self.smoothing = smoothing
 
         self._fr: Any = None  # the face_recognition module, once loaded
         self._cv2: Any = None
-        self._names: list[str] = []  # one per row of _encodings
-        self._encodings = np.zeros((0, 128))
+        # (names, encodings): one name per row; swapped as one object so a reload never
+        # pairs old names with new rows under a running recognize().
+        self._refs: tuple[list[str], np.ndarray] = ([], np.zeros((0, 128)))
         self.skipped: list[SkippedImage] = []
         self.library: dict[str, int] = {"images": 0, "encoded": 0, "from_cache": 0, "skipped": 0}
         self._cache_warned = False
@@ -154,12 +161,12 @@ class FaceRecognizer:
     @property
     def known_names(self) -> list[str]:
         """Sorted names of the people in the library."""
-        return sorted(set(self._names))
+        return sorted(set(self._refs[0]))
 
     @property
     def encodings_per_name(self) -> dict[str, int]:
         """How many reference encodings each known person has."""
-        return dict(Counter(self._names))
+        return dict(Counter(self._refs[0]))
 
     def load(self) -> FaceRecognizer:
         """Import face_recognition and load (or re-load) the known-faces library."""
@@ -222,8 +229,7 @@ class FaceRecognizer:
                     len(set(names)), len(names), self.library["encoded"],
                     self.library["from_cache"], self.library["skipped"],
                 )
-        self._names = names
-        self._encodings = np.array(encodings) if encodings else np.zeros((0, 128))
+        self._refs = (names, np.array(encodings) if encodings else np.zeros((0, 128)))
 
     def _library_files(self, folder: Path) -> list[tuple[str, Path]]:
         """(name, path) pairs: name.jpg is one image of `name`; name/ holds several."""
@@ -384,12 +390,14 @@ class FaceRecognizer:
         return boxes
 
     def _match(self, box: tuple[int, int, int, int], encoding: np.ndarray) -> FaceMatch:
-        if not self._names:
+        names, references = self._refs
+        if not names:
             return FaceMatch(UNKNOWN, None, box)
-        distances = np.linalg.norm(self._encodings - encoding, axis=1)
+        # Same Euclidean distance as face_recognition.face_distance, one person per row.
+        distances = np.linalg.norm(references - encoding, axis=1)
         best = int(np.argmin(distances))
         distance = float(distances[best])
-        name = self._names[best] if distance <= self.tolerance else UNKNOWN
+        name = names[best] if distance <= self.tolerance else UNKNOWN
         return FaceMatch(name, round(distance, 4), box)
 
     def _smooth(self, matches: list[FaceMatch]) -> list[FaceMatch]:

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from errors import InputError
+from errors import InputError, SummarizerError
 from face_recognizer import UNKNOWN, FaceMatch, FaceRecognizer, default_cache_dir
 
 LIN = "lin-manuel-miranda"
@@ -86,7 +86,7 @@ def test_second_load_reads_the_cache_and_encodes_nothing(data_dir, cache_dir, re
     assert calls == []
     assert again.library == {"images": 5, "encoded": 0, "from_cache": 5, "skipped": 0}
     assert again.known_names == recognizer.known_names
-    np.testing.assert_array_equal(again._encodings, recognizer._encodings)
+    np.testing.assert_array_equal(again._refs[1], recognizer._refs[1])  # exact round trip
 
 
 def test_changed_and_added_images_are_encoded_again(data_dir, tmp_path):
@@ -184,13 +184,16 @@ def test_default_cache_dir_follows_xdg(monkeypatch, tmp_path):
     assert FaceRecognizer().cache_dir == tmp_path / "real-time-summarizer" / "faces"
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"model": "yolo"}, {"tolerance": 0}, {"tolerance": 1.5}, {"scale": 0},
-    {"scale": 1.5}, {"upsample": -1}, {"smoothing": (3, 2)}, {"smoothing": (0, 2)},
+@pytest.mark.parametrize(("kwargs", "option"), [
+    ({"model": "yolo"}, "--face-model"), ({"tolerance": -0.1}, "--face-tolerance"),
+    ({"tolerance": 1.5}, "--face-tolerance"), ({"scale": 0}, "--face-scale"),
+    ({"scale": 1.5}, "--face-scale"), ({"upsample": -1}, "--face-upsample"),
+    ({"smoothing": (3, 2)}, "--face-smoothing"), ({"smoothing": (0, 2)}, "--face-smoothing"),
 ])
-def test_bad_settings_are_rejected(kwargs):
-    with pytest.raises(ValueError):
+def test_bad_settings_name_the_option(kwargs, option):
+    with pytest.raises(SummarizerError) as err:
         FaceRecognizer(**kwargs)
+    assert err.value.option == option
 
 
 def test_import_loads_no_heavy_library():
@@ -310,3 +313,17 @@ def test_parallel_calls_agree_and_stats_count_every_frame(data_dir, cache_dir):
     text = rec.format_stats()
     assert "7 frames, 4 faces (4 known, 0 unknown)" in text
     assert "obama x4" in text and "p95" in text
+
+
+def test_cnn_detector_finds_the_same_face(data_dir, tmp_path, caplog, recognizer):
+    # dlib here has no CUDA: cnn runs on the CPU (~0.5 s for this small image) and says so.
+    image = cv2.imread(str(data_dir / "images" / "obama_small.jpg"))
+    with caplog.at_level(logging.WARNING, logger="face_recognizer"):
+        cnn = FaceRecognizer(None, model="cnn", cache_dir=tmp_path).load()
+    (face,) = cnn.recognize(image)
+    (hog,) = recognizer.recognize(image)
+    assert iou(face.box, hog.box) > 0.5, (face.box, hog.box)
+    import dlib
+
+    if not dlib.DLIB_USE_CUDA:
+        assert sum("runs on the CPU" in r.getMessage() for r in caplog.records) == 1

@@ -212,8 +212,15 @@ class FaceRecognizer:
                 option="--known-faces",
             )
         else:
+            try:
+                files = self._library_files(folder)
+            except OSError as exc:
+                raise InputError(
+                    f"cannot read the known-faces folder {folder}: {exc.strerror or exc}",
+                    option="--known-faces",
+                ) from exc
             cache = self._cache_ready()
-            for name, path in self._library_files(folder):
+            for name, path in files:
                 encoding = self._library_encoding(path, cache)
                 if encoding is not None:
                     names.append(name)

@@ -400,7 +400,7 @@ def _file_target(spec: str) -> str:
         raise InputError(f"video file not found: {spec}", option=OPTION)
     if path.is_dir():
         raise InputError(f"{spec} is a folder: give a video file (folders are expanded in batch mode)", option=OPTION)
-    if path.stat().st_size == 0:
+    if path.is_file() and path.stat().st_size == 0:  # a named pipe has no size: let it through
         raise InputError(f"{spec} is empty (0 bytes)", option=OPTION)
     if not os.access(path, os.R_OK):
         raise InputError(f"{spec} is not readable (permission denied)", option=OPTION)

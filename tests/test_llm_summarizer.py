@@ -1,0 +1,262 @@
+"""LLMSummarizer on a tiny random MistralForCausalLM loaded by path, and on the fake OpenAI server."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from errors import BackendUnavailable
+from llm_summarizer import (
+    SYSTEM_PROMPT,
+    LLMSummarizer,
+    SummaryResult,
+    TimedCaption,
+    fold_system,
+    format_video_time,
+    resolve_dtype,
+)
+from tests.fake_openai import FakeOpenAIServer
+from tests.tiny_models import build_tiny_mistral
+
+REPO = Path(__file__).resolve().parent.parent
+CAPTIONS = [
+    TimedCaption(1.0, "A man speaks at a podium.", ("obama",)),
+    TimedCaption(3.0, "A man speaks at a podium.", ("obama",)),
+    TimedCaption(5.2, "Two people shake hands on stage.", ("obama", "biden")),
+    TimedCaption(65.9, "The crowd applauds."),
+]
+
+
+@pytest.fixture(scope="module")
+def mistral_dir(tmp_path_factory) -> Path:
+    """A tiny Mistral with Mistral's chat template (no system role)."""
+    return build_tiny_mistral(tmp_path_factory.mktemp("tiny-mistral"))
+
+
+@pytest.fixture(scope="module")
+def system_dir(tmp_path_factory) -> Path:
+    """A tiny Mistral whose chat template accepts a system message."""
+    return build_tiny_mistral(tmp_path_factory.mktemp("tiny-mistral-sys"), system_role=True)
+
+
+@pytest.fixture(scope="module")
+def llm(mistral_dir) -> LLMSummarizer:
+    summarizer = LLMSummarizer(str(mistral_dir), max_new_tokens=8)
+    summarizer.load()
+    return summarizer
+
+
+def _template_ids(tokenizer, messages) -> list[int]:
+    enc = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
+    return list(enc["input_ids"])
+
+
+def test_timings_are_ordered_and_counts_are_real(llm, mistral_dir) -> None:
+    before = llm.stats.requests
+    res = llm.update_summary(CAPTIONS, "People gathered in a hall.")
+    assert isinstance(res, SummaryResult)
+    assert res.success, res.error
+    assert res.summary == res.text and res.summary.strip()
+    assert res.start_time < res.generation_start_time < res.completion_start_time < res.end_time
+    assert res.model == str(mistral_dir)
+    # The tiny model never picks EOS, so it writes exactly max_new_tokens.
+    assert res.output_tokens == 8
+    messages = llm.build_messages(CAPTIONS, "People gathered in a hall.")
+    assert res.input_tokens == len(_template_ids(llm.tokenizer, fold_system(messages)))
+    assert res.usage_details() == {"input": res.input_tokens, "output": 8}
+    assert res.metadata["backend"] == "local" and res.metadata["device"] == "cpu"
+    assert llm.stats.requests == before + 1 and llm.stats.successes >= 1
+
+
+def test_completion_start_is_the_first_tokens_real_time(llm) -> None:
+    """Each decoding step is slowed down: the stamp must follow the first step, not the text."""
+    step = 0.15
+    forward_ends: list[float] = []
+
+    def slow_forward(module, args, output):
+        time.sleep(step)
+        forward_ends.append(time.time())
+
+    handle = llm.hf_model.register_forward_hook(slow_forward)
+    try:
+        res = llm.generate(llm.build_messages(CAPTIONS, None))
+    finally:
+        handle.remove()
+    assert res.success, res.error
+    assert len(forward_ends) == 8  # prefill + 7 decoding steps for 8 tokens
+    # The first token is chosen right after the first forward pass and before the second.
+    assert 0 <= res.completion_start_time - forward_ends[0] < 0.05
+    assert res.completion_start_time < forward_ends[1]
+    assert res.completion_start_time - res.generation_start_time >= step
+    assert res.ttft_ms < 2 * step * 1000 + 100
+    # The remaining 7 steps come after it: a "first text chunk" or "+0.01 s" stamp would not fit.
+    assert res.end_time - res.completion_start_time >= 7 * step - 0.01
+    assert res.end_time >= forward_ends[-1]
+
+
+def test_mistral_template_rejects_system_so_it_is_folded(llm) -> None:
+    with pytest.raises(Exception, match="System role not supported"):
+        llm.tokenizer.apply_chat_template(
+            [{"role": "system", "content": "x"}, {"role": "user", "content": "y"}], tokenize=False)
+    res = llm.final_summary(CAPTIONS, None)
+    assert res.success and res.metadata["system_folded"] is True
+
+
+def test_template_with_system_role_keeps_it(system_dir) -> None:
+    llm = LLMSummarizer(str(system_dir), max_new_tokens=3)
+    messages = llm.build_messages(CAPTIONS, None)
+    res = llm.generate(messages)
+    assert res.success and res.metadata["system_folded"] is False
+    assert res.input_tokens == len(_template_ids(llm.tokenizer, messages))
+    rendered = llm.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert "<<SYS>>\n" + SYSTEM_PROMPT in rendered
+
+
+def test_prompt_stays_within_budget_however_long_the_run(mistral_dir) -> None:
+    llm = LLMSummarizer(str(mistral_dir), max_new_tokens=2, prompt_token_budget=1000)
+    captions = [TimedCaption(i * 2.0, f"Scene {i}: a man speaks at a podium while people listen.", ("obama",))
+                for i in range(2000)]
+    captions.append(TimedCaption(4000.0, "A very long caption. " * 500))
+    res = llm.update_summary(captions, "Earlier the crowd waved. " * 400)
+    assert res.success, res.error
+    assert 900 <= res.input_tokens <= 1000  # filled, not exceeded
+    user = llm.build_messages(captions, "Earlier the crowd waved. " * 400)[1]["content"]
+    assert "[66:40] A very long caption." in user and user.count("A very long caption.") < 200
+    assert "[66:38] Scene 1999:" in user  # the newest captions are kept...
+    assert "Scene 0:" not in user  # ...the oldest give way, and the prompt says so
+    assert "earlier caption lines omitted" in user
+    assert "…" in user  # the previous summary was cut to its share
+
+
+def test_messages_format_times_faces_and_repeats(llm) -> None:
+    messages = llm.build_messages(list(reversed(CAPTIONS)), "Earlier summary.")
+    assert [m["role"] for m in messages] == ["system", "user"]
+    user = messages[1]["content"]
+    assert "Summary so far:\nEarlier summary." in user
+    lines = [line for line in user.splitlines() if line.startswith("[")]
+    assert lines == [
+        "[00:01-00:03] A man speaks at a podium. [faces: obama]",  # a repeat became a range
+        "[00:05] Two people shake hands on stage. [faces: obama, biden]",
+        "[01:05] The crowd applauds.",
+    ]
+    assert "People recognized in these captions: biden, obama." in user
+    assert user.endswith("Write the updated summary of the video so far.")
+    final = llm.build_messages(CAPTIONS, None, final=True)[1]["content"]
+    assert "(none yet" in final and final.endswith("Write the final summary of the whole video.")
+
+
+@pytest.mark.parametrize("seconds,text", [(0, "[00:00]"), (65.9, "[01:05]"), (3725, "[62:05]"), (-1, "[00:00]")])
+def test_format_video_time(seconds, text) -> None:
+    assert format_video_time(seconds) == text
+
+
+def test_timeout_stops_generation(mistral_dir) -> None:
+    llm = LLMSummarizer(str(mistral_dir), max_new_tokens=100, timeout_s=0.5)
+    llm.load()
+    calls: list[float] = []
+
+    def slow_forward(module, args, output):  # returns None: the output is left alone
+        time.sleep(0.1)
+        calls.append(time.time())
+
+    handle = llm.hf_model.register_forward_hook(slow_forward)
+    try:
+        t0 = time.time()
+        res = llm.update_summary(CAPTIONS, None)
+        elapsed = time.time() - t0
+        n_calls = len(calls)
+        time.sleep(0.3)
+        assert len(calls) <= n_calls + 1  # the worker stopped instead of running 100 steps
+    finally:
+        handle.remove()
+    assert not res.success and res.error_kind == "timeout" and "partial text" in res.error
+    assert 0.5 <= elapsed < 1.5
+    assert res.completion_start_time is not None and 0 < res.output_tokens < 100
+
+
+def test_missing_folder_and_uncached_hub_id_are_actionable(tmp_path) -> None:
+    with pytest.raises(BackendUnavailable) as info:
+        LLMSummarizer(str(tmp_path / "nope")).load()
+    assert info.value.option == "--llm-model" and "does not exist" in str(info.value)
+    # A hub id that no cache holds (conftest sets HF_HUB_OFFLINE=1: nothing is fetched).
+    with pytest.raises(BackendUnavailable) as info:
+        LLMSummarizer("mistralai/no-such-model-for-tests").check()
+    msg = str(info.value)
+    assert info.value.option == "--llm-model"
+    assert "hf download mistralai/no-such-model-for-tests" in msg and "LLM_BASE_URL" in msg
+
+
+def test_dtype_resolution() -> None:
+    import torch
+
+    assert resolve_dtype("auto", "cpu") is torch.float32
+    assert resolve_dtype("bfloat16", "cpu") is torch.bfloat16
+    assert resolve_dtype("auto", "mps") is torch.float16
+    with pytest.raises(BackendUnavailable):
+        resolve_dtype("float13", "cpu")
+
+
+def test_concurrent_calls_share_one_model(llm) -> None:
+    results: list[SummaryResult] = []
+    threads = [threading.Thread(target=lambda: results.append(llm.update_summary(CAPTIONS[:1], None)))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 3 and all(r.success and r.output_tokens == 8 for r in results)
+
+
+# -- OpenAI-compatible backend -------------------------------------------------------------
+def test_api_backend_streams_with_real_ttft() -> None:
+    reply = "Obama speaks at a podium, then shakes hands with Biden."
+    with FakeOpenAIServer(reply, first_chunk_delay=0.2, chunk_delay=0.01,
+                          models=["mistralai/Mistral-7B-Instruct-v0.3"], prompt_tokens=321) as srv:
+        llm = LLMSummarizer(base_url=srv.base_url, max_new_tokens=50)
+        assert llm.backend == "api"
+        llm.check()
+        res = llm.update_summary(CAPTIONS, None)
+        body = srv.requests[0]
+    assert res.success and res.summary == reply
+    assert abs(res.ttft_ms - 200) <= 30
+    assert res.start_time == res.generation_start_time < res.completion_start_time < res.end_time
+    assert (res.input_tokens, res.output_tokens) == (321, 10)
+    assert res.metadata["system_folded"] is True
+    # Mistral's template has no system role: the instructions travel in the user turn.
+    assert [m["role"] for m in body["messages"]] == ["user"]
+    assert body["messages"][0]["content"].startswith(SYSTEM_PROMPT)
+    assert body["max_tokens"] == 50 and body["stream"] is True
+    assert llm.stats.successes == 1
+
+
+def test_api_backend_from_env_and_check_messages(monkeypatch) -> None:
+    with FakeOpenAIServer(models=["other-model"]) as srv:
+        monkeypatch.setenv("LLM_BASE_URL", srv.base_url)
+        llm = LLMSummarizer("mistral")
+        with pytest.raises(BackendUnavailable) as info:
+            llm.check()
+    assert info.value.option == "--llm-model" and "'mistral'" in str(info.value) and "other-model" in str(info.value)
+    port = srv.port  # closed now: refused
+    with pytest.raises(BackendUnavailable) as info:
+        LLMSummarizer(base_url=f"http://127.0.0.1:{port}/v1").check()
+    assert info.value.option == "--llm-base-url"
+    assert "vllm serve mistralai/Mistral-7B-Instruct-v0.3" in str(info.value)
+
+
+def test_api_backend_stream_cut_is_a_failure() -> None:
+    with FakeOpenAIServer("one two three four", models=["m"]) as srv:
+        srv.set_mode("cut")
+        res = LLMSummarizer("m", base_url=srv.base_url).update_summary(CAPTIONS, None)
+    assert not res.success and res.error_kind == "stream_broken" and "one two" in res.error
+
+
+def test_importing_the_clients_loads_no_heavy_library() -> None:
+    code = ("import sys, llm_summarizer, vlm_client_module, openai_stream; "
+            "print(sorted(m for m in ('torch', 'transformers', 'cv2', 'openai') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

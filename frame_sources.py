@@ -143,6 +143,7 @@ class _SequentialSource(FrameSource):
         self._cap = cap
         cleanup.callback(cap.release)
         self.fps = _fps(cap)
+        self._pos_msec_prop = _cv2().CAP_PROP_POS_MSEC
         # Grab the first frame now so an undecodable input fails in open_source, not mid-run.
         if not cap.grab():
             raise InputError(f"{label}: no frame could be decoded (corrupt, truncated or not a video)", option=OPTION)
@@ -165,7 +166,7 @@ class _SequentialSource(FrameSource):
 
     def _timestamp(self, index: int) -> float:
         """The frame's video time; falls back to index/fps where the container gives none."""
-        pos_ms = self._cap.get(_cv2().CAP_PROP_POS_MSEC)
+        pos_ms = self._cap.get(self._pos_msec_prop)
         if math.isfinite(pos_ms) and pos_ms >= 0 and (index == 0 or pos_ms > 0):
             ts = pos_ms / 1000.0
         else:

@@ -100,6 +100,7 @@ class FrameSource(ABC):
         self.label = label
         self.live = live
         self.fps: float | None = None
+        self.frame_count: int | None = None  # files: frames the container announces (for progress)
         self.frames_read = 0  # frames grabbed from the decoder/device
         self.frames_dropped = 0  # live: grabbed frames nobody took (a newer one came first)
         self.decode_failures = 0  # grabbed frames whose pixels could not be converted
@@ -143,7 +144,10 @@ class _SequentialSource(FrameSource):
         self._cap = cap
         cleanup.callback(cap.release)
         self.fps = _fps(cap)
-        self._pos_msec_prop = _cv2().CAP_PROP_POS_MSEC
+        cv2 = _cv2()
+        self._pos_msec_prop = cv2.CAP_PROP_POS_MSEC
+        count = cap.get(cv2.CAP_PROP_FRAME_COUNT)  # meaningless for pipes (0, or -1e15 for TS)
+        self.frame_count = int(count) if math.isfinite(count) and count > 0 else None
         # Grab the first frame now so an undecodable input fails in open_source, not mid-run.
         if not cap.grab():
             raise InputError(f"{label}: no frame could be decoded (corrupt, truncated or not a video)", option=OPTION)

@@ -150,6 +150,7 @@ class LLMSummarizer:
         self.tokenizer: Any = None  # transformers tokenizer, once loaded (local backend)
         self.hf_model: Any = None  # transformers model, once loaded (local backend)
         self._client: Any = None
+        self._ask_usage = True  # stream_options.include_usage, until a server rejects it
         self._system_ok: bool | None = None  # does the chat template accept a system message?
         self._load_lock = threading.Lock()
         self._generate_lock = threading.Lock()  # one local generation at a time
@@ -315,8 +316,9 @@ class LLMSummarizer:
         sent = fold_system(messages)
         out = stream_chat(
             self._get_client(), model=self.model, messages=sent, max_tokens=self.max_new_tokens,
-            temperature=self.temperature, timeout_s=self.timeout_s, retry=self.retry,
+            temperature=self.temperature, timeout_s=self.timeout_s, retry=self.retry, ask_usage=self._ask_usage,
         )
+        self._ask_usage = out.asked_usage
         success, error, kind = out.success, out.error, out.error_kind
         if success and not out.text:
             success, kind, error = False, "bad_response", "the model returned an empty summary"

@@ -43,6 +43,7 @@ class StreamOutcome:
     error: str | None = None
     error_kind: str | None = None  # the kinds listed in model_results.GenerationResult
     server_model: str | None = None  # the model name the server put in its chunks
+    asked_usage: bool = True  # False once the server rejected stream_options
 
 
 @dataclass
@@ -172,9 +173,14 @@ def stream_chat(
     temperature: float | None,
     timeout_s: float,
     retry: RetryPolicy,
+    ask_usage: bool = True,
     sleep: Callable[[float], None] = time.sleep,
 ) -> StreamOutcome:
-    """Stream one chat completion with retries; TTFT is the first content-or-reasoning chunk."""
+    """Stream one chat completion with retries; TTFT is the first content-or-reasoning chunk.
+
+    ask_usage sends stream_options.include_usage; a server that rejects it is asked again
+    without, and the outcome's asked_usage tells the caller to stop sending it.
+    """
     start = time.time()
     kind = error = None
     attempt = 0
@@ -183,7 +189,7 @@ def stream_chat(
         state = _Attempt()
         try:
             state.run(client, model=model, messages=messages, max_tokens=max_tokens,
-                      temperature=temperature, timeout_s=timeout_s)
+                      temperature=temperature, timeout_s=timeout_s, ask_usage=ask_usage)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a counted result
             if state.finish_reason is not None:
                 pass  # everything arrived; only the tail ([DONE], usage) broke
@@ -192,10 +198,13 @@ def stream_chat(
                 kind = "timeout" if isinstance(exc, _Deadline) else "stream_broken"
                 why = "timed out" if isinstance(exc, _Deadline) else classify(exc)[2]
                 error = f"stream broke after {state.chunks} chunks ({why}); partial text: {state.raw[:200]!r}"
-                return state.outcome(start, attempt, False, error, kind)
+                return state.outcome(start, attempt, False, error, kind, ask_usage)
             else:
                 kind, retryable, error = ("timeout", False, "request timed out") if isinstance(
                     exc, _Deadline) else classify(exc)
+                if kind == "client_error" and ask_usage and "stream_options" in error:
+                    ask_usage = False  # an older server that rejects the field: ask again without it
+                    continue
                 wait = _retry_after_s(exc) if kind == "rate_limit" else None
                 if wait is not None and wait > retry.retry_after_max_s:
                     error += f" (server asked to retry after {wait:.0f} s; not waiting)"
@@ -205,13 +214,13 @@ def stream_chat(
                     continue
                 if attempt > 1:
                     error += f" (after {attempt} attempts)"
-                return state.outcome(start, attempt, False, error, kind)
+                return state.outcome(start, attempt, False, error, kind, ask_usage)
         if state.finish_reason is None:
             if state.got_token:
                 error = f"stream ended without a finish_reason; partial text: {state.raw[:200]!r}"
-                return state.outcome(start, attempt, False, error, "stream_broken")
-            return state.outcome(start, attempt, False, "stream ended with no tokens", "bad_response")
-        return state.outcome(start, attempt, True, None, None)
+                return state.outcome(start, attempt, False, error, "stream_broken", ask_usage)
+            return state.outcome(start, attempt, False, "stream ended with no tokens", "bad_response", ask_usage)
+        return state.outcome(start, attempt, True, None, None, ask_usage)
 
 
 class _Attempt:
@@ -232,10 +241,10 @@ class _Attempt:
         return self.first_token_time is not None
 
     def run(self, client: Any, *, model: str, messages: list[dict], max_tokens: int | None,
-            temperature: float | None, timeout_s: float) -> None:
+            temperature: float | None, timeout_s: float, ask_usage: bool = True) -> None:
         """Send the request and read the stream to its end (or to finish + usage)."""
         attempt_start = time.time()
-        kwargs: dict[str, Any] = {"stream_options": {"include_usage": True}}
+        kwargs: dict[str, Any] = {"stream_options": {"include_usage": True}} if ask_usage else {}
         if max_tokens is not None:
             kwargs["max_tokens"] = max_tokens
         if temperature is not None:
@@ -273,7 +282,7 @@ class _Attempt:
         self.reasoning += reasoning
 
     def outcome(self, start: float, attempts: int, success: bool, error: str | None,
-                kind: str | None) -> StreamOutcome:
+                kind: str | None, asked_usage: bool = True) -> StreamOutcome:
         answer, think = split_thinking(self.raw)
         reasoning = "\n".join(r for r in (self.reasoning.strip(), think) if r)
         usage = self.usage
@@ -291,6 +300,7 @@ class _Attempt:
             error=error,
             error_kind=kind,
             server_model=self.server_model,
+            asked_usage=asked_usage,
         )
 
 

@@ -110,6 +110,7 @@ class VLMClient:
         self.prompt_template = prompt_template or DEFAULT_PROMPT_TEMPLATE
         self.stats = ModelStats(f"VLM {self.model}")
         self._client = None  # built on first use: importing openai is not free
+        self._ask_usage = True  # stream_options.include_usage, until a server rejects it
         self._client_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -155,8 +156,9 @@ class VLMClient:
         }]
         out = stream_chat(
             self._get_client(), model=self.model, messages=messages, max_tokens=self.max_tokens,
-            temperature=self.temperature, timeout_s=self.timeout_s, retry=self.retry,
+            temperature=self.temperature, timeout_s=self.timeout_s, retry=self.retry, ask_usage=self._ask_usage,
         )
+        self._ask_usage = out.asked_usage
         success, error, kind = out.success, out.error, out.error_kind
         if success and not out.text:
             success, kind = False, "bad_response"

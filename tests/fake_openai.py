@@ -55,6 +55,7 @@ class FakeOpenAIServer:
         reply_fn: Callable[[dict], str] | None = None,
         prompt_tokens: int | None = None,
         api_key: str | None = None,
+        reject_stream_options: bool = False,
         port: int = 0,
     ) -> None:
         if usage not in ("last_chunk", "finish_chunk", None):
@@ -71,6 +72,7 @@ class FakeOpenAIServer:
         self.reply_fn = reply_fn
         self.prompt_tokens = prompt_tokens
         self.api_key = api_key
+        self.reject_stream_options = reject_stream_options  # like servers older than the field
         self._lock = threading.Lock()
         self._requests: list[dict] = []
         self._request_times: list[float] = []
@@ -254,6 +256,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if body.get("model") not in self.fake.models:
             self._send_error(404, f"The model `{body.get('model')}` does not exist.")
+            return
+        if self.fake.reject_stream_options and "stream_options" in body:
+            self._send_error(400, "Unrecognized request argument supplied: stream_options")
             return
         if mode == "hang":
             self.fake._wait(3600)

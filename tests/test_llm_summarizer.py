@@ -20,7 +20,7 @@ from llm_summarizer import (
     resolve_dtype,
 )
 from tests.fake_openai import FakeOpenAIServer
-from tests.tiny_models import build_tiny_mistral
+from tests.tiny_models import build_tiny_llava, build_tiny_mistral
 
 REPO = Path(__file__).resolve().parent.parent
 CAPTIONS = [
@@ -260,3 +260,22 @@ def test_importing_the_clients_loads_no_heavy_library() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_tiny_llava_builds_offline_and_captions_an_image_by_path(tmp_path) -> None:
+    import numpy as np
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    folder = build_tiny_llava(tmp_path / "tiny-llava")
+    processor = AutoProcessor.from_pretrained(folder)
+    model = AutoModelForImageTextToText.from_pretrained(folder)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe."}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    assert prompt == "<s>[INST] <image>\nDescribe. [/INST]"
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    enc = processor(images=image, text=prompt, return_tensors="pt")
+    assert tuple(enc["pixel_values"].shape) == (1, 3, 32, 32)
+    out = model.generate(**enc, max_new_tokens=4, do_sample=False)
+    new = processor.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert out.shape[1] == enc["input_ids"].shape[1] + 4 and new.strip()

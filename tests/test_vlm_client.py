@@ -89,6 +89,17 @@ def test_usage_on_finish_chunk_and_no_done() -> None:
     assert res.latency_ms < 2000
 
 
+def test_server_rejecting_stream_options_is_asked_without_it_from_then_on() -> None:
+    with FakeOpenAIServer(REPLY, usage="finish_chunk", reject_stream_options=True, prompt_tokens=9) as srv:
+        vlm = _client(srv)
+        first = vlm.generate_caption(_frame(), "Describe.")
+        second = vlm.generate_caption(_frame(), "Describe.")
+        bodies = srv.requests
+    assert first.success and second.success and second.caption == REPLY
+    assert ["stream_options" in b for b in bodies] == [True, False, False]
+    assert (second.input_tokens, second.output_tokens) == (9, 6)
+
+
 def test_no_usage_leaves_counts_unknown() -> None:
     with FakeOpenAIServer(REPLY, usage=None) as srv:
         res = _client(srv).generate_caption(_frame(), "Describe.")

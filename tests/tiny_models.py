@@ -74,14 +74,8 @@ def build_tiny_mistral(
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = _build_tokenizer(vocab_size)
     tokenizer.chat_template = SYSTEM_CHAT_TEMPLATE if system_role else MISTRAL_CHAT_TEMPLATE
-    vocab = len(tokenizer)
-    special = {tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    suppress = sorted(
-        i for i in range(vocab)
-        if i in special or not all(32 <= ord(c) < 127 for c in tokenizer.decode([i])) or not tokenizer.decode([i])
-    )
     config = MistralConfig(
-        vocab_size=vocab, hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
         num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
         max_position_embeddings=8192, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
@@ -90,8 +84,77 @@ def build_tiny_mistral(
     model = MistralForCausalLM(config)
     model.generation_config = GenerationConfig(
         bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id, suppress_tokens=suppress,
+        pad_token_id=config.pad_token_id, suppress_tokens=_unprintable_ids(tokenizer),
     )
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    return path
+
+
+def _unprintable_ids(tokenizer) -> list[int]:
+    """Special tokens and tokens that do not decode to printable ASCII on their own."""
+    special = set(tokenizer.all_special_ids) | set(tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS))
+    out = []
+    for i in range(len(tokenizer)):
+        text = tokenizer.decode([i])
+        if i in special or not text or not all(32 <= ord(c) < 127 for c in text):
+            out.append(i)
+    return out
+
+
+# LLaVA-style [INST] template for a processor: content parts {"type": "image"} / {"type": "text"}.
+LLAVA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}[INST] "
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>\n"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %} [/INST]"
+    "{% else %}{{ message['content'] if message['content'] is string else message['content'][0]['text'] }}"
+    "{{ eos_token }}{% endif %}{% endfor %}"
+)
+
+
+def build_tiny_llava(path: str | Path, *, image_size: int = 32, patch_size: int = 8, seed: int = 0) -> Path:
+    """Save a tiny random LLaVA (CLIP vision + Mistral text) and its processor in path; return it.
+
+    The processor uses the PIL CLIP image processor, so it builds and loads without
+    torchvision (which cannot be installed beside CPU torch here). Load it with
+    AutoProcessor / AutoModelForImageTextToText; it serves with `transformers serve PATH`.
+    """
+    import torch
+    from transformers import (CLIPVisionConfig, GenerationConfig, LlavaConfig, LlavaForConditionalGeneration,
+                              LlavaProcessor, MistralConfig)
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = _build_tokenizer(400)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+    # "default" drops CLIP's class token: (image_size / patch_size)^2 image tokens in the prompt.
+    processor = LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
+        vision_feature_select_strategy="default", num_additional_image_tokens=1,
+        chat_template=LLAVA_CHAT_TEMPLATE,
+    )
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=image_size, patch_size=patch_size, projection_dim=32)
+    text = MistralConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
+    )
+    config = LlavaConfig(
+        vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default", vision_feature_layer=-1,
+        image_seq_length=(image_size // patch_size) ** 2,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=text.bos_token_id, eos_token_id=text.eos_token_id, pad_token_id=text.pad_token_id,
+        suppress_tokens=_unprintable_ids(tokenizer),
+    )
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
     return path

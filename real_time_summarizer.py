@@ -132,10 +132,11 @@ def _opt(*names: str, envvar: str, **kw: Any):
 @_opt("--llm-device", envvar="LLM_DEVICE", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps.")
 @_opt("--interval", envvar="SUMMARIZER_INTERVAL", type=click.FloatRange(min=0.0), default=5.0,
       help="Seconds of video between processed frames; 0 = every frame.")
-@_opt("--min-change", envvar="SUMMARIZER_MIN_CHANGE", type=click.FloatRange(min=0.0), default=None,
-      help="Skip frames that differ less than this from the last processed one; 0 turns gating off.")
+@_opt("--min-change", envvar="SUMMARIZER_MIN_CHANGE", type=click.FloatRange(0.0, 1.0), default=None,
+      help="Skip frames that differ less than this (0..1) from the last processed one; 0 turns gating "
+           "off. Default 0.12.")
 @_opt("--max-gap", envvar="SUMMARIZER_MAX_GAP", type=click.FloatRange(min=0.0), default=None,
-      help="Process a frame anyway after this many seconds without one.")
+      help="Process a frame anyway after this many seconds without one. Default max(2 s, 4 x interval).")
 @_opt("--summary-interval", envvar="SUMMARIZER_SUMMARY_INTERVAL", type=click.FloatRange(min=0.0),
       default=60.0, help="Seconds of video between rolling summaries (and one at the end).")
 @_opt("--max-inflight", envvar="SUMMARIZER_MAX_INFLIGHT", type=click.IntRange(1, 64), default=2,

@@ -72,6 +72,7 @@ DEFAULT_TIMEOUT_S = 5.0
 SCORE_TYPES = ("NUMERIC", "BOOLEAN", "CATEGORICAL")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _TRACE_MEMORY = 1024  # traces remembered for late children from other threads
+_MAX_SPAN_QUEUE = 2048  # OTel BatchSpanProcessor's default max_queue_size
 
 # The observation (our context object) active in this thread/task: mirrors OTel's current
 # span so update_current_generation and log_score know whom they mean, also when disabled.
@@ -84,6 +85,8 @@ def to_utc(value: Any) -> datetime | None:
     """A float epoch / aware datetime / naive local datetime as an aware UTC datetime."""
     if value is None:
         return None
+    if type(value) is float and math.isfinite(value):
+        return datetime.fromtimestamp(value, tz=timezone.utc)
     if isinstance(value, datetime):
         # astimezone() on a naive datetime reads it as local time, which is what
         # datetime.fromtimestamp(t) (the guide's idiom) produced.
@@ -126,6 +129,8 @@ def normalize_score(value: Any, data_type: str | None = None) -> tuple[float | s
     dtype = data_type.upper() if isinstance(data_type, str) else data_type
     if dtype is not None and dtype not in SCORE_TYPES:
         raise ValueError(f"data_type must be one of {SCORE_TYPES}, got {data_type!r}")
+    if type(value) is float and dtype is None and math.isfinite(value):
+        return value, "NUMERIC"  # the common case, without the ABC checks below
     if isinstance(value, bool):
         if dtype == "CATEGORICAL":
             raise ValueError(f"a bool score cannot be CATEGORICAL: {value!r}")
@@ -446,7 +451,8 @@ class GenerationContext(_Observation):
         cst = to_utc(completion_start_time)
         if cst is not None:
             self.completion_start_time = cst
-            if self.start_ns is not None and _dt_to_ns(cst) < self.start_ns:
+            # Compare at the microsecond a datetime holds, not below it.
+            if self.start_ns is not None and _dt_to_ns(cst) < self.start_ns // 1000 * 1000:
                 self._tracker._warn(
                     "negative-ttft",
                     "completion_start_time of %r is before the generation started: "
@@ -505,11 +511,13 @@ class TraceContext(_Observation):
             tracker._remember_trace(self, None)
             return
         ctx = tracker._otel_context
-        # A trace is a root: start from an empty context even if another trace is current.
-        stack.callback(ctx.detach, ctx.attach(ctx.Context()))
+        if _CURRENT.get() is not None:
+            # A trace is a root: start from an empty context even inside another trace.
+            stack.callback(ctx.detach, ctx.attach(ctx.Context()))
+        # The metadata goes to the trace (propagated below), not twice onto the root span.
         self._obs = stack.enter_context(
             tracker._sdk.start_as_current_observation(as_type="span", name=self.name,
-                                                      input=self.input, metadata=self.metadata))
+                                                      input=self.input))
         self._adopt_sdk_observation(tracker)
         self.observation_id = self.id
         self.id = self.trace_id
@@ -610,6 +618,11 @@ class LangfuseTracker:
         secret = secret_key or os.environ.get("LANGFUSE_SECRET_KEY") or None
         self.timeout_s = _positive_float(timeout_s, "LANGFUSE_TIMEOUT", DEFAULT_TIMEOUT_S)
         self.flush_at = _positive_int(flush_at, "LANGFUSE_FLUSH_AT")
+        if self.flush_at is not None and self.flush_at > _MAX_SPAN_QUEUE:
+            # The span batch may not exceed OTel's span queue (the SDK raises at start-up).
+            log.warning("flush_at %d is above %d, the span queue size; using %d",
+                        self.flush_at, _MAX_SPAN_QUEUE, _MAX_SPAN_QUEUE)
+            self.flush_at = _MAX_SPAN_QUEUE
         self._warn = _WarnOnce()
         self._lock = threading.Lock()
         self._traces: OrderedDict[str, _TraceEntry] = OrderedDict()
@@ -626,8 +639,13 @@ class LangfuseTracker:
 
         reason = self._disabled_reason(secret)
         if reason is None:
-            self._build_client(secret)
-            log.info("Langfuse tracking enabled: %s", self.host)
+            try:
+                self._build_client(secret)
+            except Exception as exc:  # tracing must never stop the program from running
+                self._sdk = None
+                reason = f"the Langfuse client could not be built: {exc}"
+            else:
+                log.info("Langfuse tracking enabled: %s", self.host)
         self.disabled_reason = reason
         if reason is not None:
             log.info("Langfuse tracking disabled: %s", reason)

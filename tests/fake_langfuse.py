@@ -213,6 +213,9 @@ class FakeLangfuseServer:
 def _handler_for(server: FakeLangfuseServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes: without this, Nagle + delayed ACK add
+        # ~40 ms to every keep-alive request and the SDK's score batches crawl.
+        disable_nagle_algorithm = True
 
         def log_message(self, *args: object) -> None:  # keep test output clean
             pass

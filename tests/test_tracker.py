@@ -572,3 +572,53 @@ def test_exit_within_deadline_when_host_is_down(mode):
     assert observations == 1200 and scores == 1400
     assert lost > 0 and scores_lost > 0
     assert "sk-lf-exit-secret-1" not in err
+
+
+# -- setup_langfuse.sh ----------------------------------------------------------------------------
+SHELL_SECRET = "sk-lf-shell-secret-9876"
+
+
+def _source_setup(script_dir: Path, env: dict) -> subprocess.CompletedProcess:
+    cmd = ("source ./setup_langfuse.sh; echo \"rc=$?\"; "
+           "echo \"pk=$LANGFUSE_PUBLIC_KEY base=$LANGFUSE_BASE_URL\"; echo alive")
+    return subprocess.run(["bash", "-c", cmd], cwd=script_dir, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=30,
+                          env={"PATH": os.environ["PATH"], "HOME": str(script_dir), **env})
+
+
+@pytest.mark.parametrize("mode, rc, verdict", [("ok", 0, "auth check OK"),
+                                               ("401", 1, "rejected the keys (HTTP 401)"),
+                                               ("refuse", 1, "is unreachable")])
+def test_setup_script_checks_keys_from_env_without_showing_the_secret(mode, rc, verdict):
+    with FakeLangfuseServer(mode=mode, public_key="pk-lf-shell-1234",
+                            secret_key=SHELL_SECRET) as srv:
+        proc = _source_setup(REPO_ROOT, {"LANGFUSE_PUBLIC_KEY": "pk-lf-shell-1234",
+                                         "LANGFUSE_SECRET_KEY": SHELL_SECRET,
+                                         "LANGFUSE_HOST": srv.base_url + "/"})
+    out = proc.stdout + proc.stderr
+    assert verdict in out and f"rc={rc}" in proc.stdout
+    assert "alive" in proc.stdout  # sourced: it returned, the shell went on
+    assert f"base={srv.base_url}\n" in proc.stdout  # exported, trailing slash dropped
+    assert SHELL_SECRET not in out and "sk-lf-****9876" in out
+
+
+def test_setup_script_reads_a_dotenv_and_holds_no_key(tmp_path):
+    script = (REPO_ROOT / "setup_langfuse.sh").read_text()
+    assert "sk-lf-" not in script.replace("sk-lf-*", "").replace("sk-lf-...", "")
+    (tmp_path / "setup_langfuse.sh").write_text(script)
+    with FakeLangfuseServer(public_key="pk-lf-dotenv-5678", secret_key=SHELL_SECRET) as srv:
+        (tmp_path / ".env").write_text(
+            f"# local keys\nexport LANGFUSE_PUBLIC_KEY=pk-lf-dotenv-5678\n"
+            f"LANGFUSE_SECRET_KEY=\"{SHELL_SECRET}\"\nLANGFUSE_BASE_URL={srv.base_url}\n"
+            "OTHER=$(touch pwned)\n")
+        proc = _source_setup(tmp_path, {})
+    assert "rc=0" in proc.stdout and "pk=pk-lf-dotenv-5678" in proc.stdout
+    assert f"Langfuse keys from {tmp_path}/.env" in proc.stdout
+    assert not (tmp_path / "pwned").exists()  # parsed, never executed
+    assert SHELL_SECRET not in proc.stdout + proc.stderr
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "setup_langfuse.sh").write_text(script)
+    no_keys = _source_setup(bare, {})  # no env, no .env, no terminal to prompt on
+    assert "rc=1" in no_keys.stdout and "alive" in no_keys.stdout
+    assert "no keys in the environment" in no_keys.stderr

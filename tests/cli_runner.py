@@ -1,0 +1,70 @@
+"""Run the CLI as a user would: a subprocess with the test servers' addresses in its environment."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = str(REPO / "real_time_summarizer.py")
+TEST_PUBLIC_KEY = "pk-test-e2e"
+TEST_SECRET_KEY = "sk-test-e2e-DO-NOT-LEAK-7f3a9c"
+
+
+def cli_env(tmp_path: Path, *, langfuse_url: str | None = None, **extra: str) -> dict[str, str]:
+    """A clean environment: offline hub, a private face cache, Langfuse keys only when a URL is given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "VLM_", "LLM_", "SUMMARIZER_"))}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1",
+               XDG_CACHE_HOME=str(tmp_path / "cache"), TOKENIZERS_PARALLELISM="false")
+    if langfuse_url:
+        env.update(LANGFUSE_PUBLIC_KEY=TEST_PUBLIC_KEY, LANGFUSE_SECRET_KEY=TEST_SECRET_KEY,
+                   LANGFUSE_BASE_URL=langfuse_url)
+    env.update(extra)
+    return env
+
+
+def cli_args(vlm_url: str, llm_dir: Path | str, *more: str) -> list[str]:
+    """The command line with the test VLM server and the tiny local summary model."""
+    return [sys.executable, CLI, "--vlm-base-url", vlm_url, "--vlm-model", "qwen3",
+            "--llm-model", str(llm_dir), *more]
+
+
+@dataclass
+class CliRun:
+    """A finished CLI run."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def stderr_lines(self) -> list[str]:
+        """Non-empty stderr lines."""
+        return [line for line in self.stderr.splitlines() if line.strip()]
+
+
+def run_cli(args: list[str], env: dict[str, str], *, stdin=None, timeout: float = 180, cwd=None) -> CliRun:
+    """Run to completion and capture everything."""
+    proc = subprocess.run(args, env=env, stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    return CliRun(proc.returncode, proc.stdout, proc.stderr)
+
+
+def read_events(path: Path) -> list[dict]:
+    """Every line of an events/trace log parsed as JSON (a bad line fails the test)."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def image_digest_reply(body: dict) -> str:
+    """A caption that depends only on the image sent, so equal frames give equal captions."""
+    for msg in body.get("messages", []):
+        content = msg.get("content")
+        if isinstance(content, list):
+            for part in content:
+                if part.get("type") == "image_url":
+                    url = part["image_url"]["url"]
+                    return f"Scene {hashlib.sha256(url.encode()).hexdigest()[:10]} shows people talking on a stage."
+    return "A summary of the scenes so far."

@@ -2,8 +2,9 @@
 
     python bench/bench_tracing.py [--frames 2000] [--repeats 5] [--deadline 2]
 
-Each ``bench_*`` function returns rows (dicts) for ``bench/benchmark.py``; ``main()`` prints
-them as Markdown tables. A frame is what the loop traces: 1 trace, 3 spans, 2 generations,
+Each ``bench_*`` function returns rows (dicts); ``rows(quick, which)`` gives
+``bench/benchmark.py`` its (name, measured, target, met) rows for figures 2 (tracing cost) and
+5 (exit deadline); ``main()`` prints the dict rows as Markdown tables. A frame is what the loop traces: 1 trace, 3 spans, 2 generations,
 7 scores. Targets: no-op <= 20 us a frame; our tracker / bare SDK <= 1.1 (median of
 several alternating repetitions, same local receiver); exit <= deadline + 1 s after 200
 frames with the host refusing connections or hanging.
@@ -196,6 +197,33 @@ def bench_exit(deadline_s: float = 2.0, frames: int = 200) -> list[dict]:
                      "exit_s": round(exit_s, 2), "may_be_lost": lost,
                      "target_s": deadline_s + 1.0, "ok": exit_s <= deadline_s + 1.0})
     return rows
+
+
+def rows(quick: bool = False, which: set[int] | frozenset[int] = frozenset({2, 5})
+         ) -> list[tuple[str, str, str, bool | None]]:
+    """(name, measured, target, met) rows for bench/benchmark.py: 2 = tracing cost, 5 = exit."""
+    out: list[tuple[str, str, str, bool | None]] = []
+    if 2 in which:
+        noop = bench_noop(frames=500 if quick else 2000, repeats=3 if quick else 5)
+        cost = next(r for r in noop if r["target_us"] is not None)
+        out.append(("2. tracing without keys (no-op), 1 trace + 3 spans + 2 generations + 7 scores",
+                    f"{cost['us_per_frame']:.1f} µs a frame", "≤ 20 µs", cost["ok"]))
+        logged = noop[-1]
+        out.append(("2. the same without keys, writing the trace log (flushed per line)",
+                    f"{logged['us_per_frame']:.0f} µs a frame", "—", None))
+        vs = bench_vs_sdk(frames=100, repeats=5 if quick else 9)
+        sdk, ours = vs
+        out.append(("2. LangfuseTracker vs bare langfuse SDK, same calls, local receiver "
+                    "(main-thread CPU, median)",
+                    f"{ours['cpu_us_per_frame']:.0f} vs {sdk['cpu_us_per_frame']:.0f} µs a frame "
+                    f"= {ours['ratio']:.2f}× (wall {ours['wall_us_per_frame']:.0f} vs "
+                    f"{sdk['wall_us_per_frame']:.0f} µs)", "≤ 1.1×", ours["ok"]))
+    if 5 in which:
+        for r in bench_exit(deadline_s=2.0, frames=200):
+            out.append((f"5. exit after 200 traced frames, Langfuse host {r['host']}, close(deadline_s=2)",
+                        f"{r['exit_s']:.2f} s (may be lost: {r['may_be_lost']})",
+                        f"≤ {r['target_s']:.0f} s", r["ok"]))
+    return out
 
 
 def markdown(rows: list[dict]) -> str:

@@ -175,12 +175,19 @@ def main(**opts: Any) -> None:
     sys.exit(code)
 
 
+# Our modules log progress at INFO; libraries (HTTP clients, SDKs) only warnings unless --debug.
+OWN_LOGGERS = ("real_time_summarizer", "pipeline", "frame_sources", "frame_selection", "face_recognizer",
+               "vlm_client_module", "llm_summarizer", "openai_stream", "langfuse_tracker", "outputs", "display")
+
+
 def _setup_logging(debug: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, stream=sys.stderr,
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s" if debug else "%(message)s")
     if not debug:
-        for noisy in ("httpx", "openai", "langfuse", "urllib3", "opentelemetry"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        for name in OWN_LOGGERS:
+            logging.getLogger(name).setLevel(logging.INFO)
+    if not sys.stderr.isatty():  # no progress bars in logs and cron mail
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def _run(opts: dict) -> int:
@@ -263,9 +270,7 @@ def _build_stages(opts: dict, stack: ExitStack):
 
 
 def _close_tracker(tracker: Any, deadline_s: float) -> None:
-    report = tracker.close(deadline_s=deadline_s)
-    if report:
-        log.info("%s", report)
+    tracker.close(deadline_s=deadline_s)  # logs what was sent and what may be lost
 
 
 def _process_all(specs: list[str], opts: dict, stages: Any, outdir: Any, stop: StopSignal, batch: bool):
@@ -340,12 +345,22 @@ def _run_source(source: Any, spec: str, digest: str | None, opts: dict, stages: 
     doc.input_sha256 = digest
     docs.append(doc)
     stages.events.emit("stats", source=source.label, **doc.stats)
-    if doc.stats["frames_read"] == 0 and not stop.event.is_set():
-        failed.append((spec, "no frame could be decoded"))
+    why = _input_failure(doc.stats)
+    if why and not stop.event.is_set():
+        failed.append((spec, why))
         return
     if outdir is not None:
         json_path, md_path = outdir.write(doc)
         log.info("%s: wrote %s and %s", source.label, json_path, md_path)
+
+
+def _input_failure(stats: dict) -> str | None:
+    """Why a finished source counts as failed (exit 1), or None."""
+    if stats["frames_read"] == 0:
+        return "no frame could be decoded"
+    if stats["selected"] and not stats["captioned"]:
+        return f"none of {stats['selected']} selected frames could be captioned (see the VLM failures above)"
+    return None
 
 
 def _display_hook(stack: ExitStack, stop: StopSignal):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import Counter
+from collections import Counter, deque
 from typing import Iterable, Sequence
 
 
@@ -34,8 +34,12 @@ def describe(values: Iterable[float]) -> dict[str, float | None]:
     }
 
 
+# Percentiles cover the most recent calls only, so a month-long camera run keeps bounded memory.
+TIMING_WINDOW = 10_000
+
+
 class ModelStats:
-    """Counts and latency figures for one model client; safe to record from threads."""
+    """Counts (all calls) and latency figures (the last TIMING_WINDOW calls); thread-safe."""
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -43,8 +47,8 @@ class ModelStats:
         self.requests = 0
         self.successes = 0
         self.failures: Counter[str] = Counter()
-        self._ttft_ms: list[float] = []
-        self._latency_ms: list[float] = []
+        self._ttft_ms: deque[float] = deque(maxlen=TIMING_WINDOW)
+        self._latency_ms: deque[float] = deque(maxlen=TIMING_WINDOW)
 
     def record(self, result) -> None:
         """Record one GenerationResult-like object (success, error_kind, ttft_ms, latency_ms)."""

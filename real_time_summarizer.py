@@ -190,7 +190,21 @@ def _setup_logging(debug: bool) -> None:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+def _load_dotenv(path: Path) -> None:
+    """Take LANGFUSE_* settings from a git-ignored .env (parsed, never executed); the environment wins."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return
+    for line in lines:
+        line = line.strip().removeprefix("export ").strip()
+        name, sep, value = line.partition("=")
+        if sep and name.startswith("LANGFUSE_") and not os.environ.get(name):
+            os.environ[name] = value.strip().strip("'\"")
+
+
 def _run(opts: dict) -> int:
+    _load_dotenv(Path(__file__).resolve().parent / ".env")
     if not opts["sources"]:
         raise InputError("give at least one --source (cam0, a video file, '-' for stdin, a folder)",
                          option="--source")

@@ -118,6 +118,12 @@ class FrameSelector:
         """Whether change gating is on (min_change > 0)."""
         return self.min_change > 0
 
+    def due(self, t: float) -> bool:
+        """Whether a frame at time t would pass the interval check; changes nothing."""
+        if self._next_due is None or (self._last_time is not None and t < self._last_time):
+            return True
+        return t >= self._next_due - _EPS
+
     def select(self, frame: _FrameLike) -> bool:
         """True if this frame should be processed; decodes the frame only when it is a candidate."""
         t = frame.timestamp

@@ -130,10 +130,10 @@ class SourceRun:
                 self.on_frame(frame, self)
             if self.stop_event.is_set():
                 break
-            if not self._take_slot():
-                continue
-            if not self.selector.select(frame):
-                self._slots.release()
+            if self.source.live:
+                if not self._live_select(frame):
+                    continue
+            elif not self.selector.select(frame) or not self._wait_for_slot():
                 continue
             self._submit(self._make_job(seq, frame))
             seq += 1
@@ -142,13 +142,20 @@ class SourceRun:
         summary = self._final_summary(bounded=interrupted)
         return self._document(summary, interrupted)
 
-    def _take_slot(self) -> bool:
-        """Live: a free slot now or drop the frame; file: wait for one (stop-aware)."""
-        if self.source.live:
-            if self._slots.acquire(blocking=False):
-                return True
+    def _live_select(self, frame: Any) -> bool:
+        """Live: a due frame takes a free slot now, or is dropped (the next newest frame will do)."""
+        if not self.selector.due(frame.timestamp):
+            return self.selector.select(frame)  # counts the interval skip
+        if not self._slots.acquire(blocking=False):
             self.counters.dropped_busy += 1
             return False
+        if self.selector.select(frame):
+            return True
+        self._slots.release()
+        return False
+
+    def _wait_for_slot(self) -> bool:
+        """File: wait for a free slot (the decoder waits with it); False when stopping."""
         while not self._slots.acquire(timeout=0.2):
             if self.stop_event.is_set():
                 return False
@@ -177,7 +184,8 @@ class SourceRun:
                 self._process(job)
                 future.set_result(None)
             except BaseException as e:  # reported and counted; the loop goes on
-                self.counters.job_errors += 1
+                with self._lock:
+                    self.counters.job_errors += 1
                 log.debug("frame %s failed", job.frame_index, exc_info=True)
                 self.stages.events.emit("error", source=self.label, frame=job.frame_index,
                                         stage="pipeline", message=str(e) or type(e).__name__)
@@ -256,12 +264,12 @@ class SourceRun:
     def _record_caption(self, job: _Job, matches: list, names: list[str], result: Any, trace_id: str) -> None:
         events = self.stages.events
         if not result.success:
-            self.counters.caption_failures += 1
+            with self._lock:
+                self.counters.caption_failures += 1
             events.emit("error", source=self.label, frame=job.frame_index, stage="vlm",
                         video_time=round(job.video_time, 3), kind=result.error_kind,
                         message=result.error, trace_id=trace_id)
             return
-        self.counters.captioned += 1
         self.latest_caption = result.caption
         record = {
             "source": self.label,
@@ -276,6 +284,7 @@ class SourceRun:
             "trace_id": trace_id,
         }
         with self._lock:
+            self.counters.captioned += 1
             self._captions[job.seq] = TimedCaption(self._caption_time(job.video_time), result.caption,
                                                    tuple(names))
             self._caption_events[job.seq] = record

@@ -133,3 +133,14 @@ def test_backwards_time_starts_a_new_grid_and_bad_settings_are_refused():
     for kwargs in ({"interval": -1}, {"min_change": 1.5}, {"max_gap": -2}):
         with pytest.raises(ValueError):
             FrameSelector(**kwargs)
+
+
+def test_due_predicts_the_interval_check_without_changing_state():
+    sel = FrameSelector(interval=1.0, min_change=0.0)
+    assert sel.due(0.0)
+    assert sel.select(_frame(0.0, 10))
+    assert not sel.due(0.5) and not sel.due(0.98)
+    assert sel.due(1.0) and sel.due(1.4)
+    assert (sel.selected, sel.skipped_interval) == (1, 0)  # due() counted nothing
+    assert not sel.select(_frame(0.5, 10)) and sel.select(_frame(1.0, 10))
+    assert sel.due(0.2)  # time went backwards: a new grid starts

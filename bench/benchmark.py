@@ -363,10 +363,10 @@ def main() -> int:
         tmp = Path(d)
         if want(1):
             bench_efficiency(tmp, reps)
-        if want(2) or want(5):
+        if want(2):
             from bench import bench_tracing
 
-            for r in bench_tracing.rows(quick=args.quick, which={n for n in (2, 5) if want(n)}):
+            for r in bench_tracing.rows(quick=args.quick, which={2}):
                 row(*r)
         if want(3):
             bench_throughput(tmp, reps, repeat=20 if args.quick else 40)
@@ -374,6 +374,11 @@ def main() -> int:
             from bench import bench_faces
 
             for r in bench_faces.rows(quick=args.quick):
+                row(*r)
+        if want(5):
+            from bench import bench_tracing
+
+            for r in bench_tracing.rows(quick=args.quick, which={5}):
                 row(*r)
         if want(6):
             bench_memory(tmp, 3000 if args.quick else 10000)

@@ -447,5 +447,5 @@ def _run_bounded(fn: Callable[[], None], timeout: float | None) -> bool:
         finally:
             done.set()
 
-    threading.Thread(target=work, name="bounded", daemon=True).start()
+    threading.Thread(target=work, name="final-summary", daemon=True).start()
     return done.wait(timeout)

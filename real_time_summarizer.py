@@ -172,6 +172,21 @@ def main(**opts: Any) -> None:
         code = _run(opts)
     except SummarizerError as e:
         raise _fail(e, opts["debug"]) from None
+    _exit(code)
+
+
+def _exit(code: int) -> None:
+    """Exit; skip interpreter teardown when a worker abandoned at the shutdown deadline still runs.
+
+    Everything that matters is written and closed by now. A daemon thread still inside a model
+    call (torch, a hanging HTTP read) would otherwise abort the process during finalization
+    ("terminate called without an active exception") and turn exit 130/143 into a crash.
+    """
+    abandoned = [t for t in threading.enumerate() if t.daemon and t.name.startswith(("frame-", "final-summary"))]
+    if abandoned:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 

@@ -104,8 +104,9 @@ class SourceRun:
         self.on_progress = on_progress
         self.label = source.label
         self.counters = RunCounters()
-        self.latest_caption = ""
-        self.latest_faces: list = []
+        # (frame time, value) of the newest results, for the --display window
+        self.latest_caption: tuple[float, str] = (0.0, "")
+        self.latest_faces: tuple[float, list] = (0.0, [])
         self._slots = threading.BoundedSemaphore(max(1, config.max_inflight))
         self._lock = threading.Lock()
         self._captions: dict[int, TimedCaption] = {}
@@ -243,7 +244,7 @@ class SourceRun:
                 "distances": [None if m.distance is None else round(m.distance, 3) for m in matches],
                 "boxes": [list(m.box) for m in matches],
             })
-        self.latest_faces = matches
+        self.latest_faces = (job.video_time, matches)
         return matches
 
     def _caption(self, trace_id: str, job: _Job, names: list[str]) -> Any:
@@ -270,7 +271,7 @@ class SourceRun:
                         video_time=round(job.video_time, 3), kind=result.error_kind,
                         message=result.error, trace_id=trace_id)
             return
-        self.latest_caption = result.caption
+        self.latest_caption = (job.video_time, result.caption)
         record = {
             "source": self.label,
             "frame": job.frame_index,

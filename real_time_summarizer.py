@@ -404,7 +404,7 @@ def _display_hook(stack: ExitStack, stop: StopSignal):
 
     def on_frame(frame: Any, run: Any) -> None:
         summary = run._rolling_summary or ""
-        if not display.show(frame.image, run.latest_caption, summary, run.latest_faces):
+        if not display.show(frame.image, frame.timestamp, run.latest_caption, summary, run.latest_faces):
             stop.event.set()
             run.source.stop()
 

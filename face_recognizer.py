@@ -1,19 +1,22 @@
 """Who is on screen: a known-faces library and per-frame face recognition.
 
 The loop calls ``FaceRecognizer.recognize(frame)`` and gets our own ``FaceMatch`` records
-back; nothing from dlib leaves this module. face_recognition (dlib plus ~130 MB of models)
-and OpenCV are imported in ``load()``, never at import time.
+back; nothing from dlib leaves this module. Given the frame's timestamp too, a face seen in
+the previous frame can keep its identity without being encoded again (``IdentityReuse``).
+face_recognition (dlib plus ~130 MB of models) and OpenCV are imported in ``load()``, never
+at import time.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import math
 import os
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,9 @@ DEFAULT_TOLERANCE = 0.5
 # pixels; bench/bench_faces.py prints the time and recall behind this choice.
 DEFAULT_SCALE = 0.5
 
+# Identity reuse compares faces as tiny grey thumbnails (see IdentityReuse).
+_THUMB_SIZE = 8
+
 # Bump when anything that changes a cached encoding changes (detector use, encoder).
 _CACHE_VERSION = "v1"
 # Percentiles come from the most recent frames only, so a day-long run stays bounded.
@@ -52,11 +58,93 @@ class FaceMatch:
     name: str
     distance: float | None  # to the closest known encoding; None with an empty library
     box: tuple[int, int, int, int]  # (top, right, bottom, left) in the original frame's pixels
+    # True when the encoding was carried over from the previous frame instead of computed.
+    # Provenance, not identity: left out of ==, so a reused match equals a fresh one.
+    reused: bool = field(default=False, compare=False)
 
     @property
     def known(self) -> bool:
         """True when the face matched someone in the library."""
         return self.name != UNKNOWN
+
+
+@dataclass(frozen=True)
+class IdentityReuse:
+    """When a face may keep the encoding it had in the previous recognized frame.
+
+    dlib's encoder (dlib-bin, no BLAS) costs ~77-79 ms a face at any detection scale,
+    against ~21 ms for detecting at scale 0.5 in a 640x360 frame: on the Hamilton clip,
+    every frame, encoding was two thirds of the time (135 faces in 275 frames; mean 60-63
+    ms a frame, 0.42-0.46x of full frame). A face that is still in the same place and
+    still looks the same a frame later is the same face: its encoding is carried over and
+    matched again against the current library. There this encoded 38 of the 135 faces:
+    mean 0.21-0.28x of full frame by the wall clock on a shared machine (CPU time
+    0.24-0.26x), recall of the full-frame matches 0.974 (0.962 encoding every face;
+    bench/bench_faces.py).
+
+    Times are the frames' own timestamps (video time for files), never the wall clock:
+    frames recognized back to back may be seconds apart in the video.
+    """
+
+    # Re-encode after this many reuses in a row, or once the encoding's frame is this
+    # many seconds older than the current one: both bound drift. Over 4-8 frames of one
+    # Hamilton face the distance to the nearest known face moved by up to 0.13 (p95 0.09).
+    max_reuses: int = 8
+    max_age_s: float = 0.5
+    # Reuse only from a frame at most this far away in time, before or after (workers may
+    # finish slightly out of order): about 3 frames at 30 fps. Frames the loop selects
+    # seconds apart are always encoded afresh.
+    max_gap_s: float = 0.1
+    # Same place: box overlap with the previous face. Detection at 0.5 jitters between
+    # HOG window sizes (86 and 104 px faces), so one face gave IoU 0.61-1.0 frame to frame.
+    min_iou: float = 0.5
+    # Still looks the same: 8x8 grey thumbnails of the old face and of the same region in
+    # this frame, as mean absolute difference (0-255) and again with brightness and
+    # contrast taken out (z-scores), which catches cuts between dark shots. On our clips a
+    # face against itself one frame later passed both in 94% of pairs; a face against any
+    # face of another clip passed in none of 2,416 pairs (lowest z difference 0.64); at
+    # Hamilton's real cuts the places where its faces appear differed by z 0.63-1.38
+    # (grey 21 at 0.63).
+    max_grey_diff: float = 20.0
+    max_shape_diff: float = 0.5
+    # An unknown face is kept only while its distance sits above the tolerance by this
+    # much per second since it was encoded (0.03 a frame at 30 fps). A near miss is often
+    # a known person at a poor angle: Lin's distance hovers at 0.50-0.55 for seconds on
+    # the Hamilton clip and moved by 0.016 (median) / 0.043 (p90) a frame, so a near miss
+    # is looked at again before drift could carry it under the tolerance (kept like
+    # matches instead, unknowns lost 22 of the 78 full-frame matches: recall 0.69). A match
+    # is kept as it is: at tolerance 0.5 our clips gave no false matches, and each Hamilton
+    # frame where a carried match outlived the full-frame verdict (16 frames, full-frame
+    # distances 0.50-0.57) has Lin on screen (README: matches at tolerance 0.6).
+    unknown_margin_per_s: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.max_reuses < 0 or min(self.max_age_s, self.max_gap_s, self.max_grey_diff,
+                                      self.max_shape_diff, self.unknown_margin_per_s) < 0:
+            raise SummarizerError(f"identity reuse settings must not be negative: {self}")
+        if not 0.0 < self.min_iou <= 1.0:
+            raise SummarizerError(f"identity reuse min_iou must be in (0, 1], not {self.min_iou}")
+
+
+DEFAULT_REUSE = IdentityReuse()
+
+
+@dataclass(frozen=True)
+class _Track:
+    """One face of the last recognized frame, as identity reuse needs it."""
+
+    box: tuple[int, int, int, int]
+    thumb: np.ndarray  # _THUMB_SIZE^2 grey pixels of the face, float32
+    encoding: np.ndarray | None  # None when nothing was encoded (empty library)
+    reuses: int  # reuses in a row since the encoding was computed
+    encoded_at: float | None  # timestamp of the frame that computed it (None: not given)
+
+
+@dataclass(frozen=True)
+class _LastFrame:
+    at: float  # the frame's timestamp
+    shape: tuple[int, ...]
+    tracks: tuple[_Track, ...]
 
 
 @dataclass(frozen=True)
@@ -107,6 +195,7 @@ class FaceRecognizer:
         scale: float = DEFAULT_SCALE,
         cache_dir: str | os.PathLike | None = None,
         smoothing: tuple[int, int] | None = None,
+        reuse: IdentityReuse | None = DEFAULT_REUSE,
     ) -> None:
         # Settings come from CLI options; the option name tells the user what to fix.
         if model not in ("hog", "cnn"):
@@ -133,6 +222,7 @@ class FaceRecognizer:
         self.scale = float(scale)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         self.smoothing = smoothing
+        self.reuse = reuse  # None: encode every face in every frame
 
         self._fr: Any = None  # the face_recognition module, once loaded
         self._cv2: Any = None
@@ -156,6 +246,9 @@ class FaceRecognizer:
         self._suppressed = 0
         self._seen: Counter[str] = Counter()
         self._ms: deque[float] = deque(maxlen=_TIMING_WINDOW)
+        self._encoded = 0
+        self._reused = 0
+        self._last: _LastFrame | None = None
 
     # ------------------------------------------------------------------ library
     @property
@@ -329,28 +422,58 @@ class FaceRecognizer:
         return {"faces": 1, "encoding": [float(v) for v in encoding]}
 
     # ------------------------------------------------------------------ frames
-    def recognize(self, frame_bgr: np.ndarray) -> list[FaceMatch]:
-        """Faces in one BGR (or grey / BGRA) frame, boxes in that frame's pixel coordinates."""
+    def recognize(self, frame_bgr: np.ndarray, timestamp: float | None = None) -> list[FaceMatch]:
+        """Faces in one BGR (or grey / BGRA) frame, boxes in that frame's pixel coordinates.
+
+        ``timestamp`` is the frame's time in seconds (video time for files); identity reuse
+        needs it to know which frames are adjacent. Without it every face is encoded.
+        """
         if self._fr is None:
             self.load()
         started = time.perf_counter()
+        if timestamp is not None and not math.isfinite(timestamp):
+            timestamp = None  # a NaN would pass every "close in time" comparison
         rgb = self._to_rgb(frame_bgr)
         boxes = self._detect(rgb)
-        with self._dlib_lock:
-            # Encode on the full-resolution pixels: encodings from a downscaled face drift
-            # (0.13 at 1/2, 0.32 at 1/4 from the full-size encoding), enough to lose a match.
-            encodings = self._fr.face_encodings(rgb, boxes) if boxes else []
+        names, references = self._refs  # one snapshot: a reload mid-frame changes nothing here
+        carried = self._carried_over(rgb, boxes, timestamp, references)
+        fresh = [box for box, old in zip(boxes, carried) if old is None]
+        encodings: list[np.ndarray | None] = [None] * len(fresh)
+        if fresh and names:  # with an empty library every face is unknown: nothing to encode
+            with self._dlib_lock:
+                # Encode on the full-resolution pixels: encodings from a downscaled face drift
+                # (0.13 at 1/2, 0.32 at 1/4 from the full-size encoding), enough to lose a match.
+                encodings = list(self._fr.face_encodings(rgb, fresh))
+        keep = self.reuse is not None and timestamp is not None
+        tracks, found = [], iter(encodings)
+        for box, old in zip(boxes, carried):
+            if old is None:
+                tracks.append(_Track(box, self._thumb(rgb, box) if keep else _NO_THUMB,
+                                     next(found), 0, timestamp))
+            else:
+                tracks.append(_Track(box, self._thumb(rgb, box), old.encoding, old.reuses + 1,
+                                     old.encoded_at))
         # Left to right, so the names reach the VLM prompt in a stable order.
         matches = sorted(
-            (self._match(box, enc) for box, enc in zip(boxes, encodings)),
+            (self._match(t.box, t.encoding, (names, references), reused=t.reuses > 0)
+             for t in tracks),
             key=lambda m: (m.box[3], m.box[0]),
         )
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         with self._state_lock:
             if self.smoothing is not None:
                 matches = self._smooth(matches)
+            last = self._last
+            if keep and (last is None or timestamp >= last.at
+                         or abs(timestamp - last.at) > self.reuse.max_gap_s):
+                # Keep the newest frame: an older one finishing late must not replace it
+                # (a jump, such as the next file starting at 0 s, starts a new timeline).
+                self._last = _LastFrame(timestamp, rgb.shape, tuple(tracks))
             self._frames += 1
             self._faces += len(matches)
+            if names:
+                self._reused += sum(1 for t in tracks if t.reuses > 0)
+                self._encoded += len(fresh)
             for m in matches:
                 if m.known:
                     self._known += 1
@@ -359,6 +482,75 @@ class FaceRecognizer:
                     self._unknown += 1
             self._ms.append(elapsed_ms)
         return matches
+
+    # ------------------------------------------------------------------ identity reuse
+    def _carried_over(self, rgb: np.ndarray, boxes: list[tuple[int, int, int, int]],
+                      timestamp: float | None, references: np.ndarray) -> list[_Track | None]:
+        """For each box, the previous frame's face whose encoding it may keep, or None."""
+        carried: list[_Track | None] = [None] * len(boxes)
+        policy = self.reuse
+        if policy is None or timestamp is None or not boxes or not len(references):
+            return carried
+        with self._state_lock:
+            last = self._last
+        if (last is None or last.shape != rgb.shape
+                or abs(timestamp - last.at) > policy.max_gap_s):
+            return carried
+        # Each box is judged against the one previous face it overlaps most (best pairs
+        # first), so two faces side by side never swap identities.
+        pairs = sorted(((_iou(box, t.box), i, j) for i, box in enumerate(boxes)
+                        for j, t in enumerate(last.tracks)), reverse=True)
+        judged: set[int] = set()
+        taken: set[int] = set()
+        for overlap, i, j in pairs:
+            if overlap < policy.min_iou:
+                break
+            if i in judged or j in taken:
+                continue
+            judged.add(i)
+            taken.add(j)
+            if self._may_reuse(last.tracks[j], rgb, boxes[i], timestamp, references):
+                carried[i] = last.tracks[j]
+        return carried
+
+    def _may_reuse(self, track: _Track, rgb: np.ndarray, box: tuple[int, int, int, int],
+                   timestamp: float, references: np.ndarray) -> bool:
+        policy = self.reuse
+        if track.encoding is None or track.reuses >= policy.max_reuses:
+            return False
+        age = abs(timestamp - track.encoded_at)  # abs: frames may come slightly out of order
+        if age > policy.max_age_s:
+            return False
+        distance = float(np.min(np.linalg.norm(references - track.encoding, axis=1)))
+        margin = policy.unknown_margin_per_s * age
+        if self.tolerance < distance < self.tolerance + margin:
+            return False  # a near miss: look again, it may be someone we know
+        return self._looks_same(track, rgb, box)
+
+    def _looks_same(self, track: _Track, rgb: np.ndarray, box: tuple[int, int, int, int]) -> bool:
+        """Whether the old face still looks the same here (no cut, no big change)."""
+        # Where the face was, and the old face's size where the detector sees it now: the
+        # first misses a face that moved a few pixels, the second a box that jittered to
+        # another HOG window size. One face one frame later passed 94% of the time with
+        # either, 88% and 84% with one alone.
+        top, right, bottom, left = track.box
+        height, width = bottom - top, right - left
+        centre_y, centre_x = (box[0] + box[2]) // 2, (box[1] + box[3]) // 2
+        top = min(max(0, centre_y - height // 2), rgb.shape[0] - height)
+        left = min(max(0, centre_x - width // 2), rgb.shape[1] - width)
+        policy = self.reuse
+        for region in (track.box, (top, left + width, top + height, left)):
+            here = self._thumb(rgb, region)
+            if np.mean(np.abs(here - track.thumb)) <= policy.max_grey_diff and (
+                    np.mean(np.abs(_zscore(here) - _zscore(track.thumb))) <= policy.max_shape_diff):
+                return True
+        return False
+
+    def _thumb(self, rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+        top, right, bottom, left = box
+        small = self._cv2.resize(rgb[top:bottom, left:right], (_THUMB_SIZE, _THUMB_SIZE),
+                                 interpolation=self._cv2.INTER_AREA)
+        return self._cv2.cvtColor(small, self._cv2.COLOR_RGB2GRAY).astype(np.float32)
 
     def _to_rgb(self, frame: np.ndarray) -> np.ndarray:
         cv2 = self._cv2
@@ -396,16 +588,17 @@ class FaceRecognizer:
                 boxes.append(box)
         return boxes
 
-    def _match(self, box: tuple[int, int, int, int], encoding: np.ndarray) -> FaceMatch:
-        names, references = self._refs
-        if not names:
-            return FaceMatch(UNKNOWN, None, box)
+    def _match(self, box: tuple[int, int, int, int], encoding: np.ndarray | None,
+               refs: tuple[list[str], np.ndarray], *, reused: bool = False) -> FaceMatch:
+        names, references = refs
+        if not names or encoding is None:
+            return FaceMatch(UNKNOWN, None, box, reused)
         # Same Euclidean distance as face_recognition.face_distance, one person per row.
         distances = np.linalg.norm(references - encoding, axis=1)
         best = int(np.argmin(distances))
         distance = float(distances[best])
         name = names[best] if distance <= self.tolerance else UNKNOWN
-        return FaceMatch(name, round(distance, 4), box)
+        return FaceMatch(name, round(distance, 4), box, reused)
 
     def _smooth(self, matches: list[FaceMatch]) -> list[FaceMatch]:
         """Report a name only once it held in k of the last n processed frames."""
@@ -416,18 +609,22 @@ class FaceRecognizer:
         for m in matches:
             if m.known and held[m.name] < k:
                 self._suppressed += 1
-                m = FaceMatch(UNKNOWN, m.distance, m.box)
+                m = FaceMatch(UNKNOWN, m.distance, m.box, m.reused)
             out.append(m)
         return out
 
     # ------------------------------------------------------------------ statistics
     @property
     def stats(self) -> dict:
-        """Frames, faces, known/unknown counts, names seen and ms per frame (avg/p50/p95...)."""
+        """Frames, faces (encoded / reused), known/unknown, names seen and ms per frame."""
         with self._state_lock:
             return {
                 "frames": self._frames,
                 "faces": self._faces,
+                # Faces whose encoding was computed / carried over from the previous frame;
+                # with an empty library neither happens (every face is unknown unencoded).
+                "encoded": self._encoded,
+                "reused": self._reused,
                 "known": self._known,
                 "unknown": self._unknown,
                 "suppressed_by_smoothing": self._suppressed,
@@ -448,12 +645,34 @@ class FaceRecognizer:
         ms = s["ms_per_frame"]
         if ms["p50"] is not None:
             lines.append(f"  time a frame: p50 {ms['p50']:.0f} ms  p95 {ms['p95']:.0f} ms")
+        if s["encoded"] or s["reused"]:
+            share = s["reused"] / (s["encoded"] + s["reused"])
+            lines.append(f"  identities: {s['encoded']} encoded, {s['reused']} reused from the "
+                         f"previous frame ({share:.0%})")
         if s["names"]:
             seen = ", ".join(f"{n} x{c}" for n, c in sorted(s["names"].items()))
             lines.append(f"  seen: {seen}")
         if s["suppressed_by_smoothing"]:
             lines.append(f"  held back by smoothing: {s['suppressed_by_smoothing']}")
         return "\n".join(lines)
+
+
+_NO_THUMB = np.zeros((0, 0), np.float32)  # identity reuse off: no thumbnails kept
+
+
+def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """Intersection over union of two (top, right, bottom, left) boxes."""
+    height = min(a[2], b[2]) - max(a[0], b[0])
+    width = min(a[1], b[1]) - max(a[3], b[3])
+    if height <= 0 or width <= 0:
+        return 0.0
+    inter = height * width
+    return inter / ((a[2] - a[0]) * (a[1] - a[3]) + (b[2] - b[0]) * (b[1] - b[3]) - inter)
+
+
+def _zscore(pixels: np.ndarray) -> np.ndarray:
+    """Pixels with brightness and contrast taken out."""
+    return (pixels - pixels.mean()) / (pixels.std() + 1e-6)
 
 
 def _read_cache(path: Path) -> dict | None:

@@ -17,9 +17,17 @@ import numpy as np
 import pytest
 
 from errors import InputError, SummarizerError
-from face_recognizer import UNKNOWN, FaceMatch, FaceRecognizer, default_cache_dir
+from face_recognizer import (
+    UNKNOWN,
+    FaceMatch,
+    FaceRecognizer,
+    IdentityReuse,
+    default_cache_dir,
+)
 
 LIN = "lin-manuel-miranda"
+MEDS = "meds-aa-S029-01"
+HAMILTON_FPS = 30000 / 1001  # README: 29.97 fps
 
 
 @pytest.fixture(scope="module")
@@ -327,3 +335,188 @@ def test_cnn_detector_finds_the_same_face(data_dir, tmp_path, caplog, recognizer
 
     if not dlib.DLIB_USE_CUDA:
         assert sum("runs on the CPU" in r.getMessage() for r in caplog.records) == 1
+
+
+# ---------------------------------------------------------------------- identity reuse
+# Frames of the Hamilton clip these tests use: Lin near the tolerance (86-96), Lin clearly
+# (144-165), another person (238).
+HAMILTON_REUSE_FRAMES = set(range(86, 97)) | set(range(144, 166)) | {238}
+
+
+@pytest.fixture(scope="module")
+def hamilton(data_dir) -> dict[int, np.ndarray]:
+    return read_frames(data_dir / "videos" / "short_hamilton_clip.mp4", HAMILTON_REUSE_FRAMES)
+
+
+@pytest.fixture
+def encoder_calls(monkeypatch) -> list[int]:
+    """Faces passed to face_recognition.face_encodings, one entry a call (clear after load)."""
+    import face_recognition
+
+    calls: list[int] = []
+    original = face_recognition.face_encodings
+
+    def counting(image, boxes=None, *args, **kwargs):
+        calls.append(len(boxes))
+        return original(image, boxes, *args, **kwargs)
+
+    monkeypatch.setattr(face_recognition, "face_encodings", counting)
+    return calls
+
+
+def run_clip(rec: FaceRecognizer, frames: dict[int, np.ndarray], fps: float = HAMILTON_FPS,
+             ) -> dict[int, list[FaceMatch]]:
+    """Recognize frames in order with their video times, as the loop passes them."""
+    return {i: rec.recognize(frames[i], timestamp=i / fps) for i in sorted(frames)}
+
+
+def shifted(frame: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """The frame moved by (dx, dy) pixels, black where nothing moved in."""
+    matrix = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(frame, matrix, (frame.shape[1], frame.shape[0]))
+
+
+def test_consecutive_hamilton_frames_reuse_identities(data_dir, cache_dir, hamilton,
+                                                      encoder_calls):
+    frames = {i: hamilton[i] for i in range(144, 166)}  # Lin at 0.31-0.49, no cut
+    every = FaceRecognizer(data_dir / "faces", cache_dir=cache_dir, reuse=None).load()
+    reusing = FaceRecognizer(data_dir / "faces", cache_dir=cache_dir).load()
+    encoder_calls.clear()
+    baseline = run_clip(every, frames)
+    assert sum(encoder_calls) == 22 and every.stats["reused"] == 0
+    assert not any(m.reused for ms in baseline.values() for m in ms)
+
+    encoder_calls.clear()
+    found = run_clip(reusing, frames)
+    assert {i: [m.name for m in ms] for i, ms in found.items()} == {i: [LIN] for i in frames}
+    stats = reusing.stats
+    assert (stats["faces"], stats["encoded"] + stats["reused"]) == (22, 22)
+    assert sum(encoder_calls) == stats["encoded"] <= 11  # 7 here: at most half
+    flags = [found[i][0].reused for i in sorted(found)]
+    assert flags[0] is False and sum(flags) == stats["reused"]
+    longest = max(len(run) for run in "".join("r" if f else " " for f in flags).split())
+    assert longest <= IdentityReuse().max_reuses
+    # A reused face carries the distance of the frame that encoded it; boxes stay its own.
+    for i in sorted(found)[1:]:
+        (now,), (before,) = found[i], found[i - 1]
+        if now.reused:
+            assert now.distance == before.distance
+        assert iou(now.box, baseline[i][0].box) > 0.9
+    assert (f"identities: {stats['encoded']} encoded, {stats['reused']} reused"
+            in reusing.format_stats())
+
+
+def test_a_near_miss_is_looked_at_again(data_dir, cache_dir, hamilton):
+    # Lin's distance falls through the tolerance: 0.55-0.52 in 86-89, 0.47-0.50 in 90-96.
+    frames = {i: hamilton[i] for i in range(86, 97)}
+    every = FaceRecognizer(data_dir / "faces", cache_dir=cache_dir, reuse=None).load()
+    reusing = FaceRecognizer(data_dir / "faces", cache_dir=cache_dir).load()
+    expected = {i: [m.name for m in ms] for i, ms in run_clip(every, frames).items()}
+    assert expected == {i: [UNKNOWN] if i < 90 else [LIN] for i in frames}
+    found = run_clip(reusing, frames)
+    assert {i: [m.name for m in ms] for i, ms in found.items()} == expected
+    assert not found[90][0].reused  # 0.52 on frame 89 is too close to 0.5 to keep
+    assert reusing.stats["reused"] > 0
+
+
+def test_a_cut_to_another_face_forces_a_new_encoding(data_dir, cache_dir, hamilton,
+                                                     encoder_calls):
+    rec = FaceRecognizer(data_dir / "faces", cache_dir=cache_dir).load()
+    encoder_calls.clear()
+    (lin,) = rec.recognize(hamilton[159], timestamp=159 / HAMILTON_FPS)
+    (again,) = rec.recognize(hamilton[160], timestamp=160 / HAMILTON_FPS)
+    assert (lin.name, again.name, again.reused) == (LIN, LIN, True)
+    assert encoder_calls == [1]
+
+    # A cut, one frame later, to the other person of the clip placed where Lin was: the
+    # box overlaps Lin's like a tracked face would, so only the look of the crop can tell.
+    # Moved by whole HOG cells (8 px): this 72 px face is near the detector's smallest.
+    other_box = (60, 106, 132, 34)  # frame 238, README: an unknown person
+    dy = (again.box[0] + again.box[2] - other_box[0] - other_box[2]) // 16 * 8
+    dx = (again.box[1] + again.box[3] - other_box[1] - other_box[3]) // 16 * 8
+    cut = shifted(hamilton[238], dx, dy)
+    (other,) = rec.recognize(cut, timestamp=161 / HAMILTON_FPS)
+    assert iou(other.box, again.box) >= IdentityReuse().min_iou
+    assert (other.name, other.reused) == (UNKNOWN, False)
+    assert encoder_calls == [1, 1]
+    fresh = FaceRecognizer(data_dir / "faces", cache_dir=cache_dir, reuse=None).load()
+    assert fresh.recognize(cut) == [other]  # the same verdict as encoding every face
+
+
+def test_reuse_needs_a_close_timestamp_and_the_same_place(data_dir, cache_dir, hamilton,
+                                                          encoder_calls):
+    rec = FaceRecognizer(data_dir / "faces", cache_dir=cache_dir).load()
+    encoder_calls.clear()
+    start = 159 / HAMILTON_FPS
+    rec.recognize(hamilton[159], timestamp=start)
+    checks = [
+        rec.recognize(hamilton[160], timestamp=start + 1.0),  # a second later in the video
+        rec.recognize(hamilton[160]),  # no timestamp: adjacency unknown
+        rec.recognize(shifted(hamilton[160], -200, 0), timestamp=start + 1.0 + 1 / HAMILTON_FPS),
+        rec.recognize(hamilton[160], timestamp=float("nan")),
+    ]
+    assert [[(m.name, m.reused) for m in ms] for ms in checks] == [[(LIN, False)]] * 4
+    assert encoder_calls == [1] * 5
+    assert rec.stats["reused"] == 0
+
+
+def test_face_motion_clip_keeps_its_names_with_reuse(data_dir, cache_dir, encoder_calls):
+    path = data_dir / "videos" / "ff-region-face-motion.avi"
+    frames = read_frames(path, set(range(25, 41)))
+    rec = FaceRecognizer(data_dir / "faces", cache_dir=cache_dir).load()
+    encoder_calls.clear()
+    found = run_clip(rec, frames, fps=30.0)
+    for i, matches in found.items():
+        if i < 30:
+            assert matches == [], (i, matches)
+        else:
+            assert [m.name for m in matches] == [MEDS], (i, matches)
+            assert matches[0].distance < 0.2  # README: about 0.08
+    stats = rec.stats
+    assert (stats["faces"], stats["encoded"] + stats["reused"]) == (11, 11)
+    assert sum(encoder_calls) == stats["encoded"] <= 3  # the face moves; 2 encodes here
+    assert found[30][0].reused is False and found[31][0].reused is True
+
+
+def test_parallel_workers_with_reuse_name_every_frame(data_dir, cache_dir, hamilton):
+    rec = FaceRecognizer(data_dir / "faces", cache_dir=cache_dir).load()
+    order = list(range(144, 166))
+    results: dict[int, list[FaceMatch]] = {}
+    errors = []
+
+    def work(mine: list[int]) -> None:
+        try:
+            for i in mine:
+                results[i] = rec.recognize(hamilton[i], timestamp=i / HAMILTON_FPS)
+        except Exception as exc:  # pragma: no cover - reported by the assert below
+            errors.append(exc)
+
+    # Dealt round robin: frames reach the recognizer interleaved and slightly out of order.
+    threads = [threading.Thread(target=work, args=(order[k::3],)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert {i: [m.name for m in ms] for i, ms in results.items()} == {i: [LIN] for i in order}
+    stats = rec.stats
+    assert (stats["frames"], stats["encoded"] + stats["reused"]) == (22, 22)
+    assert stats["reused"] == sum(m.reused for ms in results.values() for m in ms)
+
+
+def test_an_empty_library_encodes_nothing(data_dir, tmp_path, hamilton, encoder_calls):
+    rec = FaceRecognizer(None, cache_dir=tmp_path).load()
+    (face,) = rec.recognize(hamilton[160], timestamp=160 / HAMILTON_FPS)
+    assert (face.name, face.distance) == (UNKNOWN, None)
+    assert encoder_calls == []
+    assert (rec.stats["encoded"], rec.stats["reused"]) == (0, 0)
+
+
+def test_reuse_settings_are_checked_and_the_flag_is_not_identity():
+    for bad in ({"max_reuses": -1}, {"max_gap_s": -0.1}, {"unknown_margin_per_s": -1},
+                {"min_iou": 0.0}, {"min_iou": 1.5}):
+        with pytest.raises(SummarizerError):
+            IdentityReuse(**bad)
+    box = (1, 2, 3, 0)
+    assert FaceMatch(LIN, 0.4, box).reused is False
+    assert FaceMatch(LIN, 0.4, box, reused=True) == FaceMatch(LIN, 0.4, box)

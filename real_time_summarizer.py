@@ -362,10 +362,10 @@ def _run_source(source: Any, spec: str, digest: str | None, opts: dict, stages: 
                    if v is not None}
     with source, ExitStack() as stack:
         stop.watch(source)
-        on_frame = _display_hook(stack, stop) if opts["display"] else None
-        on_progress = _progress_hook(stack, source)
         log.info("%s: %s source%s", source.label, "live" if source.live else "file",
                  f", {source.fps:.2f} fps" if source.fps else "")
+        on_frame = _display_hook(stack, stop) if opts["display"] else None
+        on_progress = _progress_hook(stack, source)
         run = SourceRun(source, FrameSelector(interval=config.interval, **selector_kw), stages, config,
                         session_id=f"{run_id}-{source.label}", stop_event=stop.event,
                         on_frame=on_frame, on_progress=on_progress)

@@ -238,11 +238,12 @@ class SourceRun:
         if faces is None:
             return []
         with self.stages.tracker.create_span(trace_id, "face_recognition") as span:
-            matches = faces.recognize(job.image)
+            matches = faces.recognize(job.image, timestamp=job.video_time)
             span.update(output={
                 "names": [m.name for m in matches],
                 "distances": [None if m.distance is None else round(m.distance, 3) for m in matches],
                 "boxes": [list(m.box) for m in matches],
+                "reused": [m.reused for m in matches],  # identity carried from the previous frame
             })
         self.latest_faces = (job.video_time, matches)
         return matches

@@ -356,6 +356,16 @@ def open_source(
         raise
 
 
+def check_source(spec: str) -> None:
+    """Fail fast on a file that cannot be a video (missing, a folder, empty, unreadable).
+
+    Cheap and opens nothing, so the CLI can run it before loading models; cameras, streams and
+    stdin are only known once opened.
+    """
+    if _kind(spec) == "file":
+        _file_target(spec)
+
+
 def expand_sources(specs: Iterable[str]) -> list[str]:
     """Expand folders and glob patterns to their video files (sorted); other specs pass through."""
     out: list[str] = []

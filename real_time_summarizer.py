@@ -172,6 +172,9 @@ def main(**opts: Any) -> None:
         code = _run(opts)
     except SummarizerError as e:
         raise _fail(e, opts["debug"]) from None
+    except KeyboardInterrupt:  # Ctrl-C while starting up (models loading): nothing to save yet
+        sys.stderr.write("\nInterrupted while starting up.\n")
+        code = EXIT_SIGNAL[signal.SIGINT]
     _exit(code)
 
 
@@ -223,9 +226,11 @@ def _run(opts: dict) -> int:
     if not opts["sources"]:
         raise InputError("give at least one --source (cam0, a video file, '-' for stdin, a folder)",
                          option="--source")
-    from frame_sources import expand_sources
+    from frame_sources import check_source, expand_sources
 
     specs = expand_sources(list(opts["sources"]))
+    for spec in specs:  # before minutes of model loading
+        check_source(spec)
     batch = opts["output_dir"] is not None or len(specs) > 1
     if opts["output_dir"] and "-" in specs:
         raise InputError("stdin ('-') cannot be used with --output-dir", option="--source")

@@ -197,6 +197,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, data_dir, tiny_llm, make_bad
     errors = [line for line in run.stderr_lines() if line.startswith("Error:")]
     assert len(errors) == 1 and option in errors[0], run.stderr
     assert "Traceback" not in run.stderr
+    if "missing" in errors[0] or "not found" in errors[0]:
+        assert "Loading summary model" not in run.stderr  # failed before any model was loaded
 
 
 def test_unreachable_vlm_is_one_line_and_exit_2(tmp_path, data_dir, tiny_llm):

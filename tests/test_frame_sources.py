@@ -390,3 +390,16 @@ def test_expand_sources_folders_globs_and_passthrough(tmp_path):
     assert info.value.option == "--source"
     with pytest.raises(InputError, match="no video files match"):
         expand_sources([str(tmp_path / "*.mov")])
+
+
+def test_check_source_fails_fast_on_files_only(tmp_path):
+    from frame_sources import check_source
+
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    for bad, words in ((tmp_path / "missing.mp4", "not found"), (tmp_path / "empty.mp4", "empty"),
+                       (tmp_path, "is a folder")):
+        with pytest.raises(InputError, match=words) as info:
+            check_source(str(bad))
+        assert info.value.option == "--source"
+    for fine in ("cam7", "-", "rtsp://example.invalid/stream", "/dev/video9"):
+        check_source(fine)  # only known once opened

@@ -60,7 +60,6 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -71,6 +70,7 @@ DEFAULT_HOST = "https://cloud.langfuse.com"
 DEFAULT_TIMEOUT_S = 5.0
 SCORE_TYPES = ("NUMERIC", "BOOLEAN", "CATEGORICAL")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_US = timedelta(microseconds=1)
 _TRACE_MEMORY = 1024  # traces remembered for late children from other threads
 _MAX_SPAN_QUEUE = 2048  # OTel BatchSpanProcessor's default max_queue_size
 
@@ -86,7 +86,7 @@ def to_utc(value: Any) -> datetime | None:
     if value is None:
         return None
     if type(value) is float and math.isfinite(value):
-        return datetime.fromtimestamp(value, tz=timezone.utc)
+        return datetime.fromtimestamp(value, timezone.utc)
     if isinstance(value, datetime):
         # astimezone() on a naive datetime reads it as local time, which is what
         # datetime.fromtimestamp(t) (the guide's idiom) produced.
@@ -295,42 +295,76 @@ class _Observation:
     """Base of the trace / span / generation contexts: SDK observation + trace log line."""
 
     kind = "span"
+    _count_keys: tuple[str, ...] = ("observations",)  # the counts its end adds one to
+    # Per-instance state starts at these class defaults (fewer stores per observation on
+    # the frame loop's thread); assignments shadow them on the instance.
+    id: str | None = None
+    parent_id: str | None = None
+    level = "DEFAULT"
+    status_message: str | None = None
+    _obs: Any = None  # the SDK observation, None when Langfuse is disabled
+    _otel: Any = None  # its OTel span, whose start/end are what Langfuse receives
+    _start_ns: int | None = None  # local clock: when entered (or given), the fallback
+    _end_ns: int | None = None  # local clock: when exited (or given); set = finished
+    _entered = False
+    _token: contextvars.Token | None = None
+    # What __enter__ opened, undone innermost first by _close_sdk: an OTel context
+    # attached for explicit parenting, the SDK observation, the trace's attributes.
+    _attached: Any = None
+    _sdk_cm: Any = None
+    _attrs_cm: Any = None
 
     def __init__(self, tracker: "LangfuseTracker", name: str, trace_id: str | None,
                  input: Any = None, metadata: Any = None) -> None:
         self._tracker = tracker
         self.name = name
         self.trace_id = trace_id
-        self.id: str | None = None
-        self.parent_id: str | None = None
         self.input = input
         self.metadata = metadata
-        self.level = "DEFAULT"
-        self.status_message: str | None = None
-        self.start_ns: int | None = None
-        self.end_ns: int | None = None
-        self._obs: Any = None  # the SDK observation, None when Langfuse is disabled
-        self._otel: Any = None  # its OTel span (for the exact start/end it sends)
-        self._stack: ExitStack | None = None
-        self._token: contextvars.Token | None = None
+
+    # Start and end are read from the SDK's span only when asked for (the trace log, the
+    # TTFT check), so that the frame loop does not pay for reading them on every span.
+    @property
+    def start_ns(self) -> int | None:
+        """Start, epoch ns: the one sent to Langfuse, else the local clock's."""
+        start = getattr(self._otel, "start_time", None)
+        return start if isinstance(start, int) else self._start_ns
+
+    @start_ns.setter
+    def start_ns(self, value: int | None) -> None:
+        self._start_ns = value
+
+    @property
+    def end_ns(self) -> int | None:
+        """End, epoch ns (None while open): the one sent to Langfuse, else the local clock's."""
+        if self._end_ns is None:
+            return None
+        end = getattr(self._otel, "end_time", None)
+        return end if isinstance(end, int) else self._end_ns
+
+    @end_ns.setter
+    def end_ns(self, value: int | None) -> None:
+        self._end_ns = value
 
     # The with protocol; also usable as explicit __enter__()/__exit__() as in the guide.
+    # This is the frame loop's hot path (six observations a frame): the SDK's context
+    # managers are driven with plain try/finally rather than an ExitStack, and the usual
+    # cases are handled inline, since every Python call here costs the loop time.
     def __enter__(self):
-        if self._stack is not None:
+        if self._entered:
             raise RuntimeError(f"{self.kind} {self.name!r} was entered twice")
-        self._stack = ExitStack()
+        self._entered = True
         try:
-            self._open(self._stack)
+            self._open()
         except BaseException:
-            self._stack.close()
+            self._close_sdk(None, None, None)
             raise
-        if self.start_ns is None:
-            self.start_ns = time.time_ns()
+        self._start_ns = time.time_ns()
         self._token = _CURRENT.set(self)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if self._stack is None or self.end_ns is not None:
+        if not self._entered or self._end_ns is not None:
             return False
         if exc is not None and self.level != "ERROR":
             self.set_error(f"{exc_type.__name__}: {exc}")
@@ -339,37 +373,68 @@ class _Observation:
         except ValueError:  # exited in another context than entered; nothing to restore
             pass
         try:
-            self._stack.__exit__(exc_type, exc, tb)  # ends the SDK observation
+            cm = self._sdk_cm
+            if cm is not None and self._attrs_cm is None and self._attached is None:
+                self._sdk_cm = None
+                cm.__exit__(exc_type, exc, tb)  # ends the SDK observation
+            else:
+                self._close_sdk(exc_type, exc, tb)
         finally:
-            end = getattr(self._otel, "end_time", None)
-            self.end_ns = end if isinstance(end, int) else time.time_ns()
+            self._end_ns = time.time_ns()
             self._tracker._finished(self)
         return False
 
-    def _open(self, stack: ExitStack) -> None:
+    def _close_sdk(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        """Exit what _open entered, innermost first, each even if another fails."""
+        try:
+            if self._attrs_cm is not None:
+                cm, self._attrs_cm = self._attrs_cm, None
+                cm.__exit__(exc_type, exc, tb)
+        finally:
+            try:
+                if self._sdk_cm is not None:
+                    cm, self._sdk_cm = self._sdk_cm, None
+                    cm.__exit__(exc_type, exc, tb)
+            finally:
+                if self._attached is not None:
+                    token, self._attached = self._attached, None
+                    self._tracker._otel_context.detach(token)
+
+    def _open(self) -> None:
         tracker = self._tracker
-        parent_ctx, self.parent_id, self.trace_id = tracker._resolve_parent(self.trace_id)
-        if tracker._sdk is None:
+        current = _CURRENT.get()
+        if current is not None and current._tracker is tracker and (
+                self.trace_id is None or current.trace_id == self.trace_id):
+            # The usual case, a child of the observation open in this thread: the SDK's
+            # current OTel context already holds the parent.
+            parent_ctx = None
+            self.parent_id = (current.observation_id if isinstance(current, TraceContext)
+                              else current.id)
+            self.trace_id = current.trace_id
+        else:
+            parent_ctx, self.parent_id, self.trace_id = tracker._resolve_parent(self.trace_id)
+        sdk = tracker._sdk
+        if sdk is None:
             self.id = "%016x" % _rand(64)
             if self.trace_id is None:
                 self.trace_id = "%032x" % _rand(128)
             return
         if parent_ctx is not None:
-            stack.callback(tracker._otel_context.detach, tracker._otel_context.attach(parent_ctx))
-        self._obs = stack.enter_context(
-            tracker._sdk.start_as_current_observation(as_type=self.kind, name=self.name,
-                                                      **self._sdk_args()))
-        self._adopt_sdk_observation(tracker)
+            self._attached = tracker._otel_context.attach(parent_ctx)
+        cm = sdk.start_as_current_observation(
+            as_type=self.kind, name=self.name, input=self.input, metadata=self.metadata,
+            model=self.model, model_parameters=self.model_parameters)
+        obs = cm.__enter__()
+        self._sdk_cm = cm  # entered: _close_sdk exits it from here on
+        self._adopt_sdk_observation(tracker, obs)
 
-    def _adopt_sdk_observation(self, tracker: "LangfuseTracker") -> None:
-        self._otel = tracker._otel_trace.get_current_span()
-        self.id = self._obs.id
-        self.trace_id = self._obs.trace_id
-        start = getattr(self._otel, "start_time", None)
-        self.start_ns = start if isinstance(start, int) else time.time_ns()
-
-    def _sdk_args(self) -> dict:
-        return {"input": self.input, "metadata": self.metadata}
+    def _adopt_sdk_observation(self, tracker: "LangfuseTracker", obs: Any) -> None:
+        self._obs = obs
+        # The SDK wrapper keeps its OTel span; asking OTel for the current one costs more.
+        otel = getattr(obs, "_otel_span", None)
+        self._otel = otel if otel is not None else tracker._otel_trace.get_current_span()
+        self.id = obs.id
+        self.trace_id = obs.trace_id
 
     def update(self, *, output: Any = None, metadata: Any = None, input: Any = None,
                level: str | None = None, status_message: str | None = None,
@@ -385,7 +450,7 @@ class _Observation:
             self.level = level
         if status_message is not None:
             self.status_message = status_message
-        if self._obs is not None and self.end_ns is None:
+        if self._obs is not None and self._end_ns is None:
             self._obs.update(output=output, metadata=metadata, input=input, level=level,
                              status_message=status_message)
         return self
@@ -395,18 +460,17 @@ class _Observation:
         self.update(level="ERROR", status_message=str(reason)[:1000])
 
     def _record(self) -> dict:
-        start = _ns_to_dt(self.start_ns) if self.start_ns is not None else None
-        end = _ns_to_dt(self.end_ns) if self.end_ns is not None else None
+        start_ns, end_ns = self.start_ns, self.end_ns
         return {
             "type": self.kind,
             "trace_id": self.trace_id,
             "id": self.id,
             "parent_id": self.parent_id,
             "name": self.name,
-            "start": iso_utc(start),
-            "end": iso_utc(end),
-            "latency_ms": (self.end_ns - self.start_ns) / 1e6
-            if self.start_ns is not None and self.end_ns is not None else None,
+            "start": iso_utc(_ns_to_dt(start_ns)) if start_ns is not None else None,
+            "end": iso_utc(_ns_to_dt(end_ns)) if end_ns is not None else None,
+            "latency_ms": (end_ns - start_ns) / 1e6
+            if start_ns is not None and end_ns is not None else None,
             "level": self.level,
             "status_message": self.status_message,
             "metadata": self.metadata,
@@ -417,26 +481,26 @@ class SpanContext(_Observation):
     """A span inside a trace (``with tracker.create_span(trace.id, name) as span``)."""
 
     kind = "span"
+    # A span has no model; passing these None to the SDK is the same as leaving them out.
+    model: str | None = None
+    model_parameters: dict | None = None
 
 
 class GenerationContext(_Observation):
     """A model call; its start time is when it is entered, so open it before the call."""
 
     kind = "generation"
+    _count_keys = ("observations", "generations")
+    completion_start_time: datetime | None = None
+    usage: dict | None = None
+    legacy = False
 
     def __init__(self, tracker: "LangfuseTracker", name: str, trace_id: str | None,
                  model: str | None = None, input: Any = None, metadata: Any = None,
                  model_parameters: dict | None = None) -> None:
-        super().__init__(tracker, name, trace_id, input=input, metadata=metadata)
+        super().__init__(tracker, name, trace_id, input, metadata)
         self.model = model
         self.model_parameters = model_parameters
-        self.completion_start_time: datetime | None = None
-        self.usage: dict | None = None
-        self.legacy = False
-
-    def _sdk_args(self) -> dict:
-        return {"input": self.input, "metadata": self.metadata, "model": self.model,
-                "model_parameters": self.model_parameters}
 
     def update(self, *, output: Any = None, usage: dict | None = None,
                usage_details: dict | None = None, completion_start_time: Any = None,
@@ -451,14 +515,22 @@ class GenerationContext(_Observation):
         cst = to_utc(completion_start_time)
         if cst is not None:
             self.completion_start_time = cst
-            # Compare at the microsecond a datetime holds, not below it.
-            if self.start_ns is not None and _dt_to_ns(cst) < self.start_ns // 1000 * 1000:
-                self._tracker._warn(
-                    "negative-ttft",
-                    "completion_start_time of %r is before the generation started: "
-                    "open the generation before the model call", self.name)
+            if self._start_ns is not None and not (
+                    type(completion_start_time) is float
+                    and completion_start_time * 1e9 - self._start_ns >= 2000):
+                # Not clearly after the local start (never before the SDK's: a float epoch
+                # 2 µs past it needs no check, the usual case and a cheap one; datetime
+                # arithmetic is not): compare at the microsecond a datetime holds.
+                if (cst - _EPOCH) // _ONE_US < self.start_ns // 1000:
+                    self._tracker._warn(
+                        "negative-ttft",
+                        "completion_start_time of %r is before the generation started: "
+                        "open the generation before the model call", self.name)
         if usage is not None:
-            self.usage = {str(k): int(v) for k, v in usage.items() if v is not None}
+            try:  # all in C: no Python-level loop for the usual {"input": n, "output": m}
+                self.usage = dict(zip(map(str, usage), map(int, usage.values())))
+            except TypeError:  # a None count (left out), or a bad one (raises again here)
+                self.usage = {str(k): int(v) for k, v in usage.items() if v is not None}
         if model is not None:
             self.model = model
         if metadata is not None:
@@ -467,7 +539,7 @@ class GenerationContext(_Observation):
             self.level = level
         if status_message is not None:
             self.status_message = status_message
-        if self._obs is not None and self.end_ns is None:
+        if self._obs is not None and self._end_ns is None:
             self._obs.update(output=output, usage_details=self.usage if usage else None,
                              completion_start_time=cst, metadata=metadata, input=input,
                              model=model, model_parameters=model_parameters, level=level,
@@ -476,12 +548,12 @@ class GenerationContext(_Observation):
 
     def _record(self) -> dict:
         record = super()._record()
-        cst = self.completion_start_time
+        cst, start_ns = self.completion_start_time, self.start_ns
         record.update(
             model=self.model,
             completion_start_time=iso_utc(cst),
-            ttft_ms=(_dt_to_ns(cst) - self.start_ns) / 1e6
-            if cst is not None and self.start_ns is not None else None,
+            ttft_ms=(_dt_to_ns(cst) - start_ns) / 1e6
+            if cst is not None and start_ns is not None else None,
             usage=self.usage,
             legacy=self.legacy,
         )
@@ -492,19 +564,21 @@ class TraceContext(_Observation):
     """One trace (one processed frame): its root span plus trace-level attributes."""
 
     kind = "trace"
+    _count_keys = ("traces",)
+    observation_id: str | None = None  # the root span's id
 
-    def __init__(self, tracker: "LangfuseTracker", name: str, *, user_id: str | None = None,
+    def __init__(self, tracker: "LangfuseTracker", name: str, user_id: str | None = None,
                  session_id: str | None = None, tags: list[str] | None = None,
                  metadata: dict | None = None, input: Any = None) -> None:
-        super().__init__(tracker, name, None, input=input, metadata=metadata)
+        super().__init__(tracker, name, None, input, metadata)
         self.user_id = user_id
         self.session_id = session_id
         self.tags = list(tags) if tags else None
-        self.observation_id: str | None = None  # the root span's id
 
-    def _open(self, stack: ExitStack) -> None:
+    def _open(self) -> None:
         tracker = self._tracker
-        if tracker._sdk is None:
+        sdk = tracker._sdk
+        if sdk is None:
             self.trace_id = "%032x" % _rand(128)
             self.observation_id = "%016x" % _rand(64)
             self.id = self.trace_id
@@ -513,17 +587,19 @@ class TraceContext(_Observation):
         ctx = tracker._otel_context
         if _CURRENT.get() is not None:
             # A trace is a root: start from an empty context even inside another trace.
-            stack.callback(ctx.detach, ctx.attach(ctx.Context()))
+            self._attached = ctx.attach(ctx.Context())
         # The metadata goes to the trace (propagated below), not twice onto the root span.
-        self._obs = stack.enter_context(
-            tracker._sdk.start_as_current_observation(as_type="span", name=self.name,
-                                                      input=self.input))
-        self._adopt_sdk_observation(tracker)
+        cm = sdk.start_as_current_observation(as_type="span", name=self.name, input=self.input)
+        obs = cm.__enter__()
+        self._sdk_cm = cm
+        self._adopt_sdk_observation(tracker, obs)
         self.observation_id = self.id
         self.id = self.trace_id
-        stack.enter_context(tracker._propagate(
+        attrs = tracker._propagate(
             trace_name=self.name, user_id=self.user_id, session_id=self.session_id,
-            tags=self.tags, metadata=_trace_metadata(self.metadata)))
+            tags=self.tags, metadata=_trace_metadata(self.metadata))
+        attrs.__enter__()
+        self._attrs_cm = attrs
         # The context now holds the root span and the propagated attributes: children
         # opened in other threads attach it to land in this trace with the same attributes.
         tracker._remember_trace(self, ctx.get_current())
@@ -587,15 +663,6 @@ def _noop(*args: Any, **kwargs: Any) -> None:
     return None
 
 
-class _TraceEntry:
-    __slots__ = ("context", "root_id", "trace_id")
-
-    def __init__(self, context: Any, root_id: str | None, trace_id: str) -> None:
-        self.context = context
-        self.root_id = root_id
-        self.trace_id = trace_id
-
-
 # -- the tracker --------------------------------------------------------------------------------
 class LangfuseTracker:
     """Langfuse v5 tracing for the summarizer, a no-op without keys; see the module docstring."""
@@ -625,7 +692,8 @@ class LangfuseTracker:
             self.flush_at = _MAX_SPAN_QUEUE
         self._warn = _WarnOnce()
         self._lock = threading.Lock()
-        self._traces: OrderedDict[str, _TraceEntry] = OrderedDict()
+        # trace id -> (OTel context holding its root span and attributes, root span id)
+        self._traces: OrderedDict[str, tuple[Any, str | None]] = OrderedDict()
         self.counts = {"traces": 0, "observations": 0, "generations": 0, "scores": 0,
                        "errors": 0}
         self._spans_ok = 0
@@ -736,11 +804,11 @@ class LangfuseTracker:
 
     # -- trace registry (cross-thread parenting) ------------------------------------------------
     def _remember_trace(self, trace: TraceContext, context: Any) -> None:
+        traces = self._traces
         with self._lock:
-            self._traces[trace.trace_id] = _TraceEntry(context, trace.observation_id,
-                                                       trace.trace_id)
-            while len(self._traces) > _TRACE_MEMORY:
-                self._traces.popitem(last=False)
+            traces[trace.trace_id] = (context, trace.observation_id)
+            while len(traces) > _TRACE_MEMORY:
+                traces.popitem(last=False)
 
     def _resolve_parent(self, trace_id: str | None) -> tuple[Any, str | None, str | None]:
         """(OTel context to attach or None, parent observation id, trace id) for a child."""
@@ -754,7 +822,7 @@ class LangfuseTracker:
             return (self._otel_context.Context() if self._sdk is not None else None), None, None
         entry = self._traces.get(trace_id)
         if entry is not None:
-            return entry.context, entry.root_id, trace_id
+            return entry[0], entry[1], trace_id
         self._warn("unknown-trace", "trace id %s is not a trace of this tracker; "
                    "the observation is attached to that id without its root", trace_id)
         if self._sdk is None:
@@ -772,12 +840,12 @@ class LangfuseTracker:
         return set_span_in_context(NonRecordingSpan(parent), self._otel_context.Context())
 
     def _finished(self, obs: _Observation) -> None:
+        counts = self.counts
         with self._lock:
-            self.counts["traces" if obs.kind == "trace" else "observations"] += 1
-            if obs.kind == "generation":
-                self.counts["generations"] += 1
+            for key in obs._count_keys:
+                counts[key] += 1
             if obs.level == "ERROR":
-                self.counts["errors"] += 1
+                counts["errors"] += 1
         if self.trace_log is not None:
             self.trace_log.write(obs._record())
 
@@ -788,15 +856,14 @@ class LangfuseTracker:
         """A trace context (use with ``with``); ``.id`` is its 32-hex trace id."""
         if not self._active:
             return DummyTrace()
-        return TraceContext(self, name, user_id=user_id, session_id=session_id, tags=tags,
-                            metadata=metadata, input=input)
+        return TraceContext(self, name, user_id, session_id, tags, metadata, input)
 
     def create_span(self, trace_id: str | None, name: str, *, input: Any = None,
                     metadata: Any = None) -> SpanContext | DummySpan:
         """A span context under the current observation of that trace (or its root)."""
         if not self._active:
             return _DUMMY_SPAN
-        return SpanContext(self, name, trace_id, input=input, metadata=metadata)
+        return SpanContext(self, name, trace_id, input, metadata)
 
     def start_generation(self, trace_id: str | None, name: str, model: str | None = None,
                          input: Any = None, metadata: Any = None,
@@ -804,8 +871,7 @@ class LangfuseTracker:
         """A generation context whose clock starts on ``__enter__`` (before the model call)."""
         if not self._active:
             return _DUMMY_GENERATION
-        return GenerationContext(self, name, trace_id, model=model, input=input,
-                                 metadata=metadata, model_parameters=model_parameters)
+        return GenerationContext(self, name, trace_id, model, input, metadata, model_parameters)
 
     def log_generation(self, trace_id: str | None, name: str, model: str | None = None,
                        input: Any = None, output: Any = None, *, start_time: Any = None,
@@ -862,9 +928,37 @@ class LangfuseTracker:
         bool -> BOOLEAN (0/1), int/float -> NUMERIC, str -> CATEGORICAL; a data_type that
         does not fit the value, NaN or inf raise ValueError.
         """
-        value, dtype = normalize_score(value, data_type)
+        if data_type is None and type(value) is float and math.isfinite(value):
+            dtype = "NUMERIC"  # normalize_score's common case, without the call
+        else:
+            value, dtype = normalize_score(value, data_type)
         if not self._active:
             return
+        if trace_id is None or (observation_id is None and not score_trace):
+            trace_id, observation_id = self._score_target(name, trace_id, observation_id,
+                                                          score_trace)
+        elif score_trace:
+            observation_id = None
+        with self._lock:
+            self.counts["scores"] += 1
+        sdk = self._sdk
+        if sdk is not None:
+            sdk.create_score(name=name, value=value, data_type=dtype, trace_id=trace_id,
+                             observation_id=observation_id, comment=comment)
+        if self.trace_log is not None:
+            self.trace_log.write({
+                "type": "score", "trace_id": trace_id, "id": "%016x" % _rand(64),
+                "observation_id": observation_id,
+                "target": "observation" if observation_id else "trace",
+                "name": name, "value": value, "data_type": dtype, "comment": comment,
+                "timestamp": iso_utc(datetime.now(timezone.utc)),
+            })
+        if log.isEnabledFor(logging.DEBUG):  # one check, not log.debug's two calls
+            log.debug("Score logged: %s=%s (type=%s)", name, value, dtype)
+
+    def _score_target(self, name: str, trace_id: str | None, observation_id: str | None,
+                      score_trace: bool) -> tuple[str, str | None]:
+        """(trace id, observation id) of a score whose trace or observation is implicit."""
         current = _CURRENT.get()
         if current is not None and current._tracker is not self:
             current = None
@@ -881,20 +975,7 @@ class LangfuseTracker:
             else:
                 self._warn("score-no-observation", "score %r has no current observation in "
                            "its trace: it scores the whole trace", name)
-        with self._lock:
-            self.counts["scores"] += 1
-        if self._sdk is not None:
-            self._sdk.create_score(name=name, value=value, data_type=dtype, trace_id=trace_id,
-                                   observation_id=observation_id, comment=comment)
-        if self.trace_log is not None:
-            self.trace_log.write({
-                "type": "score", "trace_id": trace_id, "id": "%016x" % _rand(64),
-                "observation_id": observation_id,
-                "target": "observation" if observation_id else "trace",
-                "name": name, "value": value, "data_type": dtype, "comment": comment,
-                "timestamp": iso_utc(datetime.now(timezone.utc)),
-            })
-        log.debug("Score logged: %s=%s (type=%s)", name, value, dtype)
+        return trace_id, observation_id
 
     def flush(self, deadline_s: float = 10.0) -> bool:
         """Send what is queued; gives up after deadline_s (True when everything went out)."""

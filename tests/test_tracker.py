@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -454,6 +454,73 @@ def test_env_settings_are_parsed_leniently(monkeypatch):
     assert tracker.close(deadline_s=3).observations == 0
 
 
+def test_trace_log_times_are_exactly_the_ones_langfuse_receives(tmp_path):
+    key = f"pk-lf-{uuid.uuid4().hex[:12]}"
+    path = tmp_path / "t.jsonl"
+    with FakeLangfuseServer(public_key=key, secret_key=SECRET) as srv:
+        tracker = LangfuseTracker(public_key=key, secret_key=SECRET, base_url=srv.base_url,
+                                  trace_log=path)
+        run_frame(tracker, 0, {})
+        assert tracker.flush() and srv.wait_for(n_spans=6)
+        tracker.close()
+    sent = {s["span_id"]: s for s in srv.spans}
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    observations = [r for r in rows if r["type"] != "score"]
+    assert len(observations) == 6
+    for row in observations:
+        span = sent[row["observation_id"] if row["type"] == "trace" else row["id"]]
+        assert iso_to_ns(row["start"]) == span["start_ns"] // 1000 * 1000, row["name"]
+        assert iso_to_ns(row["end"]) == span["end_ns"] // 1000 * 1000, row["name"]
+        assert row["latency_ms"] == (span["end_ns"] - span["start_ns"]) / 1e6
+
+
+def test_first_token_before_the_generation_start_warns_whatever_its_type(lf, caplog):
+    srv, tracker = lf
+    caplog.set_level(logging.WARNING, logger="langfuse_tracker")
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    with tracker.create_trace("frame_processing") as trace:
+        with tracker.start_generation(trace.id, "on_time", "m") as gen:
+            gen.update(completion_start_time=time.time())
+            gen.update(completion_start_time=datetime.now(timezone.utc))
+        with tracker.start_generation(trace.id, "float_before", "m") as gen:
+            gen.update(completion_start_time=gen.start_ns / 1e9 - 0.5)
+        with tracker.start_generation(trace.id, "datetime_1us_before", "m") as gen:
+            gen.update(completion_start_time=epoch + timedelta(
+                microseconds=gen.start_ns // 1000 - 1))
+        with tracker.start_generation(trace.id, "datetime_same_us", "m") as gen:
+            gen.update(completion_start_time=epoch + timedelta(
+                microseconds=gen.start_ns // 1000))
+    assert tracker.stats()["warnings"]["negative-ttft"] == 2
+    assert sum("before the generation started" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_trace_that_fails_to_open_leaves_nothing_open(lf):
+    srv, tracker = lf
+    propagate = tracker._propagate
+
+    def broken(**kwargs):
+        raise RuntimeError("propagation failed")
+
+    tracker._propagate = broken
+    try:
+        with pytest.raises(RuntimeError, match="propagation failed"):
+            with tracker.create_trace("broken"):
+                pass
+    finally:
+        tracker._propagate = propagate
+    with tracker.create_trace("frame_processing") as trace:
+        with tracker.create_span(trace.id, "face_recognition") as span:
+            with pytest.raises(RuntimeError, match="entered twice"):
+                span.__enter__()
+    tracker.flush()
+    assert srv.wait_for(n_spans=3)
+    by_name = {s["name"]: s for s in srv.spans}
+    assert by_name["broken"]["end_ns"] > by_name["broken"]["start_ns"]  # ended, not leaked
+    assert by_name["frame_processing"]["parent_span_id"] is None  # not a child of "broken"
+    assert by_name["face_recognition"]["trace_id"] == trace.id
+    assert tracker.stats()["traces"] == 1 and tracker.stats()["observations"] == 1
+
+
 def test_to_utc_accepts_epoch_aware_and_naive_local():
     t = 1_700_000_000.123456
     expected = datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=timezone.utc)
@@ -469,7 +536,7 @@ def test_to_utc_accepts_epoch_aware_and_naive_local():
 # -- subprocess checks: time zones and exit deadline --------------------------------------------
 TZ_CHILD = textwrap.dedent("""
     import json, sys, time
-    from datetime import datetime, timezone
+    from datetime import datetime, timedelta, timezone
     from langfuse_tracker import LangfuseTracker
     from tests.fake_langfuse import FakeLangfuseServer
     assert time.localtime().tm_gmtoff != 0, "TZ did not take effect"

@@ -207,7 +207,7 @@ def test_signals_mid_run(tmp_path, data_dir, tiny_llm, sig, code, shutdown):
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         events = tmp_path / "events.jsonl"
         t0 = time.monotonic()
-        while time.monotonic() - t0 < 60 and not (events.exists() and events.read_text().count('"caption"') >= 2):
+        while time.monotonic() - t0 < 60 and not (events.exists() and events.read_text().count('"type": "caption"') >= 2):
             time.sleep(0.05)
         sent = time.monotonic()
         proc.send_signal(sig)

@@ -8,6 +8,8 @@ import textwrap
 import time
 from typing import Any
 
+from outputs import format_video_time
+
 log = logging.getLogger(__name__)
 
 WINDOW = "real-time summarizer (q or Esc quits)"
@@ -37,10 +39,8 @@ def display_unavailable_reason() -> str | None:
 
 
 def _clock(t: float) -> str:
-    """Video time as mm:ss; a live wall-clock time as hh:mm:ss UTC."""
-    if t > 1e8:
-        return time.strftime("%H:%M:%S", time.gmtime(t))
-    return f"{int(t) // 60:02d}:{int(t) % 60:02d}"
+    """Video time as mm:ss; a live wall-clock (epoch) time as hh:mm:ss UTC."""
+    return time.strftime("%H:%M:%S", time.gmtime(t)) if t > 1e8 else format_video_time(t)
 
 
 class Display:

@@ -63,24 +63,25 @@ def overall_quality(success: float, latency: float, quality: float) -> float:
     return (float(success) + float(latency) + float(quality)) / 3.0
 
 
+def _stage_scores(result, worst_ms: float, names: tuple[str, str, str], quality) -> dict[str, float]:
+    """success / latency / quality of one model call; a failed call scores 0 for quality."""
+    ok = bool(getattr(result, "success", False))
+    success, latency, quality_name = names
+    return {
+        success: 1.0 if ok else 0.0,
+        latency: latency_score(getattr(result, "latency_ms", None), worst_ms),
+        quality_name: quality(getattr(result, "text", None)) if ok else 0.0,
+    }
+
+
 def vlm_scores(result, worst_ms: float = DEFAULT_WORST_MS) -> dict[str, float]:
     """vlm_success / vlm_latency_score / vlm_quality for a GenerationResult-like object."""
-    ok = bool(getattr(result, "success", False))
-    return {
-        "vlm_success": 1.0 if ok else 0.0,
-        "vlm_latency_score": latency_score(getattr(result, "latency_ms", None), worst_ms),
-        "vlm_quality": caption_quality(getattr(result, "text", None)) if ok else 0.0,
-    }
+    return _stage_scores(result, worst_ms, ("vlm_success", "vlm_latency_score", "vlm_quality"), caption_quality)
 
 
 def llm_scores(result, worst_ms: float = DEFAULT_WORST_MS) -> dict[str, float]:
     """llm_success / llm_processing_score / llm_quality for a GenerationResult-like object."""
-    ok = bool(getattr(result, "success", False))
-    return {
-        "llm_success": 1.0 if ok else 0.0,
-        "llm_processing_score": latency_score(getattr(result, "latency_ms", None), worst_ms),
-        "llm_quality": summary_quality(getattr(result, "text", None)) if ok else 0.0,
-    }
+    return _stage_scores(result, worst_ms, ("llm_success", "llm_processing_score", "llm_quality"), summary_quality)
 
 
 def overall_from(scores: dict[str, float]) -> float:

@@ -295,7 +295,9 @@ def test_live_source_delivers_only_the_newest_frame(tmp_path):
         # (Not the first: FFmpeg's probe at open reads ahead, and that backlog is drained
         # by the reader thread only once it runs.)
         if k:
-            assert index >= sum(t <= asked for t in written_at) - 3, (index, asked)
+            # 6 frames (200 ms) of slack: with the other core busy the reader thread was seen 4
+            # frames behind once; a queued (not newest-first) reader falls seconds behind.
+            assert index >= sum(t <= asked for t in written_at) - 6, (index, asked)
     assert src.frames_read == count
     assert src.frames_dropped == count - len(got)
     assert isinstance(got[0][3], float) and abs(got[0][3] - time.time()) < 30  # wall clock, epoch seconds

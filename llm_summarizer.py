@@ -26,7 +26,9 @@ SYSTEM_PROMPT = (
     "You summarize a video from timestamped captions of its frames. Write one concise, factual "
     "summary in plain prose (at most about 150 words): keep the important earlier events, add "
     "the new ones in time order, and name the recognized people. Do not invent anything the "
-    "captions do not support."
+    "captions do not support. End every sentence with the [mm:ss] times of the captions it "
+    "rests on, copied exactly from the caption lines (and from the summary so far), e.g. "
+    "\"A man speaks at a podium [00:05][00:10].\""
 )
 UPDATE_INSTRUCTION = "Write the updated summary of the video so far."
 FINAL_INSTRUCTION = "These are the last captions of the video. Write the final summary of the whole video."

@@ -115,6 +115,8 @@ class SummaryDocument:
     stats: dict
     input_sha256: str | None = None
     interrupted: bool = False
+    # The summary's sentences with the caption events each cites (None: not a model summary).
+    sentences: list[dict] | None = None
 
     def to_json(self) -> dict:
         """The .summary.json shape."""
@@ -125,6 +127,7 @@ class SummaryDocument:
             "generated_at": utc_iso(),
             "interrupted": self.interrupted,
             "summary": self.summary,
+            "sentences": self.sentences,
             "summaries": self.summaries,
             "captions": self.captions,
             "stats": self.stats,

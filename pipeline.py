@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import scores
+from citations import CitableCaption, GroundedSummary, ground_summary
+from face_privacy import blur_faces
 from llm_summarizer import TimedCaption
 from outputs import EventWriter, SummaryDocument, format_video_time
 
@@ -52,6 +54,7 @@ class Stages:
     summarizer: Any
     faces: Any | None
     events: EventWriter
+    blur_faces: bool = False  # blur every detected face in the frame sent to the VLM
 
 
 @dataclass
@@ -77,6 +80,7 @@ class RunCounters:
     job_errors: int = 0
     summaries: int = 0
     summary_failures: int = 0
+    citations_dropped: int = 0  # summary citations that matched no caption
 
 
 class SourceRun:
@@ -111,9 +115,11 @@ class SourceRun:
         self._lock = threading.Lock()
         self._captions: dict[int, TimedCaption] = {}
         self._caption_events: dict[int, dict] = {}
+        self._citable: dict[int, CitableCaption] = {}  # what summaries may cite, by seq
         self._last_summarized_seq = -1
         self._rolling_summary: str | None = None
         self._summaries: list[dict] = []
+        self._summary_sentences: list[dict] | None = None  # those of _rolling_summary
         self._window_start: float | None = None
         self._first_ts = 0.0
         self._pending: list[Future] = []
@@ -220,7 +226,7 @@ class SourceRun:
         ) as trace:
             matches = self._recognize(trace.id, job)
             names = sorted({m.name for m in matches if m.name != "unknown"})
-            result = self._caption(trace.id, job, names)
+            result = self._caption(trace.id, job, names, matches)
             vlm = scores.vlm_scores(result, worst_ms=self.config.vlm_worst_ms)
             overall = [scores.overall_quality(vlm["vlm_success"], vlm["vlm_latency_score"],
                                               vlm["vlm_quality"])]
@@ -248,15 +254,20 @@ class SourceRun:
         self.latest_faces = (job.video_time, matches)
         return matches
 
-    def _caption(self, trace_id: str, job: _Job, names: list[str]) -> Any:
+    def _caption(self, trace_id: str, job: _Job, names: list[str], matches: list) -> Any:
         tracker, vlm = self.stages.tracker, self.stages.vlm
         prompt = vlm.build_prompt(names)
-        with tracker.create_span(trace_id, "vlm_caption", metadata={"faces": names}):
+        image, privacy = job.image, {}
+        if self.stages.blur_faces:
+            # Names were found on the original; the model gets them as text, the faces blurred.
+            image, blurred = blur_faces(job.image, [m.box for m in matches])
+            privacy = {"blur_faces": True, "faces_blurred": blurred}
+        with tracker.create_span(trace_id, "vlm_caption", metadata={"faces": names, **privacy}):
             with tracker.start_generation(
                 trace_id=trace_id, name="vlm_caption", model=vlm.model, input=prompt,
-                metadata={"faces_detected": len(names), "frame_index": job.frame_index},
+                metadata={"faces_detected": len(names), "frame_index": job.frame_index, **privacy},
             ) as gen:
-                result = vlm.generate_caption(job.image, prompt)
+                result = vlm.generate_caption(image, prompt)
                 _record_generation(gen, result, {"api_time_ms": round(result.api_time, 1),
                                                  "image_prep_ms": round(result.image_prep_ms, 1)})
             _log_scores(tracker, trace_id, gen.id,
@@ -285,13 +296,16 @@ class SourceRun:
             "frame_age_ms": round((result.start_time - job.captured_at) * 1000.0, 1),
             "trace_id": trace_id,
         }
+        seconds = self._caption_time(job.video_time)
         with self._lock:
             self.counters.captioned += 1
-            self._captions[job.seq] = TimedCaption(self._caption_time(job.video_time), result.caption,
-                                                   tuple(names))
+            self._captions[job.seq] = TimedCaption(seconds, result.caption, tuple(names))
             self._caption_events[job.seq] = record
+            self._citable[job.seq] = CitableCaption(seconds, {
+                "frame": job.frame_index, "video_time": record["video_time"], "trace_id": trace_id})
             if len(self._caption_events) > MAX_KEPT_CAPTIONS:  # a month on a camera stays bounded
-                del self._caption_events[min(self._caption_events)]
+                oldest = min(self._caption_events)
+                del self._caption_events[oldest], self._citable[oldest]
         events.emit("caption", **record)
 
     def _caption_time(self, ts: float) -> float:
@@ -333,6 +347,12 @@ class SourceRun:
                 _record_generation(gen, result, {})
             values = scores.llm_scores(result, worst_ms=self.config.llm_worst_ms)
             _log_scores(tracker, trace_id, gen.id, values, result)
+            grounded = self._ground(result.summary) if result.success else None
+            if grounded is not None and grounded.grounding is not None:
+                tracker.log_score(trace_id, scores.GROUNDING_SCORE_NAME, grounded.grounding,
+                                  observation_id=gen.id,
+                                  comment=f"{grounded.grounded} of {len(grounded.sentences)} sentences cite "
+                                          f"a caption; {grounded.dropped} citations dropped")
         record = {
             "source": self.label,
             "window": [round(window[0].video_time, 3), round(window[-1].video_time, 3)],
@@ -340,11 +360,16 @@ class SourceRun:
             "final": final,
             "trace_id": trace_id,
         }
-        if result.success:
+        if grounded is not None:
             self.counters.summaries += 1
-            self._rolling_summary = result.summary
-            record.update(text=result.summary, ttft_ms=_round(result.ttft_ms),
-                          latency_ms=round(result.latency_ms, 1))
+            self.counters.citations_dropped += grounded.dropped
+            self._rolling_summary = grounded.text  # the next prompt sees only valid citations
+            record.update(text=grounded.text, ttft_ms=_round(result.ttft_ms),
+                          latency_ms=round(result.latency_ms, 1),
+                          grounding=None if grounded.grounding is None else round(grounded.grounding, 3),
+                          citations_dropped=grounded.dropped,
+                          sentences=[sentence.to_json() for sentence in grounded.sentences])
+            self._summary_sentences = record["sentences"]
             self._summaries.append(record)
             del self._summaries[:-MAX_KEPT_SUMMARIES]
             self.stages.events.emit("summary", **record)
@@ -353,6 +378,12 @@ class SourceRun:
             self.stages.events.emit("error", stage="llm", kind=result.error_kind, message=result.error,
                                     **{k: record[k] for k in ("source", "window", "trace_id")})
         return values, result
+
+    def _ground(self, text: str) -> GroundedSummary:
+        """The summary's citations checked against every caption of this source kept so far."""
+        with self._lock:
+            citable = list(self._citable.values())
+        return ground_summary(text, citable)
 
     def _final_summary(self, *, bounded: bool) -> str:
         """Summarize what the rolling summary has not seen yet; bounded when stopping."""
@@ -365,7 +396,7 @@ class SourceRun:
             log.warning("%s: final summary did not finish within %.0f s; writing the captions instead",
                         self.label, timeout)
         if outcome and outcome[0].success:
-            return outcome[0].summary
+            return self._rolling_summary or ""  # the final summary, its invalid citations dropped
         return _fallback_summary(self._rolling_summary, window)
 
     def _final_trace(self, window: list[TimedCaption]) -> Any:
@@ -389,6 +420,7 @@ class SourceRun:
             summary=summary,
             captions=captions,
             summaries=list(self._summaries),
+            sentences=self._summary_sentences if summary and summary == self._rolling_summary else None,
             stats=self.stats(),
             interrupted=interrupted,
         )
@@ -407,6 +439,7 @@ class SourceRun:
             "skipped_unchanged": getattr(self.selector, "skipped_unchanged", 0),
             "summaries": c.summaries,
             "summary_failures": c.summary_failures,
+            "citations_dropped": c.citations_dropped,
             "job_errors": c.job_errors,
         }
 

@@ -114,6 +114,9 @@ def _opt(*names: str, envvar: str, **kw: Any):
 @_opt("--no-faces", envvar="SUMMARIZER_NO_FACES", is_flag=True, help="Skip face recognition.")
 @_opt("--face-tolerance", envvar="FACE_TOLERANCE", type=click.FloatRange(0.0, 1.0), default=None,
       help="Face match distance threshold (lower is stricter). Default 0.5.")
+@_opt("--blur-faces/--no-blur-faces", "blur_faces", envvar="SUMMARIZER_BLUR_FACES", default=None,
+      help="Blur every detected face in the frames sent to the caption model (the recognized names "
+           "still go as text). Default: on when the VLM endpoint is not on this machine.")
 @_opt("--face-model", envvar="FACE_MODEL", type=click.Choice(["hog", "cnn"]), default="hog",
       help="Face detector: hog (CPU) or cnn (GPU).")
 @_opt("--vlm-base-url", envvar="VLM_BASE_URL", default="http://localhost:8000/v1",
@@ -279,7 +282,8 @@ def _build_stages(opts: dict, stack: ExitStack):
     vlm = VLMClient(opts["vlm_base_url"], opts["vlm_api_key"], opts["vlm_model"],
                     timeout_s=opts["vlm_timeout"], max_tokens=opts["vlm_max_tokens"])
     vlm.check()
-    log.info("VLM: %s at %s", vlm.model, vlm.base_url)
+    blur = _blur_setting(opts["blur_faces"], vlm.base_url)
+    log.info("VLM: %s at %s; %s", vlm.model, vlm.base_url, blur[1])
 
     summarizer = LLMSummarizer(opts["llm_model"], device=opts["llm_device"],
                                base_url=opts["llm_base_url"], api_key=opts["llm_api_key"])
@@ -292,15 +296,34 @@ def _build_stages(opts: dict, stack: ExitStack):
         log.info("Summary model ready in %.1f s", time.monotonic() - t0)
 
     faces = None
-    if not opts["no_faces"]:
+    if not opts["no_faces"] or blur[0]:
         from face_recognizer import FaceRecognizer
 
         kw = {"model": opts["face_model"]}
         if opts["face_tolerance"] is not None:
             kw["tolerance"] = opts["face_tolerance"]
-        faces = FaceRecognizer(opts["known_faces"], **kw)
+        known = None if opts["no_faces"] else opts["known_faces"]
+        if opts["no_faces"]:
+            log.info("--no-faces with blurring on: faces are detected (not recognized) to be blurred")
+        faces = FaceRecognizer(known, **kw)
         faces.load()
-    return Stages(tracker=tracker, vlm=vlm, summarizer=summarizer, faces=faces, events=events)
+    return Stages(tracker=tracker, vlm=vlm, summarizer=summarizer, faces=faces, events=events,
+                  blur_faces=blur[0])
+
+
+def _blur_setting(option: bool | None, endpoint: str | None) -> tuple[bool, str]:
+    """Whether to blur faces before captioning, and the startup line's words for it."""
+    from face_privacy import is_local_endpoint
+
+    local = is_local_endpoint(endpoint)
+    if option is None:
+        option = not local
+        why = "the endpoint is on this machine" if local else "the endpoint is not on this machine"
+    else:
+        why = "--blur-faces" if option else "--no-blur-faces"
+    if option:
+        return True, f"faces blurred before frames are sent ({why})"
+    return False, f"faces sent unblurred ({why})"
 
 
 def _close_tracker(tracker: Any, deadline_s: float) -> None:

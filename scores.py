@@ -2,7 +2,9 @@
 
 Score names are the dashboards' contract: ``vlm_success``, ``vlm_latency_score``,
 ``vlm_quality``, ``llm_success``, ``llm_processing_score``, ``llm_quality``,
-``overall_quality``. Every score is a float in 0..1, higher is better.
+``overall_quality``; and ``llm_grounding`` (the share of summary sentences that cite a
+caption, from citations.py) beside the LLM scores. Every score is a float in 0..1, higher is
+better.
 
 - latency: ``max(0, min(1, 1 - ms / worst_ms))`` with ``worst_ms`` 5000 by default;
 - caption quality: ``min(1, len(text) / 100)`` (100 characters = perfect);
@@ -23,6 +25,8 @@ import re
 VLM_SCORE_NAMES = ("vlm_success", "vlm_latency_score", "vlm_quality")
 LLM_SCORE_NAMES = ("llm_success", "llm_processing_score", "llm_quality")
 OVERALL_SCORE_NAME = "overall_quality"
+# Logged beside the LLM scores on summary generations: the share of sentences citing a caption.
+GROUNDING_SCORE_NAME = "llm_grounding"
 ALL_SCORE_NAMES = VLM_SCORE_NAMES + LLM_SCORE_NAMES + (OVERALL_SCORE_NAME,)
 
 DEFAULT_WORST_MS = 5000.0

@@ -40,7 +40,8 @@ enabled. Timestamps are UTC ISO-8601 with microseconds and a ``Z``. Fields:
 - span / generation: ``id`` (16 hex), ``parent_id``, ``start``, ``end``, ``latency_ms``,
   ``level`` (``DEFAULT`` or ``ERROR``), ``status_message``, ``metadata``; generations add
   ``model``, ``completion_start_time`` (null when no token came), ``ttft_ms``
-  (= completion_start_time - start, as Langfuse computes it), ``usage``, ``legacy``;
+  (= completion_start_time - start, as Langfuse computes it), ``usage``, ``legacy``,
+  ``prompt_name`` / ``prompt_version`` (the managed prompt it is linked to, else null);
 - score: ``id``, ``observation_id`` (null for a trace score), ``target`` (``trace`` |
   ``observation``), ``value``, ``data_type`` (NUMERIC | BOOLEAN | CATEGORICAL), ``comment``,
   ``timestamp``.
@@ -62,7 +63,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
@@ -423,7 +424,7 @@ class _Observation:
             self._attached = tracker._otel_context.attach(parent_ctx)
         cm = sdk.start_as_current_observation(
             as_type=self.kind, name=self.name, input=self.input, metadata=self.metadata,
-            model=self.model, model_parameters=self.model_parameters)
+            model=self.model, model_parameters=self.model_parameters, prompt=self.prompt)
         obs = cm.__enter__()
         self._sdk_cm = cm  # entered: _close_sdk exits it from here on
         self._adopt_sdk_observation(tracker, obs)
@@ -484,6 +485,7 @@ class SpanContext(_Observation):
     # A span has no model; passing these None to the SDK is the same as leaving them out.
     model: str | None = None
     model_parameters: dict | None = None
+    prompt: Any = None
 
 
 class GenerationContext(_Observation):
@@ -494,13 +496,16 @@ class GenerationContext(_Observation):
     completion_start_time: datetime | None = None
     usage: dict | None = None
     legacy = False
+    prompt: Any = None  # the SDK PromptClient this generation used (links it to that version)
 
     def __init__(self, tracker: "LangfuseTracker", name: str, trace_id: str | None,
                  model: str | None = None, input: Any = None, metadata: Any = None,
-                 model_parameters: dict | None = None) -> None:
+                 model_parameters: dict | None = None, prompt: Any = None) -> None:
         super().__init__(tracker, name, trace_id, input, metadata)
         self.model = model
         self.model_parameters = model_parameters
+        if prompt is not None:
+            self.prompt = prompt
 
     def update(self, *, output: Any = None, usage: dict | None = None,
                usage_details: dict | None = None, completion_start_time: Any = None,
@@ -557,6 +562,11 @@ class GenerationContext(_Observation):
             usage=self.usage,
             legacy=self.legacy,
         )
+        # Only a prompt Langfuse links (a fetched one, not the SDK's fallback) is recorded.
+        prompt = self.prompt
+        linked = prompt is not None and not getattr(prompt, "is_fallback", False)
+        record["prompt_name"] = getattr(prompt, "name", None) if linked else None
+        record["prompt_version"] = getattr(prompt, "version", None) if linked else None
         return record
 
 
@@ -867,11 +877,17 @@ class LangfuseTracker:
 
     def start_generation(self, trace_id: str | None, name: str, model: str | None = None,
                          input: Any = None, metadata: Any = None,
-                         model_parameters: dict | None = None) -> GenerationContext | DummyGeneration:
-        """A generation context whose clock starts on ``__enter__`` (before the model call)."""
+                         model_parameters: dict | None = None,
+                         prompt: Any = None) -> GenerationContext | DummyGeneration:
+        """A generation context whose clock starts on ``__enter__`` (before the model call).
+
+        ``prompt``: the PromptClient from ``get_prompt`` the input was built from; Langfuse
+        links the generation to that prompt version (a fallback prompt is not linked).
+        """
         if not self._active:
             return _DUMMY_GENERATION
-        return GenerationContext(self, name, trace_id, model, input, metadata, model_parameters)
+        return GenerationContext(self, name, trace_id, model, input, metadata, model_parameters,
+                                 prompt)
 
     def log_generation(self, trace_id: str | None, name: str, model: str | None = None,
                        input: Any = None, output: Any = None, *, start_time: Any = None,
@@ -919,6 +935,48 @@ class LangfuseTracker:
         gen.end_ns = end_ns
         self._finished(gen)
         return gen.id
+
+    def get_prompt(self, name: str, *, label: str | None = "production",
+                   fallback: str | None = None, cache_ttl_s: float | None = None,
+                   fetch_timeout_s: float | None = None, max_retries: int = 0,
+                   on_error: Callable[[str], None] | None = None) -> Any:
+        """A Langfuse text prompt (the SDK's PromptClient) by name and label, or None; never raises.
+
+        None when tracing is disabled or the fetch failed (not found, host down, keys
+        rejected): the reason goes to ``on_error(reason)`` when given, else into one warning
+        per prompt name (later failures are counted). The SDK keeps the prompt cached for
+        ``cache_ttl_s`` (0: fetch every time) and serves an expired one while it refreshes
+        in the background; with no cached entry the call fetches, up to ``fetch_timeout_s``
+        per try. With ``fallback`` a failed first fetch returns the SDK's fallback prompt,
+        which generations do not link, instead of None.
+        """
+        sdk = self._sdk
+        if sdk is None:
+            return None
+        try:
+            return sdk.get_prompt(name, label=label, type="text", fallback=fallback,
+                                  cache_ttl_seconds=cache_ttl_s, max_retries=max_retries,
+                                  fetch_timeout_seconds=fetch_timeout_s)
+        except Exception as exc:  # prompt management must never stop the program
+            import httpx
+
+            status = getattr(exc, "status_code", None)
+            if status == 404:
+                reason = f"not found: {name!r} has no version labelled {label!r}"
+            elif status in (401, 403):
+                reason = f"rejected: HTTP {status} (check LANGFUSE_PUBLIC_KEY/LANGFUSE_SECRET_KEY)"
+            elif status is not None:
+                reason = f"unreachable: HTTP {status} from {self.host}"
+            elif isinstance(exc, httpx.HTTPError):
+                reason = f"unreachable: {type(exc).__name__}: {exc}".rstrip(": ")
+            else:
+                reason = f"failed: {type(exc).__name__}: {exc}"
+            if on_error is not None:
+                on_error(reason[:300])
+            else:
+                self._warn(f"prompt:{name}", "Langfuse prompt %r (label %s): %s", name, label,
+                           reason[:300])
+            return None
 
     def log_score(self, trace_id: str | None, name: str, value: Any, data_type: str | None = None,
                   comment: str | None = None, score_trace: bool = False,

@@ -243,6 +243,7 @@ class LLMSummarizer:
         captions: Sequence[TimedCaption],
         previous_summary: str | None,
         final: bool = False,
+        system_prompt: str = SYSTEM_PROMPT,
     ) -> list[dict]:
         """Chat messages (system + user) that fit prompt_token_budget however many captions come in."""
         budget = self.prompt_token_budget - _TEMPLATE_RESERVE
@@ -250,7 +251,7 @@ class LLMSummarizer:
         faces = sorted({f for c in captions for f in c.faces if f})
         people = f"\n\nPeople recognized in these captions: {', '.join(faces)}." if faces else ""
         # 16 more for the "(N earlier caption lines omitted...)" note and the joins.
-        fixed = sum(self.count_tokens(t) for t in (SYSTEM_PROMPT, _HEAD, people, instruction)) + 16
+        fixed = sum(self.count_tokens(t) for t in (system_prompt, _HEAD, people, instruction)) + 16
         summary = (previous_summary or "").strip()
         if summary:
             # Written by us, so at most max_new_tokens long; still cap it: 40 % of the budget, and
@@ -278,7 +279,7 @@ class LLMSummarizer:
             if omitted:
                 body = f"({omitted} earlier caption lines omitted to fit the prompt)\n{body}"
             user = f"{head}{body}{people}\n\n{instruction}"
-            messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+            messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": user}]
             # A budget smaller than the instructions themselves cannot be met: send the minimum.
             if not kept or self.prompt_tokens(messages) <= self.prompt_token_budget:
                 return messages

@@ -22,6 +22,7 @@ import scores
 from citations import CitableCaption, GroundedSummary, ground_summary
 from face_privacy import blur_faces
 from llm_summarizer import TimedCaption
+from prompts import faces_sentence, render_caption
 from outputs import EventWriter, SummaryDocument, format_video_time
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Stages:
     faces: Any | None
     events: EventWriter
     blur_faces: bool = False  # blur every detected face in the frame sent to the VLM
+    prompts: Any | None = None  # prompts.PromptSource; None: the models' built-in prompts
 
 
 @dataclass
@@ -255,8 +257,9 @@ class SourceRun:
         return matches
 
     def _caption(self, trace_id: str, job: _Job, names: list[str], matches: list) -> Any:
-        tracker, vlm = self.stages.tracker, self.stages.vlm
-        prompt = vlm.build_prompt(names)
+        tracker, vlm, prompts = self.stages.tracker, self.stages.vlm, self.stages.prompts
+        managed = prompts.caption() if prompts is not None else None
+        prompt = render_caption(managed, faces_sentence(names)) if managed else vlm.build_prompt(names)
         image, privacy = job.image, {}
         if self.stages.blur_faces:
             # Names were found on the original; the model gets them as text, the faces blurred.
@@ -265,7 +268,9 @@ class SourceRun:
         with tracker.create_span(trace_id, "vlm_caption", metadata={"faces": names, **privacy}):
             with tracker.start_generation(
                 trace_id=trace_id, name="vlm_caption", model=vlm.model, input=prompt,
-                metadata={"faces_detected": len(names), "frame_index": job.frame_index, **privacy},
+                metadata={"faces_detected": len(names), "frame_index": job.frame_index, **privacy,
+                          **_prompt_metadata(managed)},
+                prompt=managed.client if managed else None,
             ) as gen:
                 result = vlm.generate_caption(image, prompt)
                 _record_generation(gen, result, {"api_time_ms": round(result.api_time, 1),
@@ -335,13 +340,16 @@ class SourceRun:
         return self._summarize(trace_id, window, final=False)[0]
 
     def _summarize(self, trace_id: str, window: list[TimedCaption], *, final: bool) -> tuple[dict, Any]:
-        tracker, llm = self.stages.tracker, self.stages.summarizer
-        messages = llm.build_messages(window, self._rolling_summary, final=final)
+        tracker, llm, prompts = self.stages.tracker, self.stages.summarizer, self.stages.prompts
+        managed = prompts.summary() if prompts is not None else None
+        system = {"system_prompt": managed.template} if managed else {}
+        messages = llm.build_messages(window, self._rolling_summary, final=final, **system)
         with tracker.create_span(trace_id, "llm_summarization",
                                  metadata={"captions": len(window), "final": final}):
             with tracker.start_generation(
                 trace_id=trace_id, name="llm_summary", model=llm.model, input=messages,
-                metadata={"captions": len(window), "final": final},
+                metadata={"captions": len(window), "final": final, **_prompt_metadata(managed)},
+                prompt=managed.client if managed else None,
             ) as gen:
                 result = llm.generate(messages)
                 _record_generation(gen, result, {})
@@ -450,6 +458,13 @@ def _record_generation(gen: Any, result: Any, metadata: dict) -> None:
                completion_start_time=result.completion_start_time, metadata=metadata or None)
     if not result.success:
         gen.set_error(f"{result.error_kind}: {result.error}")
+
+
+def _prompt_metadata(managed: Any) -> dict:
+    """Which prompt a generation used, for the trace (Langfuse also links a fetched one)."""
+    if managed is None:
+        return {}
+    return {"prompt": managed.name, "prompt_source": managed.source, "prompt_version": managed.version}
 
 
 def _log_scores(tracker: Any, trace_id: str, observation_id: str, values: dict, result: Any) -> None:

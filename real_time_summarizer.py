@@ -154,6 +154,11 @@ def _opt(*names: str, envvar: str, **kw: Any):
 @_opt("--trace-log", envvar="SUMMARIZER_TRACE_LOG", default=None, metavar="PATH",
       help="Append every trace, observation and score as JSON lines (read it with trace_report.py). "
            f"Default without Langfuse keys: {DEFAULT_TRACE_LOG} (in --output-dir in batch mode).")
+@_opt("--prompt-label", envvar="LANGFUSE_PROMPT_LABEL", default="production", show_default=True,
+      help="Fetch the caption and summary prompts (video-caption, video-summary) from Langfuse prompt "
+           "management by this label; the built-in prompts are used when Langfuse is off or lacks them.")
+@_opt("--prompt-cache-ttl", envvar="LANGFUSE_PROMPT_CACHE_TTL", type=click.FloatRange(min=1.0), default=300.0,
+      help="Seconds before a fetched prompt is refreshed (in the background).")
 @_opt("--shutdown-timeout", envvar="SUMMARIZER_SHUTDOWN_TIMEOUT", type=click.FloatRange(min=0.0),
       default=10.0, help="On SIGINT/SIGTERM: seconds to finish in-flight calls and the final summary.")
 @_opt("--flush-timeout", envvar="LANGFUSE_FLUSH_DEADLINE", type=click.FloatRange(min=0.0), default=5.0,
@@ -198,7 +203,8 @@ def _exit(code: int) -> None:
 
 # Our modules log progress at INFO; libraries (HTTP clients, SDKs) only warnings unless --debug.
 OWN_LOGGERS = ("real_time_summarizer", "pipeline", "frame_sources", "frame_selection", "face_recognizer",
-               "vlm_client_module", "llm_summarizer", "openai_stream", "langfuse_tracker", "outputs", "display")
+               "vlm_client_module", "local_vlm", "llm_summarizer", "openai_stream", "langfuse_tracker",
+               "prompts", "outputs", "display")
 
 
 def _setup_logging(debug: bool) -> None:
@@ -279,6 +285,10 @@ def _build_stages(opts: dict, stack: ExitStack):
     events = EventWriter(opts["events"])
     stack.callback(events.close)
 
+    from prompts import PromptSource
+
+    prompts = PromptSource(tracker, label=opts["prompt_label"], cache_ttl_s=opts["prompt_cache_ttl"]).load()
+
     vlm = VLMClient(opts["vlm_base_url"], opts["vlm_api_key"], opts["vlm_model"],
                     timeout_s=opts["vlm_timeout"], max_tokens=opts["vlm_max_tokens"])
     vlm.check()
@@ -308,7 +318,7 @@ def _build_stages(opts: dict, stack: ExitStack):
         faces = FaceRecognizer(known, **kw)
         faces.load()
     return Stages(tracker=tracker, vlm=vlm, summarizer=summarizer, faces=faces, events=events,
-                  blur_faces=blur[0])
+                  blur_faces=blur[0], prompts=prompts)
 
 
 def _blur_setting(option: bool | None, endpoint: str | None) -> tuple[bool, str]:

@@ -1,10 +1,13 @@
 """A local stand-in for the Langfuse server: records what the real SDK sends, at the protocol level.
 
-It listens on 127.0.0.1 and understands the three endpoints the SDK uses:
+It listens on 127.0.0.1 and understands the endpoints the SDK uses:
 
 - ``POST /api/public/otel/v1/traces``: OTLP protobuf (gzip or plain), decoded into ``spans``;
 - ``POST /api/public/scores``: a JSON array of scores, kept in ``scores``;
-- ``GET /api/public/projects``: what ``auth_check()`` asks for.
+- ``GET /api/public/projects``: what ``auth_check()`` asks for;
+- ``GET /api/public/v2/prompts/{name}?label=|version=``: answered from the prompts the test
+  gives (``prompts=[text_prompt(...)]`` or ``add_prompt``), 404 for an unknown name or label;
+  ``prompt_requests()`` lists what was asked, ``prompt_delay_s`` slows the answers down.
 
 Modes: ``"ok"`` answers like Langfuse, ``"401"`` rejects every request, ``"500"`` fails every
 request, ``"refuse"`` is a port with nothing listening (connection refused) and ``"hang"``
@@ -16,6 +19,11 @@ tests and ``bench/bench_tracing.py``::
         ...
         assert srv.wait_for(n_spans=6, n_scores=7)
         srv.spans[0]["attributes"]["langfuse.observation.type"]
+
+    with FakeLangfuseServer(prompts=[text_prompt("video-caption", "Describe.{{faces}}",
+                                                 version=3, labels=["production"])]) as srv:
+        ...
+        srv.prompt_requests("video-caption")  # [{"name", "label", "version", "status"}]
 """
 from __future__ import annotations
 
@@ -27,11 +35,31 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 MODES = ("ok", "refuse", "hang", "401", "500")
 TRACES_PATH = "/api/public/otel/v1/traces"
 SCORES_PATH = "/api/public/scores"
 PROJECTS_PATH = "/api/public/projects"
+PROMPTS_PATH = "/api/public/v2/prompts/"
+
+
+def text_prompt(name: str, prompt: str, *, version: int = 1,
+                labels: list[str] | tuple[str, ...] = ("production",),
+                tags: list[str] | tuple[str, ...] = (), config: dict | None = None,
+                commit_message: str | None = None) -> dict:
+    """A text prompt version as Langfuse's prompt API returns it (the SDK's Prompt_Text)."""
+    return {
+        "type": "text",
+        "name": name,
+        "version": int(version),
+        "prompt": prompt,
+        "labels": list(labels),
+        "tags": list(tags),
+        "config": config if config is not None else {},
+        "commitMessage": commit_message,
+        "resolutionGraph": None,
+    }
 
 
 def _any_value(value: Any) -> Any:
@@ -88,6 +116,7 @@ class FakeLangfuseServer:
         *,
         public_key: str | None = None,
         secret_key: str | None = None,
+        prompts: list[dict] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -98,6 +127,8 @@ class FakeLangfuseServer:
         self.scores: list[dict] = []
         self.requests: list[dict] = []  # method, path, status, headers (Authorization masked)
         self.auth_failures = 0
+        self.prompts: list[dict] = list(prompts or [])  # versions served by the prompt API
+        self.prompt_delay_s = 0.0  # set to make the prompt API slow (a struggling host)
         self._cond = threading.Condition()
         self._httpd: ThreadingHTTPServer | None = None
         self._sock: socket.socket | None = None
@@ -183,6 +214,44 @@ class FakeLangfuseServer:
         with self._cond:
             return [s for s in self.spans if s["name"] == name]
 
+    def add_prompt(self, prompt: dict) -> None:
+        """Serve one more prompt version (a ``text_prompt(...)`` dict) from now on."""
+        with self._cond:
+            self.prompts.append(prompt)
+
+    def prompt_requests(self, name: str | None = None) -> list[dict]:
+        """The prompt API requests received (of that prompt): name, label, version, status."""
+        found = []
+        with self._cond:
+            requests = list(self.requests)
+        for request in requests:
+            parts = urlsplit(request["path"])
+            if request["method"] != "GET" or not parts.path.startswith(PROMPTS_PATH):
+                continue
+            query = parse_qs(parts.query)
+            entry = {
+                "name": unquote(parts.path[len(PROMPTS_PATH):]),
+                "label": query.get("label", [None])[0],
+                "version": int(query["version"][0]) if "version" in query else None,
+                "status": request["status"],
+            }
+            if name is None or entry["name"] == name:
+                found.append(entry)
+        return found
+
+    def find_prompt(self, name: str, label: str | None = None,
+                    version: int | None = None) -> dict | None:
+        """The version Langfuse would serve: by version, else by label (default production)."""
+        with self._cond:
+            versions = [p for p in self.prompts if p["name"] == name]
+        if version is not None:
+            matches = [p for p in versions if p["version"] == version]
+        elif label == "latest":
+            matches = versions
+        else:
+            matches = [p for p in versions if (label or "production") in p["labels"]]
+        return max(matches, key=lambda p: p["version"]) if matches else None
+
     def traces(self) -> dict[str, list[dict]]:
         """Received spans grouped by trace id."""
         grouped: dict[str, list[dict]] = {}
@@ -259,8 +328,31 @@ def _handler_for(server: FakeLangfuseServer) -> type[BaseHTTPRequestHandler]:
                     ]
                 }
                 self._reply(200, json.dumps(body).encode())
+            elif self.path.startswith(PROMPTS_PATH):
+                self._prompt()
             else:
                 self._reply(404, b'{"message":"not found"}')
+
+        def _prompt(self) -> None:
+            if server.prompt_delay_s > 0:
+                time.sleep(server.prompt_delay_s)
+            parts = urlsplit(self.path)
+            query = parse_qs(parts.query)
+            name = unquote(parts.path[len(PROMPTS_PATH):])
+            label = query.get("label", [None])[0]
+            try:
+                version = int(query["version"][0]) if "version" in query else None
+            except ValueError:
+                self._reply(400, b'{"message":"version must be an integer"}')
+                return
+            found = server.find_prompt(name, label, version)
+            if found is None:
+                wanted = f"version {version}" if version is not None else f"label {label or 'production'}"
+                body = {"error": "LangfuseNotFoundError",
+                        "message": f"Prompt not found: '{name}' with {wanted}"}
+                self._reply(404, json.dumps(body).encode())
+            else:
+                self._reply(200, json.dumps(found).encode())
 
         def do_POST(self) -> None:
             body = self._body()

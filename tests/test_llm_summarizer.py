@@ -117,13 +117,13 @@ def test_template_with_system_role_keeps_it(system_dir) -> None:
 
 
 def test_prompt_stays_within_budget_however_long_the_run(mistral_dir) -> None:
-    llm = LLMSummarizer(str(mistral_dir), max_new_tokens=2, prompt_token_budget=1000)
+    llm = LLMSummarizer(str(mistral_dir), max_new_tokens=2, prompt_token_budget=1200)
     captions = [TimedCaption(i * 2.0, f"Scene {i}: a man speaks at a podium while people listen.", ("obama",))
                 for i in range(2000)]
     captions.append(TimedCaption(4000.0, "A very long caption. " * 500))
     res = llm.update_summary(captions, "Earlier the crowd waved. " * 400)
     assert res.success, res.error
-    assert 900 <= res.input_tokens <= 1000  # filled, not exceeded
+    assert 1080 <= res.input_tokens <= 1200  # filled, not exceeded
     user = llm.build_messages(captions, "Earlier the crowd waved. " * 400)[1]["content"]
     assert "[66:40] A very long caption." in user and user.count("A very long caption.") < 200
     assert "[66:38] Scene 1999:" in user  # the newest captions are kept...

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from errors import BackendUnavailable
+from hf_generation import TokenTimer, generate_in_thread, resolve_device, resolve_dtype
 from model_results import GenerationResult
 from openai_stream import RetryPolicy, check_endpoint, make_client, redact_url, stream_chat
 from stats import ModelStats
@@ -62,63 +63,6 @@ def format_video_time(seconds: float) -> str:
     """[mm:ss] for a video time in seconds (minutes keep counting past 59)."""
     total = max(0, int(seconds))
     return f"[{total // 60:02d}:{total % 60:02d}]"
-
-
-def resolve_device(device: str = "auto") -> str:
-    """auto = CUDA, then Apple MPS, then CPU; anything else is taken as given."""
-    if device != "auto":
-        return device
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def resolve_dtype(dtype: str, device: str) -> Any:
-    """auto = bfloat16 (or float16) on CUDA, float16 on MPS, float32 on CPU; or a torch dtype name."""
-    import torch
-
-    if dtype != "auto":
-        value = getattr(torch, str(dtype).removeprefix("torch."), None)
-        if not isinstance(value, torch.dtype):
-            raise BackendUnavailable(f"unknown dtype {dtype!r}: use auto, float32, float16 or bfloat16",
-                                     option="--llm-dtype")
-        return value
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.startswith("mps"):
-        return torch.float16
-    return torch.float32
-
-
-class _TokenTimer:
-    """A generate() streamer that stamps the first generated token and the end (duck-typed BaseStreamer).
-
-    generate() first puts the prompt ids, then each new token as it is chosen; text streamers
-    hold text back to a word boundary, so timing is taken here, on the ids.
-    """
-
-    def __init__(self) -> None:
-        self._prompt_seen = False
-        self.first_token_time: float | None = None
-        self.end_time: float | None = None
-        self.token_ids: list[int] = []
-
-    def put(self, value: Any) -> None:
-        now = time.time()
-        if not self._prompt_seen:
-            self._prompt_seen = True
-            return
-        if self.first_token_time is None:
-            self.first_token_time = now
-        self.token_ids.extend(int(t) for t in value.reshape(-1).tolist())
-
-    def end(self) -> None:
-        self.end_time = time.time()
 
 
 class LLMSummarizer:
@@ -190,7 +134,8 @@ class LLMSummarizer:
                 from transformers import AutoModelForCausalLM
 
                 device = resolve_device(self.device)
-                model = AutoModelForCausalLM.from_pretrained(self.model, dtype=resolve_dtype(self.dtype, device))
+                dtype = resolve_dtype(self.dtype, device, option="--llm-dtype")
+                model = AutoModelForCausalLM.from_pretrained(self.model, dtype=dtype)
                 self.hf_model = model.to(device).eval()
             except BackendUnavailable:
                 raise
@@ -356,39 +301,21 @@ class LLMSummarizer:
                 return self._failure(start, None, "model_error", f"chat template failed: {exc}")
             n_input = int(enc["input_ids"].shape[1])
             enc = enc.to(self.hf_model.device)
-            timer = _TokenTimer()
-            cancel = threading.Event()
-            box: dict[str, Any] = {}
-            kwargs = dict(enc, streamer=timer, max_new_tokens=self.max_new_tokens,
-                          stopping_criteria=_cancel_criteria(cancel), **self._sampling())
+            kwargs = dict(enc, max_new_tokens=self.max_new_tokens, **self._sampling())
             if self.hf_model.generation_config.pad_token_id is None:
                 kwargs["pad_token_id"] = self.tokenizer.eos_token_id  # silences a warning per call
-
-            def run() -> None:
-                try:
-                    box["output"] = self.hf_model.generate(**kwargs)
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                    box["error"] = exc
-
-            generation_start = time.time()
-            worker = threading.Thread(target=run, name="llm-generate", daemon=True)
-            worker.start()
-            try:
-                worker.join(self.timeout_s)
-            finally:
-                if worker.is_alive():  # timeout or Ctrl-C: stop at the next token
-                    cancel.set()
-                    worker.join(5.0)
+            run = generate_in_thread(self.hf_model, kwargs, self.timeout_s, name="llm-generate")
+            timer, generation_start = run.timer, run.start_time
             end = timer.end_time or time.time()
             ids = timer.token_ids
             meta = {"backend": "local", "device": str(self.hf_model.device), "system_folded": folded}
             text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-            if cancel.is_set():
+            if run.cancelled:
                 return self._failure(start, generation_start, "timeout",
                                      f"generation passed {self.timeout_s:g} s; partial text: {text[:200]!r}",
                                      timer, n_input, meta)
-            if "error" in box:
-                exc = box["error"]
+            if run.error is not None:
+                exc = run.error
                 return self._failure(start, generation_start, "model_error",
                                      f"generation failed: {type(exc).__name__}: {exc}", timer, n_input, meta)
             if not text:
@@ -406,7 +333,7 @@ class LLMSummarizer:
         return {"do_sample": False}
 
     def _failure(self, start: float, generation_start: float | None, kind: str, error: str,
-                 timer: _TokenTimer | None = None, n_input: int | None = None,
+                 timer: TokenTimer | None = None, n_input: int | None = None,
                  meta: dict | None = None) -> SummaryResult:
         return SummaryResult(
             text="", success=False, model=self.model, start_time=start,
@@ -441,18 +368,6 @@ def _template_accepts_system(tokenizer: Any) -> bool:
     except Exception:  # noqa: BLE001 - jinja2 TemplateError from raise_exception, or others
         return False
     return _SYSTEM_PROBE in text
-
-
-def _cancel_criteria(cancel: threading.Event) -> Any:
-    """A StoppingCriteriaList that stops generation when cancel is set."""
-    import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
-
-    class _Cancel(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):  # noqa: ANN001 - transformers signature
-            return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
-
-    return StoppingCriteriaList([_Cancel()])
 
 
 def _caption_lines(captions: Sequence[TimedCaption]) -> list[str]:

@@ -23,15 +23,20 @@ log = logging.getLogger("real_time_summarizer")
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 DEFAULT_LLM = "mistralai/Mistral-7B-Instruct-v0.3"
+DEFAULT_LOCAL_VLM = "Qwen/Qwen3-VL-2B-Instruct"  # = local_vlm.DEFAULT_MODEL (not imported: torch is slow)
+DEFAULT_API_VLM = "qwen3"
+DEFAULT_VLM_URL = "http://localhost:8000/v1"
 DEFAULT_TRACE_LOG = "traces.jsonl"
 
 EPILOG = """\b
 Examples:
-  # live camera, VLM served by vLLM on this machine (vllm serve Qwen/Qwen3-VL-8B-Instruct)
+  # live camera, caption model in this process (Qwen3-VL-2B, downloaded on first use)
   python real_time_summarizer.py --source cam0 --known-faces faces/ --display
 \b
-  # a recorded file, every 2 s of video, events as JSON lines
-  python real_time_summarizer.py --source clip.mp4 --interval 2 --events events.jsonl
+  # a recorded file, every 2 s of video, captions from vLLM on this machine
+  # (vllm serve Qwen/Qwen3-VL-8B-Instruct --served-model-name qwen3), events as JSON lines
+  python real_time_summarizer.py --source clip.mp4 --vlm-base-url http://localhost:8000/v1 \\
+      --interval 2 --events events.jsonl
 \b
   # a video piped on stdin (Ollama serving qwen3-vl)
   cat clip.mp4 | python real_time_summarizer.py --source - \\
@@ -119,9 +124,18 @@ def _opt(*names: str, envvar: str, **kw: Any):
            "still go as text). Default: on when the VLM endpoint is not on this machine.")
 @_opt("--face-model", envvar="FACE_MODEL", type=click.Choice(["hog", "cnn"]), default="hog",
       help="Face detector: hog (CPU) or cnn (GPU).")
-@_opt("--vlm-base-url", envvar="VLM_BASE_URL", default="http://localhost:8000/v1",
-      help="OpenAI-compatible endpoint serving the caption model (vLLM, Ollama, LM Studio, llama.cpp).")
-@_opt("--vlm-model", envvar="VLM_MODEL", default="qwen3", help="Caption model name as the server lists it.")
+@_opt("--vlm-backend", envvar="VLM_BACKEND", type=click.Choice(["auto", "local", "api"]), default="auto",
+      show_default=True,
+      help="local: run the caption model in this process (transformers); api: an OpenAI-compatible "
+           "server. auto: api when --vlm-base-url is given, else local.")
+@_opt("--vlm-base-url", envvar="VLM_BASE_URL", default=None,
+      help="OpenAI-compatible endpoint serving the caption model (vLLM, Ollama, LM Studio, llama.cpp). "
+           f"Default with --vlm-backend api: {DEFAULT_VLM_URL}.")
+@_opt("--vlm-model", envvar="VLM_MODEL", default=None,
+      help=f"Caption model: for local a hub id or a folder (default {DEFAULT_LOCAL_VLM}); for api the "
+           f"name the server lists (default {DEFAULT_API_VLM}).")
+@_opt("--vlm-device", envvar="VLM_DEVICE", default="auto",
+      help="Local caption model: auto (CUDA, then MPS, then CPU), cpu, cuda, mps.")
 @_opt("--vlm-api-key", envvar="VLM_API_KEY", default=None, help="API key for the VLM endpoint, if it needs one.")
 @_opt("--vlm-timeout", envvar="VLM_TIMEOUT", type=click.FloatRange(min=0.1), default=60.0,
       help="Seconds before one caption request is given up.")
@@ -142,8 +156,9 @@ def _opt(*names: str, envvar: str, **kw: Any):
       help="Process a frame anyway after this many seconds without one. Default max(2 s, 4 x interval).")
 @_opt("--summary-interval", envvar="SUMMARIZER_SUMMARY_INTERVAL", type=click.FloatRange(min=0.0),
       default=60.0, help="Seconds of video between rolling summaries (and one at the end).")
-@_opt("--max-inflight", envvar="SUMMARIZER_MAX_INFLIGHT", type=click.IntRange(1, 64), default=2,
-      help="Caption requests in flight at once. Live sources drop frames when all are busy.")
+@_opt("--max-inflight", envvar="SUMMARIZER_MAX_INFLIGHT", type=click.IntRange(1, 64), default=None,
+      help="Caption requests in flight at once (default 2 for a server, 1 for the in-process model, "
+           "which captions one frame at a time). Live sources drop frames when all are busy.")
 @_opt("--events", envvar="SUMMARIZER_EVENTS", default=None, metavar="PATH|-",
       help="Write caption/summary/error/stats events as JSON lines ('-' = stdout).")
 @_opt("--summary-out", envvar="SUMMARIZER_SUMMARY_OUT", type=click.Path(dir_okay=False), default=None,
@@ -289,11 +304,24 @@ def _build_stages(opts: dict, stack: ExitStack):
 
     prompts = PromptSource(tracker, label=opts["prompt_label"], cache_ttl_s=opts["prompt_cache_ttl"]).load()
 
-    vlm = VLMClient(opts["vlm_base_url"], opts["vlm_api_key"], opts["vlm_model"],
-                    timeout_s=opts["vlm_timeout"], max_tokens=opts["vlm_max_tokens"])
-    vlm.check()
-    blur = _blur_setting(opts["blur_faces"], vlm.base_url)
-    log.info("VLM: %s at %s; %s", vlm.model, vlm.base_url, blur[1])
+    if _vlm_backend(opts) == "local":
+        from local_vlm import LocalVLM
+
+        if opts["vlm_base_url"]:
+            log.warning("--vlm-backend local: --vlm-base-url %s is not used", opts["vlm_base_url"])
+
+        vlm = LocalVLM(opts["vlm_model"] or DEFAULT_LOCAL_VLM, device=opts["vlm_device"],
+                       timeout_s=opts["vlm_timeout"], max_new_tokens=opts["vlm_max_tokens"])
+        vlm.load()  # once, with a progress line; a bad --vlm-model fails here, before any frame
+        blur = _blur_setting(opts["blur_faces"], None)
+        log.info("VLM: %s in this process on %s; %s", vlm.model, vlm.device, blur[1])
+    else:
+        vlm = VLMClient(opts["vlm_base_url"] or DEFAULT_VLM_URL, opts["vlm_api_key"],
+                        opts["vlm_model"] or DEFAULT_API_VLM,
+                        timeout_s=opts["vlm_timeout"], max_tokens=opts["vlm_max_tokens"])
+        vlm.check()
+        blur = _blur_setting(opts["blur_faces"], vlm.base_url)
+        log.info("VLM: %s at %s; %s", vlm.model, vlm.base_url, blur[1])
 
     summarizer = LLMSummarizer(opts["llm_model"], device=opts["llm_device"],
                                base_url=opts["llm_base_url"], api_key=opts["llm_api_key"])
@@ -321,14 +349,22 @@ def _build_stages(opts: dict, stack: ExitStack):
                   blur_faces=blur[0], prompts=prompts)
 
 
+def _vlm_backend(opts: dict) -> str:
+    """local or api: --vlm-backend, or for auto whether a --vlm-base-url was given."""
+    if opts["vlm_backend"] != "auto":
+        return opts["vlm_backend"]
+    return "api" if opts["vlm_base_url"] else "local"
+
+
 def _blur_setting(option: bool | None, endpoint: str | None) -> tuple[bool, str]:
-    """Whether to blur faces before captioning, and the startup line's words for it."""
+    """Whether to blur faces before captioning (endpoint None: in process), and the startup line's words."""
     from face_privacy import is_local_endpoint
 
     local = is_local_endpoint(endpoint)
     if option is None:
         option = not local
-        why = "the endpoint is on this machine" if local else "the endpoint is not on this machine"
+        why = ("the model runs in this process" if endpoint is None else
+               "the endpoint is on this machine" if local else "the endpoint is not on this machine")
     else:
         why = "--blur-faces" if option else "--no-blur-faces"
     if option:
@@ -394,7 +430,8 @@ def _run_source(source: Any, spec: str, digest: str | None, opts: dict, stages: 
     from pipeline import PipelineConfig, SourceRun
 
     config = PipelineConfig(interval=opts["interval"], min_change=opts["min_change"], max_gap=opts["max_gap"],
-                            summary_interval=opts["summary_interval"], max_inflight=opts["max_inflight"],
+                            summary_interval=opts["summary_interval"],
+                            max_inflight=opts["max_inflight"] or (1 if _vlm_backend(opts) == "local" else 2),
                             shutdown_timeout_s=opts["shutdown_timeout"])
     selector_kw = {k: v for k, v in (("min_change", config.min_change), ("max_gap", config.max_gap))
                    if v is not None}

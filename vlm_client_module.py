@@ -30,6 +30,16 @@ FACES_SENTENCE = " The people recognized in the frame are: {names}. Refer to the
 SERVE_HINT = "vllm serve Qwen/Qwen3-VL-8B-Instruct --served-model-name qwen3"
 
 
+def render_prompt(template: str, face_names: list[str] | tuple[str, ...] = ()) -> str:
+    """A caption prompt from a template: {faces} (or the end) gets the sentence naming the people."""
+    names = list(dict.fromkeys(n.strip() for n in face_names if n and n.strip()))
+    faces = FACES_SENTENCE.format(names=", ".join(names)) if names else ""
+    if "{faces}" in template:
+        # str.replace, not format: user templates may contain other braces.
+        return template.replace("{faces}", faces).strip()
+    return (template.rstrip() + faces).strip()
+
+
 @dataclass
 class CaptionResult(GenerationResult):
     """One caption request: the GenerationResult fields plus image and API timing."""
@@ -134,13 +144,7 @@ class VLMClient:
 
     def build_prompt(self, face_names: list[str] | tuple[str, ...] = ()) -> str:
         """The caption prompt, naming the recognized people when there are any."""
-        names = list(dict.fromkeys(n.strip() for n in face_names if n and n.strip()))
-        faces = FACES_SENTENCE.format(names=", ".join(names)) if names else ""
-        template = self.prompt_template
-        if "{faces}" in template:
-            # str.replace, not format: user templates may contain other braces.
-            return template.replace("{faces}", faces).strip()
-        return (template.rstrip() + faces).strip()
+        return render_prompt(self.prompt_template, face_names)
 
     def generate_caption(self, frame_bgr: np.ndarray, prompt: str) -> CaptionResult:
         """Caption one BGR frame; failures come back as success=False, never as exceptions."""

@@ -386,6 +386,11 @@ def main() -> int:
             bench_gating()
         if want(8):
             bench_staleness(tmp, 10 if args.quick else 20)
+        if want(9):
+            from bench import bench_vlm_backends
+
+            for r in bench_vlm_backends.rows(quick=args.quick):
+                row(*r)
     print("| figure | measured | target | met |")
     print("| --- | --- | --- | --- |")
     for r in ROWS:

@@ -89,10 +89,11 @@ def test_completion_start_is_the_first_tokens_real_time(llm) -> None:
     assert res.success, res.error
     assert len(forward_ends) == 8  # prefill + 7 decoding steps for 8 tokens
     # The first token is chosen right after the first forward pass and before the second.
-    assert 0 <= res.completion_start_time - forward_ends[0] < 0.05
+    # (Relative bounds only: on a busy 2-core machine a forward pass itself can take 300 ms.)
+    assert 0 <= res.completion_start_time - forward_ends[0] < 0.1
     assert res.completion_start_time < forward_ends[1]
     assert res.completion_start_time - res.generation_start_time >= step
-    assert res.ttft_ms < 2 * step * 1000 + 100
+    assert res.ttft_ms < (forward_ends[1] - res.start_time) * 1000
     # The remaining 7 steps come after it: a "first text chunk" or "+0.01 s" stamp would not fit.
     assert res.end_time - res.completion_start_time >= 7 * step - 0.01
     assert res.end_time >= forward_ends[-1]

@@ -158,3 +158,79 @@ def build_tiny_llava(path: str | Path, *, image_size: int = 32, patch_size: int 
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+# Qwen's ChatML with vision markers, reduced to what a caption request uses.
+QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                       "<|image_pad|>", "<|video_pad|>"]
+QWEN_VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_qwen3_vl(path: str | Path, *, patch_size: int = 16, max_image_tokens: int = 16, seed: int = 0) -> Path:
+    """Save a tiny random Qwen3-VL in path laid out like the hub repository; return it.
+
+    Like Qwen/Qwen3-VL-2B-Instruct the folder holds preprocessor_config.json,
+    video_preprocessor_config.json (Qwen3VLVideoProcessor, which needs torchvision),
+    tokenizer files and chat_template.json, so AutoProcessor fails on it without torchvision
+    exactly as on the real model. At most max_image_tokens image tokens reach the prompt.
+    """
+    import json
+
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=QWEN_SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_CORPUS * 4, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer.save_pretrained(path)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    merge = 2
+    side = patch_size * merge  # one image token = a merge x merge block of patches
+    image_config = {
+        "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
+        "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "rescale_factor": 1 / 255, "resample": 3,
+        "patch_size": patch_size, "temporal_patch_size": 2, "merge_size": merge,
+        "size": {"shortest_edge": side * side, "longest_edge": side * side * max_image_tokens},
+        "processor_class": "Qwen3VLProcessor", "image_processor_type": "Qwen2VLImageProcessorFast",
+    }
+    video_config = dict(image_config, size={"shortest_edge": 4096, "longest_edge": 25165824},
+                        video_processor_type="Qwen3VLVideoProcessor")
+    del video_config["image_processor_type"]
+    (path / "preprocessor_config.json").write_text(json.dumps(image_config, indent=2))
+    (path / "video_preprocessor_config.json").write_text(json.dumps(video_config, indent=2))
+    (path / "chat_template.json").write_text(json.dumps({"chat_template": QWEN_VL_CHAT_TEMPLATE}, indent=2))
+    config = Qwen3VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
+            rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [2, 3, 3],
+                             "mrope_interleaved": True},
+        ),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=patch_size,
+                           spatial_merge_size=merge, temporal_patch_size=2, out_hidden_size=64,
+                           num_position_embeddings=64, deepstack_visual_indexes=[0]),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(config)
+    eos = ids["<|im_end|>"]
+    model.generation_config = GenerationConfig(
+        eos_token_id=eos, pad_token_id=ids["<|endoftext|>"],
+        suppress_tokens=sorted(set(_unprintable_ids(tokenizer)) | set(ids.values())),
+    )
+    model.save_pretrained(path)
+    return path

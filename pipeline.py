@@ -22,8 +22,8 @@ import scores
 from citations import CitableCaption, GroundedSummary, ground_summary
 from face_privacy import blur_faces
 from llm_summarizer import TimedCaption
-from prompts import faces_sentence, render_caption
 from outputs import EventWriter, SummaryDocument, format_video_time
+from prompts import faces_sentence, render_caption
 
 log = logging.getLogger(__name__)
 

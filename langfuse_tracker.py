@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import atexit
 import contextvars
+import itertools
 import json
 import logging
 import math
@@ -60,12 +61,17 @@ import os
 import random
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
+# logging.Logger._cache: level -> isEnabledFor's answer, cleared in place when levels change
+# (an empty stand-in where a Python lacks it: then every check asks isEnabledFor).
+_LOG_LEVEL_CACHE: dict = getattr(log, "_cache", None)
+if not isinstance(_LOG_LEVEL_CACHE, dict):
+    _LOG_LEVEL_CACHE = {}
+_DEBUG = logging.DEBUG
 
 DEFAULT_HOST = "https://cloud.langfuse.com"
 DEFAULT_TIMEOUT_S = 5.0
@@ -73,12 +79,17 @@ SCORE_TYPES = ("NUMERIC", "BOOLEAN", "CATEGORICAL")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_US = timedelta(microseconds=1)
 _TRACE_MEMORY = 1024  # traces remembered for late children from other threads
+_TRACE_TRIM_AT = _TRACE_MEMORY + 128  # the registry is trimmed back in bulk past this
 _MAX_SPAN_QUEUE = 2048  # OTel BatchSpanProcessor's default max_queue_size
 
 # The observation (our context object) active in this thread/task: mirrors OTel's current
 # span so update_current_generation and log_score know whom they mean, also when disabled.
 _CURRENT: contextvars.ContextVar[Any] = contextvars.ContextVar("tracker_current", default=None)
 _rand = random.getrandbits  # ids, not secrets: the fast PRNG is enough
+_isfinite = math.isfinite
+_time_ns = time.time_ns
+_new_object = object.__new__
+_fromtimestamp = datetime.fromtimestamp
 
 
 # -- small helpers -------------------------------------------------------------------------
@@ -165,6 +176,24 @@ class _WarnOnce:
             self.counts[key] = n + 1
         if n == 0:
             log.warning(message + " (warning shown once; occurrences are counted)", *args)
+
+
+class _Counter:
+    """A count any thread bumps without a lock: ``bump()`` is ``itertools.count``'s
+    ``__next__``, one C call during which CPython's GIL is never released, so no bump is
+    lost (``n += 1`` on an attribute is a read and a write that a thread switch can split).
+    The frame loop pays one call per counted item instead of a lock round trip."""
+
+    __slots__ = ("bump", "_it")
+
+    def __init__(self) -> None:
+        self._it = itertools.count()
+        self.bump = self._it.__next__
+
+    @property
+    def value(self) -> int:
+        """The bumps so far (read from the repr, ``count(N)``: reading bumps nothing)."""
+        return int(repr(self._it)[6:-1])
 
 
 class TraceLog:
@@ -295,11 +324,11 @@ _DUMMY_GENERATION = DummyGeneration()
 class _Observation:
     """Base of the trace / span / generation contexts: SDK observation + trace log line."""
 
-    kind = "span"
-    _count_keys: tuple[str, ...] = ("observations",)  # the counts its end adds one to
+    kind = "span"  # also which count its end adds one to (LangfuseTracker._bump_ended)
     # Per-instance state starts at these class defaults (fewer stores per observation on
     # the frame loop's thread); assignments shadow them on the instance.
     id: str | None = None
+    trace_id: str | None = None
     parent_id: str | None = None
     level = "DEFAULT"
     status_message: str | None = None
@@ -352,15 +381,49 @@ class _Observation:
     # managers are driven with plain try/finally rather than an ExitStack, and the usual
     # cases are handled inline, since every Python call here costs the loop time.
     def __enter__(self):
+        """Open a span or generation (TraceContext has its own)."""
         if self._entered:
             raise RuntimeError(f"{self.kind} {self.name!r} was entered twice")
         self._entered = True
+        tracker = self._tracker
         try:
-            self._open()
+            current = _CURRENT.get()
+            trace_id = self.trace_id
+            if current is not None and current._tracker is tracker and (
+                    trace_id is None or current.trace_id == trace_id):
+                # The usual case, a child of the observation open in this thread: the
+                # SDK's current OTel context already holds the parent.
+                parent_ctx = None
+                self.parent_id = (current.observation_id if isinstance(current, TraceContext)
+                                  else current.id)
+                self.trace_id = current.trace_id
+            else:
+                parent_ctx, self.parent_id, self.trace_id = tracker._resolve_parent(trace_id)
+            sdk = tracker._sdk
+            if sdk is None:
+                self.id = "%016x" % _rand(64)
+                if self.trace_id is None:
+                    self.trace_id = "%032x" % _rand(128)
+            else:
+                if parent_ctx is not None:
+                    self._attached = tracker._otel_context.attach(parent_ctx)
+                cm = sdk.start_as_current_observation(
+                    as_type=self.kind, name=self.name, input=self.input,
+                    metadata=self.metadata, model=self.model,
+                    model_parameters=self.model_parameters, prompt=self.prompt)
+                obs = cm.__enter__()
+                self._sdk_cm = cm  # entered: _close_sdk exits it from here on
+                self._obs = obs
+                # The SDK wrapper keeps its OTel span; asking OTel for the current one
+                # costs more.
+                otel = getattr(obs, "_otel_span", None)
+                self._otel = otel if otel is not None else tracker._otel_trace.get_current_span()
+                self.id = obs.id
+                self.trace_id = obs.trace_id
         except BaseException:
             self._close_sdk(None, None, None)
             raise
-        self._start_ns = time.time_ns()
+        self._start_ns = _time_ns()
         self._token = _CURRENT.set(self)
         return self
 
@@ -381,12 +444,17 @@ class _Observation:
             else:
                 self._close_sdk(exc_type, exc, tb)
         finally:
-            self._end_ns = time.time_ns()
-            self._tracker._finished(self)
+            self._end_ns = _time_ns()
+            tracker = self._tracker  # LangfuseTracker._finished, inline
+            tracker._bump_ended[self.kind]()
+            if self.level == "ERROR":
+                tracker._errors.bump()
+            if tracker.trace_log is not None:
+                tracker.trace_log.write(self._record())
         return False
 
     def _close_sdk(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        """Exit what _open entered, innermost first, each even if another fails."""
+        """Exit what __enter__ entered, innermost first, each even if another fails."""
         try:
             if self._attrs_cm is not None:
                 cm, self._attrs_cm = self._attrs_cm, None
@@ -400,42 +468,6 @@ class _Observation:
                 if self._attached is not None:
                     token, self._attached = self._attached, None
                     self._tracker._otel_context.detach(token)
-
-    def _open(self) -> None:
-        tracker = self._tracker
-        current = _CURRENT.get()
-        if current is not None and current._tracker is tracker and (
-                self.trace_id is None or current.trace_id == self.trace_id):
-            # The usual case, a child of the observation open in this thread: the SDK's
-            # current OTel context already holds the parent.
-            parent_ctx = None
-            self.parent_id = (current.observation_id if isinstance(current, TraceContext)
-                              else current.id)
-            self.trace_id = current.trace_id
-        else:
-            parent_ctx, self.parent_id, self.trace_id = tracker._resolve_parent(self.trace_id)
-        sdk = tracker._sdk
-        if sdk is None:
-            self.id = "%016x" % _rand(64)
-            if self.trace_id is None:
-                self.trace_id = "%032x" % _rand(128)
-            return
-        if parent_ctx is not None:
-            self._attached = tracker._otel_context.attach(parent_ctx)
-        cm = sdk.start_as_current_observation(
-            as_type=self.kind, name=self.name, input=self.input, metadata=self.metadata,
-            model=self.model, model_parameters=self.model_parameters, prompt=self.prompt)
-        obs = cm.__enter__()
-        self._sdk_cm = cm  # entered: _close_sdk exits it from here on
-        self._adopt_sdk_observation(tracker, obs)
-
-    def _adopt_sdk_observation(self, tracker: "LangfuseTracker", obs: Any) -> None:
-        self._obs = obs
-        # The SDK wrapper keeps its OTel span; asking OTel for the current one costs more.
-        otel = getattr(obs, "_otel_span", None)
-        self._otel = otel if otel is not None else tracker._otel_trace.get_current_span()
-        self.id = obs.id
-        self.trace_id = obs.trace_id
 
     def update(self, *, output: Any = None, metadata: Any = None, input: Any = None,
                level: str | None = None, status_message: str | None = None,
@@ -492,7 +524,6 @@ class GenerationContext(_Observation):
     """A model call; its start time is when it is entered, so open it before the call."""
 
     kind = "generation"
-    _count_keys = ("observations", "generations")
     completion_start_time: datetime | None = None
     usage: dict | None = None
     legacy = False
@@ -501,7 +532,12 @@ class GenerationContext(_Observation):
     def __init__(self, tracker: "LangfuseTracker", name: str, trace_id: str | None,
                  model: str | None = None, input: Any = None, metadata: Any = None,
                  model_parameters: dict | None = None, prompt: Any = None) -> None:
-        super().__init__(tracker, name, trace_id, input, metadata)
+        # _Observation.__init__'s stores, inline (no super() call on the frame loop's path)
+        self._tracker = tracker
+        self.name = name
+        self.trace_id = trace_id
+        self.input = input
+        self.metadata = metadata
         self.model = model
         self.model_parameters = model_parameters
         if prompt is not None:
@@ -517,25 +553,40 @@ class GenerationContext(_Observation):
             self._tracker._warn("generation-args", "generation update() ignores %s",
                                 sorted(ignored))
         usage = usage_details if usage_details is not None else usage
-        cst = to_utc(completion_start_time)
+        if completion_start_time is None:
+            cst = None
+        elif type(completion_start_time) is float and _isfinite(completion_start_time):
+            cst = _fromtimestamp(completion_start_time, timezone.utc)  # to_utc's first case
+        else:
+            cst = to_utc(completion_start_time)
         if cst is not None:
             self.completion_start_time = cst
-            if self._start_ns is not None and not (
+            start = self._start_ns
+            if start is not None and not (
                     type(completion_start_time) is float
-                    and completion_start_time * 1e9 - self._start_ns >= 2000):
+                    and completion_start_time * 1e9 - start >= 2000):
                 # Not clearly after the local start (never before the SDK's: a float epoch
                 # 2 µs past it needs no check, the usual case and a cheap one; datetime
-                # arithmetic is not): compare at the microsecond a datetime holds.
-                if (cst - _EPOCH) // _ONE_US < self.start_ns // 1000:
+                # arithmetic is not): the same against the SDK's start (a little earlier),
+                # else compare at the microsecond a datetime holds.
+                start = self.start_ns
+                if not (type(completion_start_time) is float
+                        and completion_start_time * 1e9 - start >= 2000) and \
+                        (cst - _EPOCH) // _ONE_US < start // 1000:
                     self._tracker._warn(
                         "negative-ttft",
                         "completion_start_time of %r is before the generation started: "
                         "open the generation before the model call", self.name)
         if usage is not None:
-            try:  # all in C: no Python-level loop for the usual {"input": n, "output": m}
-                self.usage = dict(zip(map(str, usage), map(int, usage.values())))
-            except TypeError:  # a None count (left out), or a bad one (raises again here)
-                self.usage = {str(k): int(v) for k, v in usage.items() if v is not None}
+            for key, count in usage.items():
+                if type(count) is not int or type(key) is not str:
+                    try:  # all in C
+                        self.usage = dict(zip(map(str, usage), map(int, usage.values())))
+                    except TypeError:  # a None count (left out), or a bad one (raises again)
+                        self.usage = {str(k): int(v) for k, v in usage.items() if v is not None}
+                    break
+            else:  # the usual {"input": n, "output": m}: str names, int counts, a copy
+                self.usage = dict(usage)
         if model is not None:
             self.model = model
         if metadata is not None:
@@ -574,26 +625,43 @@ class TraceContext(_Observation):
     """One trace (one processed frame): its root span plus trace-level attributes."""
 
     kind = "trace"
-    _count_keys = ("traces",)
     observation_id: str | None = None  # the root span's id
 
     def __init__(self, tracker: "LangfuseTracker", name: str, user_id: str | None = None,
                  session_id: str | None = None, tags: list[str] | None = None,
                  metadata: dict | None = None, input: Any = None) -> None:
-        super().__init__(tracker, name, None, input, metadata)
+        # _Observation.__init__'s stores, inline; trace_id stays None (the class default)
+        self._tracker = tracker
+        self.name = name
+        self.input = input
+        self.metadata = metadata
         self.user_id = user_id
         self.session_id = session_id
         self.tags = list(tags) if tags else None
 
-    def _open(self) -> None:
+    def __enter__(self):
+        """Open the trace: its root span, then its attributes propagated to what opens below."""
+        if self._entered:
+            raise RuntimeError(f"{self.kind} {self.name!r} was entered twice")
+        self._entered = True
         tracker = self._tracker
-        sdk = tracker._sdk
-        if sdk is None:
-            self.trace_id = "%032x" % _rand(128)
-            self.observation_id = "%016x" % _rand(64)
-            self.id = self.trace_id
-            tracker._remember_trace(self, None)
-            return
+        try:
+            sdk = tracker._sdk
+            if sdk is None:
+                self.trace_id = "%032x" % _rand(128)
+                self.observation_id = "%016x" % _rand(64)
+                self.id = self.trace_id
+                tracker._remember_trace(self.trace_id, (None, self.observation_id))
+            else:
+                self._open_sdk(tracker, sdk)
+        except BaseException:
+            self._close_sdk(None, None, None)
+            raise
+        self._start_ns = _time_ns()
+        self._token = _CURRENT.set(self)
+        return self
+
+    def _open_sdk(self, tracker: "LangfuseTracker", sdk: Any) -> None:
         ctx = tracker._otel_context
         if _CURRENT.get() is not None:
             # A trace is a root: start from an empty context even inside another trace.
@@ -602,17 +670,27 @@ class TraceContext(_Observation):
         cm = sdk.start_as_current_observation(as_type="span", name=self.name, input=self.input)
         obs = cm.__enter__()
         self._sdk_cm = cm
-        self._adopt_sdk_observation(tracker, obs)
-        self.observation_id = self.id
-        self.id = self.trace_id
+        self._obs = obs
+        otel = getattr(obs, "_otel_span", None)  # as in _Observation.__enter__
+        self._otel = otel = otel if otel is not None else tracker._otel_trace.get_current_span()
+        self.observation_id = obs.id
+        self.id = self.trace_id = obs.trace_id
+        metadata = _trace_metadata(self.metadata)
         attrs = tracker._propagate(
             trace_name=self.name, user_id=self.user_id, session_id=self.session_id,
-            tags=self.tags, metadata=_trace_metadata(self.metadata))
+            tags=self.tags, metadata=metadata)
         attrs.__enter__()
         self._attrs_cm = attrs
-        # The context now holds the root span and the propagated attributes: children
-        # opened in other threads attach it to land in this trace with the same attributes.
-        tracker._remember_trace(self, ctx.get_current())
+        # Children opened in other threads (where this context is not current) need the
+        # root span and the propagated attributes: remembered is what rebuilds that context
+        # (LangfuseTracker._trace_context), not the context itself, which would keep the
+        # root span and its attributes alive for the next _TRACE_MEMORY frames (work for
+        # the garbage collector on every frame). A plain dict store, no lock: atomic.
+        traces = tracker._traces
+        traces[self.trace_id] = (otel.get_span_context(), self.observation_id, self.name,
+                                 self.user_id, self.session_id, self.tags, metadata)
+        if len(traces) > _TRACE_TRIM_AT:
+            tracker._trim_traces()
 
     def _record(self) -> dict:
         record = super()._record()
@@ -702,10 +780,16 @@ class LangfuseTracker:
             self.flush_at = _MAX_SPAN_QUEUE
         self._warn = _WarnOnce()
         self._lock = threading.Lock()
-        # trace id -> (OTel context holding its root span and attributes, root span id)
-        self._traces: OrderedDict[str, tuple[Any, str | None]] = OrderedDict()
-        self.counts = {"traces": 0, "observations": 0, "generations": 0, "scores": 0,
-                       "errors": 0}
+        # trace id -> (root span's OTel SpanContext or None when Langfuse is disabled, root
+        # span id[, trace name, user id, session id, tags, metadata]), oldest first
+        self._traces: dict[str, tuple] = {}
+        # Counts bumped on every thread without a lock (see _Counter); counts gives them
+        # as a dict. _bump_ended: observation kind -> the bump of its count.
+        self._ended = {kind: _Counter() for kind in ("trace", "span", "generation")}
+        self._bump_ended = {kind: counter.bump for kind, counter in self._ended.items()}
+        self._errors = _Counter()
+        self._scores = _Counter()
+        self._bump_score = self._scores.bump
         self._spans_ok = 0
         self._spans_failed = 0
         self._scores_ok = 0
@@ -813,12 +897,52 @@ class LangfuseTracker:
                            "Langfuse rejected scores: HTTP %s", response.status_code)
 
     # -- trace registry (cross-thread parenting) ------------------------------------------------
-    def _remember_trace(self, trace: TraceContext, context: Any) -> None:
+    # TraceContext._open_sdk stores a trace's entry in self._traces (a plain dict: one store,
+    # atomic under the GIL, no lock on the frame loop's thread); every _TRACE_TRIM_AT -
+    # _TRACE_MEMORY traces the oldest are dropped in one go, under the lock.
+    def _remember_trace(self, trace_id: str, entry: tuple) -> None:
+        traces = self._traces
+        traces[trace_id] = entry
+        if len(traces) > _TRACE_TRIM_AT:
+            self._trim_traces()
+
+    def _trim_traces(self) -> None:
         traces = self._traces
         with self._lock:
-            traces[trace.trace_id] = (context, trace.observation_id)
-            while len(traces) > _TRACE_MEMORY:
-                traces.popitem(last=False)
+            excess = len(traces) - _TRACE_MEMORY
+            if excess > 0:
+                # list(islice(dict)) runs in C without letting another thread in: a snapshot
+                # of the oldest keys (dicts keep insertion order) even while others add.
+                for key in list(itertools.islice(traces, excess)):
+                    traces.pop(key, None)
+
+    def _trace_context(self, trace_id: str, entry: tuple) -> Any:
+        """The OTel context under a remembered trace's root, for a child in another thread.
+
+        What the trace's own thread holds: its root span (as a NonRecordingSpan of the same
+        SpanContext, which is all a child takes from it), the SDK's baggage claim that the
+        trace has its root, and the propagated trace attributes (propagate_attributes run
+        again with the same values: it sets nothing on a non-recording span). Built only
+        when such a child asks, off the frame loop's path.
+        """
+        from opentelemetry.trace import NonRecordingSpan, set_span_in_context
+
+        span_context, _root_id, name, user_id, session_id, tags, metadata = entry
+        otel_context = self._otel_context
+        ctx = set_span_in_context(NonRecordingSpan(span_context), otel_context.Context())
+        try:
+            from langfuse._client.propagation import _set_langfuse_trace_id_in_baggage
+        except ImportError:  # an SDK without that claim: nothing to copy
+            pass
+        else:
+            ctx = _set_langfuse_trace_id_in_baggage(trace_id=trace_id, context=ctx)
+        token = otel_context.attach(ctx)
+        try:
+            with self._propagate(trace_name=name, user_id=user_id, session_id=session_id,
+                                 tags=tags, metadata=metadata):
+                return otel_context.get_current()
+        finally:
+            otel_context.detach(token)
 
     def _resolve_parent(self, trace_id: str | None) -> tuple[Any, str | None, str | None]:
         """(OTel context to attach or None, parent observation id, trace id) for a child."""
@@ -832,7 +956,9 @@ class LangfuseTracker:
             return (self._otel_context.Context() if self._sdk is not None else None), None, None
         entry = self._traces.get(trace_id)
         if entry is not None:
-            return entry[0], entry[1], trace_id
+            if entry[0] is None:  # Langfuse disabled: ids only
+                return None, entry[1], trace_id
+            return self._trace_context(trace_id, entry), entry[1], trace_id
         self._warn("unknown-trace", "trace id %s is not a trace of this tracker; "
                    "the observation is attached to that id without its root", trace_id)
         if self._sdk is None:
@@ -850,14 +976,19 @@ class LangfuseTracker:
         return set_span_in_context(NonRecordingSpan(parent), self._otel_context.Context())
 
     def _finished(self, obs: _Observation) -> None:
-        counts = self.counts
-        with self._lock:
-            for key in obs._count_keys:
-                counts[key] += 1
-            if obs.level == "ERROR":
-                counts["errors"] += 1
+        self._bump_ended[obs.kind]()
+        if obs.level == "ERROR":
+            self._errors.bump()
         if self.trace_log is not None:
             self.trace_log.write(obs._record())
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Traces, observations (spans + generations), generations, scores, errors so far."""
+        spans, generations = self._ended["span"].value, self._ended["generation"].value
+        return {"traces": self._ended["trace"].value, "observations": spans + generations,
+                "generations": generations, "scores": self._scores.value,
+                "errors": self._errors.value}
 
     # -- public API --------------------------------------------------------------------------------
     def create_trace(self, name: str, *, user_id: str | None = None,
@@ -873,7 +1004,15 @@ class LangfuseTracker:
         """A span context under the current observation of that trace (or its root)."""
         if not self._active:
             return _DUMMY_SPAN
-        return SpanContext(self, name, trace_id, input, metadata)
+        # SpanContext(self, name, trace_id, input, metadata), its __init__'s stores inline:
+        # one Python call less per span on the frame loop's thread.
+        span = _new_object(SpanContext)
+        span._tracker = self
+        span.name = name
+        span.trace_id = trace_id
+        span.input = input
+        span.metadata = metadata
+        return span
 
     def start_generation(self, trace_id: str | None, name: str, model: str | None = None,
                          input: Any = None, metadata: Any = None,
@@ -886,8 +1025,18 @@ class LangfuseTracker:
         """
         if not self._active:
             return _DUMMY_GENERATION
-        return GenerationContext(self, name, trace_id, model, input, metadata, model_parameters,
-                                 prompt)
+        # GenerationContext(...), its __init__'s stores inline (as in create_span)
+        gen = _new_object(GenerationContext)
+        gen._tracker = self
+        gen.name = name
+        gen.trace_id = trace_id
+        gen.input = input
+        gen.metadata = metadata
+        gen.model = model
+        gen.model_parameters = model_parameters
+        if prompt is not None:
+            gen.prompt = prompt
+        return gen
 
     def log_generation(self, trace_id: str | None, name: str, model: str | None = None,
                        input: Any = None, output: Any = None, *, start_time: Any = None,
@@ -986,7 +1135,7 @@ class LangfuseTracker:
         bool -> BOOLEAN (0/1), int/float -> NUMERIC, str -> CATEGORICAL; a data_type that
         does not fit the value, NaN or inf raise ValueError.
         """
-        if data_type is None and type(value) is float and math.isfinite(value):
+        if data_type is None and type(value) is float and _isfinite(value):
             dtype = "NUMERIC"  # normalize_score's common case, without the call
         else:
             value, dtype = normalize_score(value, data_type)
@@ -997,8 +1146,7 @@ class LangfuseTracker:
                                                           score_trace)
         elif score_trace:
             observation_id = None
-        with self._lock:
-            self.counts["scores"] += 1
+        self._bump_score()
         sdk = self._sdk
         if sdk is not None:
             sdk.create_score(name=name, value=value, data_type=dtype, trace_id=trace_id,
@@ -1011,7 +1159,10 @@ class LangfuseTracker:
                 "name": name, "value": value, "data_type": dtype, "comment": comment,
                 "timestamp": iso_utc(datetime.now(timezone.utc)),
             })
-        if log.isEnabledFor(logging.DEBUG):  # one check, not log.debug's two calls
+        # The logger's own per-level answer (None until asked since the last level change)
+        # instead of a log.isEnabledFor call a score; log.debug checks again anyway.
+        debug = _LOG_LEVEL_CACHE.get(_DEBUG)
+        if debug or (debug is None and log.isEnabledFor(_DEBUG)):
             log.debug("Score logged: %s=%s (type=%s)", name, value, dtype)
 
     def _score_target(self, name: str, trace_id: str | None, observation_id: str | None,
@@ -1078,13 +1229,14 @@ class LangfuseTracker:
                     del LangfuseResourceManager._instances[self.public_key]
 
     def _report(self, completed: bool, elapsed: float, deadline: float) -> CloseReport:
+        counts = self.counts
         with self._lock:
             report = CloseReport(
                 enabled=self._sdk is not None, completed=completed, elapsed_s=elapsed,
                 deadline_s=deadline,
-                observations=self.counts["traces"] + self.counts["observations"],
+                observations=counts["traces"] + counts["observations"],
                 observations_delivered=self._spans_ok, observations_failed=self._spans_failed,
-                scores=self.counts["scores"], scores_delivered=self._scores_ok,
+                scores=counts["scores"], scores_delivered=self._scores_ok,
                 trace_log_lines=self.trace_log.lines if self.trace_log else 0)
         if not report.enabled:
             where = f"; trace log {self.trace_log.path}: {report.trace_log_lines} lines" \
@@ -1104,8 +1256,9 @@ class LangfuseTracker:
 
     def stats(self) -> dict:
         """Counts of traced items, delivery and warnings, for the exit report."""
+        counts = self.counts
         with self._lock:
-            return {**self.counts, "spans_delivered": self._spans_ok,
+            return {**counts, "spans_delivered": self._spans_ok,
                     "span_export_failures": self._spans_failed,
                     "scores_delivered": self._scores_ok, "warnings": dict(self._warn.counts),
                     "trace_log_lines": self.trace_log.lines if self.trace_log else 0}

@@ -329,6 +329,111 @@ def test_generation_opened_in_another_thread_joins_the_frames_trace(lf):
     assert srv.scores[0]["observationId"] == result["span"]
 
 
+def test_a_late_child_from_another_thread_joins_a_finished_trace_with_its_attributes(lf):
+    srv, tracker = lf
+    with tracker.create_trace("frame_processing", user_id="cam7", session_id="s", tags=["live"],
+                              metadata={"frame_index": 3, "dropped": None}) as trace:
+        pass
+    result = {}
+
+    def worker() -> None:  # after the trace ended, in a thread that never saw its context
+        with tracker.start_generation(trace_id=trace.id, name="late_caption", model="m") as gen:
+            result.update(gen=gen.id, parent=gen.parent_id)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    tracker.flush()
+    assert srv.wait_for(n_spans=2)
+    root = next(s for s in srv.spans if s["name"] == "frame_processing")
+    gen = next(s for s in srv.spans if s["span_id"] == result["gen"])
+    assert gen["trace_id"] == trace.id
+    assert gen["parent_span_id"] == root["span_id"] == result["parent"]
+    attrs = gen["attributes"]
+    assert attrs["user.id"] == "cam7" and attrs["session.id"] == "s"
+    assert attrs["langfuse.trace.name"] == "frame_processing"
+    assert attrs["langfuse.trace.tags"] == ["live"]
+    assert json.loads(attrs["langfuse.trace.metadata.frame_index"]) == 3
+    assert "langfuse.trace.metadata.dropped" not in attrs
+    # The trace already has its root: the child is neither a new root nor an app root.
+    assert "langfuse.internal.as_root" not in attrs
+    assert "langfuse.internal.is_app_root" not in attrs
+
+
+def test_trace_registry_keeps_the_latest_traces_within_bounds(tmp_path):
+    from langfuse_tracker import _TRACE_MEMORY, _TRACE_TRIM_AT
+
+    log_path = tmp_path / "traces.jsonl"
+    tracker = LangfuseTracker(trace_log=log_path)  # keys unset: ids only, same registry
+    ids = []
+    for _ in range(_TRACE_TRIM_AT + 300):
+        with tracker.create_trace("frame_processing") as trace:
+            ids.append((trace.id, trace.observation_id))
+        assert len(tracker._traces) <= _TRACE_TRIM_AT
+    remembered = list(tracker._traces)
+    assert len(remembered) >= _TRACE_MEMORY
+    assert remembered == [trace_id for trace_id, _ in ids[-len(remembered):]]  # newest, in order
+    parents = {}
+
+    def worker(trace_id: str) -> None:
+        with tracker.create_span(trace_id, "late") as span:
+            parents[trace_id] = span.parent_id
+
+    oldest_kept = ids[-_TRACE_MEMORY]
+    for trace_id, _ in (oldest_kept, ids[-1]):
+        thread = threading.Thread(target=worker, args=(trace_id,))
+        thread.start()
+        thread.join()
+    assert parents == {oldest_kept[0]: oldest_kept[1], ids[-1][0]: ids[-1][1]}
+    tracker.close()
+
+
+def test_counter_loses_no_bump_when_threads_race():
+    from langfuse_tracker import _Counter
+
+    counter = _Counter()
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # thread switches as often as CPython allows
+
+    def bump() -> None:
+        for _ in range(20_000):
+            counter.bump()
+
+    try:
+        threads = [threading.Thread(target=bump) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert counter.value == 160_000
+    assert counter.value == 160_000  # reading it bumps nothing
+
+
+def test_exit_report_counts_are_exact_with_frames_in_worker_threads(lf):
+    srv, tracker = lf
+
+    def frame(index: int) -> None:
+        with tracker.create_trace("frame_processing", metadata={"frame_index": index}) as trace:
+            for name in ("vlm_caption", "llm_summary"):
+                with tracker.create_span(trace.id, name):
+                    with tracker.start_generation(trace_id=trace.id, name=name, model="m") as gen:
+                        if index % 5 == 0:
+                            gen.set_error("model_error")
+                tracker.log_score(trace.id, f"{name}_quality", 0.5, observation_id=gen.id)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(frame, range(100)))
+    stats = tracker.stats()
+    assert (stats["traces"], stats["observations"], stats["generations"]) == (100, 400, 200)
+    assert (stats["scores"], stats["errors"]) == (200, 40)
+    report = tracker.close(deadline_s=10)
+    assert report.completed and report.observations == 500 and report.scores == 200
+    assert report.observations_delivered == 500 and report.scores_delivered == 200
+    assert report.observations_lost == 0 and report.scores_lost == 0
+
+
 def test_a_new_trace_inside_another_is_a_separate_root(lf):
     srv, tracker = lf
     with tracker.create_trace("outer") as outer:

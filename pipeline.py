@@ -23,7 +23,8 @@ from citations import CitableCaption, GroundedSummary, ground_summary
 from face_privacy import blur_faces
 from llm_summarizer import TimedCaption
 from outputs import EventWriter, SummaryDocument, format_video_time
-from prompts import faces_sentence, render_caption
+from prompts import render_caption
+from vlm_client_module import faces_sentence
 
 log = logging.getLogger(__name__)
 

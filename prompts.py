@@ -2,7 +2,7 @@
 
     prompts = PromptSource(tracker, label="production").load()  # bounded; one INFO line each
     managed = prompts.caption()                                 # never blocks, never raises
-    text = render_caption(managed, faces_sentence(names))
+    text = render_caption(managed, faces_sentence(names))   # vlm_client_module.faces_sentence
     with tracker.start_generation(..., input=text, prompt=managed.client) as gen: ...
     system = prompts.summary().template                         # the summarizer's system prompt
 
@@ -29,10 +29,10 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable
+from typing import Any
 
 from llm_summarizer import SYSTEM_PROMPT
-from vlm_client_module import DEFAULT_PROMPT_TEMPLATE, FACES_SENTENCE
+from vlm_client_module import DEFAULT_PROMPT_TEMPLATE, fill_faces
 
 log = logging.getLogger(__name__)
 
@@ -105,20 +105,12 @@ def to_mustache(template: str) -> str:
     return _SINGLE_FACES.sub("{{" + FACES_VARIABLE + "}}", template)
 
 
-def faces_sentence(names: Iterable[str]) -> str:
-    """The sentence naming the recognized people (duplicates and blanks dropped), or ""."""
-    unique = list(dict.fromkeys(n.strip() for n in names if n and n.strip()))
-    return FACES_SENTENCE.format(names=", ".join(unique)) if unique else ""
-
-
 def render_caption(managed: ManagedPrompt, faces: str) -> str:
     """The caption prompt with ``{{faces}}`` filled; appended when the template has no placeholder."""
     if FACES_VARIABLE in managed.variables():
         return managed.render(faces=faces).strip()
-    text = managed.render()
-    if "{faces}" in text:  # a Langfuse prompt written with the old single braces
-        return text.replace("{faces}", faces).strip()
-    return (text.rstrip() + faces).strip()  # as VLMClient.build_prompt does
+    # A Langfuse prompt written with the old single-brace {faces}, or none: as VLMClient does.
+    return fill_faces(managed.render(), faces)
 
 
 @dataclass

@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 
@@ -30,14 +31,23 @@ FACES_SENTENCE = " The people recognized in the frame are: {names}. Refer to the
 SERVE_HINT = "vllm serve Qwen/Qwen3-VL-8B-Instruct --served-model-name qwen3"
 
 
-def render_prompt(template: str, face_names: list[str] | tuple[str, ...] = ()) -> str:
-    """A caption prompt from a template: {faces} (or the end) gets the sentence naming the people."""
+def faces_sentence(face_names: Iterable[str]) -> str:
+    """The sentence naming the recognized people (duplicates and blanks dropped), or ""."""
     names = list(dict.fromkeys(n.strip() for n in face_names if n and n.strip()))
-    faces = FACES_SENTENCE.format(names=", ".join(names)) if names else ""
+    return FACES_SENTENCE.format(names=", ".join(names)) if names else ""
+
+
+def fill_faces(template: str, faces: str) -> str:
+    """The template with {faces} replaced by the faces sentence, or the sentence appended."""
     if "{faces}" in template:
         # str.replace, not format: user templates may contain other braces.
         return template.replace("{faces}", faces).strip()
     return (template.rstrip() + faces).strip()
+
+
+def render_prompt(template: str, face_names: Iterable[str] = ()) -> str:
+    """A caption prompt from a template: {faces} (or the end) gets the sentence naming the people."""
+    return fill_faces(template, faces_sentence(face_names))
 
 
 @dataclass

@@ -23,12 +23,11 @@ from prompts import (
     SUMMARY_PROMPT,
     ManagedPrompt,
     PromptSource,
-    faces_sentence,
     render_caption,
     to_mustache,
 )
 from tests.fake_langfuse import FakeLangfuseServer, text_prompt
-from vlm_client_module import DEFAULT_PROMPT_TEMPLATE, VLMClient
+from vlm_client_module import DEFAULT_PROMPT_TEMPLATE, VLMClient, faces_sentence
 
 SECRET = "sk-lf-test-prompts-0123456789"
 PROMPT_NAME = "langfuse.observation.prompt.name"

@@ -20,7 +20,7 @@ from llm_summarizer import (
     resolve_dtype,
 )
 from tests.fake_openai import FakeOpenAIServer
-from tests.tiny_models import build_tiny_llava, build_tiny_mistral
+from tests.tiny_models import build_tiny_llava, build_tiny_mistral, slowed_forward
 
 REPO = Path(__file__).resolve().parent.parent
 CAPTIONS = [
@@ -75,17 +75,8 @@ def test_timings_are_ordered_and_counts_are_real(llm, mistral_dir) -> None:
 def test_completion_start_is_the_first_tokens_real_time(llm) -> None:
     """Each decoding step is slowed down: the stamp must follow the first step, not the text."""
     step = 0.15
-    forward_ends: list[float] = []
-
-    def slow_forward(module, args, output):
-        time.sleep(step)
-        forward_ends.append(time.time())
-
-    handle = llm.hf_model.register_forward_hook(slow_forward)
-    try:
+    with slowed_forward(llm.hf_model, step) as forward_ends:
         res = llm.generate(llm.build_messages(CAPTIONS, None))
-    finally:
-        handle.remove()
     assert res.success, res.error
     assert len(forward_ends) == 8  # prefill + 7 decoding steps for 8 tokens
     # The first token is chosen right after the first forward pass and before the second.
@@ -158,22 +149,13 @@ def test_format_video_time(seconds, text) -> None:
 def test_timeout_stops_generation(mistral_dir) -> None:
     llm = LLMSummarizer(str(mistral_dir), max_new_tokens=100, timeout_s=0.5)
     llm.load()
-    calls: list[float] = []
-
-    def slow_forward(module, args, output):  # returns None: the output is left alone
-        time.sleep(0.1)
-        calls.append(time.time())
-
-    handle = llm.hf_model.register_forward_hook(slow_forward)
-    try:
+    with slowed_forward(llm.hf_model, 0.1) as calls:
         t0 = time.time()
         res = llm.update_summary(CAPTIONS, None)
         elapsed = time.time() - t0
         n_calls = len(calls)
         time.sleep(0.3)
         assert len(calls) <= n_calls + 1  # the worker stopped instead of running 100 steps
-    finally:
-        handle.remove()
     assert not res.success and res.error_kind == "timeout" and "partial text" in res.error
     assert 0.5 <= elapsed < 1.5
     assert res.completion_start_time is not None and 0 < res.output_tokens < 100

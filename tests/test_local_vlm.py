@@ -13,7 +13,7 @@ import pytest
 
 from errors import BackendUnavailable
 from local_vlm import LocalVLM, frame_to_rgb, torchvision_pip_command
-from tests.tiny_models import build_tiny_llava, build_tiny_qwen3_vl
+from tests.tiny_models import build_tiny_llava, build_tiny_qwen3_vl, slowed_forward
 from vlm_client_module import CaptionResult, VLMClient
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing here may reach a model hub (conftest sets it too)
@@ -150,17 +150,8 @@ def test_model_loads_once_across_calls_and_threads(llava_dir, hamilton_frame, mo
 def test_completion_start_is_the_first_tokens_real_time(vlm, hamilton_frame) -> None:
     """Each forward pass is slowed down: the stamp must follow the first one, not the text."""
     step = 0.15
-    forward_ends: list[float] = []
-
-    def slow_forward(module, args, output):
-        time.sleep(step)
-        forward_ends.append(time.time())
-
-    handle = vlm.hf_model.register_forward_hook(slow_forward)
-    try:
+    with slowed_forward(vlm.hf_model, step) as forward_ends:
         res = vlm.generate_caption(hamilton_frame, "Describe.")
-    finally:
-        handle.remove()
     assert res.success, res.error
     assert len(forward_ends) == MAX_NEW  # prefill (image included) + 7 decoding steps
     generation_start = res.metadata["generation_start_time"]
@@ -177,22 +168,13 @@ def test_completion_start_is_the_first_tokens_real_time(vlm, hamilton_frame) -> 
 def test_timeout_stops_generation(llava_dir, hamilton_frame) -> None:
     vlm = LocalVLM(str(llava_dir), max_new_tokens=100, timeout_s=0.5)
     vlm.load()
-    calls: list[float] = []
-
-    def slow_forward(module, args, output):
-        time.sleep(0.1)
-        calls.append(time.time())
-
-    handle = vlm.hf_model.register_forward_hook(slow_forward)
-    try:
+    with slowed_forward(vlm.hf_model, 0.1) as calls:
         t0 = time.time()
         res = vlm.generate_caption(hamilton_frame, "Describe.")
         elapsed = time.time() - t0
         n_calls = len(calls)
         time.sleep(0.3)
         assert len(calls) <= n_calls + 1  # the worker stopped instead of running 100 steps
-    finally:
-        handle.remove()
     assert not res.success and res.error_kind == "timeout" and "partial text" in res.error
     assert res.text == "" and res.metadata["finish_reason"] == "timeout"
     assert 0.5 <= elapsed < 2.0  # 100 steps would take 10 s

@@ -5,7 +5,26 @@ downloaded: the same loading and generation code runs, only the weights are rand
 """
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def slowed_forward(model, step_s: float) -> Iterator[list[float]]:
+    """Sleep step_s after every forward pass of model; yields the list of the passes' end times."""
+    ends: list[float] = []
+
+    def hook(module, args, output):  # returns None: the output is left alone
+        time.sleep(step_s)
+        ends.append(time.time())
+
+    handle = model.register_forward_hook(hook)
+    try:
+        yield ends
+    finally:
+        handle.remove()
 
 # Mistral's [INST] template (v0.1-v0.3 style): no system role, roles must alternate.
 MISTRAL_CHAT_TEMPLATE = (

@@ -262,14 +262,14 @@ class PromptSource:
                     managed = replace(slot.fallback, reason=reason)
                 else:
                     managed = previous  # keep the last good version while Langfuse is away
+            changed = slot.announced and (managed.source, managed.version, managed.template) != (
+                previous.source, previous.version, previous.template)
+            if changed:  # logged before it is used, so the log never trails the calls made with it
+                log.info("Prompt %s: %s", slot.name, managed.describe())
             slot.current = managed
             slot.expires_at = time.monotonic() + self.cache_ttl_s
             slot.refreshing = False
-            changed = slot.announced and (managed.source, managed.version, managed.template) != (
-                previous.source, previous.version, previous.template)
             slot.done.set()
-        if changed:
-            log.info("Prompt %s: %s", slot.name, managed.describe())
-        elif managed is previous and reason:
+        if not changed and managed is previous and reason:
             log.debug("Prompt %s: refresh failed (%s); keeping %s", slot.name, reason,
                       managed.describe())

@@ -357,13 +357,17 @@ def open_source(
 
 
 def check_source(spec: str) -> None:
-    """Fail fast on a file that cannot be a video (missing, a folder, empty, unreadable).
+    """Fail fast on a file that cannot be a video (missing, a folder, empty, unreadable) or a
+    camera with no device node (Linux).
 
-    Cheap and opens nothing, so the CLI can run it before loading models; cameras, streams and
-    stdin are only known once opened.
+    Cheap and opens nothing, so the CLI can run it before loading models; a camera that exists
+    but is busy, streams and stdin are only known once opened.
     """
-    if _kind(spec) == "file":
+    kind = _kind(spec)
+    if kind == "file":
         _file_target(spec)
+    elif kind == "camera":
+        _camera_target(spec)
 
 
 def expand_sources(specs: Iterable[str]) -> list[str]:
@@ -400,13 +404,29 @@ def _kind(spec: str) -> str:
 
 
 def _camera_target(spec: str) -> tuple[int | str, str]:
+    """(what OpenCV opens, label); InputError when the camera's device node is missing.
+
+    A camera index means /dev/videoN to OpenCV's V4L2 backend, so on Linux a missing node is
+    known without opening anything; elsewhere an index is only known once opened.
+    """
     match = _CAMERA_RE.match(spec)
     if match:
         index = int(match.group(1) or match.group(2))
-        return index, f"cam{index}"
-    if not os.path.exists(spec):
-        raise InputError(f"no camera device at {spec}", option=OPTION)
-    return spec, f"cam{_DEVICE_RE.match(spec).group(1)}"
+        target: int | str = index
+        device = f"/dev/video{index}" if sys.platform.startswith("linux") else None
+    else:
+        index = int(_DEVICE_RE.match(spec).group(1))
+        target = device = spec
+    if device is not None and not os.path.exists(device):
+        raise InputError(f"camera {spec}: no such device {device} ({_cameras_present()})", option=OPTION)
+    return target, f"cam{index}"
+
+
+def _cameras_present() -> str:
+    found = sorted(glob.glob("/dev/video[0-9]*"), key=lambda p: int(re.sub(r"\D", "", p) or 0))
+    if not found:
+        return "no /dev/video* devices on this machine"
+    return "cameras here: " + ", ".join(f"cam{p[len('/dev/video'):]}" for p in found)
 
 
 def _file_target(spec: str) -> str:

@@ -168,6 +168,8 @@ def test_bad_inputs(tmp_path, data_dir, tiny_llm, case):
     out.check_common(deadline=30)
     assert out.returncode == 2, out.stderr
     assert len(out.errors()) == 1 and out.errors()[0].startswith("Error: --source:"), out.stderr
+    if case in ("zero-byte", "no-camera"):  # known without opening it: said before any model loads
+        assert "Loading" not in out.stderr, out.stderr
 
 
 def test_known_faces_with_corrupt_and_faceless_images(tmp_path, data_dir, tiny_llm):

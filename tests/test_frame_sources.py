@@ -1,6 +1,7 @@
 """Frame sources against real decoding: the shared clips, stdin pipes, a paced live pipe, HTTP streams, bad inputs."""
 from __future__ import annotations
 
+import glob
 import hashlib
 import http.server
 import json
@@ -394,7 +395,7 @@ def test_expand_sources_folders_globs_and_passthrough(tmp_path):
         expand_sources([str(tmp_path / "*.mov")])
 
 
-def test_check_source_fails_fast_on_files_only(tmp_path):
+def test_check_source_fails_fast_on_files_and_missing_cameras(tmp_path, monkeypatch):
     from frame_sources import check_source
 
     (tmp_path / "empty.mp4").write_bytes(b"")
@@ -403,5 +404,22 @@ def test_check_source_fails_fast_on_files_only(tmp_path):
         with pytest.raises(InputError, match=words) as info:
             check_source(str(bad))
         assert info.value.option == "--source"
-    for fine in ("cam7", "-", "rtsp://example.invalid/stream", "/dev/video9"):
+    for fine in ("-", "rtsp://example.invalid/stream"):
         check_source(fine)  # only known once opened
+    present = sorted(int(p[len("/dev/video"):]) for p in glob.glob("/dev/video[0-9]*"))
+    absent = next(i for i in range(7, 100) if i not in present)
+    if sys.platform.startswith("linux"):  # a camera index is /dev/videoN to V4L2: known without opening it
+        for spec in (f"cam{absent}", str(absent), f"/dev/video{absent}"):
+            with pytest.raises(InputError) as info:
+                check_source(spec)
+            message = str(info.value)
+            assert message.startswith(f"camera {spec}: no such device /dev/video{absent} (")
+            assert info.value.option == "--source"
+            if present:
+                assert f"cameras here: cam{present[0]}" in message
+            else:
+                assert "no /dev/video* devices on this machine" in message
+        for index in present:
+            check_source(f"cam{index}")  # exists: whether it opens is known only when opened
+    monkeypatch.setattr(sys, "platform", "darwin")  # no device nodes to look at: known once opened
+    check_source(f"cam{absent}")

@@ -24,6 +24,11 @@ epoch (``time.time()``), an aware ``datetime``, or a naive ``datetime`` read as 
 time (what ``datetime.fromtimestamp(t)`` in the guide produces); all are turned into
 timezone-aware UTC before they reach Langfuse, so TTFT is right whatever ``TZ`` says.
 
+Delivery: with the host down or rejecting the keys, the run goes on; ``langfuse_delivery``
+logs one line when sending starts failing, one every ``delivery_report_s`` while it lasts
+and one when it works again (instead of the SDK's line per batch), and ``close()`` reports
+how much the host acknowledged.
+
 Threads: OTel context lives in contextvars and does not cross threads. A span or
 generation opened in a thread where its trace is not the current one is parented
 explicitly under that trace's root (with the trace's user/session/tags), never a new trace.
@@ -64,6 +69,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
+
+from langfuse_delivery import (DEFAULT_REPORT_EVERY_S, DeliveryMonitor, begin_attempt, http_reason,
+                               noted_reason, quiet_sdk_delivery_logs)
 
 log = logging.getLogger(__name__)
 # logging.Logger._cache: level -> isEnabledFor's answer, cleared in place when levels change
@@ -765,8 +773,10 @@ class LangfuseTracker:
         flush_at: int | None = None,
         timeout_s: float | None = None,
         latency_worst_ms: float = 5000.0,
+        delivery_report_s: float = DEFAULT_REPORT_EVERY_S,
     ) -> None:
         self.latency_worst_ms = float(latency_worst_ms)
+        self.delivery_report_s = float(delivery_report_s)
         self.host = (base_url or os.environ.get("LANGFUSE_BASE_URL")
                      or os.environ.get("LANGFUSE_HOST") or DEFAULT_HOST).rstrip("/")
         self.public_key = public_key or os.environ.get("LANGFUSE_PUBLIC_KEY") or None
@@ -793,6 +803,7 @@ class LangfuseTracker:
         self._spans_ok = 0
         self._spans_failed = 0
         self._scores_ok = 0
+        self._delivery: DeliveryMonitor | None = None  # built with the SDK client
         self._close_report: CloseReport | None = None
         self._sdk: Any = None
         self._provider: Any = None
@@ -845,8 +856,11 @@ class LangfuseTracker:
         # Our own provider: no global OTel state, several trackers per process, and no
         # OTel atexit hook that could block on a dead host (close() owns the shutdown).
         self._provider = TracerProvider(shutdown_on_exit=False)
-        self._http = httpx.Client(timeout=self.timeout_s,
-                                  event_hooks={"response": [self._on_response]})
+        self._delivery = DeliveryMonitor(self.host, self._delivery_progress,
+                                         report_every_s=self.delivery_report_s)
+        quiet_sdk_delivery_logs()
+        self._http = httpx.Client(timeout=self.timeout_s, event_hooks={
+            "request": [self._on_request], "response": [self._on_response]})
         self._sdk = Langfuse(
             public_key=self.public_key,
             secret_key=secret,
@@ -881,6 +895,11 @@ class LangfuseTracker:
         )
         return _CountingExporter(exporter, self)
 
+    def _on_request(self, _request: Any) -> None:
+        # httpx event hook on the SDK's API client: a score batch that cannot be sent at all
+        # is logged by the SDK on this thread, and counted by the monitor claiming it.
+        self._delivery.claim_thread()
+
     def _on_response(self, response: Any) -> None:
         # httpx event hook on the SDK's API client: count scores the host accepted.
         request = response.request
@@ -892,9 +911,16 @@ class LangfuseTracker:
                     n = 0
                 with self._lock:
                     self._scores_ok += n
+                self._delivery.succeeded()
             else:
-                self._warn(f"scores-http-{response.status_code}",
-                           "Langfuse rejected scores: HTTP %s", response.status_code)
+                self._delivery.failed(http_reason(response.status_code))
+
+    def _delivery_progress(self) -> str:
+        counts = self.counts
+        with self._lock:
+            spans_ok, scores_ok = self._spans_ok, self._scores_ok
+        return (f"{spans_ok}/{counts['traces'] + counts['observations']} observations and "
+                f"{scores_ok}/{counts['scores']} scores acknowledged so far")
 
     # -- trace registry (cross-thread parenting) ------------------------------------------------
     # TraceContext._open_sdk stores a trace's entry in self._traces (a plain dict: one store,
@@ -1244,8 +1270,15 @@ class LangfuseTracker:
             report.observations_delivered = report.scores_delivered = 0
             report.message = f"Langfuse disabled: nothing sent{where}"
             return report
-        head = ("Langfuse: delivered" if completed else
-                f"Langfuse: gave up after {deadline:.1f} s with the host not answering;")
+        delivery = self._delivery
+        failing = delivery is not None and delivery.failing
+        if completed and not failing:
+            head = "Langfuse: delivered"
+        elif completed:
+            head = f"Langfuse: finished, with sending failing ({delivery.last_reason});"
+        else:
+            why = f"({delivery.last_reason})" if failing else "with the host not answering"
+            head = f"Langfuse: gave up after {deadline:.1f} s {why};"
         report.message = (
             f"{head} {report.observations_delivered}/{report.observations} observations and "
             f"{report.scores_delivered}/{report.scores} scores acknowledged by {self.host}")
@@ -1261,6 +1294,8 @@ class LangfuseTracker:
             return {**counts, "spans_delivered": self._spans_ok,
                     "span_export_failures": self._spans_failed,
                     "scores_delivered": self._scores_ok, "warnings": dict(self._warn.counts),
+                    "delivery_failures": self._delivery.failures if self._delivery else 0,
+                    "delivery_outages": self._delivery.outages if self._delivery else 0,
                     "trace_log_lines": self.trace_log.lines if self.trace_log else 0}
 
 
@@ -1275,15 +1310,20 @@ class _CountingExporter:
         """Export and count."""
         from opentelemetry.sdk.trace.export import SpanExportResult
 
-        result = self._inner.export(spans)
         tracker = self._tracker
+        tracker._delivery.claim_thread()  # the exporter's failed tries are counted as they happen
+        begin_attempt()
+        result = self._inner.export(spans)
+        ok = result == SpanExportResult.SUCCESS
         with tracker._lock:
-            if result == SpanExportResult.SUCCESS:
+            if ok:
                 tracker._spans_ok += len(spans)
             else:
                 tracker._spans_failed += len(spans)
-        if result != SpanExportResult.SUCCESS:
-            tracker._warn("span-export", "Langfuse span export to %s failed", tracker.host)
+        if ok:
+            tracker._delivery.succeeded()
+        else:
+            tracker._delivery.failed(noted_reason() or "the span export failed")
         return result
 
     def shutdown(self) -> None:

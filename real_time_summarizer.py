@@ -219,7 +219,7 @@ def _exit(code: int) -> None:
 # Our modules log progress at INFO; libraries (HTTP clients, SDKs) only warnings unless --debug.
 OWN_LOGGERS = ("real_time_summarizer", "pipeline", "frame_sources", "frame_selection", "face_recognizer",
                "vlm_client_module", "local_vlm", "llm_summarizer", "openai_stream", "langfuse_tracker",
-               "prompts", "outputs", "display")
+               "langfuse_delivery", "prompts", "outputs", "display")
 
 
 def _setup_logging(debug: bool) -> None:

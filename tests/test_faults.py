@@ -147,6 +147,22 @@ def test_langfuse_faults_do_not_stop_or_hang_the_run(tmp_path, data_dir, tiny_ll
     assert len(out.of("caption")) == 5
     trace_log = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
     assert len([r for r in trace_log if r["type"] == "trace" and r["name"] == "frame_processing"]) == 5
+    # One clear line while it fails, one at exit; not the SDK's line per batch and retry.
+    noise = [line for line in out.stderr.splitlines() if line.startswith(SDK_NOISE)]
+    assert noise == [], noise
+    failing = [line for line in out.stderr.splitlines() if line.startswith("Langfuse: cannot send to")]
+    if LANGFUSE_REASON[mode] is None:  # hanging: the exit line says so, a timeout may come first
+        assert len(failing) <= 1 and all("(timed out)" in line for line in failing), failing
+    else:
+        assert len(failing) == 1 and f"({LANGFUSE_REASON[mode]}" in failing[0], out.stderr
+    exit_lines = [line for line in out.stderr.splitlines() if line.startswith("Langfuse: ")
+                  and " acknowledged by " in line]
+    assert len(exit_lines) == 1 and "may be lost" in exit_lines[0], out.stderr
+
+
+SDK_NOISE = ("Transient error", "API error", "Failed to export", "Error while fetching prompt",
+             "Internal server error occurred", "Unauthorized. Please check")
+LANGFUSE_REASON = {"refuse": "Connection refused", "hang": None, "401": "HTTP 401", "500": "HTTP 500"}
 
 
 # -- input --------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 With the host down, the SDK and its OpenTelemetry exporter log every failed batch, retry
 and prompt fetch: about a line a second on a busy camera, millions over a month of outage.
-Instead, the tracker reports each delivery's outcome to a ``DeliveryMonitor``, which logs
+Instead, the tracker reports each delivery's outcome to a ``DeliveryMonitor`` (an
+``outages.OutageMonitor``), which logs
 
 - one WARNING when sending starts failing, with a short reason ("Connection refused",
   "timed out", "HTTP 401 ... check the keys");
@@ -23,9 +24,10 @@ import threading
 import time
 from typing import Callable
 
+from outages import DEFAULT_REPORT_EVERY_S, OutageMonitor, one_line
+
 log = logging.getLogger(__name__)
 
-DEFAULT_REPORT_EVERY_S = 600.0
 # Loggers whose warnings about a failed delivery are per batch, retry or fetch.
 _EXPORTER_LOGGERS = ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
                      "opentelemetry.exporter.otlp.common.http")
@@ -62,92 +64,30 @@ def short_reason(text: str) -> str:
         return match.group(1).strip()
     if re.search(r"timed? ?out|timeout", text, re.IGNORECASE):
         return "timed out"
-    text = " ".join(text.split())
-    return text if len(text) <= 120 else text[:117] + "..."
+    return one_line(text, 120)
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-
-
-class DeliveryMonitor:
-    """Delivery outcomes in, a bounded number of log lines out (see the module docstring).
+class DeliveryMonitor(OutageMonitor):
+    """Langfuse delivery outcomes in, a bounded number of log lines out (see the module docstring).
 
     ``progress()`` returns the "so far" text of the periodic line, e.g. "12/3456 observations
-    and 0/789 scores acknowledged"; it is called without the monitor's lock held.
+    and 0/789 scores acknowledged so far"; it is called without the monitor's lock held.
     """
 
     def __init__(self, host: str, progress: Callable[[], str] | None = None, *,
                  report_every_s: float = DEFAULT_REPORT_EVERY_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        if not report_every_s > 0:
-            raise ValueError(f"report_every_s must be positive, got {report_every_s}")
+        where = host.replace("{", "{{").replace("}", "}}")
+        super().__init__(
+            log,
+            failing=f"Langfuse: cannot send to {where} ({{reason}}); going on without it, "
+                    "said again every {every} while it lasts",
+            still=f"Langfuse: sending to {where} still failing after {{since}} ({{reason}})"
+                  + ("; {progress}" if progress is not None else ""),
+            back=f"Langfuse: sending to {where} works again after {{since}} of failures",
+            progress=progress, report_every_s=report_every_s, clock=clock)
         self.host = host
-        self.report_every_s = float(report_every_s)
-        self._progress = progress
-        self._clock = clock
-        self._lock = threading.Lock()
-        self.failing_since: float | None = None  # the clock's time of the first failure of this outage
-        self.last_reason: str | None = None
-        self.failures = 0
-        self.outages = 0
-        self.lines = 0
-        self._reported = False  # a failing line was logged during this outage
-        self._next_line_at = -float("inf")
 
-    @property
-    def failing(self) -> bool:
-        """True from a failed delivery until the next one that succeeds."""
-        return self.failing_since is not None
-
-    def failed(self, reason: str) -> None:
-        """A try at delivering (a span batch, a score batch) failed for ``reason``."""
-        now = self._clock()
-        with self._lock:
-            self.failures += 1
-            self.last_reason = reason
-            if self.failing_since is None:
-                self.failing_since = now
-                self.outages += 1
-            if now < self._next_line_at:
-                return
-            self._next_line_at = now + self.report_every_s
-            first, self._reported = not self._reported, True
-            since = now - self.failing_since
-            self.lines += 1
-        every = _duration(self.report_every_s)
-        if first:
-            log.warning("Langfuse: cannot send to %s (%s); going on without it, said again every %s "
-                        "while it lasts", self.host, reason, every)
-        else:
-            so_far = f"; {self._progress()}" if self._progress else ""
-            log.warning("Langfuse: sending to %s still failing after %s (%s)%s", self.host,
-                        _duration(since), reason, so_far)
-
-    def succeeded(self) -> None:
-        """A delivery succeeded: ends an outage, saying so if it was reported."""
-        if self.failing_since is None:  # the common case, without the lock
-            return
-        now = self._clock()
-        with self._lock:
-            if self.failing_since is None:
-                return
-            since, reported = now - self.failing_since, self._reported
-            self.failing_since, self._reported = None, False
-            if reported:
-                self.lines += 1
-        if reported:
-            log.info("Langfuse: sending to %s works again after %s of failures", self.host,
-                     _duration(since))
-
-    # -- the SDK's threads --------------------------------------------------------------------
     def claim_thread(self) -> None:
         """Mark the calling thread as sending for this monitor: the SDK and the exporter log a
         failed try on the thread that sent it, and those records are counted here."""

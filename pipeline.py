@@ -22,6 +22,7 @@ import scores
 from citations import CitableCaption, GroundedSummary, ground_summary
 from face_privacy import blur_faces
 from llm_summarizer import TimedCaption
+from outages import OutageMonitor
 from outputs import EventWriter, SummaryDocument, format_video_time
 from prompts import render_caption
 from vlm_client_module import faces_sentence
@@ -58,6 +59,17 @@ class Stages:
     events: EventWriter
     blur_faces: bool = False  # blur every detected face in the frame sent to the VLM
     prompts: Any | None = None  # prompts.PromptSource; None: the models' built-in prompts
+    # A failing model said once, every 10 min while it lasts, and when it works again.
+    vlm_outage: OutageMonitor = field(default_factory=lambda: OutageMonitor(
+        log, failing="VLM: captions failing ({reason}); frames are still tried, said again "
+                     "every {every} while it lasts",
+        still="VLM: captions still failing after {since} ({reason}); {failures} frames not "
+              "captioned so far",
+        back="VLM: captions work again after {since} ({failures} frames not captioned meanwhile)"))
+    llm_outage: OutageMonitor = field(default_factory=lambda: OutageMonitor(
+        log, failing="LLM: summaries failing ({reason}); said again every {every} while it lasts",
+        still="LLM: summaries still failing after {since} ({reason}); {failures} failed so far",
+        back="LLM: summaries work again after {since} ({failures} failed meanwhile)"))
 
 
 @dataclass
@@ -288,7 +300,9 @@ class SourceRun:
             events.emit("error", source=self.label, frame=job.frame_index, stage="vlm",
                         video_time=round(job.video_time, 3), kind=result.error_kind,
                         message=result.error, trace_id=trace_id)
+            self.stages.vlm_outage.failed(f"{result.error_kind}: {result.error}")
             return
+        self.stages.vlm_outage.succeeded()
         self.latest_caption = (job.video_time, result.caption)
         record = {
             "source": self.label,
@@ -370,6 +384,7 @@ class SourceRun:
             "trace_id": trace_id,
         }
         if grounded is not None:
+            self.stages.llm_outage.succeeded()
             self.counters.summaries += 1
             self.counters.citations_dropped += grounded.dropped
             self._rolling_summary = grounded.text  # the next prompt sees only valid citations
@@ -383,6 +398,7 @@ class SourceRun:
             del self._summaries[:-MAX_KEPT_SUMMARIES]
             self.stages.events.emit("summary", **record)
         else:
+            self.stages.llm_outage.failed(f"{result.error_kind}: {result.error}")
             self.counters.summary_failures += 1
             self.stages.events.emit("error", stage="llm", kind=result.error_kind, message=result.error,
                                     **{k: record[k] for k in ("source", "window", "trace_id")})

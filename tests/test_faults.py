@@ -8,6 +8,7 @@ Run alone with `pytest -m faults`.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import socket
@@ -104,6 +105,24 @@ def test_vlm_faults(tmp_path, data_dir, tiny_llm, fault):
         expected = {"500": "server_error", "cut": "stream_broken", "garbage": "bad_response", "hang": "timeout"}
         assert kinds == {expected[fault]}, kinds
         assert "none of 5 selected frames could be captioned" in out.stderr
+        # five failed frames: one line while it lasts, not one a frame
+        failing = [line for line in out.stderr.splitlines() if line.startswith("VLM: captions failing")]
+        assert len(failing) == 1 and failing[0].startswith(f"VLM: captions failing ({expected[fault]}: ")
+
+
+def test_a_vlm_outage_is_said_when_it_starts_and_when_it_ends(tmp_path, data_dir, tiny_llm):
+    with FakeOpenAIServer(reply_fn=image_digest_reply) as srv:
+        srv.fail_next(status=500, n=8)  # the client tries each frame 4 times: frames 1 and 2 fail
+        out = _run(tmp_path, _base(srv.base_url, tiny_llm, tmp_path, str(data_dir / "videos" / CLIP),
+                                   "--max-inflight", "1"), cli_env(tmp_path))
+    out.check_common(deadline=60)
+    assert out.returncode == 0, out.stderr
+    assert len(out.of("caption")) == 3 and [e["frame"] for e in out.of("error")] == [0, 8]
+    said = [line for line in out.stderr.splitlines() if line.startswith("VLM: captions")]
+    assert len(said) == 2, out.stderr
+    assert said[0].startswith("VLM: captions failing (server_error: HTTP 500")
+    assert re.fullmatch(r"VLM: captions work again after \d+ s \(2 frames not captioned meanwhile\)",
+                        said[1]), said
 
 
 def test_vlm_refused_mid_run(tmp_path, data_dir, tiny_llm):

@@ -34,7 +34,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 MODES = ("ok", "refuse", "hang", "401", "500")
@@ -376,3 +376,14 @@ def _handler_for(server: FakeLangfuseServer) -> type[BaseHTTPRequestHandler]:
                 self._reply(404, b'{"message":"not found"}')
 
     return Handler
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; its last answer.
+    For what the SDK's background threads deliver, or log, some time after a call."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()

@@ -8,14 +8,13 @@ from __future__ import annotations
 import logging
 import re
 import socket
-import time
 import uuid
 
 import pytest
 
 from langfuse_delivery import DeliveryMonitor, http_reason, short_reason
 from langfuse_tracker import LangfuseTracker
-from tests.fake_langfuse import FakeLangfuseServer
+from tests.fake_langfuse import FakeLangfuseServer, wait_until
 
 SECRET = "sk-lf-test-delivery-0123456789"
 KEY_ENV = ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY", "LANGFUSE_BASE_URL", "LANGFUSE_HOST",
@@ -122,15 +121,6 @@ def sdk_records(caplog) -> list[str]:
             if r.name.split(".")[0] in SDK_LOGGERS and r.levelno >= logging.WARNING]
 
 
-def wait_until(predicate, timeout: float = 15.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 def test_a_host_that_fails_then_recovers_is_two_lines_and_no_sdk_noise(caplog):
     """The periodic line is the monitor's (above); here the SDK's retries of failed batches
     are many failures in a few seconds, and all of them are the one line."""
@@ -145,7 +135,7 @@ def test_a_host_that_fails_then_recovers_is_two_lines_and_no_sdk_noise(caplog):
         srv.mode = "500"
         frames(tracker, 3)
         tracker.flush(10)
-        assert wait_until(lambda: len(lines(caplog)) == 1)
+        assert wait_until(lambda: len(lines(caplog)) == 1, 15)
         assert re.fullmatch(rf"Langfuse: cannot send to {re.escape(srv.base_url)} \(HTTP 500[^)]*\); "
                             r"going on without it, said again every 10 min while it lasts",
                             lines(caplog)[0]), lines(caplog)
@@ -153,7 +143,7 @@ def test_a_host_that_fails_then_recovers_is_two_lines_and_no_sdk_noise(caplog):
         srv.mode = "ok"
         frames(tracker, 3)
         tracker.flush(10)
-        assert wait_until(lambda: len(lines(caplog)) == 2)
+        assert wait_until(lambda: len(lines(caplog)) == 2, 15)
         assert re.fullmatch(rf"Langfuse: sending to {re.escape(srv.base_url)} works again after "
                             r"\d+ s of failures", lines(caplog)[1]), lines(caplog)
         report = tracker.close(5)
@@ -183,7 +173,7 @@ def test_scores_sent_to_a_closed_port_are_counted_on_the_sending_thread(caplog):
     for i in range(5):
         tracker.log_score("ab" * 16, "overall_quality", i / 10, score_trace=True)
     tracker.flush(10)
-    assert wait_until(lambda: tracker.stats()["delivery_failures"] >= 1)
+    assert wait_until(lambda: tracker.stats()["delivery_failures"] >= 1, 15)
     assert lines(caplog) == [f"Langfuse: cannot send to {host} (Connection refused); going on "
                              "without it, said again every 10 min while it lasts"]
     report = tracker.close(3)

@@ -26,7 +26,7 @@ from prompts import (
     render_caption,
     to_mustache,
 )
-from tests.fake_langfuse import FakeLangfuseServer, text_prompt
+from tests.fake_langfuse import FakeLangfuseServer, text_prompt, wait_until
 from vlm_client_module import DEFAULT_PROMPT_TEMPLATE, VLMClient, faces_sentence
 
 SECRET = "sk-lf-test-prompts-0123456789"
@@ -86,15 +86,6 @@ def trace_log(tracker: LangfuseTracker) -> list[dict]:
     tracker.trace_log.close()
     with open(tracker.trace_log.path, encoding="utf-8") as fh:
         return [json.loads(line) for line in fh]
-
-
-def wait_until(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 # -- fetched from Langfuse ---------------------------------------------------------------------

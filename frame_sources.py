@@ -104,7 +104,7 @@ class FrameSource(ABC):
         self.frames_read = 0  # frames grabbed from the decoder/device
         self.frames_dropped = 0  # live: grabbed frames nobody took (a newer one came first)
         self.decode_failures = 0  # grabbed frames whose pixels could not be converted
-        self.reconnects = 0  # streams: reopen attempts made after the stream broke
+        self.reconnects = 0  # cameras and streams: reopen attempts made after frames stopped
         self._stop = threading.Event()
         self._cleanup = cleanup
 
@@ -213,7 +213,7 @@ class _LiveSource(FrameSource):
     ) -> None:
         super().__init__(label, live=True, cleanup=cleanup)
         self._opener = opener
-        self._reconnect_attempts = max(0, reconnect_attempts)
+        self._reconnect_attempts = max(-1, reconnect_attempts)  # -1: no bound
         self._reconnect_delay = reconnect_delay
         cap = opener()
         self.fps = _fps(cap)
@@ -256,13 +256,16 @@ class _LiveSource(FrameSource):
         try:
             while not self._stop.is_set():
                 if cap is None:
-                    if failed_tries >= self._reconnect_attempts:
+                    if 0 <= self._reconnect_attempts <= failed_tries:
                         return
                     failed_tries += 1
-                    delay = min(self._reconnect_delay * 2 ** (failed_tries - 1), _MAX_RECONNECT_DELAY_S)
+                    delay = min(self._reconnect_delay * 2 ** min(failed_tries - 1, 30), _MAX_RECONNECT_DELAY_S)
                     if self._stop.wait(delay):
                         return
-                    log.warning("%s: stream lost, reconnecting (attempt %d/%d)", self.label, failed_tries, self._reconnect_attempts)
+                    bound = "" if self._reconnect_attempts < 0 else f"/{self._reconnect_attempts}"
+                    # unbounded: the first tries, then one line in 60 (10 min at the 10 s cap)
+                    if failed_tries <= 3 or self._reconnect_attempts >= 0 or failed_tries % 60 == 0:
+                        log.warning("%s: no frames, reopening (attempt %d%s)", self.label, failed_tries, bound)
                     self.reconnects += 1
                     try:
                         cap = self._opener()
@@ -273,6 +276,8 @@ class _LiveSource(FrameSource):
                     cap.release()
                     cap = None
                     continue
+                if failed_tries:
+                    log.info("%s: frames again after %d reopening attempt(s)", self.label, failed_tries)
                 failed_tries = 0
                 now = time.time()
                 index += 1
@@ -314,8 +319,9 @@ def open_source(
     """Open a file, '-' (stdin), a camera ('cam0', '1', '/dev/video0') or a stream URL; InputError if unusable.
 
     ``live`` defaults to True for cameras and streams and False for files and stdin;
-    ``reconnect_attempts`` bounds consecutive reopen tries of a broken live stream, with
-    ``reconnect_delay`` seconds before the first and doubling after each.
+    ``reconnect_attempts`` bounds consecutive reopen tries of a live camera or stream that
+    stops delivering (-1: no bound), with ``reconnect_delay`` seconds before the first,
+    doubling after each up to 10 s.
     """
     cv2 = _cv2()
     cleanup = ExitStack()
@@ -327,6 +333,7 @@ def open_source(
             api, params = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY, []
             what = f"camera {spec} could not be opened (no such device, or it is in use)"
             default_live = True
+            attempts = reconnect_attempts  # a USB camera unplugged and plugged back, a driver reset
         elif kind == "stream":
             target, label = spec, urlsplit(spec).hostname or _mask_url(spec)
             api = cv2.CAP_FFMPEG

@@ -114,6 +114,10 @@ def _opt(*names: str, envvar: str, **kw: Any):
 @_opt("--live/--no-live", "live", envvar="SUMMARIZER_LIVE", default=None,
       help="Treat the source as live (newest frame only, wall-clock time). Default: cameras and "
            "streams are live, files and stdin are not.")
+@_opt("--reconnect-attempts", envvar="SUMMARIZER_RECONNECT_ATTEMPTS", type=click.IntRange(min=-1), default=5,
+      show_default=True,
+      help="Times in a row a camera or stream that stops delivering is reopened (0.5 s apart, "
+           "doubling to 10 s) before its run ends; -1: forever, for a camera left running.")
 @_opt("--known-faces", envvar="KNOWN_FACES_DIR", type=click.Path(), default=None, metavar="DIR",
       help="Folder of known people: name.jpg, or name/ with several images.")
 @_opt("--no-faces", envvar="SUMMARIZER_NO_FACES", is_flag=True, help="Skip face recognition.")
@@ -392,7 +396,7 @@ def _process_all(specs: list[str], opts: dict, stages: Any, outdir: Any, stop: S
             log.info("%s: already summarized (unchanged); skipping (--force to redo)", spec)
             continue
         try:
-            source = open_source(spec, live=opts["live"])
+            source = open_source(spec, live=opts["live"], reconnect_attempts=opts["reconnect_attempts"])
         except InputError as e:
             if not batch:
                 raise

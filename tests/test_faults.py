@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_runner import TEST_SECRET_KEY, cli_args, cli_env, image_digest_reply, run_cli
+from tests.clip_server import ClipServer
 from tests.fake_langfuse import FakeLangfuseServer
 from tests.fake_openai import FakeOpenAIServer
 from tests.tiny_models import build_tiny_mistral
@@ -205,6 +206,21 @@ def test_bad_inputs(tmp_path, data_dir, tiny_llm, case):
     assert len(out.errors()) == 1 and out.errors()[0].startswith("Error: --source:"), out.stderr
     if case in ("zero-byte", "no-camera"):  # known without opening it: said before any model loads
         assert "Loading" not in out.stderr, out.stderr
+
+
+def test_a_lost_stream_is_reopened_as_often_as_asked_then_summarized(tmp_path, data_dir, tiny_llm):
+    clip = (data_dir / "videos" / "vp8_opus.webm").read_bytes()
+    with ClipServer(clip, good=1) as server, FakeOpenAIServer(reply_fn=image_digest_reply) as srv:
+        out = _run(tmp_path, _base(srv.base_url, tiny_llm, tmp_path, server.url, "--reconnect-attempts", "2"),
+                   cli_env(tmp_path))
+        requests = server.requests
+    out.check_common(deadline=60)
+    assert out.returncode == 0, out.stderr
+    assert requests == 3  # the play, then 2 reopening attempts answered 503
+    said = [line for line in out.stderr.splitlines() if "reopening" in line]
+    assert said == ["127.0.0.1: no frames, reopening (attempt 1/2)",
+                    "127.0.0.1: no frames, reopening (attempt 2/2)"], out.stderr
+    assert out.of("caption") and out.stdout.strip()  # what was captioned before the loss is summarized
 
 
 def test_known_faces_with_corrupt_and_faceless_images(tmp_path, data_dir, tiny_llm):

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import http.server
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -18,6 +18,7 @@ import pytest
 
 from errors import InputError
 from frame_sources import VIDEO_EXTENSIONS, Frame, FrameSource, expand_sources, open_source
+from tests.clip_server import ClipServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -326,41 +327,12 @@ def test_stop_wakes_a_consumer_waiting_on_a_live_source(tmp_path):
     assert 0 <= ended_at - stopped_at[0] < 0.3
 
 
-class _ClipServer(http.server.ThreadingHTTPServer):
-    """Serves one clip for the first `good` requests, then answers 503: a stream that dies."""
-
-    def __init__(self, clip: bytes, good: int):
-        self.clip, self.good, self.requests = clip, good, 0
-        super().__init__(("127.0.0.1", 0), _ClipHandler)
-
-
-class _ClipHandler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.server.requests += 1
-        if self.server.requests > self.server.good:
-            self.send_error(503)
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "video/webm")
-        self.send_header("Content-Length", str(len(self.server.clip)))
-        self.end_headers()
-        self.wfile.write(self.server.clip)
-
-    def log_message(self, *args):
-        pass
-
-
 def test_stream_reconnects_a_bounded_number_of_times(data_dir):
-    server = _ClipServer((data_dir / "videos" / "vp8_opus.webm").read_bytes(), good=2)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://viewer:s3cret@127.0.0.1:{server.server_address[1]}/live.webm"
-        with open_source(url, reconnect_attempts=2, reconnect_delay=0.05) as src:
+    clip = (data_dir / "videos" / "vp8_opus.webm").read_bytes()
+    with ClipServer(clip, good=2, userinfo="viewer:s3cret@") as server:
+        with open_source(server.url, reconnect_attempts=2, reconnect_delay=0.05) as src:
             assert src.live is True and src.label == "127.0.0.1"
             frames = list(src)
-    finally:
-        server.shutdown()
-        server.server_close()
     # Play 1 ends -> reconnect 1 plays it again -> the count resets after a good frame ->
     # reconnects 2 and 3 get 503 -> the source ends after reconnect_attempts failures in a row.
     assert server.requests == 4 and src.reconnects == 3
@@ -368,6 +340,24 @@ def test_stream_reconnects_a_bounded_number_of_times(data_dir):
     indices = [f.index for f in frames]
     assert indices == sorted(set(indices)) and indices[-1] > 31  # frames from after the reconnect
     assert all(b.timestamp >= a.timestamp for a, b in zip(frames, frames[1:]))
+
+
+def test_a_source_reopened_without_bound_comes_back_after_an_outage(data_dir, caplog):
+    caplog.set_level(logging.INFO, logger="frame_sources")
+    indices = []
+    with ClipServer((data_dir / "videos" / "vp8_opus.webm").read_bytes(), good=1, outage=5) as server:
+        with open_source(server.url, reconnect_attempts=-1, reconnect_delay=0.01) as src:
+            for frame in src:
+                indices.append(frame.index)
+                if frame.index > 40:  # well into the play after the outage
+                    src.stop()
+    # play 1 (31 frames), reopening attempts 1-5 get 503, attempt 6 plays the clip again
+    assert indices[-1] > 40 and src.reconnects >= 6 and server.requests >= 7
+    said = [r.getMessage() for r in caplog.records if r.name == "frame_sources"]
+    assert said[:4] == ["127.0.0.1: no frames, reopening (attempt 1)",
+                        "127.0.0.1: no frames, reopening (attempt 2)",
+                        "127.0.0.1: no frames, reopening (attempt 3)",
+                        "127.0.0.1: frames again after 6 reopening attempt(s)"], said
 
 
 # --- expand_sources ----------------------------------------------------------------------

@@ -114,6 +114,12 @@ class _QuietDelivery(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
+        try:
+            return self._quiet(record)
+        except Exception:  # noqa: BLE001 - a filter that raises would raise in the SDK's thread
+            return True
+
+    def _quiet(self, record: logging.LogRecord) -> bool:
         template = record.msg if isinstance(record.msg, str) else ""
         if record.name == _SDK_LOGGER and not template.startswith(_SDK_DELIVERY_MESSAGES):
             text = record.getMessage()

@@ -127,6 +127,11 @@ class _QuietDelivery(logging.Filter):
                 return True  # not about delivery: as it is
         else:
             text = record.getMessage()
+        if "shutdown" in text.lower():
+            # "Shutdown in progress, aborting retry.", "Exporter already shutdown, ...": our own
+            # close() at work, not the host's answer; what it drops is in the exit report
+            log.debug("%s: %s", record.name, text)
+            return False
         reason = short_reason(text)
         _THREAD.reason = reason
         # A failed try of a span batch (the exporter retries, logging each) or a score batch

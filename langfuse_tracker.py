@@ -805,6 +805,7 @@ class LangfuseTracker:
         self._scores_ok = 0
         self._delivery: DeliveryMonitor | None = None  # built with the SDK client
         self._close_report: CloseReport | None = None
+        self._closing = False  # close() has begun: exports failing for want of a reason are its doing
         self._sdk: Any = None
         self._provider: Any = None
         self.trace_log = TraceLog(trace_log) if trace_log else None
@@ -1224,6 +1225,7 @@ class LangfuseTracker:
             return self._close_report
         started = time.monotonic()
         completed = True
+        self._closing = True
         if self._sdk is not None:
             resources = getattr(self._sdk, "_resources", None)
             if resources is not None:
@@ -1320,10 +1322,11 @@ class _CountingExporter:
                 tracker._spans_ok += len(spans)
             else:
                 tracker._spans_failed += len(spans)
+        reason = noted_reason()
         if ok:
             tracker._delivery.succeeded()
-        else:
-            tracker._delivery.failed(noted_reason() or "the span export failed")
+        elif reason is not None or not tracker._closing:  # not the exporter shut down by close()
+            tracker._delivery.failed(reason or "the span export failed")
         return result
 
     def shutdown(self) -> None:

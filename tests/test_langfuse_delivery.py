@@ -12,7 +12,8 @@ import uuid
 
 import pytest
 
-from langfuse_delivery import DeliveryMonitor, http_reason, short_reason
+from langfuse_delivery import (DeliveryMonitor, begin_attempt, http_reason, noted_reason,
+                               quiet_sdk_delivery_logs, short_reason)
 from langfuse_tracker import LangfuseTracker
 from tests.fake_langfuse import FakeLangfuseServer, wait_until
 
@@ -194,3 +195,25 @@ def test_rejected_keys_say_which_settings_to_check(caplog):
     assert sdk_records(caplog) == []
     assert report.completed and report.observations_delivered == 0
     assert report.message.startswith("Langfuse: finished, with sending failing (HTTP 401")
+
+
+def test_the_filter_counts_a_failed_try_but_not_its_own_shutdown(caplog):
+    caplog.set_level(logging.DEBUG)
+    quiet_sdk_delivery_logs()
+    exporter_log = logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter")
+    monitor = DeliveryMonitor("http://lf.example")
+    monitor.claim_thread()  # as the tracker's exporter does on its thread
+    begin_attempt()
+    exporter_log.warning("Shutdown in progress, aborting retry.")
+    assert monitor.failures == 0 and noted_reason() is None
+    exporter_log.warning("Transient error %s encountered while exporting span batch, retrying in %.2fs.",
+                         "HTTPConnectionPool(host='h', port=1): Max retries exceeded (Caused by "
+                         "NewConnectionError(\"HTTPConnection(host='h', port=1): Failed to establish "
+                         "a new connection: [Errno 111] Connection refused\"))", 0.8)
+    assert monitor.failures == 1 and noted_reason() == "Connection refused"
+    logging.getLogger("langfuse").warning("Error while fetching prompt '%s': %s", "p", "timed out")
+    assert monitor.failures == 1  # a prompt fetch is not a delivery (prompts.py reports it)
+    logging.getLogger("langfuse").warning("Item %s has an odd field", 3)  # not about delivery
+    shown = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert shown == ["Langfuse: cannot send to http://lf.example (Connection refused); going on "
+                     "without it, said again every 10 min while it lasts", "Item 3 has an odd field"]

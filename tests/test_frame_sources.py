@@ -292,7 +292,7 @@ def test_live_source_delivers_only_the_newest_frame(tmp_path):
     for k, (index, number, asked, captured, delivered) in enumerate(got):
         assert number == index % 256  # the pixels are the frame the index names
         assert captured >= asked - 0.001  # grabbed after the consumer asked
-        assert delivered - captured < 0.15
+        assert delivered - captured < 0.3  # decoded and handed over, not queued
         # The newest: at most a few frames behind what the writer had put in the pipe by then.
         # (Not the first: FFmpeg's probe at open reads ahead, and that backlog is drained
         # by the reader thread only once it runs.)
@@ -324,7 +324,7 @@ def test_stop_wakes_a_consumer_waiting_on_a_live_source(tmp_path):
         hold.set()  # let the writer finish so the reader thread ends too
     writer.join(5)
     assert seen and seen[-1] <= 10
-    assert 0 <= ended_at - stopped_at[0] < 0.3
+    assert 0 <= ended_at - stopped_at[0] < 1.0  # the poll is 0.05 s; without the wake-up it would hang
 
 
 def test_stream_reconnects_a_bounded_number_of_times(data_dir):

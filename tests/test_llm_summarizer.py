@@ -81,7 +81,7 @@ def test_completion_start_is_the_first_tokens_real_time(llm) -> None:
     assert len(forward_ends) == 8  # prefill + 7 decoding steps for 8 tokens
     # The first token is chosen right after the first forward pass and before the second.
     # (Relative bounds only: on a busy 2-core machine a forward pass itself can take 300 ms.)
-    assert 0 <= res.completion_start_time - forward_ends[0] < 0.1
+    assert 0 <= res.completion_start_time - forward_ends[0] < step
     assert res.completion_start_time < forward_ends[1]
     assert res.completion_start_time - res.generation_start_time >= step
     assert res.ttft_ms < (forward_ends[1] - res.start_time) * 1000
@@ -197,7 +197,7 @@ def test_concurrent_calls_share_one_model(llm) -> None:
 # -- OpenAI-compatible backend -------------------------------------------------------------
 def test_api_backend_streams_with_real_ttft() -> None:
     reply = "Obama speaks at a podium, then shakes hands with Biden."
-    with FakeOpenAIServer(reply, first_chunk_delay=0.2, chunk_delay=0.01,
+    with FakeOpenAIServer(reply, first_chunk_delay=0.2, chunk_delay=0.1,
                           models=["mistralai/Mistral-7B-Instruct-v0.3"], prompt_tokens=321) as srv:
         llm = LLMSummarizer(base_url=srv.base_url, max_new_tokens=50)
         assert llm.backend == "api"
@@ -205,7 +205,7 @@ def test_api_backend_streams_with_real_ttft() -> None:
         res = llm.update_summary(CAPTIONS, None)
         body = srv.requests[0]
     assert res.success and res.summary == reply
-    assert abs(res.ttft_ms - 200) <= 30
+    assert 195 <= res.ttft_ms <= 350, res.ttft_ms  # the next token comes 100 ms after the first
     assert res.start_time == res.generation_start_time < res.completion_start_time < res.end_time
     assert (res.input_tokens, res.output_tokens) == (321, 10)
     assert res.metadata["system_folded"] is True

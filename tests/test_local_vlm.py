@@ -156,7 +156,7 @@ def test_completion_start_is_the_first_tokens_real_time(vlm, hamilton_frame) -> 
     assert len(forward_ends) == MAX_NEW  # prefill (image included) + 7 decoding steps
     generation_start = res.metadata["generation_start_time"]
     # The first token is chosen right after the first forward pass and before the second.
-    assert 0 <= res.completion_start_time - forward_ends[0] < 0.1
+    assert 0 <= res.completion_start_time - forward_ends[0] < step
     assert res.completion_start_time < forward_ends[1]
     assert res.completion_start_time - generation_start >= step
     # The remaining 7 steps come after it: a "first text chunk" stamp would not fit.

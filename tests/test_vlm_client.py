@@ -36,7 +36,8 @@ def _free_port() -> int:
 
 
 def test_ttft_is_first_chunk_time_not_response_time() -> None:
-    delay, gap = 0.25, 0.02
+    # gap: wide enough that a loaded machine cannot blur the first chunk into the later ones
+    delay, gap = 0.25, 0.1
     with FakeOpenAIServer(REPLY, first_chunk_delay=delay, chunk_delay=gap, prompt_tokens=77) as srv:
         vlm = _client(srv)
         vlm.check()  # what the CLI does first; also warms the connection
@@ -47,7 +48,7 @@ def test_ttft_is_first_chunk_time_not_response_time() -> None:
         assert res.caption == REPLY
         assert res.start_time < res.completion_start_time < res.end_time
         # Headers and the empty role chunk come at once; the first token `delay` later.
-        assert abs(res.ttft_ms - delay * 1000) <= 30, res.ttft_ms
+        assert delay * 1000 - 5 <= res.ttft_ms <= (delay + 1.5 * gap) * 1000, res.ttft_ms
         # Five more chunks `gap` apart come after the first one.
         assert res.end_time - res.completion_start_time >= 5 * gap - 0.005
         assert res.api_time == pytest.approx(res.latency_ms)
@@ -58,7 +59,7 @@ def test_ttft_is_first_chunk_time_not_response_time() -> None:
         assert res.image_prep_ms > 0
     assert vlm.stats.requests == 3 and vlm.stats.successes == 3
     ttft = vlm.stats.as_dict()["ttft_ms"]
-    assert abs(ttft["p50"] - delay * 1000) <= 30
+    assert delay * 1000 - 5 <= ttft["p50"] <= (delay + 1.5 * gap) * 1000
 
 
 def test_request_carries_a_resized_jpeg_and_the_prompt() -> None:
@@ -108,21 +109,24 @@ def test_no_usage_leaves_counts_unknown() -> None:
 
 
 def test_think_block_is_stripped_and_counts_as_first_token() -> None:
-    with FakeOpenAIServer(REPLY, think="The user wants a caption.", first_chunk_delay=0.2) as srv:
+    # the answer's first chunk comes 8 chunks (0.8 s) after the first reasoning chunk
+    with FakeOpenAIServer(REPLY, think="The user wants a caption.", first_chunk_delay=0.2,
+                          chunk_delay=0.1) as srv:
         res = _client(srv).generate_caption(_frame(), "Describe.")
     assert res.success and res.caption == REPLY
     assert "think" not in res.caption and "user wants" not in res.caption
     assert res.metadata["reasoning_chars"] == len("The user wants a caption.")
-    assert abs(res.ttft_ms - 200) <= 30  # the first reasoning token is the first token
+    assert 195 <= res.ttft_ms <= 350, res.ttft_ms  # the first reasoning token is the first token
 
 
 @pytest.mark.parametrize("field", [True, "reasoning"])
 def test_reasoning_field_is_not_the_caption(field) -> None:
-    with FakeOpenAIServer(REPLY, think="Looking closely.", reasoning_field=field, first_chunk_delay=0.2) as srv:
+    with FakeOpenAIServer(REPLY, think="Looking closely.", reasoning_field=field, first_chunk_delay=0.2,
+                          chunk_delay=0.15) as srv:  # the answer's first chunk: 0.3 s after the first
         res = _client(srv).generate_caption(_frame(), "Describe.")
     assert res.success and res.caption == REPLY
     assert res.metadata["reasoning_chars"] == len("Looking closely.")
-    assert abs(res.ttft_ms - 200) <= 30
+    assert 195 <= res.ttft_ms <= 350, res.ttft_ms
 
 
 def test_reply_that_is_only_reasoning_is_a_failure() -> None:

@@ -33,9 +33,9 @@ _EXPORTER_LOGGERS = ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
                      "opentelemetry.exporter.otlp.common.http")
 _SDK_LOGGER = "langfuse"
 # The SDK's delivery messages (record.msg templates), by their start.
-_SDK_DELIVERY_MESSAGES = ("API error: Failed to send", "Error while fetching prompt",
-                          "Prompt '%s' not found during refresh")
 _SCORES_DROPPED = "API error: Failed to send"
+_SDK_DELIVERY_MESSAGES = (_SCORES_DROPPED, "Error while fetching prompt",
+                          "Prompt '%s' not found during refresh")
 _KEYS_HINT = "check LANGFUSE_PUBLIC_KEY/LANGFUSE_SECRET_KEY"
 
 # Per thread: the monitor whose request this thread is sending (set by the tracker's httpx
@@ -86,7 +86,6 @@ class DeliveryMonitor(OutageMonitor):
                   + ("; {progress}" if progress is not None else ""),
             back=f"Langfuse: sending to {where} works again after {{since}} of failures",
             progress=progress, report_every_s=report_every_s, clock=clock)
-        self.host = host
 
     def claim_thread(self) -> None:
         """Mark the calling thread as sending for this monitor: the SDK and the exporter log a

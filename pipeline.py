@@ -48,6 +48,22 @@ class PipelineConfig:
     llm_worst_ms: float = 30000.0
 
 
+def _vlm_outages() -> OutageMonitor:
+    return OutageMonitor(
+        log, failing="VLM: captions failing ({reason}); frames are still tried, said again "
+                     "every {every} while it lasts",
+        still="VLM: captions still failing after {since} ({reason}); {failures} frames not "
+              "captioned so far",
+        back="VLM: captions work again after {since} ({failures} frames not captioned meanwhile)")
+
+
+def _llm_outages() -> OutageMonitor:
+    return OutageMonitor(
+        log, failing="LLM: summaries failing ({reason}); said again every {every} while it lasts",
+        still="LLM: summaries still failing after {since} ({reason}); {failures} failed so far",
+        back="LLM: summaries work again after {since} ({failures} failed meanwhile)")
+
+
 @dataclass
 class Stages:
     """The stage objects one run uses; shared by all sources of a run."""
@@ -60,16 +76,8 @@ class Stages:
     blur_faces: bool = False  # blur every detected face in the frame sent to the VLM
     prompts: Any | None = None  # prompts.PromptSource; None: the models' built-in prompts
     # A failing model said once, every 10 min while it lasts, and when it works again.
-    vlm_outage: OutageMonitor = field(default_factory=lambda: OutageMonitor(
-        log, failing="VLM: captions failing ({reason}); frames are still tried, said again "
-                     "every {every} while it lasts",
-        still="VLM: captions still failing after {since} ({reason}); {failures} frames not "
-              "captioned so far",
-        back="VLM: captions work again after {since} ({failures} frames not captioned meanwhile)"))
-    llm_outage: OutageMonitor = field(default_factory=lambda: OutageMonitor(
-        log, failing="LLM: summaries failing ({reason}); said again every {every} while it lasts",
-        still="LLM: summaries still failing after {since} ({reason}); {failures} failed so far",
-        back="LLM: summaries work again after {since} ({failures} failed meanwhile)"))
+    vlm_outage: OutageMonitor = field(default_factory=_vlm_outages)
+    llm_outage: OutageMonitor = field(default_factory=_llm_outages)
 
 
 @dataclass

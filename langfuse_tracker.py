@@ -70,10 +70,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from langfuse_delivery import (DEFAULT_REPORT_EVERY_S, DeliveryMonitor, begin_attempt, http_reason,
-                               noted_reason, quiet_sdk_delivery_logs)
+from video_summarizer.tracing.delivery import (
+    DEFAULT_REPORT_EVERY_S,
+    DeliveryMonitor,
+    begin_attempt,
+    http_reason,
+    noted_reason,
+    quiet_sdk_delivery_logs,
+)
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("video_summarizer.tracker")
 # logging.Logger._cache: level -> isEnabledFor's answer, cleared in place when levels change
 # (an empty stand-in where a Python lacks it: then every check asks isEnabledFor).
 _LOG_LEVEL_CACHE: dict = getattr(log, "_cache", None)
@@ -879,7 +885,9 @@ class LangfuseTracker:
 
         from langfuse import __version__ as sdk_version
         from opentelemetry.exporter.otlp.proto.http import Compression
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter,
+        )
 
         auth = base64.b64encode(f"{self.public_key}:{secret}".encode()).decode("ascii")
         exporter = OTLPSpanExporter(
@@ -994,8 +1002,12 @@ class LangfuseTracker:
 
     def _remote_parent(self, trace_id: str, span_id: str | None) -> Any:
         """An OTel context whose current span is (trace_id, span_id), for explicit parenting."""
-        from opentelemetry.trace import (NonRecordingSpan, SpanContext, TraceFlags,
-                                         set_span_in_context)
+        from opentelemetry.trace import (
+            NonRecordingSpan,
+            SpanContext,
+            TraceFlags,
+            set_span_in_context,
+        )
 
         sid = int(span_id, 16) if span_id else _rand(64) or 1
         parent = SpanContext(trace_id=int(trace_id, 16), span_id=sid, is_remote=False,

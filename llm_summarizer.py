@@ -11,58 +11,35 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Sequence
 
-from errors import BackendUnavailable
-from hf_generation import TokenTimer, generate_in_thread, resolve_device, resolve_dtype
-from model_results import GenerationResult
-from openai_stream import RetryPolicy, check_endpoint, make_client, redact_url, stream_chat
-from stats import ModelStats
+from video_summarizer.errors import BackendUnavailable
+from video_summarizer.models.hf import (
+    TokenTimer,
+    generate_in_thread,
+    resolve_device,
+    resolve_dtype,
+)
+from video_summarizer.models.openai_stream import (
+    RetryPolicy,
+    check_endpoint,
+    make_client,
+    redact_url,
+    stream_chat,
+)
+from video_summarizer.prompts import SYSTEM_PROMPT
+from video_summarizer.results import SummaryResult, TimedCaption
+from video_summarizer.stats import ModelStats
+from video_summarizer.timecodes import format_video_time
 
 DEFAULT_MODEL = "mistralai/Mistral-7B-Instruct-v0.3"
 DEFAULT_API_KEY = "EMPTY"
 SERVE_HINT = "vllm serve mistralai/Mistral-7B-Instruct-v0.3"
-SYSTEM_PROMPT = (
-    "You summarize a video from timestamped captions of its frames. Write one concise, factual "
-    "summary in plain prose (at most about 150 words): keep the important earlier events, add "
-    "the new ones in time order, and name the recognized people. Do not invent anything the "
-    "captions do not support. End every sentence with the [mm:ss] times of the captions it "
-    "rests on, copied exactly from the caption lines (and from the summary so far), e.g. "
-    "\"A man speaks at a podium [00:05][00:10].\""
-)
 UPDATE_INSTRUCTION = "Write the updated summary of the video so far."
 FINAL_INSTRUCTION = "These are the last captions of the video. Write the final summary of the whole video."
 _HEAD = "Summary so far:\n{summary}\n\nNew captions ([mm:ss] video time, recognized faces in brackets):\n"
 _TEMPLATE_RESERVE = 24  # tokens the chat template adds around the messages ([INST], BOS, ...)
 _SYSTEM_PROBE = "system-probe-7f3a"
-
-
-@dataclass(frozen=True)
-class TimedCaption:
-    """A caption at a video time (seconds), with the names of the faces recognized then."""
-
-    video_time: float
-    text: str
-    faces: tuple[str, ...] = ()
-
-
-@dataclass
-class SummaryResult(GenerationResult):
-    """One summary generation: GenerationResult plus when generation started (after tokenization)."""
-
-    generation_start_time: float | None = None
-
-    @property
-    def summary(self) -> str:
-        """The summary text (empty on failure)."""
-        return self.text
-
-
-def format_video_time(seconds: float) -> str:
-    """[mm:ss] for a video time in seconds (minutes keep counting past 59)."""
-    total = max(0, int(seconds))
-    return f"[{total // 60:02d}:{total % 60:02d}]"
 
 
 class LLMSummarizer:
@@ -390,8 +367,8 @@ def _caption_lines(captions: Sequence[TimedCaption]) -> list[str]:
 
 
 def _line(t0: float, t1: float, text: str, faces: tuple[str, ...]) -> str:
-    stamp = format_video_time(t0)
-    if format_video_time(t1) != stamp:
-        stamp = f"{stamp[:-1]}-{format_video_time(t1)[1:]}"
+    stamp = f"[{format_video_time(t0)}]"
+    if format_video_time(t1) != format_video_time(t0):
+        stamp = f"[{format_video_time(t0)}-{format_video_time(t1)}]"
     names = [f for f in faces if f]
     return f"{stamp} {text}" + (f" [faces: {', '.join(names)}]" if names else "")

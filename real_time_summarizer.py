@@ -16,9 +16,9 @@ from typing import Any
 
 import click
 
-from errors import InputError, SummarizerError
+from video_summarizer.errors import InputError, SummarizerError
 
-log = logging.getLogger("real_time_summarizer")
+log = logging.getLogger("video_summarizer.cli")
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -220,18 +220,16 @@ def _exit(code: int) -> None:
     sys.exit(code)
 
 
-# Our modules log progress at INFO; libraries (HTTP clients, SDKs) only warnings unless --debug.
-OWN_LOGGERS = ("real_time_summarizer", "pipeline", "frame_sources", "frame_selection", "face_recognizer",
-               "vlm_client_module", "local_vlm", "llm_summarizer", "openai_stream", "langfuse_tracker",
-               "langfuse_delivery", "prompts", "outputs", "display")
+# Our loggers share one root and log progress at INFO; libraries (HTTP clients, SDKs) only
+# warnings unless --debug.
+LOG_ROOT = "video_summarizer"
 
 
 def _setup_logging(debug: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s" if debug else "%(message)s")
     if not debug:
-        for name in OWN_LOGGERS:
-            logging.getLogger(name).setLevel(logging.INFO)
+        logging.getLogger(LOG_ROOT).setLevel(logging.INFO)
     if not sys.stderr.isatty():  # no progress bars in logs and cron mail
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
@@ -254,7 +252,7 @@ def _run(opts: dict) -> int:
     if not opts["sources"]:
         raise InputError("give at least one --source (cam0, a video file, '-' for stdin, a folder)",
                          option="--source")
-    from frame_sources import check_source, expand_sources
+    from video_summarizer.sources import check_source, expand_sources
 
     specs = expand_sources(list(opts["sources"]))
     for spec in specs:  # before minutes of model loading
@@ -267,7 +265,7 @@ def _run(opts: dict) -> int:
         stages = _build_stages(opts, stack)
         outdir = None
         if opts["output_dir"]:
-            from outputs import OutputDir
+            from video_summarizer.outputs import OutputDir
 
             outdir = OutputDir(opts["output_dir"])
             outdir.acquire()
@@ -288,8 +286,8 @@ def _build_stages(opts: dict, stack: ExitStack):
     """Tracker, events, VLM (health-checked), summarizer (loaded), faces (loaded)."""
     from langfuse_tracker import LangfuseTracker
     from llm_summarizer import LLMSummarizer
-    from outputs import EventWriter
-    from pipeline import Stages
+    from video_summarizer.outputs import EventWriter
+    from video_summarizer.pipeline import Stages
     from vlm_client_module import VLMClient
 
     trace_log = opts["trace_log"]
@@ -304,12 +302,12 @@ def _build_stages(opts: dict, stack: ExitStack):
     events = EventWriter(opts["events"])
     stack.callback(events.close)
 
-    from prompts import PromptSource
+    from video_summarizer.prompts import PromptSource
 
     prompts = PromptSource(tracker, label=opts["prompt_label"], cache_ttl_s=opts["prompt_cache_ttl"]).load()
 
     if _vlm_backend(opts) == "local":
-        from local_vlm import LocalVLM
+        from video_summarizer.models.local_vlm import LocalVLM
 
         if opts["vlm_base_url"]:
             log.warning("--vlm-backend local: --vlm-base-url %s is not used", opts["vlm_base_url"])
@@ -339,7 +337,7 @@ def _build_stages(opts: dict, stack: ExitStack):
 
     faces = None
     if not opts["no_faces"] or blur[0]:
-        from face_recognizer import FaceRecognizer
+        from video_summarizer.faces import FaceRecognizer
 
         kw = {"model": opts["face_model"]}
         if opts["face_tolerance"] is not None:
@@ -362,7 +360,7 @@ def _vlm_backend(opts: dict) -> str:
 
 def _blur_setting(option: bool | None, endpoint: str | None) -> tuple[bool, str]:
     """Whether to blur faces before captioning (endpoint None: in process), and the startup line's words."""
-    from face_privacy import is_local_endpoint
+    from video_summarizer.privacy import is_local_endpoint
 
     local = is_local_endpoint(endpoint)
     if option is None:
@@ -382,7 +380,7 @@ def _close_tracker(tracker: Any, deadline_s: float) -> None:
 
 def _process_all(specs: list[str], opts: dict, stages: Any, outdir: Any, stop: StopSignal, batch: bool):
     """Run every source; returns (failed [(spec, why)], [SummaryDocument])."""
-    from frame_sources import open_source
+    from video_summarizer.sources import open_source
 
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     failed: list[tuple[str, str]] = []
@@ -420,7 +418,7 @@ def _skip_digest(spec: str, outdir: Any, force: bool):
     """Batch mode: the input's content hash, or False when its outputs are up to date."""
     if outdir is None or not os.path.isfile(spec):
         return None
-    from outputs import file_sha256
+    from video_summarizer.outputs import file_sha256
 
     digest = file_sha256(spec)
     if not force and outdir.is_done(spec, digest):
@@ -430,8 +428,8 @@ def _skip_digest(spec: str, outdir: Any, force: bool):
 
 def _run_source(source: Any, spec: str, digest: str | None, opts: dict, stages: Any, outdir: Any,
                 stop: StopSignal, run_id: str, docs: list, failed: list) -> None:
-    from frame_selection import FrameSelector
-    from pipeline import PipelineConfig, SourceRun
+    from video_summarizer.pipeline import PipelineConfig, SourceRun
+    from video_summarizer.selection import FrameSelector
 
     config = PipelineConfig(interval=opts["interval"], min_change=opts["min_change"], max_gap=opts["max_gap"],
                             summary_interval=opts["summary_interval"],
@@ -472,7 +470,7 @@ def _input_failure(stats: dict) -> str | None:
 
 
 def _display_hook(stack: ExitStack, stop: StopSignal):
-    from display import Display, display_unavailable_reason
+    from video_summarizer.display import Display, display_unavailable_reason
 
     reason = display_unavailable_reason()
     if reason:
@@ -503,7 +501,7 @@ def _report(docs: list, stages: Any, opts: dict) -> None:
     """The final summaries on stdout (or stderr when events use stdout), stats on stderr."""
     import json
 
-    from outputs import write_atomic
+    from video_summarizer.outputs import write_atomic
 
     out = sys.stderr if stages.events.to_stdout else sys.stdout
     for doc in docs:

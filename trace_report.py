@@ -24,8 +24,8 @@ from pathlib import Path
 
 import click
 
-from errors import InputError, SummarizerError
-from stats import percentile
+from video_summarizer.errors import InputError, SummarizerError
+from video_summarizer.stats import percentile
 
 NO_USER = "(none)"
 

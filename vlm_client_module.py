@@ -11,57 +11,27 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 
-from model_results import GenerationResult
-from openai_stream import RetryPolicy, check_endpoint, make_client, redact_url, stream_chat
-from stats import ModelStats
+from video_summarizer.models.openai_stream import (
+    RetryPolicy,
+    check_endpoint,
+    make_client,
+    redact_url,
+    stream_chat,
+)
+from video_summarizer.prompts import (
+    DEFAULT_PROMPT_TEMPLATE,
+    render_prompt,
+)
+from video_summarizer.results import CaptionResult
+from video_summarizer.stats import ModelStats
 
 DEFAULT_BASE_URL = "http://localhost:8000/v1"
 DEFAULT_MODEL = "qwen3"
 DEFAULT_API_KEY = "EMPTY"  # local servers need no key, but the openai client needs some value
-# {faces} becomes a sentence naming the recognized people, or nothing when there are none.
-DEFAULT_PROMPT_TEMPLATE = (
-    "Describe what is happening in this video frame in one or two short sentences: "
-    "who is there, what they are doing, and the setting.{faces}"
-)
-FACES_SENTENCE = " The people recognized in the frame are: {names}. Refer to them by name."
 SERVE_HINT = "vllm serve Qwen/Qwen3-VL-8B-Instruct --served-model-name qwen3"
-
-
-def faces_sentence(face_names: Iterable[str]) -> str:
-    """The sentence naming the recognized people (duplicates and blanks dropped), or ""."""
-    names = list(dict.fromkeys(n.strip() for n in face_names if n and n.strip()))
-    return FACES_SENTENCE.format(names=", ".join(names)) if names else ""
-
-
-def fill_faces(template: str, faces: str) -> str:
-    """The template with {faces} replaced by the faces sentence, or the sentence appended."""
-    if "{faces}" in template:
-        # str.replace, not format: user templates may contain other braces.
-        return template.replace("{faces}", faces).strip()
-    return (template.rstrip() + faces).strip()
-
-
-def render_prompt(template: str, face_names: Iterable[str] = ()) -> str:
-    """A caption prompt from a template: {faces} (or the end) gets the sentence naming the people."""
-    return fill_faces(template, faces_sentence(face_names))
-
-
-@dataclass
-class CaptionResult(GenerationResult):
-    """One caption request: the GenerationResult fields plus image and API timing."""
-
-    image_prep_ms: float = 0.0  # resize + JPEG encode + base64
-    api_time: float = 0.0  # ms from sending the request to the end of the stream
-    prompt: str = ""
-
-    @property
-    def caption(self) -> str:
-        """The caption text (empty on failure)."""
-        return self.text
 
 
 @dataclass

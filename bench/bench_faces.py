@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from face_recognizer import (  # noqa: E402
+from video_summarizer.faces import (  # noqa: E402
     DEFAULT_REUSE,
     DEFAULT_SCALE,
     DEFAULT_TOLERANCE,

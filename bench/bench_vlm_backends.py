@@ -62,7 +62,7 @@ def worker(kind: str, target: str, count: int) -> dict:
     frames = hamilton_frames(count)  # decoding is not part of the figure
     t0 = time.perf_counter()
     if kind == "local":
-        from local_vlm import LocalVLM
+        from video_summarizer.models.local_vlm import LocalVLM
 
         backend = LocalVLM(target, max_new_tokens=LOCAL_NEW_TOKENS)
     else:

@@ -21,7 +21,6 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,7 +34,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from stats import percentile  # noqa: E402
+from video_summarizer.stats import percentile  # noqa: E402
 
 DATA = Path(os.environ.get("SUMMARIZER_TEST_DATA", REPO.parent / "shared" / "data"))
 ROWS: list[tuple[str, str, str, str]] = []
@@ -105,8 +104,8 @@ def stages(tmp: Path, vlm_url: str, *, tracker=None, events=None, timeout_s: flo
     """The real stages, faces off, against the local VLM and the tiny summarizer."""
     from langfuse_tracker import LangfuseTracker
     from llm_summarizer import LLMSummarizer
-    from pipeline import Stages
     from tests.tiny_models import build_tiny_mistral
+    from video_summarizer.pipeline import Stages
     from vlm_client_module import VLMClient
 
     llm_dir = tmp / "tiny-mistral"
@@ -121,9 +120,9 @@ def stages(tmp: Path, vlm_url: str, *, tracker=None, events=None, timeout_s: flo
 def run_source(spec: str, st, *, interval: float, max_inflight: int, min_change: float = 0.0,
                source=None, summary_interval: float = 1e9) -> tuple[float, object]:
     """Run one source through the loop; returns (seconds from start to the last caption, run)."""
-    from frame_selection import FrameSelector
-    from frame_sources import open_source
-    from pipeline import PipelineConfig, SourceRun
+    from video_summarizer.pipeline import PipelineConfig, SourceRun
+    from video_summarizer.selection import FrameSelector
+    from video_summarizer.sources import open_source
 
     cfg = PipelineConfig(interval=interval, min_change=min_change, summary_interval=summary_interval,
                          max_inflight=max_inflight)
@@ -197,7 +196,7 @@ class SyntheticSource:
     frames_dropped = 0
 
     def __init__(self, count: int) -> None:
-        from frame_sources import Frame
+        from video_summarizer.sources import Frame
 
         self._frame = Frame
         self.count = count
@@ -277,8 +276,8 @@ CUTS = {"short_hamilton_clip.mp4": ([20, 82, 211], 275), "clip_01_tears_of_steel
 
 
 def selected_frames(path: Path, interval: float, min_change: float | None) -> list[int]:
-    from frame_selection import FrameSelector
-    from frame_sources import open_source
+    from video_summarizer.selection import FrameSelector
+    from video_summarizer.sources import open_source
 
     sel = FrameSelector(interval=interval) if min_change is None else FrameSelector(interval=interval,
                                                                                   min_change=min_change)

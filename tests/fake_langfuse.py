@@ -76,7 +76,9 @@ def _any_value(value: Any) -> Any:
 
 def decode_otlp(body: bytes) -> list[dict]:
     """Decode an ExportTraceServiceRequest into one plain dict per span."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
 
     request = ExportTraceServiceRequest()
     request.ParseFromString(body)

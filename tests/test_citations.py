@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from citations import CitableCaption, ground_summary, split_sentences
+from video_summarizer.citations import CitableCaption, ground_summary, split_sentences
 
 CAPTIONS = [CitableCaption(0.0, {"frame": 0}), CitableCaption(5.2, {"frame": 150}),
             CitableCaption(10.0, {"frame": 300}), CitableCaption(12.9, {"frame": 360}),

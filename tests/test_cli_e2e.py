@@ -11,8 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_runner import (TEST_SECRET_KEY, cli_args, cli_env, image_digest_reply, read_events,
-                              run_cli)
+from tests.cli_runner import (
+    TEST_SECRET_KEY,
+    cli_args,
+    cli_env,
+    image_digest_reply,
+    read_events,
+    run_cli,
+)
 from tests.fake_langfuse import FakeLangfuseServer
 from tests.fake_openai import FakeOpenAIServer
 from tests.tiny_models import build_tiny_mistral

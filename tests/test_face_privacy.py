@@ -8,12 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from face_privacy import blur_faces, is_local_endpoint
 from real_time_summarizer import _blur_setting
 from tests.cli_runner import TEST_SECRET_KEY, cli_args, cli_env, read_events, run_cli
 from tests.fake_langfuse import FakeLangfuseServer
 from tests.fake_openai import FakeOpenAIServer
 from tests.tiny_models import build_tiny_mistral
+from video_summarizer.privacy import blur_faces, is_local_endpoint
 
 
 def _face_locations(bgr: np.ndarray) -> list:

@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 import pytest
 
-from errors import InputError, SummarizerError
-from face_recognizer import (
+from video_summarizer.errors import InputError, SummarizerError
+from video_summarizer.faces import (
     UNKNOWN,
     FaceMatch,
     FaceRecognizer,
@@ -129,7 +129,7 @@ def test_bad_library_files_are_reported_once_and_skipped(data_dir, tmp_path, cap
     (lib / "notes.txt").write_text("not a face")
     (lib / ".DS_Store").write_bytes(b"\0")
 
-    with caplog.at_level(logging.WARNING, logger="face_recognizer"):
+    with caplog.at_level(logging.WARNING, logger="video_summarizer.faces"):
         rec = FaceRecognizer(lib, cache_dir=tmp_path / "cache").load()
 
     assert rec.known_names == ["good", "twins"]
@@ -155,7 +155,7 @@ def test_no_library_means_unknown_faces_only(data_dir, tmp_path, caplog, folder)
     if folder is not None:
         folder = tmp_path / folder
         folder.mkdir()
-    with caplog.at_level(logging.INFO, logger="face_recognizer"):
+    with caplog.at_level(logging.INFO, logger="video_summarizer.faces"):
         rec = FaceRecognizer(folder, cache_dir=tmp_path / "cache").load()
     notes = [r for r in caplog.records if "every face will be reported as unknown" in r.getMessage()]
     assert len(notes) == 1
@@ -180,7 +180,7 @@ def test_unwritable_cache_warns_once_and_still_loads(data_dir, tmp_path, caplog)
     lib = tmp_path / "lib"
     lib.mkdir()
     shutil.copy(data_dir / "images" / "obama_small.jpg", lib / "obama.jpg")
-    with caplog.at_level(logging.WARNING, logger="face_recognizer"):
+    with caplog.at_level(logging.WARNING, logger="video_summarizer.faces"):
         rec = FaceRecognizer(lib, cache_dir=blocker / "cache").load()
     assert rec.known_names == ["obama"]
     assert sum("will not be cached" in r.getMessage() for r in caplog.records) == 1
@@ -205,7 +205,7 @@ def test_bad_settings_name_the_option(kwargs, option):
 
 
 def test_import_loads_no_heavy_library():
-    code = ("import sys, face_recognizer; "
+    code = ("import sys, video_summarizer.faces; "
             "print(sorted(m for m in ('cv2', 'dlib', 'face_recognition', 'torch') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -326,7 +326,7 @@ def test_parallel_calls_agree_and_stats_count_every_frame(data_dir, cache_dir):
 def test_cnn_detector_finds_the_same_face(data_dir, tmp_path, caplog, recognizer):
     # dlib here has no CUDA: cnn runs on the CPU (~0.5 s for this small image) and says so.
     image = cv2.imread(str(data_dir / "images" / "obama_small.jpg"))
-    with caplog.at_level(logging.WARNING, logger="face_recognizer"):
+    with caplog.at_level(logging.WARNING, logger="video_summarizer.faces"):
         cnn = FaceRecognizer(None, model="cnn", cache_dir=tmp_path).load()
     (face,) = cnn.recognize(image)
     (hog,) = recognizer.recognize(image)

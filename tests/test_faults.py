@@ -18,7 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_runner import TEST_SECRET_KEY, cli_args, cli_env, image_digest_reply, run_cli
+from tests.cli_runner import (
+    TEST_SECRET_KEY,
+    cli_args,
+    cli_env,
+    image_digest_reply,
+    run_cli,
+)
 from tests.clip_server import ClipServer
 from tests.fake_langfuse import FakeLangfuseServer
 from tests.fake_openai import FakeOpenAIServer

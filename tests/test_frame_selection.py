@@ -4,14 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from frame_selection import (
+from video_summarizer.selection import (
     DEFAULT_MIN_CHANGE,
     FrameSelector,
     change_between,
     default_max_gap,
     thumbnail,
 )
-from frame_sources import Frame, open_source
+from video_summarizer.sources import Frame, open_source
 
 # short_hamilton_clip.mp4: lin-manuel-miranda at tolerance 0.5 (data README)
 HAMILTON_FACES = [(2, 3), (90, 96), (101, 102), (107, 109), (122, 125), (129, 129), (138, 140),

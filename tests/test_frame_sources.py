@@ -16,9 +16,15 @@ import cv2
 import numpy as np
 import pytest
 
-from errors import InputError
-from frame_sources import VIDEO_EXTENSIONS, Frame, FrameSource, expand_sources, open_source
 from tests.clip_server import ClipServer
+from video_summarizer.errors import InputError
+from video_summarizer.sources import (
+    VIDEO_EXTENSIONS,
+    Frame,
+    FrameSource,
+    expand_sources,
+    open_source,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -188,7 +194,7 @@ def test_bad_input_raises_input_error_naming_the_option(tmp_path, data_dir, case
 
 _CHILD = r"""
 import glob, hashlib, json, os, sys, tempfile, time
-from frame_sources import open_source
+from video_summarizer.sources import open_source
 live = sys.argv[1] == "live"
 pause = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
 out = {"frames": []}
@@ -343,7 +349,7 @@ def test_stream_reconnects_a_bounded_number_of_times(data_dir):
 
 
 def test_a_source_reopened_without_bound_comes_back_after_an_outage(data_dir, caplog):
-    caplog.set_level(logging.INFO, logger="frame_sources")
+    caplog.set_level(logging.INFO, logger="video_summarizer.sources")
     indices = []
     with ClipServer((data_dir / "videos" / "vp8_opus.webm").read_bytes(), good=1, outage=5) as server:
         with open_source(server.url, reconnect_attempts=-1, reconnect_delay=0.01) as src:
@@ -353,7 +359,7 @@ def test_a_source_reopened_without_bound_comes_back_after_an_outage(data_dir, ca
                     src.stop()
     # play 1 (31 frames), reopening attempts 1-5 get 503, attempt 6 plays the clip again
     assert indices[-1] > 40 and src.reconnects >= 6 and server.requests >= 7
-    said = [r.getMessage() for r in caplog.records if r.name == "frame_sources"]
+    said = [r.getMessage() for r in caplog.records if r.name == "video_summarizer.sources"]
     assert said[:4] == ["127.0.0.1: no frames, reopening (attempt 1)",
                         "127.0.0.1: no frames, reopening (attempt 2)",
                         "127.0.0.1: no frames, reopening (attempt 3)",
@@ -386,7 +392,7 @@ def test_expand_sources_folders_globs_and_passthrough(tmp_path):
 
 
 def test_check_source_fails_fast_on_files_and_missing_cameras(tmp_path, monkeypatch):
-    from frame_sources import check_source
+    from video_summarizer.sources import check_source
 
     (tmp_path / "empty.mp4").write_bytes(b"")
     for bad, words in ((tmp_path / "missing.mp4", "not found"), (tmp_path / "empty.mp4", "empty"),

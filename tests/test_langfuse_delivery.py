@@ -12,10 +12,16 @@ import uuid
 
 import pytest
 
-from langfuse_delivery import (DeliveryMonitor, begin_attempt, http_reason, noted_reason,
-                               quiet_sdk_delivery_logs, short_reason)
 from langfuse_tracker import LangfuseTracker
 from tests.fake_langfuse import FakeLangfuseServer, wait_until
+from video_summarizer.tracing.delivery import (
+    DeliveryMonitor,
+    begin_attempt,
+    http_reason,
+    noted_reason,
+    quiet_sdk_delivery_logs,
+    short_reason,
+)
 
 SECRET = "sk-lf-test-delivery-0123456789"
 KEY_ENV = ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY", "LANGFUSE_BASE_URL", "LANGFUSE_HOST",
@@ -39,12 +45,12 @@ class Clock:
 
 def lines(caplog, level=logging.INFO) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == "langfuse_delivery" and r.levelno >= level]
+            if r.name == "video_summarizer.tracing.delivery" and r.levelno >= level]
 
 
 # -- the monitor --------------------------------------------------------------------------------
 def test_an_outage_is_one_line_then_one_every_interval_then_one_when_it_ends(caplog):
-    caplog.set_level(logging.INFO, logger="langfuse_delivery")
+    caplog.set_level(logging.INFO, logger="video_summarizer.tracing.delivery")
     clock = Clock()
     progress = iter(f"{n}/100 observations acknowledged so far" for n in range(10, 100, 10))
     monitor = DeliveryMonitor("http://lf.example", lambda: next(progress), report_every_s=600,
@@ -72,7 +78,7 @@ def test_an_outage_is_one_line_then_one_every_interval_then_one_when_it_ends(cap
 
 
 def test_a_flapping_host_prints_at_most_two_lines_an_interval(caplog):
-    caplog.set_level(logging.INFO, logger="langfuse_delivery")
+    caplog.set_level(logging.INFO, logger="video_summarizer.tracing.delivery")
     clock = Clock()
     monitor = DeliveryMonitor("http://lf.example", report_every_s=60, clock=clock)
     for _ in range(50):  # fails and recovers every second for 100 s
@@ -151,7 +157,7 @@ def test_a_host_that_fails_then_recovers_is_two_lines_and_no_sdk_noise(caplog):
         stats = tracker.stats()
     assert len(lines(caplog)) == 2
     assert sdk_records(caplog) == []  # what the SDK said went to DEBUG, under langfuse_delivery
-    debug = [r.getMessage() for r in caplog.records if r.name == "langfuse_delivery"
+    debug = [r.getMessage() for r in caplog.records if r.name == "video_summarizer.tracing.delivery"
              and r.levelno == logging.DEBUG]
     assert any("Internal server error" in m or "code: 500" in m for m in debug), debug
     assert failures >= 2  # spans and scores (and their retries) each failed

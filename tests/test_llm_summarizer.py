@@ -9,18 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from errors import BackendUnavailable
-from llm_summarizer import (
-    SYSTEM_PROMPT,
-    LLMSummarizer,
-    SummaryResult,
-    TimedCaption,
-    fold_system,
-    format_video_time,
-    resolve_dtype,
-)
+from llm_summarizer import LLMSummarizer, fold_system, resolve_dtype
 from tests.fake_openai import FakeOpenAIServer
 from tests.tiny_models import build_tiny_llava, build_tiny_mistral, slowed_forward
+from video_summarizer.errors import BackendUnavailable
+from video_summarizer.prompts import SYSTEM_PROMPT
+from video_summarizer.results import SummaryResult, TimedCaption
+from video_summarizer.timecodes import format_video_time
 
 REPO = Path(__file__).resolve().parent.parent
 CAPTIONS = [
@@ -141,7 +136,8 @@ def test_messages_format_times_faces_and_repeats(llm) -> None:
     assert "(none yet" in final and final.endswith("Write the final summary of the whole video.")
 
 
-@pytest.mark.parametrize("seconds,text", [(0, "[00:00]"), (65.9, "[01:05]"), (3725, "[62:05]"), (-1, "[00:00]")])
+@pytest.mark.parametrize("seconds,text", [(0, "00:00"), (65.9, "01:05"), (3725, "62:05"), (3723, "62:03"),
+                                          (-1, "00:00")])
 def test_format_video_time(seconds, text) -> None:
     assert format_video_time(seconds) == text
 
@@ -238,7 +234,7 @@ def test_api_backend_stream_cut_is_a_failure() -> None:
 
 
 def test_importing_the_clients_loads_no_heavy_library() -> None:
-    code = ("import sys, llm_summarizer, vlm_client_module, openai_stream; "
+    code = ("import sys, llm_summarizer, vlm_client_module, video_summarizer.models.openai_stream; "
             "print(sorted(m for m in ('torch', 'transformers', 'cv2', 'openai') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -11,10 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from errors import BackendUnavailable
-from local_vlm import LocalVLM, frame_to_rgb, torchvision_pip_command
 from tests.tiny_models import build_tiny_llava, build_tiny_qwen3_vl, slowed_forward
-from vlm_client_module import CaptionResult, VLMClient
+from video_summarizer.errors import BackendUnavailable
+from video_summarizer.models.local_vlm import (
+    LocalVLM,
+    frame_to_rgb,
+    torchvision_pip_command,
+)
+from video_summarizer.results import CaptionResult
+from vlm_client_module import VLMClient
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing here may reach a model hub (conftest sets it too)
 REPO = Path(__file__).resolve().parent.parent
@@ -271,7 +276,7 @@ def test_torchvision_hint_names_the_matching_release() -> None:
 
 
 def test_importing_local_vlm_loads_no_heavy_library() -> None:
-    code = ("import sys, local_vlm, hf_generation; "
+    code = ("import sys, video_summarizer.models.local_vlm, video_summarizer.models.hf; "
             "print(sorted(m for m in ('torch', 'transformers', 'cv2', 'openai', 'PIL') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

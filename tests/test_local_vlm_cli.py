@@ -6,7 +6,14 @@ from datetime import datetime
 
 import pytest
 
-from tests.cli_runner import CLI, TEST_PUBLIC_KEY, TEST_SECRET_KEY, cli_env, read_events, run_cli
+from tests.cli_runner import (
+    CLI,
+    TEST_PUBLIC_KEY,
+    TEST_SECRET_KEY,
+    cli_env,
+    read_events,
+    run_cli,
+)
 from tests.fake_langfuse import FakeLangfuseServer
 from tests.tiny_models import build_tiny_llava, build_tiny_mistral
 

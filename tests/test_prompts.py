@@ -15,19 +15,21 @@ import httpx
 import pytest
 
 from langfuse_tracker import LangfuseTracker
-from llm_summarizer import SYSTEM_PROMPT
-from prompts import (
+from tests.fake_langfuse import FakeLangfuseServer, text_prompt, wait_until
+from video_summarizer.prompts import (
     BUILT_IN,
     CAPTION_PROMPT,
+    DEFAULT_PROMPT_TEMPLATE,
     LANGFUSE,
     SUMMARY_PROMPT,
+    SYSTEM_PROMPT,
     ManagedPrompt,
     PromptSource,
+    faces_sentence,
     render_caption,
     to_mustache,
 )
-from tests.fake_langfuse import FakeLangfuseServer, text_prompt, wait_until
-from vlm_client_module import DEFAULT_PROMPT_TEMPLATE, VLMClient, faces_sentence
+from vlm_client_module import VLMClient
 
 SECRET = "sk-lf-test-prompts-0123456789"
 PROMPT_NAME = "langfuse.observation.prompt.name"
@@ -69,7 +71,7 @@ def langfuse(tmp_path):
 
 def prompt_lines(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == "prompts" and r.getMessage().startswith("Prompt ")]
+            if r.name == "video_summarizer.prompts" and r.getMessage().startswith("Prompt ")]
 
 
 def generation(tracker: LangfuseTracker, name: str, managed: ManagedPrompt, text: str) -> str:
@@ -90,7 +92,7 @@ def trace_log(tracker: LangfuseTracker) -> list[dict]:
 
 # -- fetched from Langfuse ---------------------------------------------------------------------
 def test_production_prompts_are_fetched_rendered_and_linked_to_their_generations(langfuse, caplog):
-    caplog.set_level(logging.INFO, logger="prompts")
+    caplog.set_level(logging.INFO, logger="video_summarizer.prompts")
     srv, tracker = langfuse()
     prompts = PromptSource(tracker).load()
 
@@ -136,7 +138,7 @@ def test_production_prompts_are_fetched_rendered_and_linked_to_their_generations
 
 
 def test_another_label_picks_the_version_carrying_it(langfuse, caplog):
-    caplog.set_level(logging.INFO, logger="prompts")
+    caplog.set_level(logging.INFO, logger="video_summarizer.prompts")
     srv, tracker = langfuse()
     prompts = PromptSource(tracker, label="staging").load()
     caption = prompts.caption()
@@ -170,7 +172,7 @@ def test_many_calls_share_one_fetch_per_prompt(langfuse):
 
 # -- the built-in fallback ---------------------------------------------------------------------
 def test_unknown_prompt_uses_the_built_in_one_and_links_nothing(langfuse, caplog):
-    caplog.set_level(logging.INFO, logger="prompts")
+    caplog.set_level(logging.INFO, logger="video_summarizer.prompts")
     srv, tracker = langfuse(prompts=[])
     prompts = PromptSource(tracker).load()
 
@@ -202,7 +204,7 @@ def test_unknown_prompt_uses_the_built_in_one_and_links_nothing(langfuse, caplog
 
 
 def test_langfuse_off_uses_the_built_in_prompts_without_any_request(caplog):
-    caplog.set_level(logging.INFO, logger="prompts")
+    caplog.set_level(logging.INFO, logger="video_summarizer.prompts")
     with FakeLangfuseServer(prompts=SERVED) as srv:
         tracker = LangfuseTracker(base_url=srv.base_url)  # no keys: disabled
         started = time.monotonic()
@@ -229,7 +231,7 @@ def test_langfuse_off_uses_the_built_in_prompts_without_any_request(caplog):
 ])
 def test_unreachable_langfuse_falls_back_within_the_bounded_wait(langfuse, caplog, mode, reason,
                                                                  bound_s):
-    caplog.set_level(logging.INFO, logger="prompts")
+    caplog.set_level(logging.INFO, logger="video_summarizer.prompts")
     srv, tracker = langfuse(mode=mode)
     started = time.monotonic()
     prompts = PromptSource(tracker, fetch_timeout_s=1.0).load()
@@ -251,7 +253,7 @@ def test_unreachable_langfuse_falls_back_within_the_bounded_wait(langfuse, caplo
 
 # -- after start-up ----------------------------------------------------------------------------
 def test_an_expired_prompt_is_refreshed_in_the_background_without_blocking_a_call(langfuse, caplog):
-    caplog.set_level(logging.INFO, logger="prompts")
+    caplog.set_level(logging.INFO, logger="video_summarizer.prompts")
     srv, tracker = langfuse()
     prompts = PromptSource(tracker, cache_ttl_s=0.3).load()
     assert prompts.caption().version == 3
@@ -284,7 +286,7 @@ def test_a_host_that_stops_answering_after_start_up_keeps_the_last_good_version(
 
 
 def test_a_prompt_removed_from_langfuse_goes_back_to_the_built_in_one(langfuse, caplog):
-    caplog.set_level(logging.INFO, logger="prompts")
+    caplog.set_level(logging.INFO, logger="video_summarizer.prompts")
     srv, tracker = langfuse()
     prompts = PromptSource(tracker, cache_ttl_s=0.2).load()
     assert prompts.caption().version == 3
@@ -299,7 +301,7 @@ def test_a_prompt_removed_from_langfuse_goes_back_to_the_built_in_one(langfuse, 
 
 # -- the tracker's get_prompt -----------------------------------------------------------------
 def test_tracker_get_prompt_never_raises_and_warns_once_per_prompt(langfuse, caplog):
-    caplog.set_level(logging.WARNING, logger="langfuse_tracker")
+    caplog.set_level(logging.WARNING, logger="video_summarizer.tracker")
     srv, tracker = langfuse()
     client = tracker.get_prompt(CAPTION_PROMPT, label="production", cache_ttl_s=60,
                                 fetch_timeout_s=2)
@@ -310,7 +312,7 @@ def test_tracker_get_prompt_never_raises_and_warns_once_per_prompt(langfuse, cap
     for _ in range(3):
         assert tracker.get_prompt("no-such-prompt", label="production", fetch_timeout_s=2) is None
     warnings = [r.getMessage() for r in caplog.records
-                if r.name == "langfuse_tracker" and "no-such-prompt" in r.getMessage()]
+                if r.name == "video_summarizer.tracker" and "no-such-prompt" in r.getMessage()]
     assert len(warnings) == 1 and "not found" in warnings[0]
     assert tracker.stats()["warnings"]["prompt:no-such-prompt"] == 3
     reasons: list[str] = []
@@ -352,7 +354,14 @@ def test_cli_uses_the_labelled_prompts_and_links_its_generations(tmp_path, data_
     """The CLI on a real clip: the VLM gets the Langfuse prompt, both generations name its version."""
     import sys
 
-    from tests.cli_runner import CLI, TEST_PUBLIC_KEY, TEST_SECRET_KEY, cli_env, read_events, run_cli
+    from tests.cli_runner import (
+        CLI,
+        TEST_PUBLIC_KEY,
+        TEST_SECRET_KEY,
+        cli_env,
+        read_events,
+        run_cli,
+    )
     from tests.fake_openai import FakeOpenAIServer
 
     served = [text_prompt("video-caption", "v3 caption.{{faces}}", version=3, labels=["production"]),

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from model_results import GenerationResult
-from scores import (
+from video_summarizer.results import GenerationResult
+from video_summarizer.scores import (
     ALL_SCORE_NAMES,
     caption_quality,
     latency_score,

@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from langfuse_tracker import LangfuseTracker
-from stats import percentile
 from tests.fake_langfuse import FakeLangfuseServer
 from trace_report import compute_report, main
+from video_summarizer.stats import percentile
 
 FIXTURE = Path(__file__).parent / "fixtures" / "trace_log_small.jsonl"
 

@@ -30,8 +30,8 @@ from langfuse_tracker import (
     normalize_score,
     to_utc,
 )
-from scores import ALL_SCORE_NAMES
 from tests.fake_langfuse import FakeLangfuseServer
+from video_summarizer.scores import ALL_SCORE_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECRET = "sk-lf-test-secret-0123456789"
@@ -107,7 +107,7 @@ def iso_to_ns(value: str) -> int:
 
 # -- disabled mode ---------------------------------------------------------------------------
 def test_without_keys_everything_is_a_noop_with_the_same_types(caplog):
-    caplog.set_level(logging.INFO, logger="langfuse_tracker")
+    caplog.set_level(logging.INFO, logger="video_summarizer.tracker")
     tracker = LangfuseTracker()
     assert tracker.enabled is False
     assert "LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY not set" in tracker.disabled_reason
@@ -447,7 +447,7 @@ def test_a_new_trace_inside_another_is_a_separate_root(lf):
 
 def test_log_generation_legacy_keeps_given_times_and_warns_once(lf, caplog):
     srv, tracker = lf
-    caplog.set_level(logging.WARNING, logger="langfuse_tracker")
+    caplog.set_level(logging.WARNING, logger="video_summarizer.tracker")
     start = time.time() - 2.0
     with tracker.create_trace("frame_processing") as trace:
         for _ in range(2):
@@ -480,7 +480,7 @@ def test_scores_type_detection_and_rejections(tmp_path, caplog):
                          (None, None), (1.0, "PERCENT")):
         with pytest.raises(ValueError):
             normalize_score(value, dtype)
-    caplog.set_level(logging.DEBUG, logger="langfuse_tracker")
+    caplog.set_level(logging.DEBUG, logger="video_summarizer.tracker")
     tracker = LangfuseTracker(trace_log=tmp_path / "t.jsonl")
     with tracker.create_trace("frame_processing") as trace:
         tracker.log_score(trace.id, "vlm_success", 1.0)
@@ -581,7 +581,7 @@ def test_trace_log_times_are_exactly_the_ones_langfuse_receives(tmp_path):
 
 def test_first_token_before_the_generation_start_warns_whatever_its_type(lf, caplog):
     srv, tracker = lf
-    caplog.set_level(logging.WARNING, logger="langfuse_tracker")
+    caplog.set_level(logging.WARNING, logger="video_summarizer.tracker")
     epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
     with tracker.create_trace("frame_processing") as trace:
         with tracker.start_generation(trace.id, "on_time", "m") as gen:

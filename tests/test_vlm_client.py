@@ -10,10 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from errors import BackendUnavailable
-from openai_stream import split_thinking
 from tests.fake_openai import FakeOpenAIServer
-from vlm_client_module import CaptionResult, VLMClient, prepare_image
+from video_summarizer.errors import BackendUnavailable
+from video_summarizer.models.openai_stream import split_thinking
+from video_summarizer.results import CaptionResult
+from vlm_client_module import VLMClient, prepare_image
 
 REPLY = "A man speaks at a podium."  # six streamed chunks
 

@@ -140,8 +140,14 @@ def build_tiny_llava(path: str | Path, *, image_size: int = 32, patch_size: int 
     AutoProcessor / AutoModelForImageTextToText; it serves with `transformers serve PATH`.
     """
     import torch
-    from transformers import (CLIPVisionConfig, GenerationConfig, LlavaConfig, LlavaForConditionalGeneration,
-                              LlavaProcessor, MistralConfig)
+    from transformers import (
+        CLIPVisionConfig,
+        GenerationConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        MistralConfig,
+    )
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     path = Path(path)
@@ -203,7 +209,12 @@ def build_tiny_qwen3_vl(path: str | Path, *, patch_size: int = 16, max_image_tok
 
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    from transformers import (
+        GenerationConfig,
+        PreTrainedTokenizerFast,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+    )
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

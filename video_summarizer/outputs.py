@@ -18,21 +18,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from errors import InputError
+from video_summarizer.errors import InputError
+from video_summarizer.timecodes import format_video_time
 
 
 def utc_iso(epoch_s: float | None = None) -> str:
     """An epoch time (default now) as UTC ISO-8601 with a Z."""
     t = datetime.now(timezone.utc) if epoch_s is None else datetime.fromtimestamp(epoch_s, tz=timezone.utc)
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def format_video_time(seconds: float) -> str:
-    """[mm:ss] style time for files (hh:mm:ss past an hour)."""
-    seconds = max(0, int(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h:d}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 class EventWriter:

@@ -2,7 +2,7 @@
 
     prompts = PromptSource(tracker, label="production").load()  # bounded; one INFO line each
     managed = prompts.caption()                                 # never blocks, never raises
-    text = render_caption(managed, faces_sentence(names))   # vlm_client_module.faces_sentence
+    text = render_caption(managed, faces_sentence(names))   # faces_sentence below
     with tracker.start_generation(..., input=text, prompt=managed.client) as gen: ...
     system = prompts.summary().template                         # the summarizer's system prompt
 
@@ -29,12 +29,24 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
-
-from llm_summarizer import SYSTEM_PROMPT
-from vlm_client_module import DEFAULT_PROMPT_TEMPLATE, fill_faces
+from typing import Any, Iterable
 
 log = logging.getLogger(__name__)
+
+# {faces} becomes a sentence naming the recognized people, or nothing when there are none.
+DEFAULT_PROMPT_TEMPLATE = (
+    "Describe what is happening in this video frame in one or two short sentences: "
+    "who is there, what they are doing, and the setting.{faces}"
+)
+FACES_SENTENCE = " The people recognized in the frame are: {names}. Refer to them by name."
+SYSTEM_PROMPT = (
+    "You summarize a video from timestamped captions of its frames. Write one concise, factual "
+    "summary in plain prose (at most about 150 words): keep the important earlier events, add "
+    "the new ones in time order, and name the recognized people. Do not invent anything the "
+    "captions do not support. End every sentence with the [mm:ss] times of the captions it "
+    "rests on, copied exactly from the caption lines (and from the summary so far), e.g. "
+    "\"A man speaks at a podium [00:05][00:10].\""
+)
 
 CAPTION_PROMPT = "video-caption"
 SUMMARY_PROMPT = "video-summary"
@@ -48,6 +60,25 @@ BUILT_IN = "built-in"
 _LOAD_GRACE_S = 0.25
 _MUSTACHE = re.compile(r"\{\{\s*([\w.-]+)\s*\}\}")
 _SINGLE_FACES = re.compile(r"(?<!\{)\{faces\}(?!\})")
+
+
+def faces_sentence(face_names: Iterable[str]) -> str:
+    """The sentence naming the recognized people (duplicates and blanks dropped), or ""."""
+    names = list(dict.fromkeys(n.strip() for n in face_names if n and n.strip()))
+    return FACES_SENTENCE.format(names=", ".join(names)) if names else ""
+
+
+def fill_faces(template: str, faces: str) -> str:
+    """The template with {faces} replaced by the faces sentence, or the sentence appended."""
+    if "{faces}" in template:
+        # str.replace, not format: user templates may contain other braces.
+        return template.replace("{faces}", faces).strip()
+    return (template.rstrip() + faces).strip()
+
+
+def render_prompt(template: str, face_names: Iterable[str] = ()) -> str:
+    """A caption prompt from a template: {faces} (or the end) gets the sentence naming the people."""
+    return fill_faces(template, faces_sentence(face_names))
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from errors import BackendUnavailable, InputError, SummarizerError
-from stats import describe
+from video_summarizer.errors import BackendUnavailable, InputError, SummarizerError
+from video_summarizer.stats import describe
 
 logger = logging.getLogger(__name__)
 

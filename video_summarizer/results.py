@@ -46,3 +46,38 @@ class GenerationResult:
         if self.output_tokens is not None:
             usage["output"] = int(self.output_tokens)
         return usage or None
+
+
+@dataclass
+class CaptionResult(GenerationResult):
+    """One caption request: the GenerationResult fields plus image and API timing."""
+
+    image_prep_ms: float = 0.0  # resize + JPEG encode + base64
+    api_time: float = 0.0  # ms from sending the request to the end of the stream
+    prompt: str = ""
+
+    @property
+    def caption(self) -> str:
+        """The caption text (empty on failure)."""
+        return self.text
+
+
+@dataclass(frozen=True)
+class TimedCaption:
+    """A caption at a video time (seconds), with the names of the faces recognized then."""
+
+    video_time: float
+    text: str
+    faces: tuple[str, ...] = ()
+
+
+@dataclass
+class SummaryResult(GenerationResult):
+    """One summary generation: GenerationResult plus when generation started (after tokenization)."""
+
+    generation_start_time: float | None = None
+
+    @property
+    def summary(self) -> str:
+        """The summary text (empty on failure)."""
+        return self.text

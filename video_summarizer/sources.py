@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
-from errors import InputError
+from video_summarizer.errors import InputError
 
 if TYPE_CHECKING:
     import numpy as np

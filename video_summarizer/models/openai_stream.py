@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
-from errors import BackendUnavailable
+from video_summarizer.errors import BackendUnavailable
 
 # Fields servers use for reasoning text: vLLM / DeepSeek, Ollama / OpenRouter / newer vLLM.
 REASONING_FIELDS = ("reasoning_content", "reasoning")

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from errors import BackendUnavailable
+from video_summarizer.errors import BackendUnavailable
 
 
 def resolve_device(device: str = "auto") -> str:

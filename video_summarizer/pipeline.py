@@ -18,14 +18,14 @@ from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import scores
-from citations import CitableCaption, GroundedSummary, ground_summary
-from face_privacy import blur_faces
-from llm_summarizer import TimedCaption
-from outages import OutageMonitor
-from outputs import EventWriter, SummaryDocument, format_video_time
-from prompts import render_caption
-from vlm_client_module import faces_sentence
+from video_summarizer import scores
+from video_summarizer.citations import CitableCaption, GroundedSummary, ground_summary
+from video_summarizer.outages import OutageMonitor
+from video_summarizer.outputs import EventWriter, SummaryDocument
+from video_summarizer.privacy import blur_faces
+from video_summarizer.prompts import faces_sentence, render_caption
+from video_summarizer.results import TimedCaption
+from video_summarizer.timecodes import format_video_time
 
 log = logging.getLogger(__name__)
 

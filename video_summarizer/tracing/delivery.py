@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Callable
 
-from outages import DEFAULT_REPORT_EVERY_S, OutageMonitor, one_line
+from video_summarizer.outages import DEFAULT_REPORT_EVERY_S, OutageMonitor, one_line
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,10 @@ def quiet_sdk_delivery_logs() -> None:
         _installed = True
     messages: set[str] = set()
     try:  # the texts the SDK logs for an API error status (401, 500, ...) with no status in them
-        from langfuse._utils.parse_error import defaultErrorResponse, errorResponseByCode
+        from langfuse._utils.parse_error import (
+            defaultErrorResponse,
+            errorResponseByCode,
+        )
 
         messages.update(errorResponseByCode.values())
         messages.add(defaultErrorResponse)

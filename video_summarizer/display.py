@@ -8,7 +8,7 @@ import textwrap
 import time
 from typing import Any
 
-from outputs import format_video_time
+from video_summarizer.timecodes import format_video_time
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from errors import BackendUnavailable
-from hf_generation import generate_in_thread, resolve_device, resolve_dtype
-from openai_stream import split_thinking
-from stats import ModelStats
-from vlm_client_module import DEFAULT_PROMPT_TEMPLATE, CaptionResult, render_prompt
+from video_summarizer.errors import BackendUnavailable
+from video_summarizer.models.hf import generate_in_thread, resolve_device, resolve_dtype
+from video_summarizer.models.openai_stream import split_thinking
+from video_summarizer.prompts import DEFAULT_PROMPT_TEMPLATE, render_prompt
+from video_summarizer.results import CaptionResult
+from video_summarizer.stats import ModelStats
 
 log = logging.getLogger(__name__)
 

@@ -8,25 +8,27 @@ import os
 import signal
 import sys
 import threading
-import time
-import uuid
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import click
 
+from video_summarizer import __version__
 from video_summarizer.errors import InputError, SummarizerError
+from video_summarizer.options import (
+    DEFAULT_API_VLM,
+    DEFAULT_LLM,
+    DEFAULT_LOCAL_VLM,
+    DEFAULT_TRACE_LOG,
+    DEFAULT_VLM_URL,
+    RunOptions,
+)
 
 log = logging.getLogger("video_summarizer.cli")
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
-DEFAULT_LLM = "mistralai/Mistral-7B-Instruct-v0.3"
-DEFAULT_LOCAL_VLM = "Qwen/Qwen3-VL-2B-Instruct"  # = local_vlm.DEFAULT_MODEL (not imported: torch is slow)
-DEFAULT_API_VLM = "qwen3"
-DEFAULT_VLM_URL = "http://localhost:8000/v1"
-DEFAULT_TRACE_LOG = "traces.jsonl"
 
 EPILOG = """\b
 Examples:
@@ -66,8 +68,20 @@ def _fail(err: SummarizerError, debug: bool) -> UsageProblem:
     return UsageProblem(f"{prefix}{err}")
 
 
+class StartupInterrupted(KeyboardInterrupt):
+    """A signal before any source ran (models loading): nothing to save, exit at once."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 class StopSignal:
-    """First SIGINT/SIGTERM: stop reading and shut down in order. Second: exit at once."""
+    """First SIGINT/SIGTERM: stop reading and shut down in order. Second: exit at once.
+
+    Until the first source runs (the models may take minutes to load) a signal interrupts
+    the start-up instead, as Ctrl-C would without a handler.
+    """
 
     def __init__(self) -> None:
         self.event = threading.Event()
@@ -88,6 +102,10 @@ class StopSignal:
                 source.stop()
 
     def _handle(self, signum: int, _frame: Any) -> None:
+        with self._lock:
+            started = bool(self._sources)
+        if not started and threading.current_thread() is threading.main_thread():
+            raise StartupInterrupted(signum)
         if self.event.is_set():
             sys.stderr.write("\nSecond signal: exiting now without the final summary.\n")
             sys.stderr.flush()
@@ -108,6 +126,7 @@ def _opt(*names: str, envvar: str, **kw: Any):
 
 
 @click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="real-time-summarizer")
 @_opt("--source", "sources", envvar="SUMMARIZER_SOURCE", multiple=True, metavar="SRC",
       help="cam0/cam1/device index//dev/videoN, a video file, '-' for stdin, rtsp:// or http(s):// "
            "stream, a folder or a glob. Repeatable.")
@@ -165,9 +184,9 @@ def _opt(*names: str, envvar: str, **kw: Any):
            "which captions one frame at a time). Live sources drop frames when all are busy.")
 @_opt("--events", envvar="SUMMARIZER_EVENTS", default=None, metavar="PATH|-",
       help="Write caption/summary/error/stats events as JSON lines ('-' = stdout).")
-@_opt("--summary-out", envvar="SUMMARIZER_SUMMARY_OUT", type=click.Path(dir_okay=False), default=None,
+@_opt("--summary-out", envvar="SUMMARIZER_SUMMARY_OUT", default=None, metavar="FILE",
       help="Also write the final summary to this file (atomically).")
-@_opt("--output-dir", envvar="SUMMARIZER_OUTPUT_DIR", type=click.Path(file_okay=False), default=None,
+@_opt("--output-dir", envvar="SUMMARIZER_OUTPUT_DIR", default=None, metavar="DIR",
       help="Batch mode: write <stem>.summary.json and .md per input; skip inputs already done.")
 @_opt("--force", envvar="SUMMARIZER_FORCE", is_flag=True, help="Batch mode: redo inputs already done.")
 @_opt("--trace-log", envvar="SUMMARIZER_TRACE_LOG", default=None, metavar="PATH",
@@ -186,7 +205,7 @@ def _opt(*names: str, envvar: str, **kw: Any):
       help="Show a window with the frame, caption, summary and faces (q or Esc quits).")
 @_opt("--json", "as_json", envvar="SUMMARIZER_JSON", is_flag=True, help="Print the final summary as JSON.")
 @_opt("--debug", envvar="SUMMARIZER_DEBUG", is_flag=True, help="Verbose logs and tracebacks.")
-def main(**opts: Any) -> None:
+def main(**params: Any) -> None:
     """Summarize a camera, a video file or a pipe in real time.
 
     Every --interval seconds of video a frame is selected (frames that barely change are
@@ -194,14 +213,15 @@ def main(**opts: Any) -> None:
     and every --summary-interval seconds the captions are rolled into a summary. Each
     processed frame is one Langfuse trace with time-to-first-token and quality scores.
     """
-    _setup_logging(opts["debug"])
+    opts = RunOptions.from_params(params)
+    _setup_logging(opts.debug)
     try:
         code = _run(opts)
     except SummarizerError as e:
-        raise _fail(e, opts["debug"]) from None
-    except KeyboardInterrupt:  # Ctrl-C while starting up (models loading): nothing to save yet
+        raise _fail(e, opts.debug) from None
+    except KeyboardInterrupt as e:  # Ctrl-C while starting up (models loading): nothing to save yet
         sys.stderr.write("\nInterrupted while starting up.\n")
-        code = EXIT_SIGNAL[signal.SIGINT]
+        code = EXIT_SIGNAL[e.signum if isinstance(e, StartupInterrupted) else signal.SIGINT]
     _exit(code)
 
 
@@ -247,115 +267,132 @@ def _load_dotenv(path: Path) -> None:
             os.environ[name] = value.strip().strip("'\"")
 
 
-def _run(opts: dict) -> int:
+def _has_langfuse_keys() -> bool:
+    return bool(os.environ.get("LANGFUSE_PUBLIC_KEY") and os.environ.get("LANGFUSE_SECRET_KEY"))
+
+
+def _preflight(opts: RunOptions) -> None:
+    """Everything that needs no model, before any loads: output paths and the known-faces folder."""
+    from video_summarizer.preflight import (
+        check_known_faces,
+        check_output_dir,
+        check_output_file,
+    )
+
+    check_output_dir(opts.output_dir)
+    check_output_file(opts.events, "--events")
+    check_output_file(opts.summary_out, "--summary-out")
+    trace_log = opts.resolved_trace_log(_has_langfuse_keys())
+    if trace_log and not (opts.output_dir and opts.trace_log is None):  # the default in --output-dir: made there
+        check_output_file(trace_log, "--trace-log")
+    if not opts.no_faces:
+        check_known_faces(opts.known_faces)
+
+
+def _run(opts: RunOptions) -> int:
     _load_dotenv(Path(__file__).resolve().parent / ".env")
-    if not opts["sources"]:
+    if not opts.sources:
         raise InputError("give at least one --source (cam0, a video file, '-' for stdin, a folder)",
                          option="--source")
-    from video_summarizer.sources import check_source, expand_sources
+    from video_summarizer.runner import Run, plan_inputs, todo
+    from video_summarizer.source_specs import expand_sources
 
-    specs = expand_sources(list(opts["sources"]))
-    for spec in specs:  # before minutes of model loading
-        check_source(spec)
-    batch = opts["output_dir"] is not None or len(specs) > 1
-    if opts["output_dir"] and "-" in specs:
+    inputs = plan_inputs(opts.sources, expand_sources)
+    batch = opts.output_dir is not None or len(inputs) > 1
+    if opts.output_dir and any(i.spec == "-" for i in inputs):
         raise InputError("stdin ('-') cannot be used with --output-dir", option="--source")
+    _preflight(opts)
 
     with ExitStack() as stack:
-        stages = _build_stages(opts, stack)
         outdir = None
-        if opts["output_dir"]:
+        if opts.output_dir:
             from video_summarizer.outputs import OutputDir
 
-            outdir = OutputDir(opts["output_dir"])
-            outdir.acquire()
+            outdir = OutputDir(opts.output_dir)
+            outdir.acquire()  # a held lock is said before any model loads
             stack.callback(outdir.release)
+        inputs, skipped = todo(inputs, outdir, opts.force)
+        if not inputs:
+            log.info("Nothing to do: all %d input(s) are up to date in %s (--force to redo)",
+                     skipped, opts.output_dir)
+            return EXIT_OK
+        from video_summarizer.outputs import EventWriter
+
+        events = EventWriter(opts.events)
+        stack.callback(events.close)
         stop = StopSignal()
+        run = Run(opts, lambda: _build_stages(opts, stack, events), events, stop, outdir, batch=batch)
+        first = None if batch else run.open(inputs[0])  # a bad single source: exit 2 before models load
+        if first is not None:
+            stack.callback(first.close)  # closed here too when the models fail to load
         stop.install()
-        failed, docs = _process_all(specs, opts, stages, outdir, stop, batch)
-        _report(docs, stages, opts)
+        result = run.run_all(inputs, first)
+        result.skipped = skipped
+        if run.stages_built:
+            _report(result.docs, run.stages(), opts)
         if stop.signum is not None:
             return EXIT_SIGNAL.get(stop.signum, 1)
-        if failed:
-            sys.stderr.write("Failed inputs:\n" + "".join(f"  {s}: {why}\n" for s, why in failed))
+        if result.failed:
+            sys.stderr.write("Failed inputs:\n" + "".join(f"  {s}: {why}\n" for s, why in result.failed))
             return EXIT_SOME_FAILED
         return EXIT_OK
 
 
-def _build_stages(opts: dict, stack: ExitStack):
-    """Tracker, events, VLM (health-checked), summarizer (loaded), faces (loaded)."""
+def _build_stages(opts: RunOptions, stack: ExitStack, events: Any):
+    """The models checked (cheap: reachable, files present), then the tracker, then the models loaded."""
     from langfuse_tracker import LangfuseTracker
     from llm_summarizer import LLMSummarizer
-    from video_summarizer.outputs import EventWriter
     from video_summarizer.pipeline import Stages
-    from vlm_client_module import VLMClient
-
-    trace_log = opts["trace_log"]
-    has_keys = bool(os.environ.get("LANGFUSE_PUBLIC_KEY") and os.environ.get("LANGFUSE_SECRET_KEY"))
-    if trace_log is None and not has_keys:
-        trace_log = str(Path(opts["output_dir"] or ".") / DEFAULT_TRACE_LOG)
-    tracker = LangfuseTracker(trace_log=trace_log)
-    stack.callback(_close_tracker, tracker, opts["flush_timeout"])
-    if trace_log:
-        log.info("Trace log: %s (python trace_report.py %s)", trace_log, trace_log)
-
-    events = EventWriter(opts["events"])
-    stack.callback(events.close)
-
     from video_summarizer.prompts import PromptSource
 
-    prompts = PromptSource(tracker, label=opts["prompt_label"], cache_ttl_s=opts["prompt_cache_ttl"]).load()
+    vlm, endpoint = _caption_model(opts)
+    summarizer = LLMSummarizer(opts.llm_model, device=opts.llm_device,
+                               base_url=opts.llm_base_url, api_key=opts.llm_api_key)
+    vlm.check()  # a bad --vlm-model / --vlm-base-url or --llm-model is said before anything loads
+    summarizer.check()
 
-    if _vlm_backend(opts) == "local":
-        from video_summarizer.models.local_vlm import LocalVLM
+    trace_log = opts.resolved_trace_log(_has_langfuse_keys())
+    tracker = LangfuseTracker(trace_log=trace_log)
+    stack.callback(_close_tracker, tracker, opts.flush_timeout)
+    if trace_log:
+        log.info("Trace log: %s (python trace_report.py %s)", trace_log, trace_log)
+    prompts = PromptSource(tracker, label=opts.prompt_label, cache_ttl_s=opts.prompt_cache_ttl).load()
 
-        if opts["vlm_base_url"]:
-            log.warning("--vlm-backend local: --vlm-base-url %s is not used", opts["vlm_base_url"])
-
-        vlm = LocalVLM(opts["vlm_model"] or DEFAULT_LOCAL_VLM, device=opts["vlm_device"],
-                       timeout_s=opts["vlm_timeout"], max_new_tokens=opts["vlm_max_tokens"])
-        vlm.load()  # once, with a progress line; a bad --vlm-model fails here, before any frame
-        blur = _blur_setting(opts["blur_faces"], None)
-        log.info("VLM: %s in this process on %s; %s", vlm.model, vlm.device, blur[1])
-    else:
-        vlm = VLMClient(opts["vlm_base_url"] or DEFAULT_VLM_URL, opts["vlm_api_key"],
-                        opts["vlm_model"] or DEFAULT_API_VLM,
-                        timeout_s=opts["vlm_timeout"], max_tokens=opts["vlm_max_tokens"])
-        vlm.check()
-        blur = _blur_setting(opts["blur_faces"], vlm.base_url)
-        log.info("VLM: %s at %s; %s", vlm.model, vlm.base_url, blur[1])
-
-    summarizer = LLMSummarizer(opts["llm_model"], device=opts["llm_device"],
-                               base_url=opts["llm_base_url"], api_key=opts["llm_api_key"])
-    if opts["llm_base_url"]:
-        summarizer.check()
-    else:
-        log.info("Loading summary model %s ...", opts["llm_model"])
-        t0 = time.monotonic()
-        summarizer.load()
-        log.info("Summary model ready in %.1f s", time.monotonic() - t0)
+    vlm.load()  # once, with its own progress line (nothing to load for a server)
+    blur, why = _blur_setting(opts.blur_faces, endpoint)
+    where = f"at {endpoint}" if endpoint else f"in this process on {vlm.device}"
+    log.info("VLM: %s %s; %s", vlm.model, where, why)
+    summarizer.load()
 
     faces = None
-    if not opts["no_faces"] or blur[0]:
+    if not opts.no_faces or blur:
         from video_summarizer.faces import FaceRecognizer
 
-        kw = {"model": opts["face_model"]}
-        if opts["face_tolerance"] is not None:
-            kw["tolerance"] = opts["face_tolerance"]
-        known = None if opts["no_faces"] else opts["known_faces"]
-        if opts["no_faces"]:
+        kw: dict[str, Any] = {"model": opts.face_model}
+        if opts.face_tolerance is not None:
+            kw["tolerance"] = opts.face_tolerance
+        if opts.no_faces:
             log.info("--no-faces with blurring on: faces are detected (not recognized) to be blurred")
-        faces = FaceRecognizer(known, **kw)
+        faces = FaceRecognizer(None if opts.no_faces else opts.known_faces, **kw)
         faces.load()
     return Stages(tracker=tracker, vlm=vlm, summarizer=summarizer, faces=faces, events=events,
-                  blur_faces=blur[0], prompts=prompts)
+                  blur_faces=blur, prompts=prompts)
 
 
-def _vlm_backend(opts: dict) -> str:
-    """local or api: --vlm-backend, or for auto whether a --vlm-base-url was given."""
-    if opts["vlm_backend"] != "auto":
-        return opts["vlm_backend"]
-    return "api" if opts["vlm_base_url"] else "local"
+def _caption_model(opts: RunOptions) -> tuple[Any, str | None]:
+    """The caption model for --vlm-backend, and its endpoint (None: in this process)."""
+    if opts.resolved_vlm_backend == "local":
+        from video_summarizer.models.local_vlm import LocalVLM
+
+        if opts.vlm_base_url:
+            log.warning("--vlm-backend local: --vlm-base-url %s is not used", opts.vlm_base_url)
+        return LocalVLM(opts.resolved_vlm_model, device=opts.vlm_device, timeout_s=opts.vlm_timeout,
+                        max_new_tokens=opts.vlm_max_tokens), None
+    from vlm_client_module import VLMClient
+
+    vlm = VLMClient(opts.vlm_base_url or DEFAULT_VLM_URL, opts.vlm_api_key, opts.resolved_vlm_model,
+                    timeout_s=opts.vlm_timeout, max_tokens=opts.vlm_max_tokens)
+    return vlm, vlm.base_url
 
 
 def _blur_setting(option: bool | None, endpoint: str | None) -> tuple[bool, str]:
@@ -378,126 +415,7 @@ def _close_tracker(tracker: Any, deadline_s: float) -> None:
     tracker.close(deadline_s=deadline_s)  # logs what was sent and what may be lost
 
 
-def _process_all(specs: list[str], opts: dict, stages: Any, outdir: Any, stop: StopSignal, batch: bool):
-    """Run every source; returns (failed [(spec, why)], [SummaryDocument])."""
-    from video_summarizer.sources import open_source
-
-    run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
-    failed: list[tuple[str, str]] = []
-    docs: list = []
-    live_threads: list[threading.Thread] = []
-    for spec in specs:
-        if stop.event.is_set():
-            break
-        digest = _skip_digest(spec, outdir, opts["force"])
-        if digest is False:
-            log.info("%s: already summarized (unchanged); skipping (--force to redo)", spec)
-            continue
-        try:
-            source = open_source(spec, live=opts["live"], reconnect_attempts=opts["reconnect_attempts"])
-        except InputError as e:
-            if not batch:
-                raise
-            failed.append((spec, str(e)))
-            stages.events.emit("error", source=spec, stage="input", message=str(e))
-            continue
-        if source.live and len(specs) > 1:
-            t = threading.Thread(target=_run_source, args=(source, spec, digest, opts, stages, outdir,
-                                                             stop, run_id, docs, failed), daemon=True)
-            t.start()
-            live_threads.append(t)
-        else:
-            _run_source(source, spec, digest, opts, stages, outdir, stop, run_id, docs, failed)
-    for t in live_threads:
-        while t.is_alive():
-            t.join(0.5)
-    return failed, docs
-
-
-def _skip_digest(spec: str, outdir: Any, force: bool):
-    """Batch mode: the input's content hash, or False when its outputs are up to date."""
-    if outdir is None or not os.path.isfile(spec):
-        return None
-    from video_summarizer.outputs import file_sha256
-
-    digest = file_sha256(spec)
-    if not force and outdir.is_done(spec, digest):
-        return False
-    return digest
-
-
-def _run_source(source: Any, spec: str, digest: str | None, opts: dict, stages: Any, outdir: Any,
-                stop: StopSignal, run_id: str, docs: list, failed: list) -> None:
-    from video_summarizer.pipeline import PipelineConfig, SourceRun
-    from video_summarizer.selection import FrameSelector
-
-    config = PipelineConfig(interval=opts["interval"], min_change=opts["min_change"], max_gap=opts["max_gap"],
-                            summary_interval=opts["summary_interval"],
-                            max_inflight=opts["max_inflight"] or (1 if _vlm_backend(opts) == "local" else 2),
-                            shutdown_timeout_s=opts["shutdown_timeout"])
-    selector_kw = {k: v for k, v in (("min_change", config.min_change), ("max_gap", config.max_gap))
-                   if v is not None}
-    with source, ExitStack() as stack:
-        stop.watch(source)
-        log.info("%s: %s source%s", source.label, "live" if source.live else "file",
-                 f", {source.fps:.2f} fps" if source.fps else "")
-        on_frame = _display_hook(stack, stop) if opts["display"] else None
-        on_progress = _progress_hook(stack, source)
-        run = SourceRun(source, FrameSelector(interval=config.interval, **selector_kw), stages, config,
-                        session_id=f"{run_id}-{source.label}", stop_event=stop.event,
-                        on_frame=on_frame, on_progress=on_progress)
-        doc = run.run()
-    doc.source = spec
-    doc.input_sha256 = digest
-    docs.append(doc)
-    stages.events.emit("stats", source=source.label, **doc.stats)
-    why = _input_failure(doc.stats)
-    if why and not stop.event.is_set():
-        failed.append((spec, why))
-        return
-    if outdir is not None:
-        json_path, md_path = outdir.write(doc)
-        log.info("%s: wrote %s and %s", source.label, json_path, md_path)
-
-
-def _input_failure(stats: dict) -> str | None:
-    """Why a finished source counts as failed (exit 1), or None."""
-    if stats["frames_read"] == 0:
-        return "no frame could be decoded"
-    if stats["selected"] and not stats["captioned"]:
-        return f"none of {stats['selected']} selected frames could be captioned (see the VLM failures above)"
-    return None
-
-
-def _display_hook(stack: ExitStack, stop: StopSignal):
-    from video_summarizer.display import Display, display_unavailable_reason
-
-    reason = display_unavailable_reason()
-    if reason:
-        log.warning("--display: %s; continuing without a window", reason)
-        return None
-    display = Display()
-    stack.callback(display.close)
-
-    def on_frame(frame: Any, run: Any) -> None:
-        summary = run._rolling_summary or ""
-        if not display.show(frame.image, frame.timestamp, run.latest_caption, summary, run.latest_faces):
-            stop.event.set()
-            run.source.stop()
-
-    return on_frame
-
-
-def _progress_hook(stack: ExitStack, source: Any):
-    """A progress bar per file when stderr is a terminal; nothing otherwise."""
-    total = getattr(source, "frame_count", None)
-    if source.live or not total or total <= 0 or not sys.stderr.isatty():
-        return None
-    bar = stack.enter_context(click.progressbar(length=int(total), label=source.label, file=sys.stderr))
-    return bar.update
-
-
-def _report(docs: list, stages: Any, opts: dict) -> None:
+def _report(docs: list, stages: Any, opts: RunOptions) -> None:
     """The final summaries on stdout (or stderr when events use stdout), stats on stderr."""
     import json
 
@@ -505,15 +423,19 @@ def _report(docs: list, stages: Any, opts: dict) -> None:
 
     out = sys.stderr if stages.events.to_stdout else sys.stdout
     for doc in docs:
-        if opts["as_json"]:
+        if opts.as_json:
             out.write(json.dumps(doc.to_json(), ensure_ascii=False) + "\n")
         else:
-            out.write(doc.to_markdown() if len(docs) > 1 or opts["output_dir"] else
+            out.write(doc.to_markdown() if len(docs) > 1 or opts.output_dir else
                       (doc.summary or "(no summary: no frame was captioned)") + "\n")
     out.flush()
-    if opts["summary_out"] and docs:
+    if opts.summary_out and docs:
         text = "\n".join(doc.to_markdown() for doc in docs)
-        write_atomic(opts["summary_out"], text)
+        try:
+            write_atomic(opts.summary_out, text)
+        except OSError as e:  # checked at start; the folder may have gone since
+            log.error("--summary-out: cannot write %s: %s (the summary is on stdout above)",
+                      opts.summary_out, e.strerror or e)
     _print_stats(docs, stages)
 
 
@@ -521,10 +443,12 @@ def _print_stats(docs: list, stages: Any) -> None:
     lines = ["", "Statistics:"]
     for doc in docs:
         s = doc.stats
+        truncated = (f", truncated ({s['frames_read']} of {s.get('frames_expected')} frames decoded)"
+                     if s.get("truncated") else "")
         lines.append(f"  {doc.label}: frames read {s['frames_read']}, selected {s['selected']}, "
                      f"captioned {s['captioned']}, failed {s['caption_failures']}, "
                      f"dropped (busy) {s['dropped_busy']}, dropped (replaced) {s['dropped_replaced']}, "
-                     f"summaries {s['summaries']}")
+                     f"summaries {s['summaries']}{truncated}")
     lines.append(stages.vlm.stats.format())
     lines.append(stages.summarizer.stats.format())
     if stages.faces is not None:

@@ -21,6 +21,9 @@ from typing import IO, Any
 from video_summarizer.errors import InputError
 from video_summarizer.timecodes import format_video_time
 
+# The version of the JSON this tool writes (summary documents, --json); bumped on a breaking change.
+SCHEMA_VERSION = 1
+
 
 def utc_iso(epoch_s: float | None = None) -> str:
     """An epoch time (default now) as UTC ISO-8601 with a Z."""
@@ -29,22 +32,17 @@ def utc_iso(epoch_s: float | None = None) -> str:
 
 
 class EventWriter:
-    """One JSON object per line, flushed per line, safe to call from worker threads."""
+    """One JSON object per line, flushed per line, safe to call from worker threads.
+
+    The file is opened at the first event, so a run that fails before anything happens
+    leaves no empty file behind (the CLI checks beforehand that it can be written).
+    """
 
     def __init__(self, target: str | None) -> None:
         self._lock = threading.Lock()
-        self._owned = False
-        self._fh: IO[str] | None
-        if target is None:
-            self._fh = None
-        elif target == "-":
-            self._fh = sys.stdout
-        else:
-            try:
-                self._fh = open(target, "a", encoding="utf-8", buffering=1)
-            except OSError as e:
-                raise InputError(f"cannot write events file {target}: {e.strerror}", option="--events") from e
-            self._owned = True
+        self._target = target
+        self._owned = target not in (None, "-")
+        self._fh: IO[str] | None = sys.stdout if target == "-" else None
 
     @property
     def to_stdout(self) -> bool:
@@ -53,10 +51,16 @@ class EventWriter:
 
     def emit(self, event_type: str, **fields: Any) -> None:
         """Write one event line: {"type": ..., "time": ..., **fields}."""
-        if self._fh is None:
+        if self._target is None:
             return
         line = json.dumps({"type": event_type, "time": utc_iso(), **fields}, ensure_ascii=False, default=str)
         with self._lock:
+            if self._fh is None:
+                try:
+                    self._fh = open(self._target, "a", encoding="utf-8", buffering=1)
+                except OSError as e:
+                    raise InputError(f"cannot write events file {self._target}: {e.strerror}",
+                                     option="--events") from e
             self._fh.write(line + "\n")
             self._fh.flush()
 
@@ -66,14 +70,25 @@ class EventWriter:
             if self._owned and self._fh is not None:
                 self._fh.close()
             self._fh = None
+            self._target = None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once: os.umask can only be read by setting it, which is not thread-safe to repeat.
+_UMASK = _umask()
 
 
 def write_atomic(path: str | Path, text: str) -> None:
-    """Write text to path via a temporary file in the same folder and a rename."""
+    """Write text to path via a temporary file in the same folder and a rename; mode follows the umask."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a summary is as readable as the events
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -114,6 +129,7 @@ class SummaryDocument:
     def to_json(self) -> dict:
         """The .summary.json shape."""
         return {
+            "schema_version": SCHEMA_VERSION,
             "source": self.source,
             "label": self.label,
             "input_sha256": self.input_sha256,
@@ -131,6 +147,9 @@ class SummaryDocument:
         lines = [f"# Summary of {self.label}", ""]
         if self.interrupted:
             lines += ["_Run interrupted before the end of the source._", ""]
+        if self.stats.get("truncated"):
+            lines += [f"_Truncated: {self.stats['frames_read']} of {self.stats.get('frames_expected')} "
+                      "frames could be decoded._", ""]
         lines += [self.summary or "_No summary: no frame was captioned._", "", "## Timeline", ""]
         for c in self.captions:
             faces = f" ({', '.join(c['faces'])})" if c.get("faces") else ""
@@ -181,14 +200,13 @@ class OutputDir:
             self._lock_fh.close()
             self._lock_fh = None
 
-    def paths_for(self, source: str) -> tuple[Path, Path]:
-        """(<stem>.summary.json, <stem>.summary.md) for one input."""
-        stem = Path(source).stem or "stdin"
-        return self.path / f"{stem}.summary.json", self.path / f"{stem}.summary.md"
+    def paths_for(self, name: str) -> tuple[Path, Path]:
+        """(<name>.summary.json, <name>.summary.md) for one input (runner.plan_inputs names them)."""
+        return self.path / f"{name}.summary.json", self.path / f"{name}.summary.md"
 
-    def is_done(self, source: str, sha256: str) -> bool:
+    def is_done(self, name: str, sha256: str) -> bool:
         """True when both outputs exist and were made from content with this hash."""
-        json_path, md_path = self.paths_for(source)
+        json_path, md_path = self.paths_for(name)
         if not (json_path.is_file() and md_path.is_file()):
             return False
         try:
@@ -197,9 +215,9 @@ class OutputDir:
             return False
         return doc.get("input_sha256") == sha256 and not doc.get("interrupted", False)
 
-    def write(self, doc: SummaryDocument) -> tuple[Path, Path]:
+    def write(self, doc: SummaryDocument, name: str) -> tuple[Path, Path]:
         """Write both outputs atomically."""
-        json_path, md_path = self.paths_for(doc.source)
+        json_path, md_path = self.paths_for(name)
         write_atomic(md_path, doc.to_markdown())
         write_atomic(json_path, json.dumps(doc.to_json(), indent=2, ensure_ascii=False) + "\n")
         return json_path, md_path

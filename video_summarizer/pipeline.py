@@ -140,9 +140,9 @@ class SourceRun:
         self._caption_events: dict[int, dict] = {}
         self._citable: dict[int, CitableCaption] = {}  # what summaries may cite, by seq
         self._last_summarized_seq = -1
-        self._rolling_summary: str | None = None
+        self.rolling_summary: str | None = None  # the newest summary, its invalid citations dropped
         self._summaries: list[dict] = []
-        self._summary_sentences: list[dict] | None = None  # those of _rolling_summary
+        self._summary_sentences: list[dict] | None = None  # those of rolling_summary
         self._window_start: float | None = None
         self._first_ts = 0.0
         self._pending: list[Future] = []
@@ -366,7 +366,7 @@ class SourceRun:
         tracker, llm, prompts = self.stages.tracker, self.stages.summarizer, self.stages.prompts
         managed = prompts.summary() if prompts is not None else None
         system = {"system_prompt": managed.template} if managed else {}
-        messages = llm.build_messages(window, self._rolling_summary, final=final, **system)
+        messages = llm.build_messages(window, self.rolling_summary, final=final, **system)
         with tracker.create_span(trace_id, "llm_summarization",
                                  metadata={"captions": len(window), "final": final}):
             with tracker.start_generation(
@@ -395,7 +395,7 @@ class SourceRun:
             self.stages.llm_outage.succeeded()
             self.counters.summaries += 1
             self.counters.citations_dropped += grounded.dropped
-            self._rolling_summary = grounded.text  # the next prompt sees only valid citations
+            self.rolling_summary = grounded.text  # the next prompt sees only valid citations
             record.update(text=grounded.text, ttft_ms=_round(result.ttft_ms),
                           latency_ms=round(result.latency_ms, 1),
                           grounding=None if grounded.grounding is None else round(grounded.grounding, 3),
@@ -422,15 +422,15 @@ class SourceRun:
         """Summarize what the rolling summary has not seen yet; bounded when stopping."""
         window = self._take_window(None)
         if not window:
-            return self._rolling_summary or ""
+            return self.rolling_summary or ""
         outcome: list = []
         timeout = self.config.shutdown_timeout_s if bounded else None
         if not _run_bounded(lambda: outcome.append(self._final_trace(window)), timeout):
             log.warning("%s: final summary did not finish within %.0f s; writing the captions instead",
                         self.label, timeout)
         if outcome and outcome[0].success:
-            return self._rolling_summary or ""  # the final summary, its invalid citations dropped
-        return _fallback_summary(self._rolling_summary, window)
+            return self.rolling_summary or ""  # the final summary, its invalid citations dropped
+        return _fallback_summary(self.rolling_summary, window)
 
     def _final_trace(self, window: list[TimedCaption]) -> Any:
         tracker = self.stages.tracker
@@ -453,7 +453,7 @@ class SourceRun:
             summary=summary,
             captions=captions,
             summaries=list(self._summaries),
-            sentences=self._summary_sentences if summary and summary == self._rolling_summary else None,
+            sentences=self._summary_sentences if summary and summary == self.rolling_summary else None,
             stats=self.stats(),
             interrupted=interrupted,
         )

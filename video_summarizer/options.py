@@ -1,0 +1,92 @@
+"""The run's settings: one frozen object built once from the CLI's values and handed whole to the run."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+DEFAULT_LLM = "mistralai/Mistral-7B-Instruct-v0.3"
+DEFAULT_LOCAL_VLM = "Qwen/Qwen3-VL-2B-Instruct"  # = models.local_vlm.DEFAULT_MODEL (not imported: torch is slow)
+DEFAULT_API_VLM = "qwen3"
+DEFAULT_VLM_URL = "http://localhost:8000/v1"
+DEFAULT_TRACE_LOG = "traces.jsonl"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Every option of a run, as the user gave it (``None`` where the default depends on others)."""
+
+    sources: tuple[str, ...] = ()
+    live: bool | None = None
+    reconnect_attempts: int = 5
+    known_faces: str | None = None
+    no_faces: bool = False
+    face_tolerance: float | None = None
+    blur_faces: bool | None = None
+    face_model: str = "hog"
+    vlm_backend: str = "auto"
+    vlm_base_url: str | None = None
+    vlm_model: str | None = None
+    vlm_device: str = "auto"
+    vlm_api_key: str | None = None
+    vlm_timeout: float = 60.0
+    vlm_max_tokens: int = 256
+    llm_model: str = DEFAULT_LLM
+    llm_base_url: str | None = None
+    llm_api_key: str | None = None
+    llm_device: str = "auto"
+    interval: float = 5.0
+    min_change: float | None = None
+    max_gap: float | None = None
+    summary_interval: float = 60.0
+    max_inflight: int | None = None
+    events: str | None = None
+    summary_out: str | None = None
+    output_dir: str | None = None
+    force: bool = False
+    trace_log: str | None = None
+    prompt_label: str = "production"
+    prompt_cache_ttl: float = 300.0
+    shutdown_timeout: float = 10.0
+    flush_timeout: float = 5.0
+    display: bool = False
+    as_json: bool = False
+    debug: bool = False
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "RunOptions":
+        """Build from click's values (unknown keys are an error: every option has a field)."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(params) - names
+        if unknown:
+            raise TypeError(f"RunOptions has no field for {sorted(unknown)}")
+        values = dict(params)
+        values["sources"] = tuple(values.get("sources") or ())
+        return cls(**values)
+
+    @property
+    def resolved_vlm_backend(self) -> str:
+        """local or api: --vlm-backend, or for auto whether a --vlm-base-url was given."""
+        if self.vlm_backend != "auto":
+            return self.vlm_backend
+        return "api" if self.vlm_base_url else "local"
+
+    @property
+    def resolved_vlm_model(self) -> str:
+        """The caption model: --vlm-model, or the backend's default."""
+        if self.vlm_model:
+            return self.vlm_model
+        return DEFAULT_LOCAL_VLM if self.resolved_vlm_backend == "local" else DEFAULT_API_VLM
+
+    @property
+    def resolved_max_inflight(self) -> int:
+        """Caption calls in flight: --max-inflight, else 1 in process (one frame at a time), 2 for a server."""
+        if self.max_inflight:
+            return self.max_inflight
+        return 1 if self.resolved_vlm_backend == "local" else 2
+
+    def resolved_trace_log(self, has_keys: bool) -> str | None:
+        """--trace-log, or traces.jsonl (in --output-dir in batch mode) when Langfuse has no keys."""
+        if self.trace_log is not None or has_keys:
+            return self.trace_log
+        return str(Path(self.output_dir or ".") / DEFAULT_TRACE_LOG)

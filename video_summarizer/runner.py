@@ -1,0 +1,302 @@
+"""A run over the inputs: plan them (names, what is up to date), then one job per source.
+
+The per-source job (`run_input`) is what every way of running shares: it opens nothing
+itself, takes the stages from a factory (so a batch with nothing to do, or whose inputs all
+fail to open, loads no model), runs the loop, and writes the input's outputs.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from video_summarizer.errors import InputError
+from video_summarizer.options import RunOptions
+from video_summarizer.outputs import OutputDir, file_sha256
+
+log = logging.getLogger(__name__)
+
+# A file counts as failed when fewer than this share of its stated frames decode.
+MIN_DECODED_SHARE = 0.5
+
+
+class Stopper(Protocol):
+    """What the run needs of the signal handling: a stop event and sources to stop with it."""
+
+    event: threading.Event
+
+    def watch(self, source: Any) -> None: ...
+
+
+@dataclass
+class Input:
+    """One input of the run: what to open, the name its outputs get, its content hash (batch)."""
+
+    spec: str
+    name: str
+    digest: str | None = None
+
+
+@dataclass
+class RunResult:
+    """What a run produced: documents in input order, failed inputs with why, inputs skipped."""
+
+    docs: list = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped: int = 0
+
+
+def new_run_id() -> str:
+    """A run id, sortable by start time: 20261201T091200Z-3fa9c1."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+def plan_inputs(source_args: tuple[str, ...], expand: Callable[[list[str]], list[str]]) -> list[Input]:
+    """The inputs of the given --source values, each with a name unique within the run.
+
+    A file's name is its path relative to the root it was found under (the folder given, the
+    fixed part of a glob, or its own folder), without its extension and with '/' as '-'. Inputs
+    that still share a name keep their extension (clip.mp4, clip.webm), then a short hash of
+    their absolute path: stable across runs, so up-to-date outputs are found again.
+    """
+    inputs: list[Input] = []
+    seen: set[str] = set()
+    for arg in source_args:
+        root = _root_of(arg)
+        for spec in expand([arg]):
+            if spec in seen:
+                continue
+            seen.add(spec)
+            inputs.append(Input(spec, _relative_name(spec, root)))
+    _disambiguate(inputs, lambda i: i.name + Path(i.spec).suffix if _is_path(i.spec) else i.name)
+    _disambiguate(inputs, lambda i: f"{i.name}-{hashlib.sha1(os.path.abspath(i.spec).encode()).hexdigest()[:6]}")
+    return inputs
+
+
+def _is_path(spec: str) -> bool:
+    return spec != "-" and "://" not in spec and os.path.exists(os.path.expanduser(spec))
+
+
+def _root_of(arg: str) -> Path | None:
+    path = os.path.expanduser(arg)
+    if os.path.isdir(path):
+        return Path(path)
+    if any(ch in arg for ch in "*?["):
+        fixed = []
+        for part in Path(path).parts:
+            if glob.has_magic(part):
+                break
+            fixed.append(part)
+        return Path(*fixed) if fixed else Path(".")
+    return None
+
+
+def _relative_name(spec: str, root: Path | None) -> str:
+    if not _is_path(spec) and not os.path.splitext(spec)[1]:
+        return "stdin" if spec == "-" else spec
+    path = Path(os.path.expanduser(spec))
+    try:
+        rel = path.relative_to(root) if root is not None else Path(path.name)
+    except ValueError:
+        rel = Path(path.name)
+    return str(rel.with_suffix("")).replace(os.sep, "-") or "input"
+
+
+def _disambiguate(inputs: list[Input], rename: Callable[[Input], str]) -> None:
+    counts = Counter(i.name for i in inputs)
+    for item in inputs:
+        if counts[item.name] > 1:
+            item.name = rename(item)
+
+
+def todo(inputs: list[Input], outdir: OutputDir | None, force: bool) -> tuple[list[Input], int]:
+    """The inputs to process and how many are skipped as up to date (batch folder only)."""
+    if outdir is None:
+        return inputs, 0
+    out, skipped = [], 0
+    for item in inputs:
+        if os.path.isfile(item.spec):
+            try:
+                item.digest = file_sha256(item.spec)
+            except OSError:
+                item.digest = None  # unreadable: opening it says why, as a failed input
+            if item.digest and not force and outdir.is_done(item.name, item.digest):
+                log.info("%s: already summarized (unchanged); skipping (--force to redo)", item.spec)
+                skipped += 1
+                continue
+        out.append(item)
+    return out, skipped
+
+
+def input_failure(stats: dict) -> str | None:
+    """Why a finished source counts as failed (exit 1), or None."""
+    if stats["frames_read"] == 0:
+        return "no frame could be decoded"
+    expected = stats.get("frames_expected")
+    if stats.get("truncated") and expected and stats["frames_read"] < MIN_DECODED_SHARE * expected:
+        return f"truncated: only {stats['frames_read']} of {expected} frames could be decoded"
+    if stats["selected"] and not stats["captioned"]:
+        return f"none of {stats['selected']} selected frames could be captioned (see the VLM failures above)"
+    return None
+
+
+def one_line(err: Exception, spec: str) -> str:
+    """An error's message without the input's path in front (the failed list names it already)."""
+    text = str(err)
+    for prefix in (f"{spec}: ", f"{spec} "):
+        if text.startswith(prefix):
+            return text[len(prefix):]
+    return text
+
+
+class Run:
+    """Runs the planned inputs: opening each, the per-source job, outputs, failures."""
+
+    def __init__(self, opts: RunOptions, stages: Callable[[], Any], events: Any, stop: Stopper,
+                 outdir: OutputDir | None, *, batch: bool) -> None:
+        self.opts = opts
+        self._build_stages = stages  # called once, when the first input has opened
+        self._stages: Any = None
+        self.events = events
+        self.stop = stop
+        self.outdir = outdir
+        self.batch = batch
+        self.run_id = new_run_id()
+        self.result = RunResult()
+        self._lock = threading.RLock()
+
+    def stages(self) -> Any:
+        """The run's stages, built (models loaded) on the first call."""
+        with self._lock:
+            if self._stages is None:
+                self._stages = self._build_stages()
+            return self._stages
+
+    @property
+    def stages_built(self) -> bool:
+        """Whether any input got as far as loading the models."""
+        return self._stages is not None
+
+    def open(self, item: Input) -> Any | None:
+        """Open one input; in a batch an InputError makes it a failed input (None), else it is raised."""
+        from video_summarizer.sources import open_source
+
+        try:
+            return open_source(item.spec, live=self.opts.live, reconnect_attempts=self.opts.reconnect_attempts)
+        except InputError as e:
+            if not self.batch:
+                raise
+            self.fail(item, one_line(e, item.spec), stage="input")
+            return None
+
+    def fail(self, item: Input, why: str, *, stage: str | None = None) -> None:
+        """Count an input as failed (said at the end), with an error event when it never ran."""
+        with self._lock:
+            self.result.failed.append((item.spec, why))
+        if stage is not None:
+            self.events.emit("error", source=item.spec, stage=stage, message=why)
+        log.warning("%s: %s", item.spec, why)
+
+    def run_all(self, inputs: list[Input], first: Any | None = None) -> RunResult:
+        """Every input in order (live ones beside each other on threads); `first` is inputs[0] opened."""
+        live_threads: list[threading.Thread] = []
+        for n, item in enumerate(inputs):
+            if self.stop.event.is_set():
+                break
+            source = first if n == 0 and first is not None else self.open(item)
+            if source is None:
+                continue
+            if source.live and len(inputs) > 1:
+                t = threading.Thread(target=self.run_input, args=(item, source), daemon=True)
+                t.start()
+                live_threads.append(t)
+            else:
+                self.run_input(item, source)
+        for t in live_threads:
+            while t.is_alive():
+                t.join(0.5)
+        return self.result
+
+    def run_input(self, item: Input, source: Any) -> Any:
+        """The per-source job: the loop over one opened source, then its outputs."""
+        with source:
+            stages = self.stages()
+            self.stop.watch(source)
+            fps = getattr(source, "fps", None)
+            log.info("%s: %s source%s", source.label, "live" if source.live else "file",
+                     f", {fps:.2f} fps" if fps else "")
+            with ExitStack() as stack:
+                doc = self._source_run(source, stages, stack).run()
+        doc.source = item.spec
+        doc.input_sha256 = item.digest
+        for key in ("frames_expected", "truncated"):
+            value = getattr(source, key, None)
+            if value is not None:
+                doc.stats[key] = value
+        with self._lock:
+            self.result.docs.append(doc)
+        self.events.emit("stats", source=source.label, **doc.stats)
+        why = input_failure(doc.stats)
+        if why and not self.stop.event.is_set():
+            self.fail(item, why)
+            return doc
+        if self.outdir is not None:
+            json_path, md_path = self.outdir.write(doc, item.name)
+            log.info("%s: wrote %s and %s", source.label, json_path, md_path)
+        return doc
+
+
+    def _source_run(self, source: Any, stages: Any, stack: ExitStack) -> Any:
+        from video_summarizer.pipeline import PipelineConfig, SourceRun
+        from video_summarizer.selection import FrameSelector
+
+        opts = self.opts
+        config = PipelineConfig(interval=opts.interval, min_change=opts.min_change, max_gap=opts.max_gap,
+                                summary_interval=opts.summary_interval,
+                                max_inflight=opts.resolved_max_inflight,
+                                shutdown_timeout_s=opts.shutdown_timeout)
+        selector_kw = {k: v for k, v in (("min_change", opts.min_change), ("max_gap", opts.max_gap))
+                       if v is not None}
+        return SourceRun(source, FrameSelector(interval=opts.interval, **selector_kw), stages, config,
+                         session_id=f"{self.run_id}-{source.label}", stop_event=self.stop.event,
+                         on_frame=self._display_hook(stack) if opts.display else None,
+                         on_progress=_progress_bar(stack, source))
+
+    def _display_hook(self, stack: ExitStack) -> Callable[[Any, Any], None] | None:
+        from video_summarizer.display import Display, display_unavailable_reason
+
+        reason = display_unavailable_reason()
+        if reason:
+            log.warning("--display: %s; continuing without a window", reason)
+            return None
+        display = Display()
+        stack.callback(display.close)
+
+        def on_frame(frame: Any, run: Any) -> None:
+            if not display.show(frame.image, frame.timestamp, run.latest_caption, run.rolling_summary or "",
+                                run.latest_faces):
+                self.stop.event.set()
+                run.source.stop()
+
+        return on_frame
+
+
+def _progress_bar(stack: ExitStack, source: Any) -> Callable[[int], None] | None:
+    """A progress bar per file when stderr is a terminal; None otherwise."""
+    total = getattr(source, "frame_count", None)
+    if source.live or not total or total <= 0 or not sys.stderr.isatty():
+        return None
+    import click
+
+    bar = stack.enter_context(click.progressbar(length=int(total), label=source.label, file=sys.stderr))
+    return bar.update

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from video_summarizer.citations import CitableCaption, ground_summary, split_sentences
+from video_summarizer.citations import CITATION, CitableCaption, ground_summary, split_sentences
+from video_summarizer.timecodes import format_video_time, parse_video_time
 
 CAPTIONS = [CitableCaption(0.0, {"frame": 0}), CitableCaption(5.2, {"frame": 150}),
             CitableCaption(10.0, {"frame": 300}), CitableCaption(12.9, {"frame": 360}),
@@ -43,6 +44,91 @@ def test_no_citations_and_empty_text():
     # no captions at all: every citation is dropped
     g = ground_summary("A man speaks [00:00].", [])
     assert g.text == "A man speaks." and g.dropped == 1 and g.grounding == 0.0
+
+
+# A dropped citation inside a sentence takes the words that led into it along: (summary the
+# model wrote, text kept, frames cited, times dropped). Valid times: 00:00, 00:05, 00:10, 01:15.
+MENDED = [
+    ("The cut happens at [99:99].", "The cut happens.", [], ["99:99"]),
+    ("The cut happens at [09:59].", "The cut happens.", [], ["09:59"]),
+    ("He waves goodbye [09:59].", "He waves goodbye.", [], ["09:59"]),
+    ("He waves. [09:59]", "He waves.", [], ["09:59"]),
+    ("The crowd cheers at [09:59] and he waves.", "The crowd cheers and he waves.", [], ["09:59"]),
+    ("He bows at around [09:59] to the crowd.", "He bows to the crowd.", [], ["09:59"]),
+    ("At [09:59], the man leaves.", "The man leaves.", [], ["09:59"]),
+    ("He waves (see [09:59]) and leaves.", "He waves and leaves.", [], ["09:59"]),
+    ("He waves (see [09:59]).", "He waves.", [], ["09:59"]),
+    ("A man (at [09:59]) waves.", "A man waves.", [], ["09:59"]),
+    ("He waves, see [09:59].", "He waves.", [], ["09:59"]),
+    ("He waves (see [00:05] and [09:59]).", "He waves (see [00:05]).", [150], ["09:59"]),
+    ("He waves (see [09:59] and [00:05]).", "He waves (see [00:05]).", [150], ["09:59"]),
+    ("The crowd stays from [08:00-09:59].", "The crowd stays.", [], ["08:00-09:59"]),
+    ("The crowd stays [08:00-09:59] and then leaves.", "The crowd stays and then leaves.", [],
+     ["08:00-09:59"]),
+    ("The crowd stays [00:04-00:06, 08:00-09:59].", "The crowd stays [00:04-00:06].", [150],
+     ["08:00-09:59"]),
+    ("He sings from [00:05] to [09:59].", "He sings from [00:05].", [150], ["09:59"]),
+    ("He sings from [09:59] to [00:10].", "He sings until [00:10].", [300], ["09:59"]),
+    ("He sings between [00:05] and [09:59].", "He sings at [00:05].", [150], ["09:59"]),
+    ("He sings from [08:00] to [09:59], then bows.", "He sings, then bows.", [],
+     ["08:00", "09:59"]),
+    ("He waves at [00:05] and [09:59].", "He waves at [00:05].", [150], ["09:59"]),
+    ("He waves at [09:59] and at [00:05].", "He waves at [00:05].", [150], ["09:59"]),
+    ("He waves at [00:05], [09:59] and [00:10].", "He waves at [00:05] and [00:10].", [150, 300],
+     ["09:59"]),
+    ("He waves [00:05][09:59] twice.", "He waves [00:05] twice.", [150], ["09:59"]),
+    ("He bows [1:02:03] slowly.", "He bows slowly.", [], ["1:02:03"]),
+    ("He is at home in [09:59]!", "He is at home!", [], ["09:59"]),
+]
+
+
+@pytest.mark.parametrize("written, kept, frames, dropped", MENDED)
+def test_a_dropped_citation_leaves_a_readable_sentence(written, kept, frames, dropped):
+    g = ground_summary(written, CAPTIONS)
+    assert g.text == kept
+    assert [c["frame"] for c in g.sentences[0].cites] == frames
+    assert g.sentences[0].dropped == dropped and g.dropped == len(dropped)
+
+
+def test_mending_touches_only_sentences_that_lost_a_citation():
+    text = "He looks at [00:05] the crowd , twice. At home he waves at [09:59]. [09:59]."
+    g = ground_summary(text, CAPTIONS)
+    # the first sentence keeps its odd spacing: nothing was dropped there
+    assert [s.text for s in g.sentences] == ["He looks at [00:05] the crowd , twice.",
+                                             "At home he waves."]
+    assert g.dropped == 2 and g.grounded == 1
+
+
+def test_citations_read_exactly_what_format_video_time_writes():
+    # The summarizer shows "[mm:ss] caption" lines and "[mm:ss-mm:ss]" for a repeated caption;
+    # minutes keep counting past 59. 0 s, 59:59, 1 h 2 min 3 s and 10 h:
+    times = [0, 3599, 3723, 36000]
+    assert [format_video_time(t) for t in times] == ["00:00", "59:59", "62:03", "600:00"]
+    assert [parse_video_time(format_video_time(t)) for t in times] == times
+    captions = [CitableCaption(float(t), {"frame": t * 25}) for t in times]
+    lines = [f"[{format_video_time(t)}] caption {i}" for i, t in enumerate(times)]
+    lines.append(f"[{format_video_time(3599)}-{format_video_time(3723)}] caption again")
+    stamps = [CITATION.search(line).group(0) for line in lines]
+    assert stamps == ["[00:00]", "[59:59]", "[62:03]", "[600:00]", "[59:59-62:03]"]
+    summary = " ".join(f"Event {i} {stamp}." for i, stamp in enumerate(stamps))
+    g = ground_summary(summary, captions)
+    assert [[c["frame"] for c in s.cites] for s in g.sentences] == [
+        [0], [3599 * 25], [3723 * 25], [36000 * 25], [3599 * 25, 3723 * 25]]
+    assert g.dropped == 0 and g.grounding == 1.0
+    assert g.text == summary
+
+
+@pytest.mark.parametrize("stamp, looks_like_a_time", [
+    ("99:99", True), ("1:02:03", True), ("00:60", True), ("1:5", True),
+    ("-1:00", False), ("1.5:00", False), ("", False)])
+def test_times_of_another_shape_are_refused_and_dropped(stamp, looks_like_a_time):
+    with pytest.raises(ValueError, match="not an mm:ss video time"):
+        parse_video_time(stamp)
+    written = f"It happens [{stamp}] here."
+    g = ground_summary(written, [CitableCaption(0.0, {"frame": 0})])
+    # A bracket that looks like a time is a citation that matches nothing: dropped, counted.
+    # Anything else in brackets is the model's text and stays.
+    assert (g.text, g.dropped) == (("It happens here.", 1) if looks_like_a_time else (written, 0))
 
 
 REPLY = ("Lin-Manuel Miranda speaks on a stage [00:00][00:03]. The camera cuts to a crowd "

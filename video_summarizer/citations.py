@@ -6,6 +6,11 @@ for a repeated caption). ``ground_summary`` splits the reply into sentences, res
 time to the captions shown at that time, drops the times that match no caption, and returns
 the cleaned text, the captions each sentence cites, and the share of sentences with at least
 one valid citation: the ``llm_grounding`` score.
+
+Times are read in the one format of ``timecodes.format_video_time`` (mm:ss, minutes past 59).
+A dropped citation inside a sentence goes with the words that led into it ("happens at
+[99:99]." becomes "happens."; "(see [09:59])" goes whole; "from [00:05] to [09:59]" keeps
+"from [00:05]"), so that the sentence still reads.
 """
 from __future__ import annotations
 
@@ -13,15 +18,18 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from video_summarizer.timecodes import parse_video_time
+
 # One bracket of citations: "[01:23]", "[01:20-01:35]", "[01:23, 02:05]" (minutes may pass 59).
-_TIME = r"\d{1,4}:[0-5]\d"
+# The pattern is looser than the format (parse_video_time decides): a malformed time such as
+# "[99:99]" or "[1:02:03]" is still a citation, dropped and counted, never left in the text.
+_TIME = r"\d{1,6}(?::\d{1,2}){1,2}"
 _ITEM = rf"{_TIME}(?:\s*[-–]\s*{_TIME})?"
 CITATION = re.compile(rf"\[\s*({_ITEM}(?:\s*[,;]\s*{_ITEM})*)\s*\]")
 _ITEM_RE = re.compile(rf"({_TIME})(?:\s*[-–]\s*({_TIME}))?")
 # A sentence ends at . ! or ? followed by whitespace or the end, plus any citations right after it.
 _SENTENCE = re.compile(
     rf"\S.*?(?:[.!?]+(?=[\s\[]|$)(?:\s*\[\s*{_ITEM}(?:\s*[,;]\s*{_ITEM})*\s*\])*|$)", re.S)
-
 
 @dataclass(frozen=True)
 class CitableCaption:
@@ -63,12 +71,6 @@ class GroundedSummary:
         return self.grounded / len(self.sentences) if self.sentences else None
 
 
-def parse_time(stamp: str) -> int:
-    """'mm:ss' to seconds."""
-    minutes, seconds = stamp.split(":")
-    return int(minutes) * 60 + int(seconds)
-
-
 def split_sentences(text: str) -> list[str]:
     """Sentences of a summary, each with the citations that follow its final punctuation."""
     return [m.group(0).strip() for m in _SENTENCE.finditer(" ".join(text.split())) if m.group(0).strip()]
@@ -79,6 +81,7 @@ def ground_summary(text: str, captions: Sequence[CitableCaption]) -> GroundedSum
     by_second: dict[int, list[CitableCaption]] = {}
     for cap in captions:
         by_second.setdefault(int(max(0.0, cap.seconds)), []).append(cap)
+    seconds = sorted(by_second)
     sentences: list[CitedSentence] = []
     dropped = 0
     for raw in split_sentences(text):
@@ -88,20 +91,76 @@ def ground_summary(text: str, captions: Sequence[CitableCaption]) -> GroundedSum
             nonlocal dropped
             kept = []
             for item in _ITEM_RE.finditer(match.group(1)):
-                start = parse_time(item.group(1))
-                end = parse_time(item.group(2)) if item.group(2) else start
-                hits = [c for s in range(start, max(start, end) + 1) for c in by_second.get(s, ())]
+                hits = _captions_at(item, by_second, seconds)
                 if hits:
                     kept.append(item.group(0))
                     sentence.cites.extend(c.ref for c in hits if c.ref not in sentence.cites)
                 else:
                     sentence.dropped.append(item.group(0))
                     dropped += 1
-            return f"[{', '.join(kept)}]" if kept else ""
+            return f"[{', '.join(kept)}]" if kept else _GONE
 
         cleaned = CITATION.sub(resolve, raw)
-        # Removing a citation can leave "waves ." or a double space: tidy what we touched only.
-        sentence.text = re.sub(r"\s+([.!?,;])", r"\1", re.sub(r"\s{2,}", " ", cleaned)).strip()
-        if sentence.text:
+        sentence.text = mend_sentence(cleaned, raw) if _GONE in cleaned else cleaned.strip()
+        if any(ch.isalnum() for ch in sentence.text):
             sentences.append(sentence)
     return GroundedSummary(" ".join(s.text for s in sentences), sentences, dropped)
+
+
+def _captions_at(item: re.Match, by_second: dict[int, list[CitableCaption]],
+                 seconds: list[int]) -> list[CitableCaption]:
+    # A time that is not what format_video_time writes matches nothing, so it is dropped.
+    try:
+        start = parse_video_time(item.group(1))
+        end = parse_video_time(item.group(2)) if item.group(2) else start
+    except ValueError:
+        return []
+    return [c for s in seconds if start <= s <= max(start, end) for c in by_second[s]]
+
+
+# Where a dropped citation was, while the sentence is mended; no summary contains it.
+_GONE = "\x00"
+_K = r"\[[^\[\]]*\]"  # a citation that stays
+_TO = r"(?:to|until|till|through|[-–])"  # the far end of a range in words
+# Words that only lead into a time: "at [..]", "at around [..]", "starting at [..]".
+_INTO = (r"(?:\b(?:starting|beginning|ending|again)\s+)?"
+         r"(?:\b(?:at|around|near|by|from|until|till|after|before|in|on|during|since|about|"
+         r"circa|approximately|roughly)\s+){1,2}")
+# (pattern, replacement), in order: ranges before lists ("between A and B"), lists and lead-in
+# words before the bare citation goes.
+_MEND = [(re.compile(p, re.I), r) for p, r in (
+    (rf"{_GONE}(?:\s*{_GONE})+", _GONE),
+    (rf"(?<=\])\s*{_GONE}|{_GONE}\s*(?=\[)", ""),
+    (rf"\bfrom\s+({_K})\s*{_TO}\s*{_GONE}", r"from \1"),
+    (rf"\bfrom\s+{_GONE}\s*{_TO}\s*({_K})", r"until \1"),
+    (rf"\bbetween\s+({_K})\s+and\s+{_GONE}|\bbetween\s+{_GONE}\s+and\s+({_K})", r"at \1\2"),
+    (rf"\bfrom\s+{_GONE}\s*{_TO}\s*{_GONE}|\bbetween\s+{_GONE}\s+and\s+{_GONE}", _GONE),
+    (rf"({_K})\s*{_TO}\s*{_GONE}|{_GONE}\s*{_TO}\s*({_K})", r"\1\2"),
+    (rf"({_K})\s*(?:,\s*)?(?:(?:and|or|&)\s+)?(?:{_INTO})?{_GONE}", r"\1"),
+    (rf"(?:{_INTO})?{_GONE}\s*(?:,\s*)?(?:(?:and|or|&)\s+)?(?=(?:{_INTO})?{_K})", ""),
+    (rf"[,;]?\s*\b(?:see(?:\s+also)?|cf\.?|e\.g\.,?)\s+{_GONE}", _GONE),
+    (rf"{_INTO}{_GONE}", _GONE),
+    (rf"\(\s*{_GONE}\s*\)", ""),
+    (rf"\s*{_GONE}", ""),
+    (r"\(\s*\)", ""),
+    (r"\(\s*[,;]\s*", "("),
+    (r"\s*[,;]\s*\)", ")"),
+    (r"\s{2,}", " "),
+    (r"\s+([.!?,;:)])", r"\1"),
+    (r"\(\s+", "("),
+    (r"[,;:]+(?=[.!?])", ""),
+    (r"([,;])[,;]+", r"\1"),
+    (r"^[\s,;:.]+", ""),
+)]
+
+
+def mend_sentence(cleaned: str, raw: str) -> str:
+    """A sentence whose dropped citations (marked) are removed with the words that led into
+    them ("at", "see", "and" of a list, one end of a range), so that it still reads."""
+    for pattern, replacement in _MEND:
+        cleaned = pattern.sub(replacement, cleaned)
+    cleaned = cleaned.strip()
+    # "At [..] he waves." loses its first word: the sentence still starts with a capital.
+    if cleaned and raw.lstrip()[:1].isupper() and cleaned[0].islower():
+        cleaned = cleaned[0].upper() + cleaned[1:]
+    return cleaned

@@ -290,7 +290,7 @@ def format_report(report: dict) -> str:
         scope = f", run {sel['run_id']}"
     elif sel.get("session") is not None:
         scope = f", session {sel['session']}*"
-    if (sel.get("run_id") or sel.get("session") is not None) and sel.get("sessions") != [sel.get("run_id")]:
+    if scope and sel.get("sessions") != [sel.get("run_id")]:
         scope += f" (sessions {', '.join(sel.get('sessions') or [])})"
     lines = [f"Trace log {', '.join(files)}{scope}: {c['traces']} traces, {c['spans']} spans, "
              f"{c['generations']} generations, {c['scores']} scores"

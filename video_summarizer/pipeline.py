@@ -249,16 +249,13 @@ class SourceRun:
         ) as trace:
             matches = self._recognize(trace.id, job)
             names = sorted({m.name for m in matches if m.name != "unknown"})
-            result = self._caption(trace.id, job, names, matches)
-            vlm = scores.vlm_scores(result, worst_ms=self.config.vlm_worst_ms)
-            overall = [scores.overall_quality(vlm["vlm_success"], vlm["vlm_latency_score"],
-                                              vlm["vlm_quality"])]
+            result, vlm = self._caption(trace.id, job, names, matches)
+            overall = [scores.overall_from(vlm)]
             self._record_caption(job, matches, names, result, trace.id)
             if job.summary_due:
                 llm = self._summarize_window(trace.id, job)
                 if llm is not None:
-                    overall.append(scores.overall_quality(
-                        llm["llm_success"], llm["llm_processing_score"], llm["llm_quality"]))
+                    overall.append(scores.overall_from(llm))
             tracker.log_score(trace.id, "overall_quality", sum(overall) / len(overall),
                               score_trace=True, comment="mean of the stages' success, latency and quality")
 
@@ -277,7 +274,7 @@ class SourceRun:
         self.latest_faces = (job.video_time, matches)
         return matches
 
-    def _caption(self, trace_id: str, job: _Job, names: list[str], matches: list) -> Any:
+    def _caption(self, trace_id: str, job: _Job, names: list[str], matches: list) -> tuple[Any, dict]:
         tracker, vlm, prompts = self.stages.tracker, self.stages.vlm, self.stages.prompts
         managed = prompts.caption() if prompts is not None else None
         prompt = render_caption(managed, faces_sentence(names)) if managed else vlm.build_prompt(names)
@@ -296,9 +293,9 @@ class SourceRun:
                 result = vlm.generate_caption(image, prompt)
                 _record_generation(gen, result, {"api_time_ms": round(result.api_time, 1),
                                                  "image_prep_ms": round(result.image_prep_ms, 1)})
-            _log_scores(tracker, trace_id, gen.id,
-                        scores.vlm_scores(result, worst_ms=self.config.vlm_worst_ms), result)
-        return result
+            values = scores.vlm_scores(result, worst_ms=self.config.vlm_worst_ms)
+            _log_scores(tracker, trace_id, gen.id, values, result)
+        return result, values
 
     def _record_caption(self, job: _Job, matches: list, names: list[str], result: Any, trace_id: str) -> None:
         events = self.stages.events
@@ -438,10 +435,8 @@ class SourceRun:
                                   tags=["final"], metadata={"source": self.label,
                                                             "captions": len(window)}) as trace:
             values, result = self._summarize(trace.id, window, final=True)
-            tracker.log_score(trace.id, "overall_quality",
-                              scores.overall_quality(values["llm_success"], values["llm_processing_score"],
-                                                     values["llm_quality"]),
-                              score_trace=True, comment="final summary: success, latency and quality")
+            tracker.log_score(trace.id, "overall_quality", scores.overall_from(values), score_trace=True,
+                              comment="final summary: success, latency and quality")
         return result
 
     def _document(self, summary: str, interrupted: bool) -> SummaryDocument:

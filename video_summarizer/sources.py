@@ -6,15 +6,18 @@ skips on time cost no colour conversion. Live sources (cameras, streams, ``live=
 run a reader thread that keeps draining the device, so what the loop gets is always the
 newest frame, never one that sat in a driver or network buffer.
 
+Everything that can be known about an input is checked in ``open_source`` (the first frame
+is decoded there and kept), so a bad input is one ``InputError`` before any model loads.
+Labels (``source_label``, ``unique_labels``) name a source in logs, statistics, output
+names and Langfuse ids: ``cam0``, ``stdin``, a file's stem, a stream's host and path.
+
 OpenCV is imported on first use, never at import time.
 """
 from __future__ import annotations
 
-import glob
 import logging
 import math
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -22,33 +25,43 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from video_summarizer.errors import InputError
+from video_summarizer.source_specs import (  # re-exported: the CLI imports sources only
+    OPTION,
+    SNIFF_BYTES,
+    VIDEO_EXTENSIONS,
+    camera_target,
+    check_source,
+    expand_sources,
+    file_target,
+    kind_of,
+    mask_url,
+    not_a_video,
+    source_label,
+    stream_problem,
+    unique_labels,
+)
 
 if TYPE_CHECKING:
     import numpy as np
 
+__all__ = [
+    "Frame", "FrameSource", "InputError", "VIDEO_EXTENSIONS", "check_source", "expand_sources", "open_source",
+    "source_label", "unique_labels",
+]
+
 log = logging.getLogger(__name__)
 
-OPTION = "--source"
-
-VIDEO_EXTENSIONS = frozenset(
-    {
-        ".3gp", ".avi", ".flv", ".m2ts", ".m4v", ".mjpeg", ".mjpg", ".mkv", ".mov", ".mp4",
-        ".mpeg", ".mpg", ".mts", ".mxf", ".ogv", ".ts", ".webm", ".wmv", ".y4m",
-    }
-)
-
-_CAMERA_RE = re.compile(r"^(?:cam(\d+)|(\d+))$", re.IGNORECASE)
-_DEVICE_RE = re.compile(r"^/dev/video(\d+)$")
-_STREAM_RE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 # Network reads must not hang the reader thread forever on a dead server.
 _STREAM_TIMEOUT_MS = 5000
 _MAX_RECONNECT_DELAY_S = 10.0
-_SNIFF_BYTES = 12
+# Still images FFmpeg opens as one-frame "videos" (at a made-up 25 fps). GIF is left out: it animates.
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*")
+# Below this share of the stated length decoded, a file counts as truncated (VFR estimates are
+# close; a cut file is far off).
+_TRUNCATED_SHARE = 0.98
 
 
 class Frame:
@@ -96,12 +109,14 @@ class Frame:
 class FrameSource(ABC):
     """Something that yields frames; use it with ``with`` so the capture is always released."""
 
-    def __init__(self, label: str, *, live: bool, cleanup: ExitStack) -> None:
+    def __init__(self, label: str, *, live: bool, cleanup: ExitStack, kind: str = "file") -> None:
         self.label = label
         self.live = live
-        self.fps: float | None = None
-        self.frame_count: int | None = None  # files: frames the container announces (for progress)
-        self.frames_read = 0  # frames grabbed from the decoder/device
+        self.kind = kind  # "file", "image", "stdin", "camera" or "stream"
+        self.fps: float | None = None  # None for still images and where the container states none
+        self.frames_expected: int | None = None  # files: frames the container states; None when unknown
+        self.ended = False  # the input itself ended (not stop()): only then is `truncated` known
+        self.frames_read = 0  # frames grabbed (and so decoded) from the decoder/device
         self.frames_dropped = 0  # live: grabbed frames nobody took (a newer one came first)
         self.decode_failures = 0  # grabbed frames whose pixels could not be converted
         self.reconnects = 0  # cameras and streams: reopen attempts made after frames stopped
@@ -114,6 +129,30 @@ class FrameSource(ABC):
 
     def __iter__(self) -> Iterator[Frame]:
         return self.frames()
+
+    @property
+    def frame_count(self) -> int | None:
+        """Frames the container states (same as frames_expected; for progress bars)."""
+        return self.frames_expected
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the input ended well before its stated length; known once iteration has ended."""
+        return False
+
+    def describe(self) -> str:
+        """What this source is, for the start-up line: 'video file, 29.97 fps, 444 frames', 'still image'."""
+        if self.kind == "image":
+            return "still image (1 frame)"
+        what = {"file": "video file", "stdin": "video on stdin", "camera": "camera", "stream": "stream"}[self.kind]
+        if self.live and self.kind in ("file", "stdin"):
+            what += " (live)"
+        parts = [what]
+        if self.fps:
+            parts.append(f"{self.fps:.2f} fps")
+        if self.frames_expected and self.kind != "image":
+            parts.append(f"{self.frames_expected} frames")
+        return ", ".join(parts)
 
     def stop(self) -> None:
         """Make iteration end soon; safe from other threads and signal handlers."""
@@ -139,18 +178,22 @@ class FrameSource(ABC):
 class _SequentialSource(FrameSource):
     """Every frame in order, timestamps in video time, pixels converted only on demand."""
 
-    def __init__(self, label: str, cap, *, cleanup: ExitStack) -> None:
-        super().__init__(label, live=False, cleanup=cleanup)
+    def __init__(self, label: str, cap, *, cleanup: ExitStack, kind: str, no_frame: str) -> None:
+        super().__init__(label, live=False, cleanup=cleanup, kind=kind)
         self._cap = cap
         cleanup.callback(cap.release)
-        self.fps = _fps(cap)
         cv2 = _cv2()
         self._pos_msec_prop = cv2.CAP_PROP_POS_MSEC
-        count = cap.get(cv2.CAP_PROP_FRAME_COUNT)  # meaningless for pipes (0, or -1e15 for TS)
-        self.frame_count = int(count) if math.isfinite(count) and count > 0 else None
-        # Grab the first frame now so an undecodable input fails in open_source, not mid-run.
+        if kind == "image":
+            self.frames_expected = 1  # FFmpeg's 25 fps for an image is made up: no fps at all
+        else:
+            self.fps = _fps(cap)
+            count = cap.get(cv2.CAP_PROP_FRAME_COUNT)  # meaningless for pipes (0, or -1e15 for TS)
+            self.frames_expected = int(count) if math.isfinite(count) and 0 < count < 1e12 else None
+        # Grab (and so decode) the first frame now so an undecodable input fails in open_source,
+        # not after the models load; frames() yields this frame first.
         if not cap.grab():
-            raise InputError(f"{label}: no frame could be decoded (corrupt, truncated or not a video)", option=OPTION)
+            raise InputError(no_frame, option=OPTION)
         self._position = 0  # index of the frame the decoder currently holds
         self._first_pending = True
         self._last_ts = 0.0
@@ -163,10 +206,24 @@ class _SequentialSource(FrameSource):
             elif self._cap.grab():
                 self._position += 1
             else:
-                return  # end of input, or a truncated file: stop cleanly after what decoded
+                self.ended = True  # end of input, or a truncated file: `truncated` tells which
+                return
             self.frames_read += 1
             index = self._position
             yield Frame(index, self._timestamp(index), time.time(), decode=lambda i=index: self._retrieve(i))
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the input ended well before its stated frame count (and its stated duration)."""
+        expected = self.frames_expected
+        if not self.ended or not expected or self.frames_read >= expected * _TRUNCATED_SHARE - 1:
+            return False
+        if self.fps:
+            # Where the count is duration x fps (WebM, MKV), a variable frame rate gives fewer
+            # frames than stated: reaching the stated duration means the file is whole.
+            stated_s = expected / self.fps
+            return self._last_ts + 1.0 / self.fps < stated_s * _TRUNCATED_SHARE
+        return True
 
     def _timestamp(self, index: int) -> float:
         """The frame's video time; falls back to index/fps where the container gives none."""
@@ -210,8 +267,11 @@ class _LiveSource(FrameSource):
         reconnect_attempts: int,
         reconnect_delay: float,
         cleanup: ExitStack,
+        kind: str,
+        no_frame: str,
+        join_timeout_s: float,
     ) -> None:
-        super().__init__(label, live=True, cleanup=cleanup)
+        super().__init__(label, live=True, cleanup=cleanup, kind=kind)
         self._opener = opener
         self._reconnect_attempts = max(-1, reconnect_attempts)  # -1: no bound
         self._reconnect_delay = reconnect_delay
@@ -220,13 +280,14 @@ class _LiveSource(FrameSource):
         # One frame proves the device really delivers (an opened camera can still be dead).
         if not cap.grab():
             cap.release()
-            raise InputError(f"{label}: opened, but no frame arrived", option=OPTION)
+            raise InputError(no_frame, option=OPTION)
         self.frames_read = 1
         self.frames_dropped = 1  # the probe frame: by the time anyone asks, it is stale
         self._cond = threading.Condition()
         self._latest: Frame | None = None
         self._want = False  # a consumer is waiting: convert the next grabbed frame
         self._ended = False
+        self._join_timeout_s = join_timeout_s
         self._thread = threading.Thread(target=self._read_loop, args=(cap,), name=f"frames-{label}", daemon=True)
         self._thread.start()
         cleanup.callback(self._join)
@@ -306,7 +367,7 @@ class _LiveSource(FrameSource):
     def _join(self) -> None:
         self._stop.set()
         # A blocked network read ends within the stream timeout; the thread releases the capture.
-        self._thread.join(timeout=_STREAM_TIMEOUT_MS / 1000.0 + 1.0)
+        self._thread.join(timeout=self._join_timeout_s)
 
 
 def open_source(
@@ -315,148 +376,93 @@ def open_source(
     live: bool | None = None,
     reconnect_attempts: int = 5,
     reconnect_delay: float = 0.5,
+    label: str | None = None,
+    timeout: float = _STREAM_TIMEOUT_MS / 1000.0,
 ) -> FrameSource:
     """Open a file, '-' (stdin), a camera ('cam0', '1', '/dev/video0') or a stream URL; InputError if unusable.
 
-    ``live`` defaults to True for cameras and streams and False for files and stdin;
-    ``reconnect_attempts`` bounds consecutive reopen tries of a live camera or stream that
-    stops delivering (-1: no bound), with ``reconnect_delay`` seconds before the first,
-    doubling after each up to 10 s.
+    The first frame is decoded here (and yielded first), so an empty, garbage or index-less
+    input, an image that is not one, an unreachable stream or a dead camera is one InputError
+    naming --source before anything else is done. ``live`` defaults to True for cameras and
+    streams and False for files and stdin; ``reconnect_attempts`` bounds consecutive reopen
+    tries of a live camera or stream that stops delivering (-1: no bound), with
+    ``reconnect_delay`` seconds before the first, doubling after each up to 10 s. ``label``
+    replaces ``source_label(spec)`` (the CLI passes ``unique_labels`` of all its sources);
+    ``timeout`` bounds a stream's connect and each of its reads, in seconds.
     """
     cv2 = _cv2()
     cleanup = ExitStack()
     try:
-        kind = _kind(spec)
+        kind = kind_of(spec)
         attempts = 0
         if kind == "camera":
-            target, label = _camera_target(spec)
+            target = camera_target(spec)
             api, params = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY, []
-            what = f"camera {spec} could not be opened (no such device, or it is in use)"
+            fail = _said(f"camera {spec} could not be opened (in use by another program, or not a camera)")
+            no_frame = f"camera {spec} opened, but sent no frame (in use, or not a capture device)"
             default_live = True
             attempts = reconnect_attempts  # a USB camera unplugged and plugged back, a driver reset
         elif kind == "stream":
-            target, label = spec, urlsplit(spec).hostname or _mask_url(spec)
+            target = spec
             api = cv2.CAP_FFMPEG
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, _STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, _STREAM_TIMEOUT_MS]
-            what = f"stream {_mask_url(spec)} could not be opened (check the URL and that the server is up)"
+            ms = max(1, int(timeout * 1000))
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+
+            def fail(elapsed: float) -> str:
+                return f"stream {mask_url(spec)} could not be opened: {stream_problem(spec, elapsed, timeout)}"
+
+            no_frame = f"stream {mask_url(spec)} answered, but sent no frame within {timeout:g} s (check the path)"
             default_live = True
             attempts = reconnect_attempts
         elif kind == "stdin":
-            target, label = _stdin_target(cleanup, spool_mp4=not live), "stdin"
+            target, head = _stdin_target(cleanup, spool_mp4=not live)
             api, params = cv2.CAP_FFMPEG, []
-            what = "stdin could not be read as a video (pipe a video file or an MPEG-TS/MKV stream into it)"
+            fail = _said(not_a_video("stdin", head, live=bool(live)))
+            no_frame = ("stdin: no frame could be decoded from what was piped in (corrupt or cut short; "
+                        "pipe a whole video file, or an MPEG-TS/MKV stream)")
+            if live and head[4:8] == b"ftyp":  # opens, then yields nothing: its index is still to come
+                no_frame = not_a_video("stdin", head, live=True)
             default_live = False
         else:
-            target, label = _file_target(spec), Path(spec).stem
+            target, head = file_target(spec)
+            if head.startswith(_IMAGE_MAGIC) or head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+                kind, live = "image", False  # one frame: nothing to drain, no frame rate
             api, params = cv2.CAP_FFMPEG, []
-            what = f"{spec}: not a video OpenCV/FFmpeg can read (unknown format, corrupt or truncated)"
+            fail = _said(not_a_video(spec, head, live=bool(live)))
+            no_frame = f"{spec}: no frame could be decoded (corrupt, truncated or not a video)"
             default_live = False
+        label = label or source_label(spec)
 
         def opener():
-            return _open_capture(target, api, params, what)
+            return _open_capture(target, api, params, fail)
 
         if default_live if live is None else live:
-            return _LiveSource(label, opener, reconnect_attempts=attempts, reconnect_delay=reconnect_delay, cleanup=cleanup)
-        return _SequentialSource(label, opener(), cleanup=cleanup)
+            return _LiveSource(label, opener, reconnect_attempts=attempts, reconnect_delay=reconnect_delay,
+                               cleanup=cleanup, kind=kind, no_frame=no_frame, join_timeout_s=timeout + 1.0)
+        return _SequentialSource(label, opener(), cleanup=cleanup, kind=kind, no_frame=no_frame)
     except BaseException:
         cleanup.close()
         raise
 
 
-def check_source(spec: str) -> None:
-    """Fail fast on a file that cannot be a video (missing, a folder, empty, unreadable) or a
-    camera with no device node (Linux).
-
-    Cheap and opens nothing, so the CLI can run it before loading models; a camera that exists
-    but is busy, streams and stdin are only known once opened.
-    """
-    kind = _kind(spec)
-    if kind == "file":
-        _file_target(spec)
-    elif kind == "camera":
-        _camera_target(spec)
+def _said(message: str) -> Callable[[float], str]:
+    return lambda elapsed: message
 
 
-def expand_sources(specs: Iterable[str]) -> list[str]:
-    """Expand folders and glob patterns to their video files (sorted); other specs pass through."""
-    out: list[str] = []
-    for spec in specs:
-        if _kind(spec) != "file":
-            files = [spec]
-        elif os.path.isdir(os.path.expanduser(spec)):
-            folder = Path(spec).expanduser()
-            files = sorted(str(p) for p in folder.iterdir() if p.is_file() and _is_video_name(p.name))
-            if not files:
-                raise InputError(f"no video files in folder {spec} (looked for {_ext_list()})", option=OPTION)
-        elif any(ch in spec for ch in "*?["):
-            matches = glob.glob(os.path.expanduser(spec), recursive=True)
-            files = sorted(m for m in matches if os.path.isfile(m) and _is_video_name(m))
-            if not files:
-                raise InputError(f"no video files match {spec}", option=OPTION)
-        else:
-            files = [spec]
-        out.extend(f for f in files if f not in out)
-    return out
-
-
-def _kind(spec: str) -> str:
-    """'stdin', 'camera', 'stream' or 'file'."""
-    if spec == "-":
-        return "stdin"
-    if _CAMERA_RE.match(spec) or _DEVICE_RE.match(spec):
-        return "camera"
-    if _STREAM_RE.match(spec):
-        return "stream"
-    return "file"
-
-
-def _camera_target(spec: str) -> tuple[int | str, str]:
-    """(what OpenCV opens, label); InputError when the camera's device node is missing.
-
-    A camera index means /dev/videoN to OpenCV's V4L2 backend, so on Linux a missing node is
-    known without opening anything; elsewhere an index is only known once opened.
-    """
-    match = _CAMERA_RE.match(spec)
-    if match:
-        index = int(match.group(1) or match.group(2))
-        target: int | str = index
-        device = f"/dev/video{index}" if sys.platform.startswith("linux") else None
-    else:
-        index = int(_DEVICE_RE.match(spec).group(1))
-        target = device = spec
-    if device is not None and not os.path.exists(device):
-        raise InputError(f"camera {spec}: no such device {device} ({_cameras_present()})", option=OPTION)
-    return target, f"cam{index}"
-
-
-def _cameras_present() -> str:
-    found = sorted(glob.glob("/dev/video[0-9]*"), key=lambda p: int(re.sub(r"\D", "", p) or 0))
-    if not found:
-        return "no /dev/video* devices on this machine"
-    return "cameras here: " + ", ".join(f"cam{p[len('/dev/video'):]}" for p in found)
-
-
-def _file_target(spec: str) -> str:
-    path = Path(spec).expanduser()
-    if not path.exists():
-        raise InputError(f"video file not found: {spec}", option=OPTION)
-    if path.is_dir():
-        raise InputError(f"{spec} is a folder: give a video file (folders are expanded in batch mode)", option=OPTION)
-    if path.is_file() and path.stat().st_size == 0:  # a named pipe has no size: let it through
-        raise InputError(f"{spec} is empty (0 bytes)", option=OPTION)
-    if not os.access(path, os.R_OK):
-        raise InputError(f"{spec} is not readable (permission denied)", option=OPTION)
-    return str(path)
-
-
-def _stdin_target(cleanup: ExitStack, *, spool_mp4: bool) -> str:
-    """What FFmpeg should open for stdin: a spooled copy of an MP4, or a pipe fed with stdin."""
+def _stdin_target(cleanup: ExitStack, *, spool_mp4: bool) -> tuple[str, bytes]:
+    """(what FFmpeg should open for stdin: a spooled copy of an MP4, or a pipe fed with stdin; its first bytes)."""
+    example = "pipe a video into it, e.g. `cat clip.mp4 | ... --source -`"
     stdin = sys.stdin.buffer if sys.stdin is not None else None
-    if stdin is None or stdin.isatty():
-        raise InputError("stdin is not a pipe: pipe a video into it, e.g. `cat clip.mp4 | ... --source -`", option=OPTION)
-    head = stdin.read(_SNIFF_BYTES)
+    if stdin is None:
+        raise InputError(f"stdin is closed: {example}", option=OPTION)
+    if stdin.isatty():
+        raise InputError(f"stdin is not a pipe: {example}", option=OPTION)
+    try:
+        head = stdin.read(SNIFF_BYTES)
+    except OSError as e:  # fd 0 closed under Python's feet, or not readable
+        raise InputError(f"stdin cannot be read ({e.strerror or e}): {example}", option=OPTION) from e
     if not head:
-        raise InputError("stdin is empty: nothing was piped in", option=OPTION)
+        raise InputError(f"stdin is empty: nothing was piped in ({example})", option=OPTION)
     if spool_mp4 and head[4:8] == b"ftyp":
         # An ordinary MP4 keeps its index at the end; read through a pipe it silently yields
         # zero frames, so the decoder needs a seekable copy.
@@ -465,13 +471,13 @@ def _stdin_target(cleanup: ExitStack, *, spool_mp4: bool) -> str:
         with os.fdopen(fd, "wb") as spool:
             spool.write(head)
             shutil.copyfileobj(stdin, spool, 1 << 20)
-        return path
+        return path, head
     # Streamable containers (MPEG-TS, MKV, AVI, fragmented MP4): feed FFmpeg through a pipe
     # of our own, because the sniffed bytes cannot be pushed back into stdin.
     read_fd, write_fd = os.pipe()
     cleanup.callback(_close_quietly, read_fd)
     threading.Thread(target=_feed_pipe, args=(head, stdin, write_fd), name="stdin-feeder", daemon=True).start()
-    return f"/dev/fd/{read_fd}"
+    return f"/dev/fd/{read_fd}", head
 
 
 def _feed_pipe(head: bytes, stdin, write_fd: int) -> None:
@@ -485,14 +491,15 @@ def _feed_pipe(head: bytes, stdin, write_fd: int) -> None:
         pass  # the source was closed before stdin ended: nothing left to feed
 
 
-def _open_capture(target: int | str, api: int, params: list[int], what: str):
-    """A cv2.VideoCapture that is open, or InputError(what)."""
+def _open_capture(target: int | str, api: int, params: list[int], fail: Callable[[float], str]):
+    """A cv2.VideoCapture that is open, or InputError(fail(seconds the attempt took))."""
     cv2 = _cv2()
+    started = time.monotonic()
     with _quiet_opencv(cv2):
         cap = cv2.VideoCapture(target, api, params)
     if not cap.isOpened():
         cap.release()
-        raise InputError(what, option=OPTION)
+        raise InputError(fail(time.monotonic() - started), option=OPTION)
     if isinstance(target, int) or str(target).startswith("/dev/video"):
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # best effort: fewer frames queued in the driver
     return cap
@@ -521,23 +528,6 @@ def _quiet_opencv(cv2) -> Iterator[None]:
         yield
     finally:
         cv2.utils.logging.setLogLevel(old)
-
-
-def _mask_url(url: str) -> str:
-    """The URL with any password replaced, safe for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _is_video_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
-
-
-def _ext_list() -> str:
-    return ", ".join(sorted(VIDEO_EXTENSIONS))
 
 
 def _remove_quietly(path: str) -> None:

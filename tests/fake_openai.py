@@ -8,7 +8,7 @@ It speaks the real wire protocol (HTTP/1.1, chunked Server-Sent Events), so the 
         ...
         srv.requests        # JSON bodies of the chat requests received, in order
         srv.fail_next(status=503, n=2, headers={"Retry-After": "1"})
-        srv.set_mode("cut")  # "ok" | "hang" | "cut" | "garbage"
+        srv.set_mode("cut")  # "ok" | "hang" | "cut" | "garbage" | "html"
 
 Stream shape (like vLLM): a role chunk with empty content right after the headers, then
 ``first_chunk_delay`` seconds, then one chunk per word (``chunk_delay`` apart), a chunk
@@ -30,7 +30,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-MODES = ("ok", "hang", "cut", "garbage")
+MODES = ("ok", "hang", "cut", "garbage", "html")
+# What a web server or a proxy's login page answers where an API was expected.
+HTML_PAGE = b"<!DOCTYPE html><html><head><title>Welcome to nginx!</title></head><body>It works.</body></html>"
 
 
 def split_pieces(text: str) -> list[str]:
@@ -142,7 +144,8 @@ class FakeOpenAIServer:
             self._failures.extend([(status, dict(headers or {}))] * n)
 
     def set_mode(self, mode: str) -> None:
-        """ok: normal; hang: accept and never answer; cut: drop the connection mid-stream; garbage: non-JSON events."""
+        """ok: normal; hang: accept and never answer; cut: drop the connection mid-stream; garbage: non-JSON
+        events; html: every route (GET /v1/models too) answers 200 with an HTML page."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         with self._lock:
@@ -155,6 +158,12 @@ class FakeOpenAIServer:
             self._request_times.append(time.time())
             failure = self._failures.pop(0) if self._failures else None
             return self._mode, failure
+
+    @property
+    def mode(self) -> str:
+        """The current mode (see set_mode)."""
+        with self._lock:
+            return self._mode
 
     def _count_model_list(self) -> None:
         with self._lock:
@@ -210,6 +219,13 @@ class _Handler(BaseHTTPRequestHandler):
                 429: "rate_limit_error"}.get(status, "server_error")
         self._send_json(status, {"error": {"message": message, "type": kind, "code": status}}, headers)
 
+    def _send_html(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(HTML_PAGE)))
+        self.end_headers()
+        self.wfile.write(HTML_PAGE)
+
     def _authorized(self) -> bool:
         key = self.fake.api_key
         if key is None or self.headers.get("Authorization") == f"Bearer {key}":
@@ -227,6 +243,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- routes --------------------------------------------------------------------------
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        if self.fake.mode == "html":
+            self.fake._count_model_list()
+            self._send_html()
+            return
         if self.path.rstrip("/") != "/v1/models":
             self._send_error(404, f"no route {self.path}")
             return
@@ -239,6 +259,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
+        if self.fake.mode == "html":  # a web server answers any path with its page
+            try:
+                self.fake._record(json.loads(raw or b"{}"))
+            except ValueError:
+                pass
+            self._send_html()
+            return
         if self.path.rstrip("/") != "/v1/chat/completions":
             self._send_error(404, f"no route {self.path}")
             return

@@ -26,7 +26,6 @@ def _frame(w: int = 1280, h: int = 720) -> np.ndarray:
 
 
 def _client(srv: FakeOpenAIServer, **kw) -> VLMClient:
-    kw.setdefault("backoff_base_s", 0.02)
     return VLMClient(base_url=srv.base_url, api_key="test-key", model="qwen3", **kw)
 
 
@@ -161,12 +160,12 @@ def test_retries_503_then_succeeds() -> None:
 
 def test_429_honours_retry_after_over_backoff() -> None:
     with FakeOpenAIServer(REPLY) as srv:
-        srv.fail_next(status=429, n=1, headers={"Retry-After": "0.5"})
-        # Backoff alone would wait 2.5-5 s: a shorter gap proves Retry-After was used.
-        res = _client(srv, backoff_base_s=5.0).generate_caption(_frame(), "Describe.")
+        srv.fail_next(status=429, n=1, headers={"Retry-After": "1.5"})
+        # The client's own backoff before a first retry is at most 0.5 s: a 1.5 s gap is Retry-After.
+        res = _client(srv).generate_caption(_frame(), "Describe.")
         times = srv.request_times
     assert res.success and res.metadata["attempts"] == 2
-    assert 0.5 <= times[1] - times[0] < 1.2
+    assert 1.5 <= times[1] - times[0] < 2.5
 
 
 def test_retries_are_bounded() -> None:
@@ -232,7 +231,7 @@ def test_garbage_stream_is_a_bad_response() -> None:
 
 
 def test_connection_refused_is_retried_then_reported() -> None:
-    vlm = VLMClient(base_url=f"http://127.0.0.1:{_free_port()}/v1", max_retries=2, backoff_base_s=0.01)
+    vlm = VLMClient(base_url=f"http://127.0.0.1:{_free_port()}/v1", max_retries=2)
     res = vlm.generate_caption(_frame(), "Describe.")
     assert not res.success and res.error_kind == "connection"
     assert res.metadata["attempts"] == 3 and "3 attempts" in res.error

@@ -1,22 +1,25 @@
-"""Streaming chat completions against OpenAI-compatible servers, shared by both model clients.
+"""Streamed chat completions against OpenAI-compatible servers, shared by both model clients.
 
-Stages must not import each other, so the streaming, retry and health-check code that the
-VLM client and the summarizer's API backend have in common lives here. It returns plain
-dataclasses, never ``openai`` objects, and never raises for network or model failures.
+``ChatEndpoint`` is the one place that talks to a server: the reachability check (GET
+/models), one streamed chat call with the time of its first token, and the client's own
+retries. It returns plain dataclasses, never ``openai`` objects, and never raises for
+network or model failures (only ``check()`` raises, with a message that says what to do).
+
+Retries, backoff and ``Retry-After`` are the openai client's own (``max_retries=``). One
+thing is ours: a request that times out is not retried (see ``_TimeoutNotRetried``).
 
 Server differences handled (see ../shared/notes/stack.md): usage in a last chunk with empty
 ``choices`` or on the ``finish_reason`` chunk; ``[DONE]`` missing; a first chunk with only
 the role; reasoning as ``<think>…</think>`` in the content or in a separate
-``reasoning_content`` / ``reasoning`` field.
+``reasoning_content`` / ``reasoning`` field; a web page (HTML, 200) where the API should be.
 """
 from __future__ import annotations
 
-import email.utils
-import random
 import re
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from video_summarizer.errors import BackendUnavailable
@@ -24,6 +27,18 @@ from video_summarizer.errors import BackendUnavailable
 # Fields servers use for reasoning text: vLLM / DeepSeek, Ollama / OpenRouter / newer vLLM.
 REASONING_FIELDS = ("reasoning_content", "reasoning")
 _THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL)
+CHECK_TIMEOUT_S = 5.0  # a reachability check must be cheap, whatever the request timeout
+
+
+@dataclass(frozen=True)
+class EndpointNames:
+    """What the messages about one endpoint call it, and the options and variables that set it."""
+
+    label: str  # "VLM", "LLM"
+    url_option: str  # "--vlm-base-url"
+    model_option: str  # "--vlm-model"
+    env_prefix: str  # "VLM": VLM_BASE_URL, VLM_MODEL, VLM_API_KEY
+    serve_hint: str  # a command that starts a suitable server
 
 
 @dataclass
@@ -39,26 +54,19 @@ class StreamOutcome:
     input_tokens: int | None = None
     output_tokens: int | None = None
     finish_reason: str | None = None
-    attempts: int = 0
+    attempts: int = 0  # HTTP requests sent, the client's retries included
     error: str | None = None
-    error_kind: str | None = None  # the kinds listed in model_results.GenerationResult
+    error_kind: str | None = None  # the kinds listed in results.GenerationResult
     server_model: str | None = None  # the model name the server put in its chunks
     asked_usage: bool = True  # False once the server rejected stream_options
 
 
-@dataclass
-class RetryPolicy:
-    """Bounded retries with jittered exponential backoff; Retry-After is honoured up to a cap."""
+class NotAnAPI(Exception):
+    """A 200 answer that is not JSON or an event stream: a web page, a proxy's login form."""
 
-    max_retries: int = 3
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 8.0
-    retry_after_max_s: float = 30.0  # a server asking for a longer wait gets no retry
-
-    def backoff(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
-        """Delay before retry number attempt+1: half fixed, half random ("equal jitter")."""
-        cap = min(self.backoff_max_s, self.backoff_base_s * (2 ** attempt))
-        return cap / 2 + rng() * cap / 2
+    def __init__(self, content_type: str) -> None:
+        super().__init__(content_type)
+        self.content_type = content_type
 
 
 def redact_url(url: str) -> str:
@@ -88,65 +96,96 @@ def split_thinking(content: str) -> tuple[str, str]:
     return answer.strip(), "".join(reasoning).strip()
 
 
-def make_client(base_url: str, api_key: str, timeout_s: float) -> Any:
-    """An openai.OpenAI client with its own retries off (retries are ours, with our counting)."""
-    from openai import OpenAI  # lazy: keeps `--help` and imports fast
+def _httpx() -> Any:
+    """The HTTP library the installed openai client is built on (httpx2, or httpx before it)."""
+    try:
+        import httpx2
 
-    client = OpenAI(base_url=base_url, api_key=api_key or "EMPTY", max_retries=0, timeout=timeout_s)
+        return httpx2
+    except ImportError:  # openai releases before the httpx2 move
+        import httpx
+
+        return httpx
+
+
+def _timeout_not_retried_transport() -> Any:
+    """An HTTP transport whose timeouts reach the client as APITimeoutError, which it does not retry.
+
+    Why not the client's own handling: it retries timeouts like connection errors. Measured
+    against a server that never answers (timeout 0.5 s, max_retries=3): 5.25 s and 4 requests
+    a call with the client's retries, 0.51 s and 1 request with this transport. At the default 60 s and 3 retries a hung
+    server would hold each frame for over 4 minutes; a real-time loop is better served by
+    moving on to the next frame. Connection errors, 429 and 5xx keep the client's retries.
+    """
+    import openai
+
+    httpx = _httpx()
+
+    class _TimeoutNotRetried(httpx.HTTPTransport):
+        def handle_request(self, request: Any) -> Any:
+            try:
+                return super().handle_request(request)
+            except httpx.TimeoutException as exc:
+                # openai passes its own errors through its retry loop unchanged.
+                raise openai.APITimeoutError(request=request) from exc
+
+    return _TimeoutNotRetried()
+
+
+def make_client(base_url: str, api_key: str, timeout_s: float, max_retries: int = 2) -> Any:
+    """An openai.OpenAI client with its own retries and backoff; timeouts are not retried."""
+    import openai  # lazy: keeps `--help` and imports fast
+
+    http_client = openai.DefaultHttpxClient(transport=_timeout_not_retried_transport())
+    client = openai.OpenAI(base_url=base_url, api_key=api_key or "EMPTY", max_retries=max_retries,
+                           timeout=timeout_s, http_client=http_client)
     # openai imports its resource modules on first access (~15 ms here): do it now, so it is
     # not counted in the first request's TTFT.
     client.chat.completions  # noqa: B018
     return client
 
 
-def _retry_after_s(exc: Exception) -> float | None:
-    """Seconds the server asked us to wait (Retry-After / retry-after-ms), None if it did not say."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return max(0.0, float(value) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:  # HTTP-date form
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+def _media_type(headers: Any) -> str:
+    return (headers.get("content-type") or "").split(";", 1)[0].strip().lower()
 
 
-def classify(exc: Exception) -> tuple[str, bool, str]:
-    """(error_kind, retryable, message) for an exception from the openai client."""
+def _check_media_type(headers: Any) -> None:
+    """Raise NotAnAPI for a 200 answer that is neither JSON nor an event stream."""
+    media = _media_type(headers)
+    if media and "json" not in media and "event-stream" not in media:
+        raise NotAnAPI(media)
+
+
+def _is_timeout(exc: BaseException) -> bool:
     import openai
 
-    if isinstance(exc, openai.APITimeoutError):
-        # Not retried: a real-time loop is better served by moving on to the next frame.
-        return "timeout", False, "request timed out"
+    return isinstance(exc, (openai.APITimeoutError, _httpx().TimeoutException, _Deadline))
+
+
+def classify(exc: Exception, url_option: str = "the base URL") -> tuple[str, str]:
+    """(error_kind, message) for an exception from the openai client."""
+    import openai
+
+    if _is_timeout(exc):
+        return "timeout", "request timed out"
+    if isinstance(exc, NotAnAPI):
+        return "bad_response", (f"the server answered {exc.content_type}, not an OpenAI-compatible API: "
+                                f"is {url_option} right?")
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
-        return "connection", True, f"connection error: {cause or exc}"
+        return "connection", f"connection error: {cause or exc}"
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         detail = _error_detail(exc)
         if status == 429:
-            return "rate_limit", True, f"HTTP 429 rate limited: {detail}"
+            return "rate_limit", f"HTTP 429 rate limited: {detail}"
         if status >= 500:
-            return "server_error", True, f"HTTP {status}: {detail}"
-        return "client_error", False, f"HTTP {status}: {detail}"
+            return "server_error", f"HTTP {status}: {detail}"
+        return "client_error", f"HTTP {status}: {detail}"
     if isinstance(exc, openai.APIError):  # an error event inside a 200 stream
-        return "server_error", True, f"server error in stream: {exc}"
+        return "server_error", f"server error in stream: {exc}"
     # JSON that does not parse, chunks of the wrong shape: the server is not speaking the protocol.
-    return "bad_response", False, f"bad response ({type(exc).__name__}: {exc})"
+    return "bad_response", f"bad response ({type(exc).__name__}: {exc})"
 
 
 def _error_detail(exc: Any) -> str:
@@ -158,6 +197,16 @@ def _error_detail(exc: Any) -> str:
         if msg:
             return str(msg)[:300]
     return str(getattr(exc, "message", exc))[:300]
+
+
+def _requests_sent(exc: BaseException) -> int:
+    """HTTP requests the client sent for a failed call: its retry count header says which try failed."""
+    request = getattr(exc, "request", None)
+    headers = getattr(request, "headers", None)
+    try:
+        return int(headers.get("x-stainless-retry-count", 0)) + 1 if headers is not None else 1
+    except (TypeError, ValueError):
+        return 1
 
 
 class _Deadline(Exception):
@@ -172,55 +221,49 @@ def stream_chat(
     max_tokens: int | None,
     temperature: float | None,
     timeout_s: float,
-    retry: RetryPolicy,
     ask_usage: bool = True,
-    sleep: Callable[[float], None] = time.sleep,
+    url_option: str = "the base URL",
 ) -> StreamOutcome:
-    """Stream one chat completion with retries; TTFT is the first content-or-reasoning chunk.
+    """Stream one chat completion; TTFT is the first chunk with non-empty content or reasoning.
 
-    ask_usage sends stream_options.include_usage; a server that rejects it is asked again
-    without, and the outcome's asked_usage tells the caller to stop sending it.
+    The client retries connection errors, 429 and 5xx before any token arrived; a stream cut
+    after tokens arrived is a failed call with its partial text, never retried. ask_usage
+    sends stream_options.include_usage; a server that rejects it is asked again without, and
+    the outcome's asked_usage tells the caller to stop sending it.
     """
     start = time.time()
-    kind = error = None
-    attempt = 0
+    sent = 0
     while True:
-        attempt += 1
         state = _Attempt()
         try:
             state.run(client, model=model, messages=messages, max_tokens=max_tokens,
                       temperature=temperature, timeout_s=timeout_s, ask_usage=ask_usage)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a counted result
             if state.finish_reason is not None:
-                pass  # everything arrived; only the tail ([DONE], usage) broke
+                sent += state.requests
             elif state.got_token:
                 # Tokens already streamed: report the partial text, never retry (it would double TTFT).
-                kind = "timeout" if isinstance(exc, _Deadline) else "stream_broken"
-                why = "timed out" if isinstance(exc, _Deadline) else classify(exc)[2]
+                kind = "timeout" if _is_timeout(exc) else "stream_broken"
+                why = "timed out" if kind == "timeout" else classify(exc, url_option)[1]
                 error = f"stream broke after {state.chunks} chunks ({why}); partial text: {state.raw[:200]!r}"
-                return state.outcome(start, attempt, False, error, kind, ask_usage)
+                return state.outcome(start, sent + state.requests, False, error, kind, ask_usage)
             else:
-                kind, retryable, error = ("timeout", False, "request timed out") if isinstance(
-                    exc, _Deadline) else classify(exc)
+                sent += state.requests or _requests_sent(exc)
+                kind, error = classify(exc, url_option)
                 if kind == "client_error" and ask_usage and "stream_options" in error:
                     ask_usage = False  # an older server that rejects the field: ask again without it
                     continue
-                wait = _retry_after_s(exc) if kind == "rate_limit" else None
-                if wait is not None and wait > retry.retry_after_max_s:
-                    error += f" (server asked to retry after {wait:.0f} s; not waiting)"
-                    retryable = False
-                if retryable and attempt <= retry.max_retries:
-                    sleep(wait if wait is not None else retry.backoff(attempt - 1))
-                    continue
-                if attempt > 1:
-                    error += f" (after {attempt} attempts)"
-                return state.outcome(start, attempt, False, error, kind, ask_usage)
+                if sent > 1:
+                    error += f" (after {sent} attempts)"
+                return state.outcome(start, sent, False, error, kind, ask_usage)
+        else:
+            sent += state.requests
         if state.finish_reason is None:
             if state.got_token:
                 error = f"stream ended without a finish_reason; partial text: {state.raw[:200]!r}"
-                return state.outcome(start, attempt, False, error, "stream_broken", ask_usage)
-            return state.outcome(start, attempt, False, "stream ended with no tokens", "bad_response", ask_usage)
-        return state.outcome(start, attempt, True, None, None, ask_usage)
+                return state.outcome(start, sent, False, error, "stream_broken", ask_usage)
+            return state.outcome(start, sent, False, "stream ended with no tokens", "bad_response", ask_usage)
+        return state.outcome(start, sent, True, None, None, ask_usage)
 
 
 class _Attempt:
@@ -230,6 +273,7 @@ class _Attempt:
         self.raw = ""
         self.reasoning = ""
         self.chunks = 0
+        self.requests = 0  # HTTP requests the client sent, once the response headers came
         self.first_token_time: float | None = None
         self.finish_reason: str | None = None
         self.usage: Any = None
@@ -249,8 +293,15 @@ class _Attempt:
             kwargs["max_tokens"] = max_tokens
         if temperature is not None:
             kwargs["temperature"] = temperature
-        stream = client.chat.completions.create(
+        raw = client.chat.completions.with_raw_response.create(
             model=model, messages=messages, stream=True, timeout=timeout_s, **kwargs)
+        self.requests = raw.retries_taken + 1
+        try:
+            _check_media_type(raw.headers)
+        except NotAnAPI:
+            raw.http_response.close()
+            raise
+        stream = raw.parse()
         try:
             for chunk in stream:
                 now = time.time()
@@ -296,7 +347,7 @@ class _Attempt:
             input_tokens=getattr(usage, "prompt_tokens", None),
             output_tokens=getattr(usage, "completion_tokens", None),
             finish_reason=self.finish_reason,
-            attempts=attempts,
+            attempts=max(1, attempts),
             error=error,
             error_kind=kind,
             server_model=self.server_model,
@@ -304,66 +355,112 @@ class _Attempt:
         )
 
 
-def check_endpoint(
-    client: Any,
-    *,
-    base_url: str,
-    model: str,
-    label: str,
-    url_option: str,
-    model_option: str,
-    env_prefix: str,
-    serve_hint: str,
-    timeout_s: float = 5.0,
-) -> list[str]:
-    """GET /models; raise BackendUnavailable with one actionable message, else return the model ids."""
+def check_endpoint(client: Any, *, base_url: str, model: str, names: EndpointNames,
+                   timeout_s: float = CHECK_TIMEOUT_S) -> list[str]:
+    """GET /models once (no retries); raise BackendUnavailable with one actionable message, else the ids."""
     import openai
 
     url = redact_url(base_url.rstrip("/"))
+    where = f"{names.url_option} / {names.env_prefix}_BASE_URL"
     try:
-        ids = [m.id for m in client.with_options(timeout=timeout_s).models.list()]
+        raw = client.with_options(timeout=timeout_s, max_retries=0).models.with_raw_response.list()
+        _check_media_type(raw.headers)
+        ids = [m.id for m in raw.parse()]
+    except NotAnAPI as exc:
+        raise BackendUnavailable(
+            f"GET {url}/models answered {exc.content_type}, not an OpenAI-compatible API: "
+            f"is {names.url_option} right? (it usually ends in /v1, e.g. http://localhost:8000/v1)",
+            option=names.url_option,
+        ) from exc
     except openai.APIConnectionError as exc:
         cause = exc.__cause__ or exc.__context__ or exc
-        reason = "timed out" if isinstance(exc, openai.APITimeoutError) else _short_reason(cause)
+        reason = "timed out" if _is_timeout(exc) else _short_reason(cause)
         raise BackendUnavailable(
-            f"Cannot reach the {label} server at {url} ({reason}). Start an OpenAI-compatible server, "
-            f"e.g. `{serve_hint}`, or point {url_option} / {env_prefix}_BASE_URL at a running one.",
-            option=url_option,
+            f"Cannot reach the {names.label} server at {url} ({reason}). Start an OpenAI-compatible server, "
+            f"e.g. `{names.serve_hint}`, or point {where} at a running one.",
+            option=names.url_option,
         ) from exc
     except openai.AuthenticationError as exc:
         raise BackendUnavailable(
-            f"The {label} server at {url} rejected the API key (HTTP {exc.status_code}). "
-            f"Set {env_prefix}_API_KEY to a key it accepts.",
-            option=url_option,
+            f"The {names.label} server at {url} rejected the API key (HTTP {exc.status_code}). "
+            f"Set {names.env_prefix}_API_KEY to a key it accepts.",
+            option=names.url_option,
         ) from exc
     except openai.NotFoundError as exc:
         raise BackendUnavailable(
             f"GET {url}/models answered 404: {url} is not the base of an OpenAI-compatible API. "
-            f"The base URL usually ends in /v1 (e.g. http://localhost:8000/v1); fix {url_option} "
-            f"/ {env_prefix}_BASE_URL.",
-            option=url_option,
+            f"The base URL usually ends in /v1 (e.g. http://localhost:8000/v1); fix {where}.",
+            option=names.url_option,
         ) from exc
     except openai.APIStatusError as exc:
         raise BackendUnavailable(
-            f"The {label} server at {url} answered HTTP {exc.status_code} to GET /models; "
-            f"check the server's log, or {url_option} / {env_prefix}_BASE_URL.",
-            option=url_option,
+            f"The {names.label} server at {url} answered HTTP {exc.status_code} to GET /models; "
+            f"check the server's log, or {where}.",
+            option=names.url_option,
         ) from exc
-    except Exception as exc:  # noqa: BLE001 - e.g. an HTML page where JSON was expected
+    except Exception as exc:  # noqa: BLE001 - JSON of the wrong shape
         raise BackendUnavailable(
             f"{url} does not answer like an OpenAI-compatible API ({type(exc).__name__}: "
-            f"{str(exc)[:120]}); check {url_option} / {env_prefix}_BASE_URL.",
-            option=url_option,
+            f"{str(exc)[:120]}); check {where}.",
+            option=names.url_option,
         ) from exc
     # Ollama lists "name:latest" for a model requested as "name".
     if model in ids or f"{model}:latest" in ids:
         return ids
     listed = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "") if ids else "no models"
     raise BackendUnavailable(
-        f"The {label} server at {url} does not serve model '{model}' (it lists: {listed}). "
-        f"Pass one of those with {model_option} / {env_prefix}_MODEL, or serve it, e.g. `{serve_hint}`.",
-        option=model_option,
+        f"The {names.label} server at {url} does not serve model '{model}' (it lists: {listed}). "
+        f"Pass one of those with {names.model_option} / {names.env_prefix}_MODEL, or serve it, "
+        f"e.g. `{names.serve_hint}`.",
+        option=names.model_option,
     )
+
+
+class ChatEndpoint:
+    """One model on an OpenAI-compatible server: check() it, then chat() with it (thread-safe)."""
+
+    def __init__(self, base_url: str, api_key: str, model: str, names: EndpointNames, *,
+                 timeout_s: float, max_retries: int) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.names = names
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self._api_key = api_key
+        self._client: Any = None  # built on first use: importing openai is not free
+        self._ask_usage = True  # stream_options.include_usage, until a server rejects it
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        # The key is left out on purpose: reprs end up in logs.
+        return f"ChatEndpoint({redact_url(self.base_url)!r}, model={self.model!r})"
+
+    def client(self) -> Any:
+        """The openai client, built once (the check warms its connection too)."""
+        with self._lock:
+            if self._client is None:
+                self._client = make_client(self.base_url, self._api_key, self.timeout_s, self.max_retries)
+            return self._client
+
+    def check(self) -> list[str]:
+        """GET /models: the server answers, speaks the API and serves the model; else BackendUnavailable."""
+        return check_endpoint(self.client(), base_url=self.base_url, model=self.model, names=self.names,
+                              timeout_s=min(self.timeout_s, CHECK_TIMEOUT_S))
+
+    def chat(self, messages: list[dict], *, max_tokens: int | None, temperature: float | None) -> StreamOutcome:
+        """One streamed chat call; failures come back in the outcome, never raised."""
+        out = stream_chat(self.client(), model=self.model, messages=messages, max_tokens=max_tokens,
+                          temperature=temperature, timeout_s=self.timeout_s, ask_usage=self._ask_usage,
+                          url_option=self.names.url_option)
+        self._ask_usage = out.asked_usage
+        return out
+
+    def close(self) -> None:
+        """Close the client's connections (a later call opens new ones)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
 
 def _short_reason(exc: BaseException) -> str:

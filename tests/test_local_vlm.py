@@ -35,7 +35,9 @@ def llava_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def vlm(llava_dir) -> LocalVLM:
     model = LocalVLM(str(llava_dir), max_new_tokens=MAX_NEW)
-    model.check()
+    model.check()  # what the CLI does first: cheap, nothing loads
+    assert model.hf_model is None
+    model.load()
     return model
 
 

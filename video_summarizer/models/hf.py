@@ -1,18 +1,194 @@
 """Helpers shared by the in-process transformers backends (the summarizer's and the caption model's).
 
 Stages must not import each other, so what the local LLM and the local VLM have in common
-lives here: device and dtype choice, a streamer that stamps the real time of the first
-generated token, and ``generate()`` on a worker thread with a timeout that cancels it at the
-next token. torch and transformers are imported inside the functions, never at import time.
+lives here: finding the model's files without loading them (``locate``, the cheap check),
+loading it once onto a device and dtype with one progress line and one clear error
+(``load_pretrained``), a streamer that stamps the real time of the first generated token,
+and ``generate()`` on a worker thread with a timeout that cancels it at the next token.
+torch, transformers and huggingface_hub are imported inside the functions, never at import time.
 """
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from video_summarizer.errors import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+HUB_PROBE_TIMEOUT_S = 3.0  # one request decides whether the hub is there; never the hub client's retries
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How messages name one in-process model, the option that sets it, and what its folder holds."""
+
+    role: str  # "caption model", "summarizer model"
+    option: str  # "--vlm-model"
+    example: str  # a hub id to suggest
+    contents: str  # what a model folder must hold, for the message when it does not
+    served: str  # how to use a served model instead, ending the hub message
+    download_note: str = ""  # said after the `hf download` command, e.g. a licence to accept
+
+
+@dataclass
+class Loaded:
+    """A model loaded by load_pretrained, with what prepare() built beside it (tokenizer, processor)."""
+
+    model: Any
+    companion: Any
+    device: str
+    dtype: Any
+    seconds: float
+
+
+def is_folder_name(name: str) -> bool:
+    """True when the name means a folder (a path that exists, or starts like one), not a hub id."""
+    return name.startswith((".", "~", os.sep)) or os.path.exists(name)
+
+
+def locate(name: str, spec: ModelSpec) -> bool:
+    """The cheap check: the model's files are there, nothing loaded; True when loading needs no network.
+
+    A folder must hold config.json. A hub id in the local cache needs no network (loading then
+    reads only the cache). A hub id not cached needs the hub: one short probe, and when the hub
+    cannot be reached BackendUnavailable says so in seconds (the hub client would retry for minutes).
+    """
+    if is_folder_name(name):
+        path = os.path.expanduser(name)
+        if not os.path.isdir(path):
+            raise BackendUnavailable(_missing_folder_message(name, spec), option=spec.option)
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise BackendUnavailable(_folder_message(name, spec, "no config.json in it"), option=spec.option)
+        return True
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except ValueError as exc:  # HFValidationError: not a valid repo id either
+        raise BackendUnavailable(_hub_message(name, spec, _first_line(exc)), option=spec.option) from exc
+    if isinstance(cached, str):
+        return True
+    where = f"not in the local model cache {constants.HF_HUB_CACHE}"
+    if constants.HF_HUB_OFFLINE:
+        raise BackendUnavailable(_hub_message(name, spec, f"{where}, and HF_HUB_OFFLINE is set"),
+                                 option=spec.option)
+    reason = probe_hub(constants.ENDPOINT)
+    if reason is not None:
+        raise BackendUnavailable(
+            _hub_message(name, spec, f"{where}, and the hub at {constants.ENDPOINT} cannot be reached: {reason}"),
+            option=spec.option)
+    return False
+
+
+def probe_hub(endpoint: str, timeout_s: float = HUB_PROBE_TIMEOUT_S) -> str | None:
+    """None when the hub answers at all (any HTTP status); else why not, in a few words. One request."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout_s):
+            return None
+    except urllib.error.HTTPError:
+        return None  # it answered: the hub is there
+    except Exception as exc:  # noqa: BLE001 - URLError, timeouts, TLS errors: all "not reachable"
+        log.debug("model hub probe of %s failed: %r", endpoint, exc)
+        reason = getattr(exc, "reason", exc)
+        text = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
+        return "timed out" if isinstance(reason, TimeoutError) else text
+
+
+def load_pretrained(model_class: str, name: str, spec: ModelSpec, *, device: str = "auto", dtype: str = "auto",
+                    local_only: bool = False, prepare: Callable[[], Any] | None = None) -> Loaded:
+    """transformers.<model_class>.from_pretrained(name) on a device, in eval mode, with one progress line.
+
+    prepare() builds what goes beside the model (tokenizer, processor) first. local_only (a
+    folder or a cached hub id, see locate) reads only local files. Every failure is one
+    BackendUnavailable naming spec.option; generation defaults are settled for quiet calls.
+    """
+    try:
+        resolved = resolve_device(device)
+    except Exception as exc:  # noqa: BLE001 - torch missing or broken
+        raise load_error(name, spec, exc) from exc
+    log.info("Loading %s %s on %s ...", spec.role, name, resolved)
+    t0 = time.perf_counter()
+    try:
+        companion = prepare() if prepare is not None else None
+        import transformers
+
+        torch_dtype = resolve_dtype(dtype, resolved)
+        loader = getattr(transformers, model_class)
+        model = loader.from_pretrained(name, dtype=torch_dtype, local_files_only=local_only)
+        model = model.to(resolved).eval()
+    except BackendUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - OSError, ValueError, RuntimeError (CUDA OOM), ...
+        raise load_error(name, spec, exc) from exc
+    tokenizer = getattr(companion, "tokenizer", companion)
+    settle_generation_config(model, getattr(tokenizer, "eos_token_id", None))
+    seconds = time.perf_counter() - t0
+    log.info("%s %s ready in %.1f s (%s, %s)", spec.role.capitalize(), name, seconds, resolved,
+             str(torch_dtype).removeprefix("torch."))
+    return Loaded(model, companion, resolved, torch_dtype, seconds)
+
+
+def load_error(name: str, spec: ModelSpec, exc: BaseException) -> BackendUnavailable:
+    """The one actionable error for a model that would not load."""
+    reason = f"{type(exc).__name__}: {_first_line(exc)}"
+    if is_folder_name(name):
+        path = os.path.expanduser(name)
+        message = _missing_folder_message(name, spec) if not os.path.isdir(path) else _folder_message(
+            name, spec, reason)
+    else:
+        message = _hub_message(name, spec, reason)
+    return BackendUnavailable(message, option=spec.option)
+
+
+def _missing_folder_message(name: str, spec: ModelSpec) -> str:
+    return (f"The {spec.role} folder '{name}' does not exist. Pass {spec.option} a folder saved with "
+            f"save_pretrained ({spec.contents}) or a hub id such as {spec.example}.")
+
+
+def _folder_message(name: str, spec: ModelSpec, reason: str) -> str:
+    return (f"Cannot load the {spec.role} folder '{name}' ({reason}). It must hold a model saved with "
+            f"save_pretrained: {spec.contents}.")
+
+
+def _hub_message(name: str, spec: ModelSpec, reason: str) -> str:
+    note = f"; {spec.download_note}" if spec.download_note else ""
+    return (f"Cannot load the {spec.role} '{name}' ({reason}). For a hub id, download it once while online "
+            f"(`hf download {name}`{note}), or pass a local model folder with {spec.option}; {spec.served}.")
+
+
+def settle_generation_config(model: Any, eos_token_id: int | None) -> None:
+    """Generation defaults set once, explicitly, so no call warns about them.
+
+    Every call passes max_new_tokens, so a max_length from the model's files would only earn
+    transformers' "Both max_new_tokens and max_length" warning on each call; a missing
+    pad_token_id earns one too.
+    """
+    config = getattr(model, "generation_config", None)
+    if config is None:
+        return
+    config.max_length = None
+    if config.pad_token_id is None and eos_token_id is not None:
+        config.pad_token_id = eos_token_id
+
+
+def sampling(temperature: float | None) -> dict:
+    """generate() arguments: greedy for None or 0, else sampling at that temperature."""
+    if temperature:
+        return {"do_sample": True, "temperature": temperature}
+    return {"do_sample": False}
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (at most 200 characters)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -29,18 +205,18 @@ def resolve_device(device: str = "auto") -> str:
     return "cpu"
 
 
-def resolve_dtype(dtype: str, device: str, *, option: str | None = None) -> Any:
+def resolve_dtype(dtype: str, device: str) -> Any:
     """auto = bfloat16 (or float16) on CUDA, float16 on MPS, float32 on CPU; or a torch dtype name.
 
-    An unknown name raises BackendUnavailable naming ``option`` (the CLI option that set it).
+    An unknown name raises BackendUnavailable. It names no option: the dtype is a constructor
+    argument (the CLI leaves it at auto), so there is no option the user could fix.
     """
     import torch
 
     if dtype != "auto":
         value = getattr(torch, str(dtype).removeprefix("torch."), None)
         if not isinstance(value, torch.dtype):
-            raise BackendUnavailable(f"unknown dtype {dtype!r}: use auto, float32, float16 or bfloat16",
-                                     option=option)
+            raise BackendUnavailable(f"unknown dtype {dtype!r}: use auto, float32, float16 or bfloat16")
         return value
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -1,11 +1,12 @@
 """Frame captions from a vision-language model run in this process with transformers ("local VLM").
 
-The in-process twin of ``vlm_client_module.VLMClient``: the same ``model`` / ``stats`` /
-``check()`` / ``build_prompt()`` / ``generate_caption()`` interface and the same
-``CaptionResult``, so the loop does not care which one it holds. The model (a hub id in the
-local cache, or a folder saved with ``save_pretrained``) loads once, through
-``AutoProcessor`` + ``AutoModelForImageTextToText``; generation runs on a worker thread whose
-streamer stamps the moment the first generated token ids arrive (the real time to first token).
+The in-process twin of ``vlm_client_module.VLMClient``, a CaptionModel (see
+video_summarizer.protocols): the same ``model`` / ``stats`` / ``check()`` / ``load()`` /
+``build_prompt()`` / ``generate_caption()`` and the same ``CaptionResult``, so the loop does
+not care which one it holds. ``check()`` only finds the model's files (a folder, or a hub id
+in the local cache); ``load()`` loads it once, through ``AutoProcessor`` +
+``AutoModelForImageTextToText``; generation runs on a worker thread whose streamer stamps the
+moment the first generated token ids arrive (the real time to first token).
 
 Qwen2/2.5/3-VL processors insist on a video processor, which needs torchvision; where
 torchvision is missing the processor is assembled from its image-only parts instead (see
@@ -16,7 +17,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import os
 import threading
 import time
 from typing import Any
@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from video_summarizer.errors import BackendUnavailable
-from video_summarizer.models.hf import generate_in_thread, resolve_device, resolve_dtype
+from video_summarizer.frames import to_pil, to_rgb
+from video_summarizer.models.hf import ModelSpec, generate_in_thread, load_error, load_pretrained, locate, sampling
 from video_summarizer.models.openai_stream import split_thinking
 from video_summarizer.prompts import DEFAULT_PROMPT_TEMPLATE, render_prompt
 from video_summarizer.results import CaptionResult
@@ -35,6 +36,12 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "Qwen/Qwen3-VL-2B-Instruct"
 MODEL_OPTION = "--vlm-model"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+SPEC = ModelSpec(
+    role="caption model", option=MODEL_OPTION, example=DEFAULT_MODEL,
+    contents=("config.json, the weights (model.safetensors), the processor's files (preprocessor_config.json "
+              "or processor_config.json) and the tokenizer's with its chat template"),
+    served="to use a served model instead, pass --vlm-base-url",
+)
 
 
 class LocalVLM:
@@ -65,75 +72,54 @@ class LocalVLM:
         self.hf_model: Any = None  # transformers model, once loaded
         self.processor_assembled = False  # True when built from image-only parts (no torchvision)
         self.load_seconds: float | None = None
+        self._local_only: bool | None = None  # set by check(): True when loading needs no network
         self._load_lock = threading.Lock()
         self._generate_lock = threading.Lock()  # one generation at a time
 
     def __repr__(self) -> str:
         return f"LocalVLM(model={self.model!r}, device={self.device!r})"
 
-    # -- loading ---------------------------------------------------------------------------
+    # -- check and load ----------------------------------------------------------------------
     def check(self) -> None:
-        """Load the model now, so that a bad --vlm-model fails before the first frame."""
-        self.load()
+        """Cheap: the model's files are there (a folder, or a hub id cached or reachable); nothing loads."""
+        if self._local_only is None:
+            self._local_only = locate(self.model, SPEC)
 
     def load(self) -> None:
-        """Load processor and model once (thread-safe); BackendUnavailable says what to do."""
+        """Load processor and model once (thread-safe), with a progress line; BackendUnavailable says what to do."""
         if self.hf_model is not None:
             return
         with self._load_lock:
             if self.hf_model is not None:
                 return
-            log.info("Loading caption model %s ...", self.model)
-            t0 = time.perf_counter()
-            processor, assembled = self._load_processor()
-            try:
-                from transformers import AutoModelForImageTextToText
+            self.check()
+            loaded = load_pretrained("AutoModelForImageTextToText", self.model, SPEC, device=self.device,
+                                     dtype=self.dtype, local_only=bool(self._local_only),
+                                     prepare=self._load_processor)
+            (self.processor, self.processor_assembled), self.device = loaded.companion, loaded.device
+            if self.processor_assembled:
+                log.info("Caption model %s: image-only processor (torchvision is not installed)", self.model)
+            self.load_seconds = loaded.seconds
+            self.hf_model = loaded.model  # last: other threads take a non-None model as "loaded"
 
-                device = resolve_device(self.device)
-                dtype = resolve_dtype(self.dtype, device, option="--vlm-dtype")
-                model = AutoModelForImageTextToText.from_pretrained(self.model, dtype=dtype)
-                model = model.to(device).eval()
-            except BackendUnavailable:
-                raise
-            except Exception as exc:  # noqa: BLE001 - OSError, ValueError, RuntimeError (CUDA OOM), ...
-                raise BackendUnavailable(self._load_message(exc), option=MODEL_OPTION) from exc
-            self.processor, self.processor_assembled, self.device = processor, assembled, device
-            self.load_seconds = time.perf_counter() - t0
-            self.hf_model = model  # last: other threads take a non-None model as "loaded"
-            log.info("Caption model %s ready in %.1f s (%s, %s%s)", self.model, self.load_seconds, device,
-                     str(dtype).removeprefix("torch."),
-                     ", image-only processor: no torchvision" if assembled else "")
+    def close(self) -> None:
+        """Nothing to release beyond what the garbage collector frees."""
 
     def _load_processor(self) -> tuple[Any, bool]:
         """AutoProcessor, or the image-only assembly when only the video part wants torchvision."""
+        local_only = bool(self._local_only)
         try:
             from transformers import AutoProcessor
 
-            return AutoProcessor.from_pretrained(self.model), False
-        except Exception as exc:  # noqa: BLE001 - see load()
+            return AutoProcessor.from_pretrained(self.model, local_files_only=local_only), False
+        except Exception as exc:  # noqa: BLE001 - see load_pretrained()
             if "torchvision" not in str(exc).lower():
-                raise BackendUnavailable(self._load_message(exc), option=MODEL_OPTION) from exc
+                raise load_error(self.model, SPEC, exc) from exc
             try:
-                return _image_only_processor(self.model), True
+                return _image_only_processor(self.model, local_only), True
             except Exception as inner:  # noqa: BLE001 - the original error is the one to act on
                 log.debug("image-only processor assembly failed: %s", inner)
                 raise BackendUnavailable(self._torchvision_message(exc, inner), option=MODEL_OPTION) from exc
-
-    def _load_message(self, exc: Exception) -> str:
-        reason = _first_line(exc)
-        name = self.model
-        if name.startswith((".", "~", os.sep)) or os.path.exists(name):
-            path = os.path.expanduser(name)
-            if not os.path.isdir(path):
-                return (f"The caption model folder '{name}' does not exist. Pass --vlm-model a folder saved "
-                        "with save_pretrained, or a hub id such as " + DEFAULT_MODEL + ".")
-            return (f"Cannot load the caption model folder '{name}' ({type(exc).__name__}: {reason}). It must hold "
-                    "a vision-language model saved with save_pretrained: config.json, the weights "
-                    "(model.safetensors), the processor's files (preprocessor_config.json or processor_config.json) "
-                    "and the tokenizer's with its chat template.")
-        return (f"Cannot load the caption model '{name}' ({type(exc).__name__}: {reason}). For a hub id, download "
-                f"it once while online (`hf download {name}`), or pass a local model folder with --vlm-model; "
-                "to use a served model instead, pass --vlm-base-url.")
 
     def _torchvision_message(self, exc: Exception, inner: Exception) -> str:
         return (f"The processor of the caption model '{self.model}' needs torchvision, which is not installed "
@@ -165,23 +151,21 @@ class LocalVLM:
         start = time.time()
         t0 = time.perf_counter()
         try:
-            rgb = frame_to_rgb(frame_bgr, self.image_max_side)
+            image = to_pil(frame_bgr, self.image_max_side)
         except ValueError as exc:
             return self._result(prompt, start, error=f"unusable frame: {exc}", kind="client_error")
-        height, width = rgb.shape[:2]
+        width, height = image.size
         meta: dict[str, Any] = {"backend": "local", "device": str(self.device), "image_size": [width, height],
                                 "queued_ms": round(queued_ms, 1)}
         try:
-            enc = self._encode(rgb, prompt)
+            enc = self._encode(image, prompt)
         except Exception as exc:  # noqa: BLE001 - a processor or template error is reported, not raised
             return self._result(prompt, start, error=f"preprocessing failed: {type(exc).__name__}: {exc}",
                                 kind="model_error", meta=meta)
         n_input = int(enc["input_ids"].shape[1])
         prep_ms = (time.perf_counter() - t0) * 1000.0
-        kwargs = dict(enc, max_new_tokens=self.max_new_tokens, **self._sampling())
+        kwargs = dict(enc, max_new_tokens=self.max_new_tokens, **sampling(self.temperature))
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
-        if self.hf_model.generation_config.pad_token_id is None:
-            kwargs["pad_token_id"] = tokenizer.eos_token_id  # silences a warning per call
         run = generate_in_thread(self.hf_model, kwargs, self.timeout_s, name="vlm-generate")
         timer = run.timer
         end = timer.end_time or time.time()
@@ -205,20 +189,13 @@ class LocalVLM:
             return self._result(prompt, start, error=error, kind="bad_response", **fields)
         return self._result(prompt, start, text=answer, **fields)
 
-    def _encode(self, rgb: np.ndarray, prompt: str) -> Any:
-        """Processor inputs for one image and the prompt, on the model's device and dtype."""
-        from PIL import Image
-
+    def _encode(self, image: Any, prompt: str) -> Any:
+        """Processor inputs for one PIL image and the prompt, on the model's device and dtype."""
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        enc = self.processor(images=[Image.fromarray(rgb)], text=[text], return_tensors="pt")
+        enc = self.processor(images=[image], text=[text], return_tensors="pt")
         # Only floating tensors (pixel values) are cast; ids stay integers.
         return enc.to(device=self.hf_model.device, dtype=self.hf_model.dtype)
-
-    def _sampling(self) -> dict:
-        if self.temperature:
-            return {"do_sample": True, "temperature": self.temperature}
-        return {"do_sample": False}
 
     def _result(self, prompt: str, start: float, *, text: str = "", error: str | None = None,
                 kind: str | None = None, meta: dict | None = None, end: float | None = None,
@@ -235,26 +212,7 @@ class LocalVLM:
 
 def frame_to_rgb(frame_bgr: np.ndarray, max_side: int) -> np.ndarray:
     """An RGB uint8 copy of a BGR(A) or grey frame, downscaled to max_side (never up)."""
-    import cv2  # lazy: OpenCV is heavy
-
-    if not isinstance(frame_bgr, np.ndarray) or frame_bgr.size == 0 or frame_bgr.ndim not in (2, 3):
-        raise ValueError("frame must be a non-empty HxW or HxWxC uint8 array")
-    frame = frame_bgr
-    if frame.dtype != np.uint8:
-        frame = np.clip(frame, 0, 255).astype(np.uint8)
-    h, w = frame.shape[:2]
-    scale = max_side / max(h, w)
-    if scale < 1.0:
-        # INTER_AREA: the right filter for shrinking, no aliasing on text and edges.
-        frame = cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))),
-                           interpolation=cv2.INTER_AREA)
-    if frame.ndim == 2:
-        return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-    if frame.shape[2] == 4:
-        return cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB)
-    if frame.shape[2] != 3:
-        raise ValueError(f"frame has {frame.shape[2]} channels; expected 1, 3 or 4")
-    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    return to_rgb(frame_bgr, max_side)
 
 
 def torchvision_pip_command() -> str:
@@ -270,7 +228,7 @@ def torchvision_pip_command() -> str:
     return f'pip install "{pin}"'
 
 
-def _image_only_processor(model: str) -> Any:
+def _image_only_processor(model: str, local_only: bool = False) -> Any:
     """The model's processor built without its video processor (the only part that needs torchvision).
 
     Qwen2/2.5/3-VL processors take a video processor as a required part; a subclass whose
@@ -281,7 +239,7 @@ def _image_only_processor(model: str) -> Any:
     from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
-    config = AutoConfig.from_pretrained(model)
+    config = AutoConfig.from_pretrained(model, local_files_only=local_only)
     name = PROCESSOR_MAPPING_NAMES.get(config.model_type)
     base = getattr(transformers, name, None) if name else None
     if base is None:
@@ -296,20 +254,22 @@ def _image_only_processor(model: str) -> Any:
                              chat_template=chat_template, **kwargs)
 
     ImageOnlyProcessor.__name__ = ImageOnlyProcessor.__qualname__ = f"ImageOnly{name}"
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    image_processor = AutoImageProcessor.from_pretrained(model)  # the PIL backend without torchvision
-    template = _processor_chat_template(model) or tokenizer.chat_template
+    tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local_only)
+    # the PIL backend, without torchvision
+    image_processor = AutoImageProcessor.from_pretrained(model, local_files_only=local_only)
+    template = _processor_chat_template(model, local_only) or tokenizer.chat_template
     if not template:
         raise ValueError("the model folder has no chat template")
     return ImageOnlyProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=template)
 
 
-def _processor_chat_template(model: str) -> str | None:
+def _processor_chat_template(model: str, local_only: bool = False) -> str | None:
     """The processor's chat template (chat_template.jinja or chat_template.json), None if it has none."""
     from transformers.utils import cached_file
 
     for filename in ("chat_template.jinja", "chat_template.json"):
-        path = cached_file(model, filename, _raise_exceptions_for_missing_entries=False)
+        path = cached_file(model, filename, _raise_exceptions_for_missing_entries=False,
+                           local_files_only=local_only)
         if not path:
             continue
         with open(path, encoding="utf-8") as f:

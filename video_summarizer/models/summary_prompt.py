@@ -1,0 +1,130 @@
+"""The summary prompt: timestamped captions and the running summary, fitted to a token budget.
+
+Shared by every summary model: the in-process one counts with its tokenizer, a served one
+estimates. ``build_messages`` drops the oldest caption lines first and caps the previous
+summary, so a run of any length fits ``budget`` tokens.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+from video_summarizer.prompts import SYSTEM_PROMPT
+from video_summarizer.results import TimedCaption
+from video_summarizer.timecodes import format_video_time
+
+UPDATE_INSTRUCTION = "Write the updated summary of the video so far."
+FINAL_INSTRUCTION = "These are the last captions of the video. Write the final summary of the whole video."
+_HEAD = "Summary so far:\n{summary}\n\nNew captions ([mm:ss] video time, recognized faces in brackets):\n"
+TEMPLATE_RESERVE = 24  # tokens the chat template adds around the messages ([INST], BOS, ...)
+DEFAULT_BUDGET = 1536
+
+
+def estimate_tokens(text: str) -> int:
+    """A conservative token count without a tokenizer: Mistral averages ~4 characters a token in English."""
+    return math.ceil(len(text) / 3)
+
+
+def estimate_prompt_tokens(messages: list[dict]) -> int:
+    """Estimated tokens of a chat as a server without a system role would see it."""
+    return sum(estimate_tokens(m["content"]) for m in fold_system(messages)) + TEMPLATE_RESERVE
+
+
+def build_messages(
+    captions: Sequence[TimedCaption],
+    previous_summary: str | None,
+    *,
+    final: bool = False,
+    system_prompt: str = SYSTEM_PROMPT,
+    budget: int = DEFAULT_BUDGET,
+    count_tokens: Callable[[str], int] = estimate_tokens,
+    prompt_tokens: Callable[[list[dict]], int] = estimate_prompt_tokens,
+) -> list[dict]:
+    """Chat messages (system + user) that fit budget tokens however many captions come in."""
+    room_total = budget - TEMPLATE_RESERVE
+    instruction = FINAL_INSTRUCTION if final else UPDATE_INSTRUCTION
+    faces = sorted({f for c in captions for f in c.faces if f})
+    people = f"\n\nPeople recognized in these captions: {', '.join(faces)}." if faces else ""
+    # 16 more for the "(N earlier caption lines omitted...)" note and the joins.
+    fixed = sum(count_tokens(t) for t in (system_prompt, _HEAD, people, instruction)) + 16
+    summary = (previous_summary or "").strip()
+    if summary:
+        # Written by us, so at most max_new_tokens long; still cap it: 40 % of the budget, and
+        # leave a quarter for the captions.
+        cap = max(8, min(room_total * 2 // 5, room_total - fixed - room_total // 4))
+        summary = truncate(summary, cap, count_tokens)
+    else:
+        summary = "(none yet: the video has just started)"
+    head = _HEAD.format(summary=summary)
+    room = room_total - fixed - count_tokens(summary)
+    lines = caption_lines(captions)
+    kept: list[str] = []
+    for line in reversed(lines):  # newest first: the oldest give way
+        line = truncate(line, max(16, room_total // 4), count_tokens)
+        cost = count_tokens(line) + 1
+        if cost > room:
+            break
+        kept.append(line)
+        room -= cost
+    kept.reverse()
+    # Parts were counted one by one; check the whole prompt as sent and drop more if needed.
+    while True:
+        omitted = len(lines) - len(kept)
+        body = "\n".join(kept) if kept else "(no new captions)"
+        if omitted:
+            body = f"({omitted} earlier caption lines omitted to fit the prompt)\n{body}"
+        user = f"{head}{body}{people}\n\n{instruction}"
+        messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": user}]
+        # A budget smaller than the instructions themselves cannot be met: send the minimum.
+        if not kept or prompt_tokens(messages) <= budget:
+            return messages
+        kept.pop(0)
+
+
+def truncate(text: str, max_tokens: int, count_tokens: Callable[[str], int] = estimate_tokens) -> str:
+    """Text cut to at most max_tokens (keeping its start), marked with an ellipsis."""
+    count = count_tokens(text)
+    while count > max_tokens and text:
+        text = text[: max(0, int(len(text) * max_tokens / count * 0.9) - 1)].rstrip() + "…"
+        count = count_tokens(text)
+    return text
+
+
+def fold_system(messages: list[dict]) -> list[dict]:
+    """The messages with system content moved into the first user turn (for templates without one)."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    rest = [dict(m) for m in messages if m["role"] != "system"]
+    if not system:
+        return messages
+    for m in rest:
+        if m["role"] == "user":
+            m["content"] = f"{system}\n\n{m['content']}"
+            return rest
+    return [{"role": "user", "content": system}, *rest]
+
+
+def caption_lines(captions: Sequence[TimedCaption]) -> list[str]:
+    """One line a caption, '[mm:ss] text [faces: a, b]'; repeats in a row become one time range."""
+    lines: list[str] = []
+    prev_key = None
+    first_time = last_time = 0.0
+    for cap in sorted(captions, key=lambda c: c.video_time):
+        text = " ".join(cap.text.split())
+        if not text:
+            continue
+        key = (text.lower(), tuple(cap.faces))
+        if key == prev_key:
+            last_time = cap.video_time
+            lines[-1] = _line(first_time, last_time, text, cap.faces)
+            continue
+        prev_key, first_time, last_time = key, cap.video_time, cap.video_time
+        lines.append(_line(first_time, last_time, text, cap.faces))
+    return lines
+
+
+def _line(t0: float, t1: float, text: str, faces: tuple[str, ...]) -> str:
+    stamp = f"[{format_video_time(t0)}]"
+    if format_video_time(t1) != format_video_time(t0):
+        stamp = f"[{format_video_time(t0)}-{format_video_time(t1)}]"
+    names = [f for f in faces if f]
+    return f"{stamp} {text}" + (f" [faces: {', '.join(names)}]" if names else "")

@@ -194,14 +194,23 @@ def test_default_cache_dir_follows_xdg(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize(("kwargs", "option"), [
     ({"model": "yolo"}, "--face-model"), ({"tolerance": -0.1}, "--face-tolerance"),
-    ({"tolerance": 1.5}, "--face-tolerance"), ({"scale": 0}, "--face-scale"),
-    ({"scale": 1.5}, "--face-scale"), ({"upsample": -1}, "--face-upsample"),
-    ({"smoothing": (3, 2)}, "--face-smoothing"), ({"smoothing": (0, 2)}, "--face-smoothing"),
+    ({"tolerance": 1.5}, "--face-tolerance"),
 ])
 def test_bad_settings_name_the_option(kwargs, option):
     with pytest.raises(SummarizerError) as err:
         FaceRecognizer(**kwargs)
     assert err.value.option == option
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"scale": 0}, {"scale": 1.5}, {"upsample": -1}, {"smoothing": (3, 2)}, {"smoothing": (0, 2)},
+])
+def test_settings_without_an_option_name_the_argument_not_an_option(kwargs):
+    # No CLI option sets these (the CLI keeps the defaults): the error names the argument.
+    with pytest.raises(ValueError) as err:
+        FaceRecognizer(**kwargs)
+    name = next(iter(kwargs))
+    assert f"FaceRecognizer({name}=" in str(err.value) and "--" not in str(err.value)
 
 
 def test_import_loads_no_heavy_library():

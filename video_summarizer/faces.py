@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from video_summarizer.errors import BackendUnavailable, InputError, SummarizerError
+from video_summarizer.frames import to_rgb
 from video_summarizer.stats import describe
 
 logger = logging.getLogger(__name__)
@@ -197,7 +198,9 @@ class FaceRecognizer:
         smoothing: tuple[int, int] | None = None,
         reuse: IdentityReuse | None = DEFAULT_REUSE,
     ) -> None:
-        # Settings come from CLI options; the option name tells the user what to fix.
+        # model and tolerance come from CLI options: the option name tells the user what to fix.
+        # scale, upsample and smoothing have no option (the CLI leaves their defaults): a bad
+        # value is a programming error, said as such.
         if model not in ("hog", "cnn"):
             raise SummarizerError(f"face detector must be 'hog' or 'cnn', not {model!r}",
                                   option="--face-model")
@@ -205,14 +208,11 @@ class FaceRecognizer:
             raise SummarizerError(f"face tolerance must be between 0 and 1, not {tolerance}",
                                   option="--face-tolerance")
         if not 0.0 < scale <= 1.0:
-            raise SummarizerError(f"face detection scale must be in (0, 1], not {scale}",
-                                  option="--face-scale")
+            raise ValueError(f"FaceRecognizer(scale=...) must be in (0, 1], not {scale}")
         if upsample < 0:
-            raise SummarizerError(f"face upsample count must be 0 or more, not {upsample}",
-                                  option="--face-upsample")
+            raise ValueError(f"FaceRecognizer(upsample=...) must be 0 or more, not {upsample}")
         if smoothing is not None and not 1 <= smoothing[0] <= smoothing[1]:
-            raise SummarizerError(f"face smoothing (k, n) needs 1 <= k <= n, not {smoothing}",
-                                  option="--face-smoothing")
+            raise ValueError(f"FaceRecognizer(smoothing=(k, n)) needs 1 <= k <= n, not {smoothing}")
         self.known_faces_dir = (
             Path(known_faces_dir).expanduser() if known_faces_dir is not None else None
         )
@@ -433,7 +433,8 @@ class FaceRecognizer:
         started = time.perf_counter()
         if timestamp is not None and not math.isfinite(timestamp):
             timestamp = None  # a NaN would pass every "close in time" comparison
-        rgb = self._to_rgb(frame_bgr)
+        # cvtColor (in frames.to_rgb) gives a fresh contiguous array: a [:, :, ::-1] view breaks dlib's encoder.
+        rgb = to_rgb(frame_bgr, require_uint8=True)
         boxes = self._detect(rgb)
         names, references = self._refs  # one snapshot: a reload mid-frame changes nothing here
         carried = self._carried_over(rgb, boxes, timestamp, references)
@@ -551,19 +552,6 @@ class FaceRecognizer:
         small = self._cv2.resize(rgb[top:bottom, left:right], (_THUMB_SIZE, _THUMB_SIZE),
                                  interpolation=self._cv2.INTER_AREA)
         return self._cv2.cvtColor(small, self._cv2.COLOR_RGB2GRAY).astype(np.float32)
-
-    def _to_rgb(self, frame: np.ndarray) -> np.ndarray:
-        cv2 = self._cv2
-        if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
-            raise ValueError("recognize() needs a uint8 numpy image (an OpenCV frame)")
-        # cvtColor gives a fresh contiguous array: a [:, :, ::-1] view breaks dlib's encoder.
-        if frame.ndim == 2:
-            return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-        if frame.ndim == 3 and frame.shape[2] == 4:
-            return cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB)
-        if frame.ndim == 3 and frame.shape[2] == 3:
-            return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        raise ValueError(f"recognize() needs a BGR, BGRA or grey frame, not shape {frame.shape}")
 
     def _detect(self, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
         """Face boxes found on a downscaled copy, mapped back to full-frame pixels."""

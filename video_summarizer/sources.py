@@ -150,7 +150,7 @@ class FrameSource(ABC):
         parts = [what]
         if self.fps:
             parts.append(f"{self.fps:.2f} fps")
-        if self.frames_expected and self.kind != "image":
+        if self.frames_expected:
             parts.append(f"{self.frames_expected} frames")
         return ", ".join(parts)
 
@@ -381,9 +381,9 @@ def open_source(
 ) -> FrameSource:
     """Open a file, '-' (stdin), a camera ('cam0', '1', '/dev/video0') or a stream URL; InputError if unusable.
 
-    The first frame is decoded here (and yielded first), so an empty, garbage or index-less
-    input, an image that is not one, an unreachable stream or a dead camera is one InputError
-    naming --source before anything else is done. ``live`` defaults to True for cameras and
+    The first frame is decoded here (and yielded first), so an empty, closed, unreadable,
+    garbage or index-less input, an unreachable stream or a missing camera is one InputError
+    naming --source before anything else (a model load) is done. ``live`` defaults to True for cameras and
     streams and False for files and stdin; ``reconnect_attempts`` bounds consecutive reopen
     tries of a live camera or stream that stops delivering (-1: no bound), with
     ``reconnect_delay`` seconds before the first, doubling after each up to 10 s. ``label``
@@ -398,7 +398,7 @@ def open_source(
         if kind == "camera":
             target = camera_target(spec)
             api, params = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY, []
-            fail = _said(f"camera {spec} could not be opened (in use by another program, or not a camera)")
+            fail = _said(f"camera {spec} could not be opened (no such camera, or in use by another program)")
             no_frame = f"camera {spec} opened, but sent no frame (in use, or not a capture device)"
             default_live = True
             attempts = reconnect_attempts  # a USB camera unplugged and plugged back, a driver reset
@@ -422,10 +422,12 @@ def open_source(
                         "pipe a whole video file, or an MPEG-TS/MKV stream)")
             if live and head[4:8] == b"ftyp":  # opens, then yields nothing: its index is still to come
                 no_frame = not_a_video("stdin", head, live=True)
+            if _is_image(head):
+                kind, live = "image", False
             default_live = False
         else:
             target, head = file_target(spec)
-            if head.startswith(_IMAGE_MAGIC) or head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+            if _is_image(head):
                 kind, live = "image", False  # one frame: nothing to drain, no frame rate
             api, params = cv2.CAP_FFMPEG, []
             fail = _said(not_a_video(spec, head, live=bool(live)))
@@ -447,6 +449,10 @@ def open_source(
 
 def _said(message: str) -> Callable[[float], str]:
     return lambda elapsed: message
+
+
+def _is_image(head: bytes) -> bool:
+    return head.startswith(_IMAGE_MAGIC) or head[:4] == b"RIFF" and head[8:12] == b"WEBP"
 
 
 def _stdin_target(cleanup: ExitStack, *, spool_mp4: bool) -> tuple[str, bytes]:

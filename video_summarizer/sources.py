@@ -115,7 +115,7 @@ class FrameSource(ABC):
         self.kind = kind  # "file", "image", "stdin", "camera" or "stream"
         self.fps: float | None = None  # None for still images and where the container states none
         self.frames_expected: int | None = None  # files: frames the container states; None when unknown
-        self.ended = False  # the input itself ended (not stop()): only then is `truncated` known
+        self.ended = False  # files/stdin: the input itself ended (not stop()); only then is `truncated` known
         self.frames_read = 0  # frames grabbed (and so decoded) from the decoder/device
         self.frames_dropped = 0  # live: grabbed frames nobody took (a newer one came first)
         self.decode_failures = 0  # grabbed frames whose pixels could not be converted

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.clips import ClipSet
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("SUMMARIZER_TEST_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -20,3 +24,11 @@ def data_dir() -> Path:
     if not (DATA_DIR / "README.md").is_file():
         pytest.skip(f"test data folder not found at {DATA_DIR} (set SUMMARIZER_TEST_DATA)")
     return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> ClipSet:
+    """Generated test clips (tests/clips.py), each written once per test session into a temporary folder."""
+    from tests.clips import ClipSet
+
+    return ClipSet(tmp_path_factory.mktemp("clips"))

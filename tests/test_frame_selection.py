@@ -1,13 +1,15 @@
-"""Frame selection on the real clips (interval, change gating, cuts, face appearances) and synthetic frames."""
+"""Frame selection on generated clips (noise, a small figure, flicker, cuts), on the real clips when present, and on synthetic frames."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from tests.clips import read_number
 from video_summarizer.selection import (
     DEFAULT_MIN_CHANGE,
     FrameSelector,
     change_between,
+    change_parts,
     default_max_gap,
     thumbnail,
 )
@@ -27,6 +29,76 @@ def _select(path, **kwargs) -> tuple[FrameSelector, list[int], list]:
                 picked.append(frame.index)
             frames.append(frame)
     return sel, picked, frames
+
+
+def _decisions(path, **kwargs) -> dict[int, tuple[bool, str, float | None]]:
+    """Every due frame of a clip: index -> (taken, reason, change)."""
+    sel = FrameSelector(**kwargs)
+    out = {}
+    with open_source(str(path)) as src:
+        for frame in src:
+            taken = sel.select(frame)
+            if sel.last_reason != "interval":
+                out[frame.index] = (taken, sel.last_reason, sel.last_change)
+    return out
+
+
+# -- generated clips (no shared data needed) ---------------------------------------------------
+
+def test_a_small_figure_crossing_a_still_noisy_scene_is_taken_at_every_due_frame_in_view(clips):
+    clip = clips.figure_crossing()  # 160x120 at 10 fps, in view in frames 15-45
+    assert clip.figure == (15, 45) and 0.025 <= clip.figure_share <= 0.035
+    for max_gap in (None, 100.0):  # the default gap, and none: the change measure alone must see it
+        due = _decisions(clip.path, interval=0.5, max_gap=max_gap)
+        in_view = [i for i in due if clip.figure_in_view(i)]
+        assert in_view == [15, 20, 25, 30, 35, 40, 45]
+        for i in in_view:
+            taken, reason, change = due[i]
+            assert taken and reason == "changed" and change >= DEFAULT_MIN_CHANGE, (max_gap, i, due[i])
+        before = [i for i in due if i < 10]  # the empty room: noise only
+        assert all(not due[i][0] for i in before if i) and all(due[i][2] < 0.03 for i in before if i)
+
+
+def test_a_still_noisy_scene_skips_the_due_frames_the_max_gap_allows(clips):
+    clip = clips.still_noisy()  # 4 s at 10 fps: due frames 0, 5, ..., 35
+    due = _decisions(clip.path, interval=0.5)
+    assert len(due) == 8
+    assert [i for i, (taken, _, _) in due.items() if taken] == [0, 10, 20, 30]  # first, then max gap (1 s)
+    assert sum(not taken for taken, _, _ in due.values()) / len(due) >= 0.40
+    assert all(change < 0.03 for _, _, change in list(due.values())[1:])  # noise and codec shimmer only
+    long = clips.long_static()  # 60 s at 5 fps
+    sel, picked, _ = _select(long.path, interval=0.5, max_gap=30.0)
+    assert picked == [0, 150] and sel.skipped_unchanged == 118
+
+
+def test_flicker_alone_is_no_change(clips):
+    clip = clips.flicker()  # brightness swings +-20 % at 1.3 Hz
+    assert max(clip.gains) > 1.19 and min(clip.gains) < 0.81
+    due = _decisions(clip.path, interval=0.5, max_gap=100.0)
+    assert [i for i, (taken, _, _) in due.items() if taken] == [0]
+    assert max(change for _, _, change in list(due.values())[1:]) < 0.06
+
+
+def test_hard_cuts_are_kept(clips):
+    clip = clips.hard_cuts()  # cuts at 1.5, 3.0 and 4.5 s
+    assert clip.cuts == (15, 30, 45)
+    due = _decisions(clip.path, interval=0.5, max_gap=100.0)
+    assert [i for i, (taken, _, _) in due.items() if taken] == [0, 15, 30, 45]
+    assert all(due[c][1] == "changed" and due[c][2] >= DEFAULT_MIN_CHANGE for c in clip.cuts)
+
+
+def test_a_slow_pan_adds_up_against_the_last_processed_frame(clips):
+    clip = clips.pan()  # 8 px/s: 4 px between due frames, too little on its own
+    due = _decisions(clip.path, interval=0.5, max_gap=100.0)
+    assert [i for i, (taken, _, _) in due.items() if taken] == [0, 20]
+    assert due[20][1] == "changed" and all(due[i][2] < DEFAULT_MIN_CHANGE for i in (5, 10, 15))
+
+
+def test_generated_clips_decode_with_their_ground_truth(clips):
+    for clip in (clips.numbered(), clips.pipe_stream(), clips.pipe_stream(container="mkv")):
+        with open_source(str(clip.path)) as src:
+            frames = [(f.index, round(f.timestamp, 3), read_number(f.image)) for f in src]
+        assert frames == [(i, round(i / 10, 3), i) for i in range(30)], clip.path
 
 
 def _first_after(picked: list[int], cut: int) -> int:
@@ -52,8 +124,8 @@ def test_gating_keeps_hard_cuts_on_tears_of_steel(data_dir):
     sel, on, frames = _select(path, interval=0.5)
     for cut in (21, 65, 185):
         assert _first_after(on, cut) == _first_after(off, cut)  # 24, 72, 192
-    assert on == [0, 24, 72, 120, 168, 192, 216, 228]
-    assert (sel.selected, sel.skipped_unchanged) == (8, 12)
+    assert on == [0, 24, 48, 72, 96, 120, 144, 168, 192, 216]
+    assert (sel.selected, sel.skipped_unchanged) == (10, 10)
     # Only interval candidates were decoded (the change measure needs their pixels).
     assert sum(f.decoded for f in frames) <= 20
 
@@ -70,13 +142,13 @@ def test_gating_on_hamilton_cuts_calls_but_keeps_cuts_and_face_appearances(data_
     _, off, _ = _select(path, interval=0.5, min_change=0)
     sel, on, _ = _select(path, interval=0.5)
     assert len(off) == 19 and len(on) <= 0.6 * len(off)
-    assert on == [0, 30, 60, 75, 90, 150, 210, 225]
+    assert on == [0, 30, 60, 90, 120, 150, 180, 210, 225, 255]
     for cut in (20, 82, 211):
         assert _first_after(on, cut) == _first_after(off, cut)
     for first, last in HAMILTON_FACES:
         if any(first <= i <= last for i in off):
             assert any(first <= i <= last for i in on), (first, last)
-    assert sel.skipped_unchanged == 11
+    assert sel.skipped_unchanged == 9
 
 
 def test_a_face_entering_counts_as_change(data_dir):
@@ -102,16 +174,30 @@ def test_max_gap_forces_a_frame_of_a_still_scene():
 
 def test_change_is_measured_against_the_last_processed_frame():
     sel = FrameSelector(interval=0, min_change=DEFAULT_MIN_CHANGE, max_gap=100)
-    ramp = np.tile(np.linspace(0, 127, 160).astype(np.uint8), (90, 1))
-    # The picture brightens 10 grey levels a step: no single step is enough, two are.
+    base = np.full((90, 160, 3), 100, np.uint8)
+    # A patch of 4 % of the picture (a screen) brightens 4 grey levels a step: no single step
+    # is enough, eight are (a window 30 levels above the floor of 1 scores 0.12).
     changes, taken = [], []
-    for v in range(0, 120, 10):
-        if sel.select(_frame(v / 10, np.dstack([ramp + v] * 3))):
-            taken.append(v)
+    for step in range(20):
+        img = base.copy()
+        img[30:50, 60:90] += np.uint8(4 * step)
+        if sel.select(_frame(step / 10, img)):
+            taken.append(step)
         changes.append(sel.last_change)
-    assert taken == [0, 20, 40, 60, 80, 100]
-    assert changes[0] is None and all(c < DEFAULT_MIN_CHANGE for c in changes[1::2])
-    assert all(c >= DEFAULT_MIN_CHANGE for c in changes[2::2])
+    assert taken == [0, 8, 16]
+    assert changes[0] is None and all(c < DEFAULT_MIN_CHANGE for i, c in enumerate(changes[1:], 1) if i % 8)
+    assert changes[8] == pytest.approx(0.128, abs=0.002) and changes[16] == pytest.approx(0.128, abs=0.002)
+
+
+def test_a_global_brightness_change_is_no_change_but_black_to_white_is():
+    scene = thumbnail(np.dstack([np.tile(np.linspace(30, 200, 160), (90, 1)).astype(np.uint8)] * 3))
+    dimmer = (scene.astype(np.float32) * 0.8 + 5).astype(np.uint8)
+    parts = change_parts(scene, dimmer)
+    assert set(parts) == {"histogram", "layout", "decorrelation", "local"}
+    assert max(parts.values()) < 0.08  # a ramp puts tones on every bin edge: the histogram's worst case
+    assert max(parts["layout"], parts["decorrelation"], parts["local"]) < 0.01
+    black, white = np.zeros((36, 64), np.uint8), np.full((36, 64), 255, np.uint8)
+    assert change_parts(black, white)["histogram"] == 1.0  # beyond what a light does: a cut
 
 
 def test_layout_change_with_the_same_histogram_is_seen():
@@ -128,8 +214,8 @@ def test_layout_change_with_the_same_histogram_is_seen():
 def test_backwards_time_starts_a_new_grid_and_bad_settings_are_refused():
     sel = FrameSelector(interval=5.0, min_change=0)
     assert [sel.select(_frame(t, 0)) for t in (0.0, 1.0, 5.0, 2.0, 3.0)] == [True, False, True, True, False]
-    assert default_max_gap(0.5) == 2.0 and default_max_gap(5.0) == 20.0 and default_max_gap(0) == 2.0
-    assert FrameSelector(interval=0.5).max_gap == 2.0
+    assert default_max_gap(0.5) == 1.0 and default_max_gap(5.0) == 10.0 and default_max_gap(0) == 1.0
+    assert default_max_gap(0.1) == 1.0 and FrameSelector(interval=2.0).max_gap == 4.0
     for kwargs in ({"interval": -1}, {"min_change": 1.5}, {"max_gap": -2}):
         with pytest.raises(ValueError):
             FrameSelector(**kwargs)

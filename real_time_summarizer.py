@@ -182,6 +182,12 @@ def _opt(*names: str, envvar: str, **kw: Any):
 @_opt("--max-inflight", envvar="SUMMARIZER_MAX_INFLIGHT", type=click.IntRange(1, 64), default=None,
       help="Caption requests in flight at once (default 2 for a server, 1 for the in-process model, "
            "which captions one frame at a time). Live sources drop frames when all are busy.")
+@_opt("--jobs", envvar="SUMMARIZER_JOBS", type=click.IntRange(1, 256), default=None,
+      help="Batch: inputs run at once, sharing the --max-inflight caption calls (default: enough to "
+           "keep them busy, at most one per CPU). With --ray: per worker.")
+@_opt("--ray", envvar="RAY_ADDRESS", default=None, is_flag=False, flag_value="auto", metavar="[ADDRESS]",
+      help="Batch: send the inputs to the Ray cluster at ADDRESS (alone: the one this machine is in; "
+           "'local': a private one for this run). --output-dir must be a folder every node sees.")
 @_opt("--events", envvar="SUMMARIZER_EVENTS", default=None, metavar="PATH|-",
       help="Write caption/summary/error/stats events as JSON lines ('-' = stdout).")
 @_opt("--summary-out", envvar="SUMMARIZER_SUMMARY_OUT", default=None, metavar="FILE",
@@ -295,10 +301,14 @@ def _run(opts: RunOptions) -> int:
         raise InputError("give at least one --source (cam0, a video file, '-' for stdin, a folder)",
                          option="--source")
     from video_summarizer.runner import Run, plan_inputs, todo
-    from video_summarizer.source_specs import expand_sources
+    from video_summarizer.sources import expand_sources
 
     inputs = plan_inputs(opts.sources, expand_sources)
-    batch = opts.output_dir is not None or len(inputs) > 1
+    batch = opts.output_dir is not None or len(inputs) > 1 or opts.ray is not None
+    if opts.ray is not None:
+        from video_summarizer.distributed import check_ray_inputs
+
+        check_ray_inputs(opts, inputs)
     if opts.output_dir and any(i.spec == "-" for i in inputs):
         raise InputError("stdin ('-') cannot be used with --output-dir", option="--source")
     _preflight(opts)
@@ -321,7 +331,13 @@ def _run(opts: RunOptions) -> int:
         events = EventWriter(opts.events)
         stack.callback(events.close)
         stop = StopSignal()
-        run = Run(opts, lambda: _build_stages(opts, stack, events), events, stop, outdir, batch=batch)
+        if opts.ray is not None:
+            from video_summarizer.distributed import RayRun
+
+            # Workers import this module and build their stages with the same function.
+            run = RayRun(opts, STAGES_FACTORY, events, stop, outdir)
+        else:
+            run = Run(opts, lambda: _build_stages(opts, stack, events), events, stop, outdir, batch=batch)
         first = None if batch else run.open(inputs[0])  # a bad single source: exit 2 before models load
         if first is not None:
             stack.callback(first.close)  # closed here too when the models fail to load
@@ -330,12 +346,15 @@ def _run(opts: RunOptions) -> int:
         result.skipped = skipped
         if run.stages_built:
             _report(result.docs, run.stages(), opts)
-        if stop.signum is not None:
-            return EXIT_SIGNAL.get(stop.signum, 1)
-        if result.failed:
-            sys.stderr.write("Failed inputs:\n" + "".join(f"  {s}: {why}\n" for s, why in result.failed))
-            return EXIT_SOME_FAILED
-        return EXIT_OK
+    # after the tracker's exit line: the failures are the last thing a cron mail shows
+    if result.failed:
+        sys.stderr.write("Failed inputs:\n" + "".join(f"  {s}: {why}\n" for s, why in result.failed))
+    if stop.signum is not None:
+        return EXIT_SIGNAL.get(stop.signum, 1)
+    return EXIT_SOME_FAILED if result.failed else EXIT_OK
+
+
+STAGES_FACTORY = "real_time_summarizer:_build_stages"  # what a Ray worker calls to build its stages
 
 
 def _build_stages(opts: RunOptions, stack: ExitStack, events: Any):

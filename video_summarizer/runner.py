@@ -44,7 +44,15 @@ class Input:
 
     spec: str
     name: str
+    label: str = ""  # the source's label, unique within the run (user id and session in Langfuse)
     digest: str | None = None
+
+    @property
+    def shown(self) -> str:
+        """The spec as it may be printed or stored: a stream's password and tokens masked."""
+        from video_summarizer.source_specs import mask_url
+
+        return mask_url(self.spec) if "://" in self.spec else self.spec
 
 
 @dataclass
@@ -80,7 +88,19 @@ def plan_inputs(source_args: tuple[str, ...], expand: Callable[[list[str]], list
             inputs.append(Input(spec, _relative_name(spec, root)))
     _disambiguate(inputs, lambda i: i.name + Path(i.spec).suffix if _is_path(i.spec) else i.name)
     _disambiguate(inputs, lambda i: f"{i.name}-{hashlib.sha1(os.path.abspath(i.spec).encode()).hexdigest()[:6]}")
+    _label(inputs)
     return inputs
+
+
+def _label(inputs: list[Input]) -> None:
+    """Each input's source label, unique within the run (two cameras of one recorder stay apart)."""
+    from video_summarizer.source_specs import source_label, unique_labels
+
+    wanted = [source_label(i.spec) for i in inputs]
+    for item, want, label in zip(inputs, wanted, unique_labels(wanted)):
+        item.label = label
+        if label != want:
+            log.info("%s: labelled %s (%s is taken by another source of this run)", item.shown, label, want)
 
 
 def _is_path(spec: str) -> bool:
@@ -102,8 +122,11 @@ def _root_of(arg: str) -> Path | None:
 
 
 def _relative_name(spec: str, root: Path | None) -> str:
-    if not _is_path(spec) and not os.path.splitext(spec)[1]:
-        return "stdin" if spec == "-" else spec
+    if not _is_path(spec):
+        from video_summarizer.source_specs import kind_of, source_label
+
+        if kind_of(spec) != "file":
+            return source_label(spec)  # stdin, a camera, a stream: named by their label
     path = Path(os.path.expanduser(spec))
     try:
         rel = path.relative_to(root) if root is not None else Path(path.name)
@@ -163,23 +186,34 @@ class Run:
     """Runs the planned inputs: opening each, the per-source job, outputs, failures."""
 
     def __init__(self, opts: RunOptions, stages: Callable[[], Any], events: Any, stop: Stopper,
-                 outdir: OutputDir | None, *, batch: bool) -> None:
+                 outdir: OutputDir | None, *, batch: bool, run_id: str | None = None,
+                 slots: threading.Semaphore | None = None) -> None:
         self.opts = opts
         self._build_stages = stages  # called once, when the first input has opened
         self._stages: Any = None
+        self._build_error: BaseException | None = None
         self.events = events
         self.stop = stop
         self.outdir = outdir
         self.batch = batch
-        self.run_id = new_run_id()
+        self.run_id = run_id or new_run_id()
+        # --max-inflight is the run's budget of caption calls, shared by every source: a file
+        # waiting for a slot holds no other back, and one finishing frees its slots at once.
+        self.slots = slots or threading.BoundedSemaphore(opts.resolved_max_inflight)
         self.result = RunResult()
         self._lock = threading.RLock()
 
     def stages(self) -> Any:
         """The run's stages, built (models loaded) on the first call."""
         with self._lock:
+            if self._build_error is not None:  # the other inputs fail the same way, said once
+                raise self._build_error
             if self._stages is None:
-                self._stages = self._build_stages()
+                try:
+                    self._stages = self._build_stages()
+                except BaseException as e:
+                    self._build_error = e
+                    raise
             return self._stages
 
     @property
@@ -192,7 +226,8 @@ class Run:
         from video_summarizer.sources import open_source
 
         try:
-            return open_source(item.spec, live=self.opts.live, reconnect_attempts=self.opts.reconnect_attempts)
+            return open_source(item.spec, live=self.opts.live, reconnect_attempts=self.opts.reconnect_attempts,
+                               label=item.label or None)
         except InputError as e:
             if not self.batch:
                 raise
@@ -202,13 +237,31 @@ class Run:
     def fail(self, item: Input, why: str, *, stage: str | None = None) -> None:
         """Count an input as failed (said at the end), with an error event when it never ran."""
         with self._lock:
-            self.result.failed.append((item.spec, why))
+            self.result.failed.append((item.shown, why))
         if stage is not None:
-            self.events.emit("error", source=item.spec, stage=stage, message=why)
-        log.warning("%s: %s", item.spec, why)
+            self.events.emit("error", source=item.shown, stage=stage, message=why)
+        log.warning("%s: %s", item.shown, why)
 
     def run_all(self, inputs: list[Input], first: Any | None = None) -> RunResult:
-        """Every input in order (live ones beside each other on threads); `first` is inputs[0] opened."""
+        """Every input (files --jobs at a time, live ones beside each other); `first` is inputs[0] opened."""
+        order = {item.spec: n for n, item in enumerate(inputs)}
+        jobs = min(self.opts.resolved_jobs, len(inputs))
+        if jobs > 1 and not any(self._live_spec(item) for item in inputs):
+            self._run_files(inputs, jobs)
+        else:
+            self._run_in_turn(inputs, first)
+        self.result.docs.sort(key=lambda doc: order.get(doc.source, len(order)))
+        return self.result
+
+    def _live_spec(self, item: Input) -> bool:
+        from video_summarizer.source_specs import kind_of
+
+        if self.opts.live is not None:
+            return self.opts.live
+        return kind_of(item.spec) in ("camera", "stream")
+
+    def _run_in_turn(self, inputs: list[Input], first: Any | None) -> None:
+        """Files one after another here, live sources on threads of their own."""
         live_threads: list[threading.Thread] = []
         for n, item in enumerate(inputs):
             if self.stop.event.is_set():
@@ -225,19 +278,49 @@ class Run:
         for t in live_threads:
             while t.is_alive():
                 t.join(0.5)
-        return self.result
+
+    def _run_files(self, inputs: list[Input], jobs: int) -> None:
+        """Files `jobs` at a time on daemon threads (a model call hung past the deadline must not
+        keep the process alive); the first error (a model that cannot load) ends the run."""
+        pending = list(reversed(inputs))
+        errors: list[BaseException] = []
+        progress = BatchProgress(len(inputs))
+
+        def worker() -> None:
+            while not self.stop.event.is_set() and not errors:
+                with self._lock:
+                    if not pending:
+                        return
+                    item = pending.pop()
+                progress.started()
+                try:
+                    source = self.open(item)
+                    doc = self.run_input(item, source) if source is not None else None
+                except BaseException as e:  # raised in the main thread below
+                    errors.append(e)
+                    return
+                with self._lock:
+                    failed = source is None or any(spec == item.spec for spec, _ in self.result.failed)
+                progress.finished(item.name, doc.stats["captioned"] if doc is not None else 0, failed)
+
+        threads = [threading.Thread(target=worker, name=f"input-{n}", daemon=True) for n in range(jobs)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)  # wakes up for signals
+        if errors:
+            raise errors[0]
 
     def run_input(self, item: Input, source: Any) -> Any:
         """The per-source job: the loop over one opened source, then its outputs."""
         with source:
             stages = self.stages()
             self.stop.watch(source)
-            fps = getattr(source, "fps", None)
-            log.info("%s: %s source%s", source.label, "live" if source.live else "file",
-                     f", {fps:.2f} fps" if fps else "")
+            log.info("%s: %s", source.label, source.describe())
             with ExitStack() as stack:
                 doc = self._source_run(source, stages, stack).run()
-        doc.source = item.spec
+        doc.source = item.shown
         doc.input_sha256 = item.digest
         for key in ("frames_expected", "truncated"):
             value = getattr(source, key, None)
@@ -270,7 +353,8 @@ class Run:
         return SourceRun(source, FrameSelector(interval=opts.interval, **selector_kw), stages, config,
                          session_id=f"{self.run_id}-{source.label}", stop_event=self.stop.event,
                          on_frame=self._display_hook(stack) if opts.display else None,
-                         on_progress=_progress_bar(stack, source))
+                         on_progress=_progress_bar(stack, source) if opts.resolved_jobs == 1 else None,
+                         slots=self.slots)
 
     def _display_hook(self, stack: ExitStack) -> Callable[[Any, Any], None] | None:
         from video_summarizer.display import Display, display_unavailable_reason
@@ -300,3 +384,28 @@ def _progress_bar(stack: ExitStack, source: Any) -> Callable[[int], None] | None
 
     bar = stack.enter_context(click.progressbar(length=int(total), label=source.label, file=sys.stderr))
     return bar.update
+
+
+class BatchProgress:
+    """Files done / in progress / failed and captions so far: one line per finished file."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = self.running = self.failed = self.captions = 0
+        self._lock = threading.Lock()
+
+    def started(self) -> None:
+        """A file has started."""
+        with self._lock:
+            self.running += 1
+
+    def finished(self, name: str, captions: int, failed: bool) -> None:
+        """A file has finished (or failed); says where the batch stands."""
+        with self._lock:
+            self.running -= 1
+            self.done += 1
+            self.failed += int(failed)
+            self.captions += captions
+            line = (f"[{self.done}/{self.total} files, {self.running} in progress, {self.failed} failed, "
+                    f"{self.captions} captions] {name}{' failed' if failed else ' done'}")
+        log.info("%s", line)

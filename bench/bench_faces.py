@@ -6,7 +6,7 @@ does, and prints ms per frame (p50, p95, mean, CPU), faces encoded / reused and 
 of the full-frame matches (scale 1.0, every face encoded: today's baseline). Takes a
 minute or two on a quiet 2-core machine.
 
-    python bench/bench_faces.py [--video PATH] [--faces DIR] [--configs 1.0:1:off,0.5:1,...]
+    python -m bench.bench_faces [--video PATH] [--faces DIR] [--configs 1.0:1:off,0.5:1,...]
 """
 from __future__ import annotations
 
@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from video_summarizer.faces import (  # noqa: E402
+from video_summarizer.faces import (
     DEFAULT_REUSE,
     DEFAULT_SCALE,
     DEFAULT_TOLERANCE,

@@ -1,6 +1,6 @@
 """Caption backends side by side: the in-process VLM (LocalVLM) and the API client (VLMClient).
 
-    python bench/bench_vlm_backends.py [--quick]
+    python -m bench.bench_vlm_backends [--quick]
 
 For each backend a fresh Python process decodes real frames of short_hamilton_clip.mp4, then
 measures the time to the first caption from its start (importing the backend's module and
@@ -24,9 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script: make the project importable
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parent.parent  # the worker processes run here, so the project imports
 
 DATA = Path(os.environ.get("SUMMARIZER_TEST_DATA", ROOT.parent / "shared" / "data"))
 HAMILTON = DATA / "videos" / "short_hamilton_clip.mp4"
@@ -88,7 +86,8 @@ def worker(kind: str, target: str, count: int) -> dict:
 
 def _run_worker(kind: str, target: str, count: int) -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
-    out = subprocess.run([sys.executable, __file__, "--worker", kind, target, str(count)], cwd=ROOT, env=env,
+    out = subprocess.run([sys.executable, "-m", "bench.bench_vlm_backends", "--worker", kind, target, str(count)],
+                         cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"{kind} worker failed: {out.stderr.strip()[-2000:]}")

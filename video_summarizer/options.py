@@ -1,6 +1,7 @@
 """The run's settings: one frozen object built once from the CLI's values and handed whole to the run."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ class RunOptions:
     max_gap: float | None = None
     summary_interval: float = 60.0
     max_inflight: int | None = None
+    jobs: int | None = None
+    ray: str | None = None  # a Ray address, "auto" or "local"; None: run on this machine
     events: str | None = None
     summary_out: str | None = None
     output_dir: str | None = None
@@ -84,6 +87,13 @@ class RunOptions:
         if self.max_inflight:
             return self.max_inflight
         return 1 if self.resolved_vlm_backend == "local" else 2
+
+    @property
+    def resolved_jobs(self) -> int:
+        """Inputs run at once: --jobs, else enough to keep the caption budget busy, at most one per CPU."""
+        if self.jobs:
+            return self.jobs
+        return max(1, min(self.resolved_max_inflight, os.cpu_count() or 1))
 
     def resolved_trace_log(self, has_keys: bool) -> str | None:
         """--trace-log, or traces.jsonl (in --output-dir in batch mode) when Langfuse has no keys."""

@@ -120,6 +120,7 @@ class SourceRun:
         stop_event: threading.Event,
         on_frame: Callable[[Any, "SourceRun"], None] | None = None,
         on_progress: Callable[[int], None] | None = None,
+        slots: threading.Semaphore | None = None,
     ) -> None:
         self.source = source
         self.selector = selector
@@ -134,7 +135,9 @@ class SourceRun:
         # (frame time, value) of the newest results, for the --display window
         self.latest_caption: tuple[float, str] = (0.0, "")
         self.latest_faces: tuple[float, list] = (0.0, [])
-        self._slots = threading.BoundedSemaphore(max(1, config.max_inflight))
+        # The run's caption-call budget, shared by all its sources (runner.Run passes it); a
+        # source on its own gets max_inflight slots of its own.
+        self._slots = slots if slots is not None else threading.BoundedSemaphore(max(1, config.max_inflight))
         self._lock = threading.Lock()
         self._captions: dict[int, TimedCaption] = {}
         self._caption_events: dict[int, dict] = {}

@@ -1,0 +1,415 @@
+"""A batch on a Ray cluster: one actor per worker loads the stages once and runs the same
+per-source job as a local run (runner.Run.run_input) on each file sent to it.
+
+Ray is imported only here and only when --ray is given, so --help and local runs stay fast.
+The driver (the CLI process) holds the output folder's lock, sends the inputs to the
+workers as they free up, re-emits each file's events into its own --events, and prints the
+progress and the statistics. Ray does the rest: placement, restarting a worker that dies
+(``max_restarts``) and retrying its files (``max_task_retries``), cancelling on Ctrl-C
+(``ray.cancel``). A file's outputs are written by the attempt that finishes it, atomically;
+a retry that finds them already written (its worker died after writing) reads them back.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import logging
+import os
+import socket
+import tempfile
+import threading
+import weakref
+from contextlib import ExitStack
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from video_summarizer.errors import InputError, SummarizerError
+from video_summarizer.options import RunOptions
+from video_summarizer.outputs import OutputDir, SummaryDocument, utc_iso
+from video_summarizer.runner import BatchProgress, Input, Run, RunResult
+from video_summarizer.stats import ModelStats
+
+log = logging.getLogger(__name__)
+
+OPTION = "--ray"
+# What a worker needs from the driver's environment (Ray does not pass it on): the Langfuse
+# keys, so every worker traces with the same keys, and the model hub's offline settings.
+FORWARDED_ENV_PREFIXES = ("LANGFUSE_", "HF_", "TRANSFORMERS_", "TOKENIZERS_")
+MAX_RESTARTS = 3  # a worker that dies is restarted this often, its files retried on it
+PROBE_TIMEOUT_S = 120.0  # a fresh worker process on a loaded node takes seconds to start
+
+
+def check_ray_inputs(opts: RunOptions, inputs: list[Input]) -> None:
+    """--ray takes files only: a live source or stdin is a usage error (one line, exit 2)."""
+    from video_summarizer.source_specs import kind_of
+
+    for item in inputs:
+        kind = kind_of(item.spec)
+        if kind == "stdin":
+            raise InputError("stdin ('-') cannot be sent to a Ray cluster; give files or folders", option=OPTION)
+        if opts.live or (kind in ("camera", "stream") and opts.live is not False):
+            raise InputError(f"{item.spec} is a live source; --ray runs batches of files only (run one "
+                             "process per camera instead, see docs/scale.md)", option=OPTION)
+
+
+# -- the worker side ----------------------------------------------------------------------
+
+class EventBuffer:
+    """A file's events, kept for the driver: they reach its --events when the file is done,
+    and a killed attempt's events never do."""
+
+    to_stdout = False
+
+    def __init__(self) -> None:
+        self.items: list[dict] = []
+        self._lock = threading.Lock()
+
+    def emit(self, event_type: str, **fields: Any) -> None:
+        """Keep one event with the time it happened."""
+        with self._lock:
+            self.items.append({"type": event_type, "time": utc_iso(), **fields})
+
+    def close(self) -> None:
+        """Nothing to close (the driver writes)."""
+
+
+class _RecordedStats:
+    """A model's statistics that also keep each call's outcome, for the driver's merged report."""
+
+    def __init__(self, inner: ModelStats) -> None:
+        self.inner = inner
+        self.calls: list[tuple] = []
+        self._lock = threading.Lock()
+
+    def record(self, result: Any) -> None:
+        """Record the call here and in the model's own statistics."""
+        self.inner.record(result)
+        with self._lock:
+            self.calls.append((result.success, result.error_kind, result.ttft_ms, result.latency_ms))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class _WorkerStop:
+    """The worker's side of Ctrl-C on the driver: stop every source it runs."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._sources: weakref.WeakSet = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def watch(self, source: Any) -> None:
+        """Stop this source too when the driver says stop."""
+        with self._lock:
+            self._sources.add(source)
+            if self.event.is_set():
+                source.stop()
+
+    def set(self) -> None:
+        """Stop now: the running files finish their in-flight frames and write what they have."""
+        with self._lock:
+            self.event.set()
+            for source in list(self._sources):
+                source.stop()
+
+
+def _resolve(factory: str) -> Any:
+    module, _, name = factory.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class SummarizerWorker:
+    """One Ray worker: the stages loaded once, files run --jobs at a time (a threaded actor)."""
+
+    def __init__(self, opts: RunOptions, factory: str, run_id: str) -> None:
+        logging.getLogger("video_summarizer").setLevel(logging.WARNING)
+        self.opts = opts
+        self.run_id = run_id
+        self._factory = factory
+        self._stack = ExitStack()  # closes the tracker (within --flush-timeout) in close()
+        self._stages: Any = None
+        self._lock = threading.Lock()
+        self._stop = _WorkerStop()
+        self._slots = threading.BoundedSemaphore(opts.resolved_max_inflight)  # per worker
+
+    def pid(self) -> int:
+        """This worker's process id."""
+        return os.getpid()
+
+    def _shared_stages(self) -> Any:
+        with self._lock:
+            if self._stages is None:
+                stages = _resolve(self._factory)(self.opts, self._stack, EventBuffer())
+                stages.vlm.stats = _RecordedStats(stages.vlm.stats)
+                stages.summarizer.stats = _RecordedStats(stages.summarizer.stats)
+                self._stages = stages
+            return self._stages
+
+    def process(self, item: Input) -> dict:
+        """The per-source job on one input; its documents, failures and events."""
+        outdir = OutputDir(self.opts.output_dir) if self.opts.output_dir else None
+        if outdir is not None and item.digest and outdir.is_done(item.name, item.digest) and not self.opts.force:
+            # Only a retry gets here (the driver skipped what was done): the worker that died
+            # had written the outputs already; they are not written again.
+            return {"docs": [_read_doc(outdir, item.name)], "failed": [], "events": []}
+        events = EventBuffer()
+        run = Run(self.opts, lambda: dataclasses.replace(self._shared_stages(), events=events), events,
+                  self._stop, outdir, batch=True, run_id=self.run_id, slots=self._slots)
+        source = run.open(item)
+        if source is not None:
+            run.run_input(item, source)
+        return {"docs": run.result.docs, "failed": run.result.failed, "events": events.items}
+
+    def stop(self) -> None:
+        """Stop the files running here (Ctrl-C on the driver)."""
+        self._stop.set()
+
+    def close(self) -> dict:
+        """Close the tracker within its deadline; each model call's outcome, for the statistics."""
+        self._stack.close()
+        if self._stages is None:
+            return {}
+        return {key: {"label": stats.label, "calls": stats.calls}
+                for key, stats in (("vlm", self._stages.vlm.stats), ("llm", self._stages.summarizer.stats))}
+
+
+def _read_doc(outdir: OutputDir, name: str) -> SummaryDocument:
+    data = json.loads(outdir.paths_for(name)[0].read_text(encoding="utf-8"))
+    fields = {f.name for f in dataclasses.fields(SummaryDocument)}
+    return SummaryDocument(**{k: v for k, v in data.items() if k in fields})
+
+
+def probe_node(factory: str, output_dir: str | None, token_name: str, token: str, version: str) -> str | None:
+    """On one node: what keeps it from running the batch (one line), or None."""
+    import video_summarizer
+
+    try:
+        _resolve(factory)
+    except Exception as e:  # noqa: BLE001 - said to the user as the node's problem
+        return f"cannot load the stages ({factory}): {type(e).__name__}: {e}"
+    if video_summarizer.__version__ != version:
+        return f"runs version {video_summarizer.__version__} of the project, the driver {version}"
+    if output_dir:
+        try:
+            seen = (Path(output_dir) / token_name).read_text(encoding="utf-8").strip()
+        except OSError as e:
+            return f"cannot see the output folder {output_dir} ({e.strerror}); give a path every node sees"
+        if seen != token:
+            return f"sees another folder at {output_dir}; give a path every node shares"
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".ray-write-", dir=output_dir)
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as e:
+            return f"cannot write to the output folder {output_dir} ({e.strerror})"
+    return None
+
+
+# -- the driver side ----------------------------------------------------------------------
+
+def connect(address: str) -> Any:
+    """Join the Ray cluster at address ('local': start a private one); InputError when there is none."""
+    import ray
+
+    env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+    kw: dict[str, Any] = {"logging_level": logging.WARNING, "runtime_env": {"env_vars": env} if env else None}
+    if address == "local":
+        ray.init(include_dashboard=False, **kw)
+        return ray
+    _check_reachable(address)
+    try:
+        ray.init(address=address, **kw)
+    except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError here
+        raise InputError(f"no Ray cluster at {address}: {_first_line(e)}", option=OPTION) from e
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        log.warning("Ray: the cluster at %s has no token authentication: anyone who can reach it can run "
+                    "code on it. Start it with RAY_AUTH_MODE=token (see docs/scale.md).", address)
+    return ray
+
+
+def _check_reachable(address: str) -> None:
+    """A host:port with nothing listening is said in a second, not after Ray's minute of retries."""
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return  # "auto", ray://: Ray's own lookup says what is wrong
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=3).close()
+    except OSError as e:
+        raise InputError(f"no Ray cluster at {address}: {e.strerror or e}", option=OPTION) from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]
+
+
+class RayRun:
+    """The driver of a batch on Ray, with runner.Run's interface for the CLI."""
+
+    def __init__(self, opts: RunOptions, factory: str, events: Any, stop: Any, outdir: OutputDir | None,
+                 *, run_id: str | None = None) -> None:
+        from video_summarizer.runner import new_run_id
+
+        self.opts = opts
+        self.factory = factory  # "module:function" each worker calls as (opts, stack, events)
+        self.events = events
+        self.stop_signal = stop
+        self.outdir = outdir
+        self.run_id = run_id or new_run_id()
+        self.result = RunResult()
+        self._stopping = threading.Event()
+        self._stats: dict[str, ModelStats] = {}
+
+    # the CLI's StopSignal calls stop() (it takes us for a source)
+    live = False
+
+    def stop(self) -> None:
+        """Ctrl-C: cancel the files not started, stop the running ones (they still write)."""
+        self._stopping.set()
+
+    def open(self, item: Input) -> None:
+        """Files are opened on the workers."""
+        return None
+
+    @property
+    def stages_built(self) -> bool:
+        """Whether any worker got as far as loading the models."""
+        return bool(self._stats)
+
+    def stages(self) -> Any:
+        """What the report reads of the stages: the merged model statistics and the events."""
+        return SimpleNamespace(events=self.events, vlm=SimpleNamespace(stats=self._stats["vlm"]),
+                               summarizer=SimpleNamespace(stats=self._stats["llm"]), faces=None)
+
+    def run_all(self, inputs: list[Input], first: Any | None = None) -> RunResult:
+        """Every input on the cluster's workers; returns when all are done, failed or cancelled."""
+        ray = connect(self.opts.ray or "auto")
+        try:
+            self._probe(ray)
+            workers = self._start_workers(ray, len(inputs))
+            self.stop_signal.watch(self)  # from here a signal stops the run instead of aborting start-up
+            try:
+                self._dispatch(ray, workers, inputs)
+            finally:
+                self._close(ray, workers)
+        finally:
+            ray.shutdown()
+        order = {item.spec: n for n, item in enumerate(inputs)}
+        self.result.docs.sort(key=lambda doc: order.get(doc.source, len(order)))
+        return self.result
+
+    def _probe(self, ray: Any) -> None:
+        """Each node can load the project and sees the output folder, before any file starts."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        import video_summarizer
+
+        token_name, token = f".ray-probe-{self.run_id}", self.run_id
+        if self.opts.output_dir:
+            (Path(self.opts.output_dir) / token_name).write_text(token, encoding="utf-8")
+        try:
+            probe = ray.remote(num_cpus=0, max_retries=0)(probe_node)
+            nodes = [n for n in ray.nodes() if n.get("Alive")]
+            refs = {n.get("NodeManagerAddress", n["NodeID"]): probe.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=n["NodeID"], soft=False)).remote(
+                    self.factory, self.opts.output_dir, token_name, token, video_summarizer.__version__)
+                for n in nodes}
+            for node, ref in refs.items():
+                try:
+                    problem = ray.get(ref, timeout=PROBE_TIMEOUT_S)
+                except ray.exceptions.GetTimeoutError:
+                    problem = f"did not answer within {PROBE_TIMEOUT_S:.0f} s"
+                except ray.exceptions.RayError as e:
+                    cause = getattr(e, "cause", None) or e
+                    problem = (f"lacks the project's packages ({_first_line(cause)}); install the project "
+                               "there (pip install -r requirements.txt, then pip install .)"
+                               if isinstance(cause, ImportError) or "No module named" in str(e)
+                               else _first_line(cause))
+                if problem:
+                    raise InputError(f"Ray node {node} {problem}", option=OPTION)
+        finally:
+            if self.opts.output_dir:
+                (Path(self.opts.output_dir) / token_name).unlink(missing_ok=True)
+
+    def _start_workers(self, ray: Any, n_inputs: int) -> list:
+        """One worker per CPU of the cluster (at most one per input), restarted by Ray if it dies."""
+        cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
+        jobs = self.opts.resolved_jobs
+        actor = ray.remote(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS,
+                           max_concurrency=jobs, concurrency_groups={"control": 2})(SummarizerWorker)
+        workers = [actor.remote(self.opts, self.factory, self.run_id) for _ in range(min(cpus, n_inputs))]
+        log.info("Ray: %d worker(s), %d file(s) at a time each, --max-inflight %d each",
+                 len(workers), jobs, self.opts.resolved_max_inflight)
+        return workers
+
+    def _dispatch(self, ray: Any, workers: list, inputs: list[Input]) -> None:
+        """Keep every worker at --jobs files until the inputs run out (ActorPool runs one per actor)."""
+        jobs = self.opts.resolved_jobs
+        queue = list(reversed(inputs))
+        free = {n: jobs for n in range(len(workers))}
+        in_flight: dict[Any, tuple[int, Input]] = {}
+        progress = BatchProgress(len(inputs))
+        stopped = False
+        while queue or in_flight:
+            if self._stopping.is_set() and not stopped:
+                stopped = True
+                queue.clear()
+                for ref in in_flight:
+                    ray.cancel(ref)  # not started yet: cancelled; running: stopped below, still written
+                for worker in workers:
+                    worker.stop.options(concurrency_group="control").remote()
+            while queue:
+                n = max(free, key=free.get)
+                if free[n] == 0:
+                    break
+                item = queue.pop()
+                free[n] -= 1
+                in_flight[workers[n].process.remote(item)] = (n, item)
+                progress.started()
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
+            for ref in ready:
+                n, item = in_flight.pop(ref)
+                free[n] += 1
+                captions, failed = self._collect(ray, ref, item)
+                progress.finished(item.name, captions, failed)
+
+    def _collect(self, ray: Any, ref: Any, item: Input) -> tuple[int, bool]:
+        """One finished file: its events to --events, its documents and failures to the result."""
+        try:
+            out = ray.get(ref)
+        except ray.exceptions.TaskCancelledError:
+            return 0, False
+        except ray.exceptions.RayTaskError as e:
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, SummarizerError):  # a model that cannot load: exit 2, as locally
+                raise cause from None
+            self.result.failed.append((item.spec, _first_line(cause or e)))
+            return 0, True
+        except ray.exceptions.RayError as e:  # the worker died more often than it is restarted
+            self.result.failed.append((item.spec, f"Ray worker lost: {_first_line(e)}"))
+            return 0, True
+        for event in out["events"]:
+            event = dict(event)
+            self.events.emit(event.pop("type"), **event)
+        self.result.docs.extend(out["docs"])
+        self.result.failed.extend(out["failed"])
+        captions = sum(doc.stats.get("captioned", 0) for doc in out["docs"])
+        return captions, bool(out["failed"])
+
+    def _close(self, ray: Any, workers: list) -> None:
+        """Each worker closes its tracker within --flush-timeout; their model statistics merged."""
+        refs = [w.close.options(concurrency_group="control").remote() for w in workers]
+        try:
+            parts = ray.get(refs, timeout=self.opts.flush_timeout + 30.0)
+        except ray.exceptions.RayError as e:
+            log.warning("Ray: workers did not close in time (%s); some traces may be lost", _first_line(e))
+            parts = []
+        for part in parts:
+            for key, value in part.items():
+                stats = self._stats.setdefault(key, ModelStats(value["label"]))
+                for success, kind, ttft, latency in value["calls"]:
+                    stats.record(SimpleNamespace(success=success, error_kind=kind, ttft_ms=ttft,
+                                                 latency_ms=latency))

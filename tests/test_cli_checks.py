@@ -232,3 +232,20 @@ def test_events_and_summary_out_follow_one_rule_and_the_umask(tmp_path, clips, v
     doc = json.loads(run.stdout.splitlines()[0])
     assert doc["schema_version"] == 1
     assert [e["frame"] for e in read_events(events) if e["type"] == "caption"] == [0, 10, 20]
+
+
+def test_a_truncated_file_is_named_and_fails_when_most_frames_are_lost(tmp_path, clips, vlm, tiny_llm):
+    whole = clips.numbered(seconds=10.0).path.read_bytes()  # MJPG in AVI: its frames survive a cut
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole[: int(len(whole) * 0.4)])
+    out = tmp_path / "out"
+    run = _batch(vlm, tiny_llm, tmp_path, "--source", str(cut), "--output-dir", str(out), "--json")
+    assert run.returncode == 1, run.stderr
+    doc = json.loads(run.stdout.splitlines()[0])
+    stats = doc["stats"]
+    assert stats["truncated"] is True and stats["frames_expected"] == 100
+    assert 30 <= stats["frames_read"] < 50, stats
+    assert f"truncated ({stats['frames_read']} of 100 frames decoded)" in run.stderr
+    failed = run.stderr.split("Failed inputs:\n", 1)[1]
+    assert f"{cut}: truncated: only {stats['frames_read']} of 100 frames could be decoded" in failed
+    assert not list(out.glob("*.summary.json"))  # a failed input writes no summary

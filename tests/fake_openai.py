@@ -58,6 +58,7 @@ class FakeOpenAIServer:
         prompt_tokens: int | None = None,
         api_key: str | None = None,
         reject_stream_options: bool = False,
+        capacity: int | None = None,
         port: int = 0,
     ) -> None:
         if usage not in ("last_chunk", "finish_chunk", None):
@@ -75,6 +76,11 @@ class FakeOpenAIServer:
         self.prompt_tokens = prompt_tokens
         self.api_key = api_key
         self.reject_stream_options = reject_stream_options  # like servers older than the field
+        # capacity: chat requests served at once (a GPU server's batch); the others queue.
+        self.capacity = capacity
+        self._capacity = threading.BoundedSemaphore(capacity) if capacity else None
+        self._answer_times: list[float] = []
+        self._serving = self._peak_serving = 0
         self._lock = threading.Lock()
         self._requests: list[dict] = []
         self._request_times: list[float] = []
@@ -130,6 +136,18 @@ class FakeOpenAIServer:
         """time.time() at which each chat-completion request arrived (a copy)."""
         with self._lock:
             return list(self._request_times)
+
+    @property
+    def answer_times(self) -> list[float]:
+        """time.time() at which each chat-completion answer was fully sent (a copy)."""
+        with self._lock:
+            return list(self._answer_times)
+
+    @property
+    def peak_serving(self) -> int:
+        """The most chat requests served at the same moment so far."""
+        with self._lock:
+            return self._peak_serving
 
     @property
     def model_list_hits(self) -> int:
@@ -291,10 +309,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake._wait(3600)
             self.close_connection = True
             return
-        if body.get("stream"):
-            self._stream(body, mode)
-        else:
-            self._complete(body)
+        if self.fake._capacity is not None:
+            self.fake._capacity.acquire()
+        with self.fake._lock:
+            self.fake._serving += 1
+            self.fake._peak_serving = max(self.fake._peak_serving, self.fake._serving)
+        try:
+            if body.get("stream"):
+                self._stream(body, mode)
+            else:
+                self._complete(body)
+        finally:
+            if self.fake._capacity is not None:
+                self.fake._capacity.release()
+            with self.fake._lock:
+                self.fake._serving -= 1
+                self.fake._answer_times.append(time.time())
 
     def _pieces(self, body: dict) -> tuple[list[tuple[str, str]], str]:
         """(field, text) chunks to send and the finish reason, honouring max_tokens."""

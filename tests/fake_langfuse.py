@@ -3,7 +3,10 @@
 It listens on 127.0.0.1 and understands the endpoints the SDK uses:
 
 - ``POST /api/public/otel/v1/traces``: OTLP protobuf (gzip or plain), decoded into ``spans``;
-- ``POST /api/public/scores``: a JSON array of scores, kept in ``scores``;
+- ``POST /api/public/scores``: a JSON array of scores (SDK 5), kept in ``scores``;
+- ``POST /api/public/ingestion``: a batch of events (SDK 4); the ``score-create`` events'
+  bodies go to ``scores`` too, so a test reads scores the same way whatever the SDK
+  (answered 207 with one success per event, as Langfuse does);
 - ``GET /api/public/projects``: what ``auth_check()`` asks for;
 - ``GET /api/public/v2/prompts/{name}?label=|version=``: answered from the prompts the test
   gives (``prompts=[text_prompt(...)]`` or ``add_prompt``), 404 for an unknown name or label;
@@ -40,6 +43,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 MODES = ("ok", "refuse", "hang", "401", "500")
 TRACES_PATH = "/api/public/otel/v1/traces"
 SCORES_PATH = "/api/public/scores"
+INGESTION_PATH = "/api/public/ingestion"
 PROJECTS_PATH = "/api/public/projects"
 PROMPTS_PATH = "/api/public/v2/prompts/"
 
@@ -374,6 +378,13 @@ def _handler_for(server: FakeLangfuseServer) -> type[BaseHTTPRequestHandler]:
                 data = json.loads(body or b"[]")
                 server._add(scores=data if isinstance(data, list) else [data])
                 self._reply(202, b'{"message":"Accepted"}')
+            elif path == INGESTION_PATH:
+                events = json.loads(body or b"{}").get("batch") or []
+                # null fields dropped: SDK 5 leaves them out, and Langfuse reads both alike
+                server._add(scores=[{k: v for k, v in e["body"].items() if v is not None}
+                                    for e in events if e.get("type") == "score-create"])
+                successes = [{"id": e.get("id"), "status": 201} for e in events]
+                self._reply(207, json.dumps({"successes": successes, "errors": []}).encode())
             else:
                 self._reply(404, b'{"message":"not found"}')
 

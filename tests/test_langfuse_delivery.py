@@ -6,6 +6,7 @@ against the local receiver switched between answering, 500, 401 and a closed por
 from __future__ import annotations
 
 import logging
+import json
 import re
 import socket
 import uuid
@@ -15,11 +16,15 @@ import pytest
 from langfuse_tracker import LangfuseTracker
 from tests.fake_langfuse import FakeLangfuseServer, wait_until
 from video_summarizer.tracing.delivery import (
+    SCORES,
+    SPANS,
+    CountingSpanExporter,
+    Delivery,
     DeliveryMonitor,
-    begin_attempt,
+    counting_transport,
     http_reason,
-    noted_reason,
     quiet_sdk_delivery_logs,
+    score_items,
     short_reason,
 )
 
@@ -203,23 +208,71 @@ def test_rejected_keys_say_which_settings_to_check(caplog):
     assert report.message.startswith("Langfuse: finished, with sending failing (HTTP 401")
 
 
-def test_the_filter_counts_a_failed_try_but_not_its_own_shutdown(caplog):
+def test_the_exporter_counts_a_failed_try_with_its_reason_but_not_its_own_shutdown(caplog):
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
     caplog.set_level(logging.DEBUG)
     quiet_sdk_delivery_logs()
     exporter_log = logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter")
-    monitor = DeliveryMonitor("http://lf.example")
-    monitor.claim_thread()  # as the tracker's exporter does on its thread
-    begin_attempt()
-    exporter_log.warning("Shutdown in progress, aborting retry.")
-    assert monitor.failures == 0 and noted_reason() is None
-    exporter_log.warning("Transient error %s encountered while exporting span batch, retrying in %.2fs.",
-                         "HTTPConnectionPool(host='h', port=1): Max retries exceeded (Caused by "
-                         "NewConnectionError(\"HTTPConnection(host='h', port=1): Failed to establish "
-                         "a new connection: [Errno 111] Connection refused\"))", 0.8)
-    assert monitor.failures == 1 and noted_reason() == "Connection refused"
+
+    class Inner:  # an OTLP exporter's behaviour: logs each failed try, then answers
+        def __init__(self, lines, result):
+            self.lines, self.result = lines, result
+
+        def export(self, spans):
+            for line in self.lines:
+                exporter_log.warning(line)
+            return self.result
+
+    delivery = Delivery(DeliveryMonitor("http://lf.example"))
+    unacknowledged = []
+    delivery.on_unacknowledged = lambda kind, items: unacknowledged.append((kind, list(items)))
+    refused = ("Transient error HTTPConnectionPool(host='h', port=1): Max retries exceeded "
+               "(Caused by NewConnectionError(\"HTTPConnection(host='h', port=1): Failed to "
+               "establish a new connection: [Errno 111] Connection refused\"))")
+    failing = CountingSpanExporter(Inner([refused], SpanExportResult.FAILURE), delivery)
+    assert failing.export(["a", "b"]) == SpanExportResult.FAILURE
+    assert delivery.monitor.failures == 1 and delivery.monitor.last_reason == "Connection refused"
+    assert unacknowledged == [(SPANS, ["a", "b"])]  # where an outbox would keep them
+    logging.getLogger("langfuse").error("Failed to send: %s", "whatever the SDK says")  # same thread
+    assert CountingSpanExporter(Inner([], SpanExportResult.SUCCESS), delivery).export(["c"]) \
+        == SpanExportResult.SUCCESS
+    assert not delivery.monitor.failing and delivery.acknowledged[SPANS] == 1
     logging.getLogger("langfuse").warning("Error while fetching prompt '%s': %s", "p", "timed out")
-    assert monitor.failures == 1  # a prompt fetch is not a delivery (prompts.py reports it)
     logging.getLogger("langfuse").warning("Item %s has an odd field", 3)  # not about delivery
+    delivery.closing = True  # close() under way: the exporter's shutdown is no outage
+    CountingSpanExporter(Inner(["Shutdown in progress, aborting retry."],
+                               SpanExportResult.FAILURE), delivery).export(["d"])
+    assert delivery.monitor.failures == 1 and delivery.unacknowledged[SPANS] == 3
+    delivery.close()  # closed: nothing reaches the inner exporter any more
+    assert failing.export(["e"]) == SpanExportResult.FAILURE
+    assert delivery.unacknowledged[SPANS] == 4 and delivery.acknowledged[SPANS] == 1
     shown = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert shown == ["Langfuse: cannot send to http://lf.example (Connection refused); going on "
                      "without it, said again every 10 min while it lasts", "Item 3 has an odd field"]
+
+
+def test_both_sdks_score_paths_are_counted_by_the_transport():
+    import httpx
+
+    v5 = [{"id": "s1", "traceId": "t" * 32, "name": "a", "value": 1.0}]
+    v4 = {"batch": [{"id": "e1", "type": "score-create", "body": {"id": "s2", "name": "b"}},
+                    {"id": "e2", "type": "trace-create", "body": {}}], "metadata": {}}
+    assert score_items("POST", "/api/public/scores", json.dumps(v5).encode()) == v5
+    assert [e["body"]["id"] for e in score_items("POST", "/api/public/ingestion",
+                                                  json.dumps(v4).encode())] == ["s2"]
+    assert score_items("GET", "/api/public/v2/prompts/p", b"") is None
+    with FakeLangfuseServer() as srv:
+        delivery = Delivery(DeliveryMonitor(srv.base_url))
+        with httpx.Client(transport=counting_transport(delivery)) as client:
+            assert client.post(srv.base_url + "/api/public/scores", json=v5).status_code == 202
+            assert client.post(srv.base_url + "/api/public/ingestion", json=v4).status_code == 207
+            client.get(srv.base_url + "/api/public/projects")
+            srv.mode = "500"
+            client.post(srv.base_url + "/api/public/scores", json=v5)
+            delivery.close()
+            with pytest.raises(httpx.ConnectError):
+                client.post(srv.base_url + "/api/public/scores", json=v5)
+        assert [s["id"] for s in srv.scores] == ["s1", "s2"]  # the receiver decodes both paths
+    assert delivery.acknowledged[SCORES] == 2 and delivery.unacknowledged[SCORES] == 2
+    assert delivery.monitor.last_reason == "HTTP 500"

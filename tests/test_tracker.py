@@ -6,6 +6,7 @@ exit time is only honest in a process of its own).
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import textwrap
 import threading
 import time
 import uuid
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -360,55 +362,57 @@ def test_a_late_child_from_another_thread_joins_a_finished_trace_with_its_attrib
     assert "langfuse.internal.is_app_root" not in attrs
 
 
-def test_trace_registry_keeps_the_latest_traces_within_bounds(tmp_path):
-    from langfuse_tracker import _TRACE_MEMORY, _TRACE_TRIM_AT
-
+def test_late_children_from_other_threads_join_their_traces_and_no_trace_is_kept(tmp_path):
     log_path = tmp_path / "traces.jsonl"
-    tracker = LangfuseTracker(trace_log=log_path)  # keys unset: ids only, same registry
-    ids = []
-    for _ in range(_TRACE_TRIM_AT + 300):
+    tracker = LangfuseTracker(trace_log=log_path)  # keys unset: ids only, same parenting
+    kept = []
+    for _ in range(1500):
         with tracker.create_trace("frame_processing") as trace:
-            ids.append((trace.id, trace.observation_id))
-        assert len(tracker._traces) <= _TRACE_TRIM_AT
-    remembered = list(tracker._traces)
-    assert len(remembered) >= _TRACE_MEMORY
-    assert remembered == [trace_id for trace_id, _ in ids[-len(remembered):]]  # newest, in order
+            pass
+        kept.append(trace)
     parents = {}
 
     def worker(trace_id: str) -> None:
         with tracker.create_span(trace_id, "late") as span:
-            parents[trace_id] = span.parent_id
+            parents[trace_id] = (span.trace_id, span.parent_id)
 
-    oldest_kept = ids[-_TRACE_MEMORY]
-    for trace_id, _ in (oldest_kept, ids[-1]):
-        thread = threading.Thread(target=worker, args=(trace_id,))
+    for trace in (kept[0], kept[-1]):  # the oldest and the newest, both still held
+        thread = threading.Thread(target=worker, args=(trace.id,))
         thread.start()
         thread.join()
-    assert parents == {oldest_kept[0]: oldest_kept[1], ids[-1][0]: ids[-1][1]}
+    assert parents == {t.id: (t.id, t.observation_id) for t in (kept[0], kept[-1])}
+    # The tracker holds no trace itself: once nothing else does, it is gone.
+    probe = weakref.ref(kept[0])
+    kept.clear()
+    gc.collect()
+    assert probe() is None
     tracker.close()
 
 
-def test_counter_loses_no_bump_when_threads_race():
-    from langfuse_tracker import _Counter
-
-    counter = _Counter()
+def test_counts_lose_nothing_when_threads_race(tmp_path):
+    tracker = LangfuseTracker(trace_log=tmp_path / "t.jsonl")
     switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # thread switches as often as CPython allows
 
-    def bump() -> None:
-        for _ in range(20_000):
-            counter.bump()
+    def frames() -> None:
+        for _ in range(300):
+            with tracker.create_trace("frame_processing") as trace:
+                with tracker.create_span(trace.id, "face_recognition"):
+                    tracker.log_score(trace.id, "vlm_success", 1.0)
 
     try:
-        threads = [threading.Thread(target=bump) for _ in range(8)]
+        threads = [threading.Thread(target=frames) for _ in range(8)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
     finally:
         sys.setswitchinterval(switch)
-    assert counter.value == 160_000
-    assert counter.value == 160_000  # reading it bumps nothing
+    stats = tracker.stats()
+    assert (stats["traces"], stats["observations"], stats["scores"]) == (2400, 2400, 2400)
+    assert stats == tracker.stats()  # reading counts nothing
+    report = tracker.close()
+    assert report.trace_log_lines == 7200
 
 
 def test_exit_report_counts_are_exact_with_frames_in_worker_threads(lf):
@@ -534,15 +538,26 @@ def test_rejected_keys_are_counted_as_lost():
     assert "may be lost" in str(report)
 
 
-def test_same_public_key_after_close_uses_the_new_host():
+def test_a_second_tracker_with_the_same_key_says_why_it_is_off(tmp_path, caplog):
+    # The SDK keeps one client per public key and process, closed or not: a second tracker
+    # would trace into the first one's host and queues, or nowhere. It says so instead.
+    caplog.set_level(logging.INFO, logger="video_summarizer.tracker")
     key = f"pk-lf-{uuid.uuid4().hex[:12]}"
-    for _ in range(2):
-        with FakeLangfuseServer(public_key=key, secret_key=SECRET) as srv:
-            tracker = LangfuseTracker(public_key=key, secret_key=SECRET, base_url=srv.base_url)
-            with tracker.create_trace("frame_processing"):
-                pass
-            report = tracker.close()
-            assert report.observations_delivered == 1 and len(srv.spans) == 1
+    with FakeLangfuseServer(public_key=key, secret_key=SECRET) as srv:
+        first = LangfuseTracker(public_key=key, secret_key=SECRET, base_url=srv.base_url)
+        with first.create_trace("frame_processing"):
+            pass
+        report = first.close()
+        assert report.observations_delivered == 1 and len(srv.spans) == 1
+    with FakeLangfuseServer(public_key=key, secret_key=SECRET) as srv:
+        second = LangfuseTracker(public_key=key, secret_key=SECRET, base_url=srv.base_url,
+                                 trace_log=tmp_path / "t.jsonl")
+        assert not second.enabled
+        assert "already has a Langfuse client in this process" in second.disabled_reason
+        assert mask_secret(key) in second.disabled_reason
+        run_frame(second, 0, {})
+        assert second.close().trace_log_lines == 13  # the trace log still works
+        assert srv.requests == []
 
 
 def test_env_settings_are_parsed_leniently(monkeypatch):
@@ -599,20 +614,18 @@ def test_first_token_before_the_generation_start_warns_whatever_its_type(lf, cap
     assert sum("before the generation started" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_a_trace_that_fails_to_open_leaves_nothing_open(lf):
+def test_a_trace_that_fails_to_open_leaves_nothing_open(lf, monkeypatch):
     srv, tracker = lf
-    propagate = tracker._propagate
+    import langfuse
 
-    def broken(**kwargs):
+    def broken(**kwargs):  # the SDK failing after the root span opened
         raise RuntimeError("propagation failed")
 
-    tracker._propagate = broken
-    try:
+    with monkeypatch.context() as patch:
+        patch.setattr(langfuse, "propagate_attributes", broken)
         with pytest.raises(RuntimeError, match="propagation failed"):
             with tracker.create_trace("broken"):
                 pass
-    finally:
-        tracker._propagate = propagate
     with tracker.create_trace("frame_processing") as trace:
         with tracker.create_span(trace.id, "face_recognition") as span:
             with pytest.raises(RuntimeError, match="entered twice"):

@@ -1,9 +1,23 @@
-"""Whether Langfuse is taking what the tracker sends, said in a few log lines, not a line a batch.
+"""What Langfuse acknowledged, counted where it is sent, and said in a few log lines.
 
-With the host down, the SDK and its OpenTelemetry exporter log every failed batch, retry
-and prompt fetch: about a line a second on a busy camera, millions over a month of outage.
-Instead, the tracker reports each delivery's outcome to a ``DeliveryMonitor`` (an
-``outages.OutageMonitor``), which logs
+The tracker hands the SDK two things of its own, through the SDK's public parameters
+(``Langfuse(span_exporter=..., httpx_client=...)``):
+
+- ``CountingSpanExporter`` wraps the OTLP exporter: every span batch's outcome;
+- ``CountingTransport`` is the httpx transport of the SDK's API client: every score batch's
+  outcome, on both score paths (SDK 5: ``POST /api/public/scores``, a JSON array; SDK 4:
+  ``POST /api/public/ingestion``, a batch of ``score-create`` events).
+
+Both report to one ``Delivery``, which counts what the host acknowledged, by kind, and
+passes what it did not acknowledge to ``Delivery.on_unacknowledged(kind, items)`` (spans:
+OTel ``ReadableSpan``s; scores: the score bodies as sent, ids included). That hook is where
+an on-disk outbox can keep them and send them again with the same ids; nothing sets it yet.
+After ``Delivery.close()`` both answer at once without sending (spans FAILURE, requests a
+``httpx.ConnectError``), so no flush the SDK still attempts (its atexit hook) can block exit.
+
+With the host down, the SDK and its exporter log every failed batch, retry and prompt fetch:
+about a line a second on a busy camera. ``DeliveryMonitor`` (an ``outages.OutageMonitor``)
+logs instead
 
 - one WARNING when sending starts failing, with a short reason ("Connection refused",
   "timed out", "HTTP 401 ... check the keys");
@@ -11,35 +25,38 @@ Instead, the tracker reports each delivery's outcome to a ``DeliveryMonitor`` (a
   was traced the host has acknowledged so far;
 - one INFO when sending works again, with how long it failed.
 
-A host that flaps prints at most one failing line per interval and one recovery line per
-failing line. ``quiet_sdk_delivery_logs()`` turns the SDK's own per-batch lines into DEBUG
+``quiet_sdk_delivery_logs()`` turns the SDK's and the exporter's per-batch lines into DEBUG
 records of this module's logger (shown with ``--debug``); the SDK's other warnings, such as
-scores the host rejected as invalid, are left as they are.
+scores the host answered but rejected as invalid, are left as they are.
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
 import time
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 from video_summarizer.outages import DEFAULT_REPORT_EVERY_S, OutageMonitor, one_line
 
 log = logging.getLogger(__name__)
 
-# Loggers whose warnings about a failed delivery are per batch, retry or fetch.
+SPANS, SCORES = "spans", "scores"
+SCORES_PATH = "/api/public/scores"  # SDK 5
+INGESTION_PATH = "/api/public/ingestion"  # SDK 4: score-create events
+# Loggers whose warnings about a failed delivery are per batch or retry.
 _EXPORTER_LOGGERS = ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
                      "opentelemetry.exporter.otlp.common.http")
 _SDK_LOGGER = "langfuse"
-# The SDK's delivery messages (record.msg templates), by their start.
-_SCORES_DROPPED = "API error: Failed to send"
-_SDK_DELIVERY_MESSAGES = (_SCORES_DROPPED, "Error while fetching prompt",
-                          "Prompt '%s' not found during refresh")
+# Prompt fetches are not deliveries: prompts.py says what each falls back to, once.
+_PROMPT_MESSAGES = ("Error while fetching prompt", "Prompt '%s' not found during refresh")
 _KEYS_HINT = "check LANGFUSE_PUBLIC_KEY/LANGFUSE_SECRET_KEY"
 
-# Per thread: the monitor whose request this thread is sending (set by the tracker's httpx
-# request hook), and the reason the SDK last logged for a failure on this thread.
+# Per thread: the reason of the last failed send on this thread (set by the transport, or
+# noted from the exporter's own log record), which also marks the SDK's next lines there
+# as about that failure.
 _THREAD = threading.local()
 _install_lock = threading.Lock()
 _installed = False
@@ -87,28 +104,240 @@ class DeliveryMonitor(OutageMonitor):
             back=f"Langfuse: sending to {where} works again after {{since}} of failures",
             progress=progress, report_every_s=report_every_s, clock=clock)
 
-    def claim_thread(self) -> None:
-        """Mark the calling thread as sending for this monitor: the SDK and the exporter log a
-        failed try on the thread that sent it, and those records are counted here."""
-        _THREAD.monitor = self
+
+class Delivery:
+    """Counts of what the host acknowledged (by kind), the monitor told of each outcome."""
+
+    def __init__(self, monitor: DeliveryMonitor) -> None:
+        self.monitor = monitor
+        self.acknowledged = {SPANS: 0, SCORES: 0}
+        self.unacknowledged = {SPANS: 0, SCORES: 0}
+        # Issue 14's outbox hooks in here: (kind, items the host did not acknowledge).
+        self.on_unacknowledged: Callable[[str, Sequence[Any]], None] | None = None
+        self.closing = False  # close() has begun: the exporter's own shutdown is no outage
+        self.closed = False  # nothing is sent any more
+        self._lock = threading.Lock()
+
+    def sent(self, kind: str, acknowledged: int) -> None:
+        """The host acknowledged ``acknowledged`` items of ``kind``."""
+        _THREAD.reason = None
+        with self._lock:
+            self.acknowledged[kind] += acknowledged
+        self.monitor.succeeded()
+
+    def refused(self, kind: str, items: Sequence[Any], reason: str | None) -> None:
+        """A batch the host did not acknowledge, for ``reason`` (None: unknown)."""
+        with self._lock:
+            self.unacknowledged[kind] += len(items)
+        # Marks this thread: the SDK's own lines about this failure go to DEBUG.
+        _THREAD.reason = reason or f"the {kind} batch was not sent"
+        if not self.closed and (reason is not None or not self.closing):
+            self.monitor.failed(_THREAD.reason)
+        hook = self.on_unacknowledged
+        if hook is not None and items:
+            hook(kind, items)
+
+    def close(self) -> None:
+        """From now on the exporter and the transport send nothing and answer at once."""
+        self.closing = self.closed = True
 
 
-def begin_attempt() -> None:
-    """Forget the reason last noted on this thread, before a delivery whose failure it explains."""
-    _THREAD.reason = None
+@dataclass
+class CloseReport:
+    """What close() achieved: delivered counts and what may have been lost."""
+
+    enabled: bool
+    completed: bool  # the SDK finished shutting down within the deadline
+    elapsed_s: float
+    deadline_s: float
+    observations: int = 0  # traces' root spans + spans + generations handed to the SDK
+    observations_delivered: int = 0  # acknowledged by the host (2xx)
+    observations_failed: int = 0  # in batches the host did not acknowledge
+    scores: int = 0
+    scores_delivered: int = 0
+    trace_log_lines: int = 0
+    message: str = ""
+
+    @property
+    def observations_lost(self) -> int:
+        """Observations not acknowledged by the host (failed or still queued)."""
+        return max(0, self.observations - self.observations_delivered)
+
+    @property
+    def scores_lost(self) -> int:
+        """Scores not acknowledged by the host (failed or still queued)."""
+        return max(0, self.scores - self.scores_delivered)
+
+    def __str__(self) -> str:
+        return self.message
 
 
-def noted_reason() -> str | None:
-    """The reason the SDK logged on this thread since ``begin_attempt()``, if any."""
-    return getattr(_THREAD, "reason", None)
+
+def close_report(counts: dict, delivery: Delivery | None, host: str, trace_log: Any, *,
+                 completed: bool, elapsed_s: float, deadline_s: float) -> CloseReport:
+    """The report of a tracker's close(): what was traced, what the host acknowledged."""
+    report = CloseReport(
+        enabled=delivery is not None, completed=completed, elapsed_s=elapsed_s,
+        deadline_s=deadline_s, observations=counts["traces"] + counts["observations"],
+        scores=counts["scores"], trace_log_lines=trace_log.lines if trace_log else 0)
+    if delivery is None:
+        where = f"; trace log {trace_log.path}: {report.trace_log_lines} lines" if trace_log else ""
+        report.message = f"Langfuse disabled: nothing sent{where}"
+        return report
+    report.observations_delivered = delivery.acknowledged[SPANS]
+    report.observations_failed = delivery.unacknowledged[SPANS]
+    report.scores_delivered = delivery.acknowledged[SCORES]
+    monitor = delivery.monitor
+    if completed and not monitor.failing:
+        head = "Langfuse: delivered"
+    elif completed:
+        head = f"Langfuse: finished, with sending failing ({monitor.last_reason});"
+    else:
+        why = f"({monitor.last_reason})" if monitor.failing else "with the host not answering"
+        head = f"Langfuse: gave up after {deadline_s:.1f} s {why};"
+    report.message = (
+        f"{head} {report.observations_delivered}/{report.observations} observations and "
+        f"{report.scores_delivered}/{report.scores} scores acknowledged by {host}")
+    if report.observations_lost or report.scores_lost:
+        report.message += (f"; up to {report.observations_lost} observations and "
+                           f"{report.scores_lost} scores may be lost")
+    return report
+
+
+def stats_line(stats: dict, langfuse_on: bool, disabled_reason: str | None,
+               trace_log: Any) -> str:
+    """A tracker's ``stats()`` as one human line."""
+    s = stats
+    line = (f"Tracing: {s['traces']} traces, {s['observations']} observations "
+            f"({s['generations']} generations, {s['errors']} errors), {s['scores']} scores")
+    if langfuse_on:
+        line += (f"; Langfuse acknowledged {s['spans_delivered']}/"
+                 f"{s['traces'] + s['observations']} observations and "
+                 f"{s['scores_delivered']}/{s['scores']} scores")
+        if s["delivery_outages"]:
+            line += f", {s['delivery_failures']} failed sends in {s['delivery_outages']} outage(s)"
+    else:
+        line += f"; Langfuse off ({disabled_reason})"
+    if trace_log is not None:
+        line += f"; trace log {trace_log.path}: {s['trace_log_lines']} lines"
+    if s["warnings"]:
+        line += "; warnings: " + ", ".join(f"{k} x{n}" for k, n in sorted(s["warnings"].items()))
+    return line
+
+
+class CountingSpanExporter:
+    """An OTel span exporter around another one: counts each batch's outcome in a Delivery."""
+
+    def __init__(self, inner: Any, delivery: Delivery) -> None:
+        self.inner = inner
+        self.delivery = delivery
+
+    def export(self, spans: Sequence[Any]) -> Any:
+        """Export through the inner exporter (unless closed) and count the outcome."""
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        if self.delivery.closed:
+            self.delivery.refused(SPANS, spans, None)
+            return SpanExportResult.FAILURE
+        _THREAD.reason = None  # the exporter logs a failed try's reason on this thread
+        result = self.inner.export(spans)
+        if result == SpanExportResult.SUCCESS:
+            self.delivery.sent(SPANS, len(spans))
+        else:
+            self.delivery.refused(SPANS, spans, getattr(_THREAD, "reason", None))
+        return result
+
+    def shutdown(self) -> None:
+        """Shut the inner exporter down."""
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Nothing is buffered here; the inner exporter's answer."""
+        return self.inner.force_flush(timeout_millis)
+
+
+def score_items(method: str, path: str, body: bytes) -> list | None:
+    """The scores a request carries (SDK 5's array or SDK 4's score-create events), or
+    None when it is no score delivery."""
+    if method != "POST" or not path.endswith((SCORES_PATH, INGESTION_PATH)):
+        return None
+    try:
+        data = json.loads(body or b"null")
+    except ValueError:
+        return []
+    if path.endswith(SCORES_PATH):
+        return data if isinstance(data, list) else [data]
+    batch = data.get("batch") if isinstance(data, dict) else None
+    return [event for event in batch or () if isinstance(event, dict)
+            and event.get("type") == "score-create"]
+
+
+def _rejected(response: Any) -> int:
+    """How many items of a 2xx answer the host still rejected (a 207's ``errors``)."""
+    try:
+        data = json.loads(response.content or b"null")
+    except ValueError:
+        return 0
+    errors = data.get("errors") if isinstance(data, dict) else None
+    return len(errors) if isinstance(errors, list) else 0
+
+
+class CountingTransport:
+    """The httpx transport of the SDK's API client: counts score deliveries in a Delivery.
+
+    Other requests (prompts, auth check) pass through untouched. After the Delivery is
+    closed every request fails at once with ``httpx.ConnectError``.
+    """
+
+    def __init__(self, delivery: Delivery, inner: Any = None) -> None:
+        import httpx
+
+        self.delivery = delivery
+        self.inner = inner if inner is not None else httpx.HTTPTransport()
+
+    def handle_request(self, request: Any) -> Any:
+        """Send one request (httpx's transport API), counting it if it carries scores."""
+        import httpx
+
+        items = score_items(request.method, request.url.path, request.read())
+        if self.delivery.closed:
+            if items is not None:
+                self.delivery.refused(SCORES, items, None)
+            raise httpx.ConnectError("the tracker is closed: nothing is sent", request=request)
+        if items is None:
+            return self.inner.handle_request(request)
+        try:
+            response = self.inner.handle_request(request)
+        except httpx.HTTPError as exc:
+            self.delivery.refused(SCORES, items, short_reason(f"{type(exc).__name__}: {exc}"))
+            raise
+        if 200 <= response.status_code < 300:
+            response.read()  # small: what the host said about each score
+            rejected = min(len(items), _rejected(response))
+            self.delivery.sent(SCORES, len(items) - rejected)
+        else:
+            self.delivery.refused(SCORES, items, http_reason(response.status_code))
+        return response
+
+    def close(self) -> None:
+        """Close the inner transport's connections."""
+        self.inner.close()
+
+
+# httpx.Client(transport=...) takes any httpx.BaseTransport; subclassing it late keeps
+# httpx out of the imports of a run without keys.
+def counting_transport(delivery: Delivery) -> Any:
+    """A CountingTransport that is an ``httpx.BaseTransport``."""
+    import httpx
+
+    class _Transport(CountingTransport, httpx.BaseTransport):
+        pass
+
+    return _Transport(delivery)
 
 
 class _QuietDelivery(logging.Filter):
-    """Turns the SDK's per-batch delivery messages into DEBUG lines, noting their reason."""
-
-    def __init__(self, sdk_messages: frozenset[str]) -> None:
-        super().__init__()
-        self._sdk_messages = sdk_messages
+    """Turns the SDK's and the exporter's per-batch delivery lines into DEBUG lines."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
@@ -120,48 +349,28 @@ class _QuietDelivery(logging.Filter):
 
     def _quiet(self, record: logging.LogRecord) -> bool:
         template = record.msg if isinstance(record.msg, str) else ""
-        if record.name == _SDK_LOGGER and not template.startswith(_SDK_DELIVERY_MESSAGES):
-            text = record.getMessage()
-            if text not in self._sdk_messages:
+        if record.name == _SDK_LOGGER:
+            # The SDK's lines about a send that just failed on this thread (its score
+            # threads), whatever their wording, and its prompt-fetch failures.
+            if getattr(_THREAD, "reason", None) is None and not template.startswith(_PROMPT_MESSAGES):
                 return True  # not about delivery: as it is
         else:
             text = record.getMessage()
-        if "shutdown" in text.lower():
-            # "Shutdown in progress, aborting retry.", "Exporter already shutdown, ...": our own
-            # close() at work, not the host's answer; what it drops is in the exit report
-            log.debug("%s: %s", record.name, text)
-            return False
-        reason = short_reason(text)
-        _THREAD.reason = reason
-        # A failed try of a span batch (the exporter retries, logging each) or a score batch
-        # given up: counted by the monitor sending on this thread. Prompt fetches are not
-        # deliveries (prompts.py says what they fall back to).
-        if record.name != _SDK_LOGGER or template.startswith(_SCORES_DROPPED):
-            monitor = getattr(_THREAD, "monitor", None)
-            if monitor is not None:
-                monitor.failed(reason)
-        log.debug("%s: %s", record.name, text)
+            if "shutdown" not in text.lower():
+                # A failed try of a span batch: its reason, for the exporter wrapper.
+                # ("Shutdown in progress, aborting retry." is our close() at work.)
+                _THREAD.reason = short_reason(text)
+        log.debug("%s: %s", record.name, record.getMessage())
         return False
 
 
 def quiet_sdk_delivery_logs() -> None:
-    """Install the filter on the SDK's and exporter's loggers, once per process."""
+    """Install the filter on the SDK's and the exporter's loggers, once per process."""
     global _installed
     with _install_lock:
         if _installed:
             return
         _installed = True
-    messages: set[str] = set()
-    try:  # the texts the SDK logs for an API error status (401, 500, ...) with no status in them
-        from langfuse._utils.parse_error import (
-            defaultErrorResponse,
-            errorResponseByCode,
-        )
-
-        messages.update(errorResponseByCode.values())
-        messages.add(defaultErrorResponse)
-    except ImportError:  # another SDK layout: those lines stay as they are
-        pass
-    quiet = _QuietDelivery(frozenset(messages))
+    quiet = _QuietDelivery()
     for name in (*_EXPORTER_LOGGERS, _SDK_LOGGER):
         logging.getLogger(name).addFilter(quiet)

@@ -1,0 +1,117 @@
+"""The offline trace log: one JSON line per finished trace, observation and score.
+
+``LangfuseTracker(trace_log=PATH)`` appends to PATH, one line per record, flushed per line,
+thread-safe, whether or not Langfuse is enabled. ``trace_report.py PATH`` turns it into
+the dashboards' figures. Timestamps are UTC ISO-8601 with microseconds and a ``Z``.
+
+Fields:
+
+- every line: ``type`` (``trace`` | ``span`` | ``generation`` | ``score``), ``trace_id``
+  (32 hex), ``name``;
+- trace: ``id`` (= trace_id), ``observation_id`` (root span), ``start``, ``end``,
+  ``latency_ms``, ``level``, ``status_message``, ``user_id``, ``session_id``, ``tags``,
+  ``metadata``;
+- span / generation: ``id`` (16 hex), ``parent_id``, ``start``, ``end``, ``latency_ms``,
+  ``level`` (``DEFAULT`` or ``ERROR``), ``status_message``, ``metadata``; generations add
+  ``model``, ``completion_start_time`` (null when no token came), ``ttft_ms``
+  (= completion_start_time - start, as Langfuse computes it), ``usage``, ``legacy``,
+  ``prompt_name`` / ``prompt_version`` (the managed prompt it is linked to, else null);
+- score: ``id`` (the id Langfuse receives), ``observation_id`` (null for a trace score),
+  ``target`` (``trace`` | ``observation``), ``value``, ``data_type`` (NUMERIC | BOOLEAN |
+  CATEGORICAL), ``comment``, ``timestamp``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import numbers
+import os
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def to_utc(value: Any) -> datetime | None:
+    """A float epoch / aware datetime / naive local datetime as an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        # astimezone() reads a naive datetime as local time, which is what
+        # datetime.fromtimestamp(t) (the integration guide's idiom) produced.
+        return value.astimezone(timezone.utc)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(f"timestamp must be finite, got {value!r}")
+        return datetime.fromtimestamp(float(value), tz=timezone.utc)
+    raise TypeError(f"expected a float epoch or a datetime, got {type(value).__name__}")
+
+
+def iso_utc(value: datetime | None) -> str | None:
+    """An aware datetime as UTC ISO-8601 with microseconds and a Z."""
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def ns_to_datetime(ns: int) -> datetime:
+    """Epoch nanoseconds as an aware UTC datetime (to the microsecond, as Langfuse stores it)."""
+    return EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def datetime_to_ns(value: datetime) -> int:
+    """An aware datetime as epoch nanoseconds, exactly (no float rounding)."""
+    delta = value - EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+def observation_times(start_ns: int | None, end_ns: int | None) -> dict:
+    """The ``start`` / ``end`` / ``latency_ms`` fields of a trace or observation line."""
+    return {
+        "start": iso_utc(ns_to_datetime(start_ns)) if start_ns is not None else None,
+        "end": iso_utc(ns_to_datetime(end_ns)) if end_ns is not None else None,
+        "latency_ms": (end_ns - start_ns) / 1e6
+        if start_ns is not None and end_ns is not None else None,
+    }
+
+
+class TraceLog:
+    """Thread-safe JSON Lines appender, flushed per line (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        folder = os.path.dirname(self.path)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")
+        self._lock = threading.Lock()
+        self.lines = 0
+        self.failures = 0
+
+    def write(self, record: dict) -> None:
+        """Append one record as a line; a failed write is counted (and said once)."""
+        line = json.dumps(record, default=str, ensure_ascii=False) + "\n"
+        with self._lock:
+            if self._fh is None:
+                self.failures += 1
+                return
+            try:
+                self._fh.write(line)
+                self._fh.flush()
+                self.lines += 1
+            except OSError as exc:
+                self.failures += 1
+                if self.failures == 1:
+                    log.warning("trace log %s: write failed (%s); counting further failures",
+                                self.path, exc)
+
+    def close(self) -> None:
+        """Close the file; later writes are counted as failures."""
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None

@@ -22,6 +22,29 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Second environment: the newest langfuse 4.x (for self-hosted Langfuse v3) under the
+# tracing, delivery, prompt, report and fault tests. Only langfuse 4 is installed into it;
+# everything else comes from .venv's site-packages through a .pth file, which sys.path
+# puts after this venv's own packages (a full second install of torch etc. took ~70 s).
+VENV4  := .venv-sdk4
+STAMP4 := $(VENV4)/.installed
+
+.PHONY: test-sdk4
+
+$(STAMP4): $(STAMP) requirements-sdk4.txt
+	rm -rf $(VENV4)
+	$(PYTHON) -m venv $(VENV4)
+	$(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > \
+		"$$($(VENV4)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/main_venv.pth"
+	$(VENV4)/bin/python -m pip install --quiet -r requirements-sdk4.txt
+	$(VENV4)/bin/python -c 'import langfuse; assert langfuse.__version__.startswith("4."), langfuse.__version__'
+	touch $(STAMP4)
+
+test-sdk4: $(STAMP4)
+	$(VENV4)/bin/python -m pytest -m "not faults" tests/test_tracker.py tests/test_langfuse_delivery.py \
+		tests/test_prompts.py tests/test_trace_report.py $(PYTEST_ARGS)
+	$(VENV4)/bin/python -m pytest -m faults $(PYTEST_ARGS)
+
 faults: $(STAMP)
 	$(PY) -m pytest -m faults $(PYTEST_ARGS)
 

@@ -227,15 +227,17 @@ class LocalBackend:
         self.temperature = temperature  # None or 0: greedy
         self.tokenizer: Any = None
         self.hf_model: Any = None
-        self._local_only: bool | None = None  # set by check(): True when loading needs no network
+        self._checked = False
+        self._source: str | None = None  # set by check(): the local folder to load from (None: the hub)
         self._system_ok: bool | None = None  # does the chat template accept a system message?
         self._load_lock = threading.Lock()
         self._generate_lock = threading.Lock()  # one generation at a time
 
     def check(self) -> None:
         """The model's files are there (a folder, or a hub id cached or reachable); nothing loads."""
-        if self._local_only is None:
-            self._local_only = locate(self.model, SPEC)
+        if not self._checked:
+            self._source = locate(self.model, SPEC)
+            self._checked = True
 
     def load(self) -> None:
         """Tokenizer and model, once (thread-safe); BackendUnavailable says what to do."""
@@ -245,8 +247,8 @@ class LocalBackend:
             if self.hf_model is not None:
                 return
             self.check()
-            loaded = load_pretrained("AutoModelForCausalLM", self.model, SPEC, device=self.device, dtype=self.dtype,
-                                     local_only=bool(self._local_only), prepare=self._load_tokenizer)
+            loaded = load_pretrained("AutoModelForCausalLM", self.model, SPEC, source=self._source,
+                                     device=self.device, dtype=self.dtype, prepare=self._load_tokenizer)
             self.device = loaded.device
             self.hf_model = loaded.model  # last: other threads take a non-None model as "loaded"
 
@@ -260,7 +262,8 @@ class LocalBackend:
             try:
                 from transformers import AutoTokenizer
 
-                self.tokenizer = AutoTokenizer.from_pretrained(self.model, local_files_only=bool(self._local_only))
+                self.tokenizer = AutoTokenizer.from_pretrained(self._source or self.model,
+                                                               local_files_only=self._source is not None)
             except Exception as exc:  # noqa: BLE001 - OSError, ValueError, ...
                 raise load_error(self.model, SPEC, exc) from exc
         return self.tokenizer

@@ -258,3 +258,83 @@ def test_tiny_llava_builds_offline_and_captions_an_image_by_path(tmp_path) -> No
     out = model.generate(**enc, max_new_tokens=4, do_sample=False)
     new = processor.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     assert out.shape[1] == enc["input_ids"].shape[1] + 4 and new.strip()
+
+
+# -- the boundary: two backends behind one class; check() cheap; load() its own step -----------
+def test_one_class_two_backends_no_switch_per_call(mistral_dir) -> None:
+    from llm_summarizer import LocalBackend, ServerBackend
+    from video_summarizer import protocols
+
+    local = LLMSummarizer(str(mistral_dir))
+    served = LLMSummarizer("m", base_url="http://127.0.0.1:1/v1")
+    assert isinstance(local._backend, LocalBackend) and isinstance(served._backend, ServerBackend)
+    assert (local.backend, served.backend) == ("local", "api")
+    for llm in (local, served):
+        assert isinstance(llm, protocols.SummaryModel)
+    local.check()  # the folder holds config.json: nothing loads
+    assert local.hf_model is None and local.tokenizer is None
+    # A served model estimates; the same messages come out of the protocol helper without one.
+    messages = served.build_messages(CAPTIONS, None)
+    assert protocols.summary_messages(served, CAPTIONS, None) == messages
+    assert protocols.summary_messages(object(), CAPTIONS, None) == messages
+
+
+def test_server_answering_html_is_a_clear_failure() -> None:
+    with FakeOpenAIServer(models=["m"]) as srv:
+        srv.set_mode("html")
+        llm = LLMSummarizer("m", base_url=srv.base_url)
+        with pytest.raises(BackendUnavailable) as info:
+            llm.check()
+        res = llm.update_summary(CAPTIONS, None)
+    assert info.value.option == "--llm-base-url" and "answered text/html" in str(info.value)
+    assert "is --llm-base-url right?" in str(info.value)
+    assert not res.success and res.error_kind == "bad_response"
+    assert res.error == "the server answered text/html, not an OpenAI-compatible API: is --llm-base-url right?"
+
+
+def test_uncached_hub_id_with_the_hub_unreachable_fails_in_seconds(tmp_path) -> None:
+    import json
+    import os
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: refused
+    code = ("import json, logging, time; logging.basicConfig(level=logging.INFO)\n"
+            "from llm_summarizer import LLMSummarizer\n"
+            "from video_summarizer.errors import BackendUnavailable\n"
+            "t0 = time.monotonic()\n"
+            "try:\n"
+            "    llm = LLMSummarizer('mistralai/not-cached-for-tests'); llm.check(); llm.load(); out = {}\n"
+            "except BackendUnavailable as exc:\n"
+            "    out = {'option': exc.option, 'message': str(exc)}\n"
+            "out['seconds'] = time.monotonic() - t0\n"
+            "print(json.dumps(out))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HOME=str(tmp_path / "empty-home"))
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result.get("option") == "--llm-model", result
+    assert "hf download mistralai/not-cached-for-tests" in result["message"] and "LLM_BASE_URL" in result["message"]
+    assert "cannot be reached: Connection refused" in result["message"] and "\n" not in result["message"]
+    assert result["seconds"] < 5.0, result
+    assert out.stderr.strip() == "", out.stderr  # one message, no retries, nothing twice
+
+
+def test_generation_defaults_from_the_model_files_raise_no_warning(tmp_path, capfd) -> None:
+    import json
+
+    folder = build_tiny_mistral(tmp_path / "tiny-mistral-gc")
+    config = json.loads((folder / "generation_config.json").read_text())
+    config.update(max_length=64, do_sample=True, temperature=0.7, top_p=0.8, top_k=20)
+    (folder / "generation_config.json").write_text(json.dumps(config))
+    llm = LLMSummarizer(str(folder), max_new_tokens=4)
+    llm.load()
+    capfd.readouterr()
+    results = [llm.update_summary(CAPTIONS, None) for _ in range(2)]
+    err = capfd.readouterr().err
+    assert all(r.success and r.output_tokens == 4 for r in results), [r.error for r in results]
+    # Before: "Both `max_new_tokens` (=4) and `max_length`(=64) seem to have been set" on every call.
+    assert "max_length" not in err and "generation flags" not in err and "maximum length" not in err, err

@@ -1,7 +1,9 @@
 """LocalVLM on tiny random LLaVA / Qwen3-VL models loaded by path, captioning real frames."""
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -11,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.tiny_models import build_tiny_llava, build_tiny_qwen3_vl, slowed_forward
+from tests.tiny_models import build_tiny_llava, build_tiny_qwen3_vl, install_in_hub_cache, slowed_forward
 from video_summarizer.errors import BackendUnavailable
 from video_summarizer.models.local_vlm import (
     LocalVLM,
@@ -278,8 +280,128 @@ def test_torchvision_hint_names_the_matching_release() -> None:
 
 
 def test_importing_local_vlm_loads_no_heavy_library() -> None:
-    code = ("import sys, video_summarizer.models.local_vlm, video_summarizer.models.hf; "
-            "print(sorted(m for m in ('torch', 'transformers', 'cv2', 'openai', 'PIL') if m in sys.modules))")
+    code = ("import sys, video_summarizer.models.local_vlm, video_summarizer.models.hf, video_summarizer.frames, "
+            "video_summarizer.protocols, video_summarizer.models.summary_prompt; "
+            "print(sorted(m for m in ('torch', 'transformers', 'cv2', 'openai', 'PIL', 'huggingface_hub') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# -- check() is cheap; models that are not there are said fast; cached ones need no network ----
+_LOAD_SCRIPT = """
+import json, logging, sys, time
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+from video_summarizer.errors import BackendUnavailable
+from video_summarizer.models.local_vlm import LocalVLM
+vlm = LocalVLM(sys.argv[1], max_new_tokens=2)
+t0 = time.monotonic()
+try:
+    vlm.check()
+    checked = {"loaded": vlm.hf_model is not None,
+               "heavy": sorted(m for m in ("torch", "transformers") if m in sys.modules)}
+    vlm.load()
+    out = {"ok": True, "checked": checked, "device": vlm.device}
+except BackendUnavailable as exc:
+    out = {"ok": False, "option": exc.option, "message": str(exc)}
+out["seconds"] = time.monotonic() - t0
+print(json.dumps(out))
+"""
+
+
+def _run_load(model: str, env: dict[str, str]) -> tuple[dict, str]:
+    """LocalVLM(model).check() then .load() in a fresh process: (what it printed as JSON, its stderr)."""
+    full = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    full.update(env)
+    out = subprocess.run([sys.executable, "-c", _LOAD_SCRIPT, model], cwd=REPO, env=full, capture_output=True,
+                         text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
+
+
+class _CountingListener:
+    """A TCP port on 127.0.0.1 that counts the connections made to it (and closes them)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def __enter__(self) -> "_CountingListener":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_check_finds_the_folder_without_loading_anything(llava_dir, tmp_path) -> None:
+    result, stderr = _run_load(str(llava_dir), {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)})
+    assert result["ok"], result
+    assert result["checked"] == {"loaded": False, "heavy": []}  # check() imported neither torch nor transformers
+    # load() is its own step with its own progress lines.
+    assert f"Loading caption model {llava_dir} on cpu ..." in stderr
+    assert f"Caption model {llava_dir} ready in " in stderr
+
+
+def test_uncached_hub_id_with_the_hub_unreachable_fails_in_seconds_with_one_line(tmp_path) -> None:
+    port = _closed_port()
+    result, stderr = _run_load("Qwen/not-cached-for-tests", {"HF_ENDPOINT": f"http://127.0.0.1:{port}",
+                                                             "HF_HOME": str(tmp_path / "empty-home")})
+    assert not result["ok"] and result["option"] == "--vlm-model"
+    message = result["message"]
+    assert "\n" not in message and "hf download Qwen/not-cached-for-tests" in message
+    assert f"the hub at http://127.0.0.1:{port} cannot be reached: Connection refused" in message
+    assert result["seconds"] < 5.0, result  # the hub client's retries took minutes (issue 11)
+    assert stderr.strip() == "", stderr  # nothing else printed: no retries, no second copy
+
+
+def test_cached_hub_id_loads_with_no_network_at_all(llava_dir, tmp_path) -> None:
+    home = tmp_path / "hf-home"
+    install_in_hub_cache(llava_dir, "tests/tiny-llava", home)
+    with _CountingListener() as hub:
+        result, stderr = _run_load("tests/tiny-llava", {"HF_ENDPOINT": hub.url, "HF_HOME": str(home)})
+        connections = hub.connections
+    assert result["ok"], result
+    assert result["checked"]["loaded"] is False
+    assert connections == 0  # neither the check nor the load asked the hub anything
+    assert "Caption model tests/tiny-llava ready in " in stderr
+
+
+def test_generation_defaults_from_the_model_files_raise_no_warning(tmp_path, hamilton_frame, capfd) -> None:
+    folder = build_tiny_llava(tmp_path / "tiny-llava-gc")
+    config = json.loads((folder / "generation_config.json").read_text())
+    # What real checkpoints carry (Qwen3-VL: sampling defaults; many: a max_length).
+    config.update(max_length=64, do_sample=True, temperature=0.7, top_p=0.8, top_k=20)
+    (folder / "generation_config.json").write_text(json.dumps(config))
+    vlm = LocalVLM(str(folder), max_new_tokens=3)
+    vlm.load()
+    capfd.readouterr()
+    results = [vlm.generate_caption(hamilton_frame, "Describe.") for _ in range(2)]
+    err = capfd.readouterr().err
+    assert all(r.success and r.output_tokens == 3 for r in results), [r.error for r in results]
+    assert "max_length" not in err and "generation flags" not in err and "maximum length" not in err, err

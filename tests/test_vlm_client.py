@@ -341,3 +341,47 @@ def test_prepare_image_never_upscales_and_takes_gray() -> None:
     assert (gray.width, gray.height) == (250, 500)
     with pytest.raises(ValueError):
         prepare_image(np.zeros((0, 0, 3), np.uint8), 768, 85)
+
+
+# -- a web page where the API should be ------------------------------------------------------
+def test_check_of_a_server_answering_html_says_so() -> None:
+    with FakeOpenAIServer() as srv:
+        srv.set_mode("html")
+        with pytest.raises(BackendUnavailable) as info:
+            _client(srv).check()
+        assert srv.model_list_hits == 1  # one request: the check does not retry
+    msg = str(info.value)
+    assert info.value.option == "--vlm-base-url"
+    assert "answered text/html, not an OpenAI-compatible API: is --vlm-base-url right?" in msg
+    assert "AttributeError" not in msg
+
+
+def test_caption_from_a_server_answering_html_is_a_clear_failed_result() -> None:
+    with FakeOpenAIServer() as srv:
+        srv.set_mode("html")
+        vlm = _client(srv)
+        res = vlm.generate_caption(_frame(), "Describe.")
+        assert len(srv.requests) == 1  # a 200 is not retried
+    assert not res.success and res.error_kind == "bad_response" and res.caption == ""
+    assert res.error == "the server answered text/html, not an OpenAI-compatible API: is --vlm-base-url right?"
+    assert vlm.stats.failures["bad_response"] == 1
+
+
+def test_both_caption_backends_are_caption_models() -> None:
+    from video_summarizer import protocols
+    from video_summarizer.models.local_vlm import LocalVLM
+
+    for backend in (VLMClient(model="m"), LocalVLM("unused")):
+        assert isinstance(backend, protocols.CaptionModel)
+        assert protocols.model_name(backend) in ("m", "unused")
+        assert protocols.caption_prompt(backend, ["lin"]) == backend.build_prompt(["lin"])
+
+    class Minimal:  # the one required method; the helpers supply the rest
+        def generate_caption(self, frame, prompt):
+            return CaptionResult(text=prompt, success=True, model="minimal", start_time=0.0, end_time=1.0)
+
+    minimal = Minimal()
+    assert isinstance(minimal, protocols.CaptionModel) and not isinstance(object(), protocols.CaptionModel)
+    protocols.check(minimal), protocols.load(minimal), protocols.close(minimal)  # no-ops, no AttributeError
+    assert protocols.model_name(minimal) == "Minimal" and protocols.stats_of(minimal) is None
+    assert protocols.caption_prompt(minimal, ["lin"]) == VLMClient().build_prompt(["lin"])

@@ -264,3 +264,20 @@ def build_tiny_qwen3_vl(path: str | Path, *, patch_size: int = 16, max_image_tok
     )
     model.save_pretrained(path)
     return path
+
+
+def install_in_hub_cache(folder: str | Path, repo_id: str, hf_home: str | Path,
+                         commit: str = "0123456789abcdef0123456789abcdef01234567") -> Path:
+    """Copy a saved model folder into an HF_HOME laid out as the hub client's cache, as if downloaded.
+
+    The layout is huggingface_hub's: hub/models--ORG--NAME/refs/main holds the commit, and
+    snapshots/COMMIT/ the files (plain copies here, where a download makes links to blobs).
+    """
+    import shutil
+
+    repo = Path(hf_home) / "hub" / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(folder, snapshot)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot

@@ -53,12 +53,14 @@ def is_folder_name(name: str) -> bool:
     return name.startswith((".", "~", os.sep)) or os.path.exists(name)
 
 
-def locate(name: str, spec: ModelSpec) -> bool:
-    """The cheap check: the model's files are there, nothing loaded; True when loading needs no network.
+def locate(name: str, spec: ModelSpec) -> str | None:
+    """The cheap check: the model's files are there, nothing loaded; the folder to load from, if local.
 
-    A folder must hold config.json. A hub id in the local cache needs no network (loading then
-    reads only the cache). A hub id not cached needs the hub: one short probe, and when the hub
-    cannot be reached BackendUnavailable says so in seconds (the hub client would retry for minutes).
+    A folder must hold config.json: it is returned. A hub id in the local cache returns its
+    snapshot folder, so loading reads only that folder and asks the hub nothing (even an
+    offline-mode load would still build the hub client's headers, which fetch a registry from
+    the hub once a day). A hub id not cached needs the hub: None after one short probe; when the
+    hub cannot be reached BackendUnavailable says so in seconds (the hub client retries for minutes).
     """
     if is_folder_name(name):
         path = os.path.expanduser(name)
@@ -66,7 +68,7 @@ def locate(name: str, spec: ModelSpec) -> bool:
             raise BackendUnavailable(_missing_folder_message(name, spec), option=spec.option)
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise BackendUnavailable(_folder_message(name, spec, "no config.json in it"), option=spec.option)
-        return True
+        return path
     from huggingface_hub import constants, try_to_load_from_cache
 
     try:
@@ -74,7 +76,7 @@ def locate(name: str, spec: ModelSpec) -> bool:
     except ValueError as exc:  # HFValidationError: not a valid repo id either
         raise BackendUnavailable(_hub_message(name, spec, _first_line(exc)), option=spec.option) from exc
     if isinstance(cached, str):
-        return True
+        return os.path.dirname(cached)
     where = f"not in the local model cache {constants.HF_HUB_CACHE}"
     if constants.HF_HUB_OFFLINE:
         raise BackendUnavailable(_hub_message(name, spec, f"{where}, and HF_HUB_OFFLINE is set"),
@@ -84,7 +86,7 @@ def locate(name: str, spec: ModelSpec) -> bool:
         raise BackendUnavailable(
             _hub_message(name, spec, f"{where}, and the hub at {constants.ENDPOINT} cannot be reached: {reason}"),
             option=spec.option)
-    return False
+    return None
 
 
 def probe_hub(endpoint: str, timeout_s: float = HUB_PROBE_TIMEOUT_S) -> str | None:
@@ -101,13 +103,13 @@ def probe_hub(endpoint: str, timeout_s: float = HUB_PROBE_TIMEOUT_S) -> str | No
         return "timed out" if isinstance(reason, TimeoutError) else text
 
 
-def load_pretrained(model_class: str, name: str, spec: ModelSpec, *, device: str = "auto", dtype: str = "auto",
-                    local_only: bool = False, prepare: Callable[[], Any] | None = None) -> Loaded:
-    """transformers.<model_class>.from_pretrained(name) on a device, in eval mode, with one progress line.
+def load_pretrained(model_class: str, name: str, spec: ModelSpec, *, source: str | None = None,
+                    device: str = "auto", dtype: str = "auto", prepare: Callable[[], Any] | None = None) -> Loaded:
+    """transformers.<model_class>.from_pretrained on a device, in eval mode, with one progress line.
 
-    prepare() builds what goes beside the model (tokenizer, processor) first. local_only (a
-    folder or a cached hub id, see locate) reads only local files. Every failure is one
-    BackendUnavailable naming spec.option; generation defaults are settled for quiet calls.
+    name is what messages show; source the folder locate() found (None: the hub id, downloaded).
+    prepare() builds what goes beside the model (tokenizer, processor) first. Every failure is
+    one BackendUnavailable naming spec.option; generation defaults are settled for quiet calls.
     """
     try:
         resolved = resolve_device(device)
@@ -121,7 +123,7 @@ def load_pretrained(model_class: str, name: str, spec: ModelSpec, *, device: str
 
         torch_dtype = resolve_dtype(dtype, resolved)
         loader = getattr(transformers, model_class)
-        model = loader.from_pretrained(name, dtype=torch_dtype, local_files_only=local_only)
+        model = loader.from_pretrained(source or name, dtype=torch_dtype, local_files_only=source is not None)
         model = model.to(resolved).eval()
     except BackendUnavailable:
         raise

@@ -72,7 +72,8 @@ class LocalVLM:
         self.hf_model: Any = None  # transformers model, once loaded
         self.processor_assembled = False  # True when built from image-only parts (no torchvision)
         self.load_seconds: float | None = None
-        self._local_only: bool | None = None  # set by check(): True when loading needs no network
+        self._checked = False
+        self._source: str | None = None  # set by check(): the local folder to load from (None: the hub)
         self._load_lock = threading.Lock()
         self._generate_lock = threading.Lock()  # one generation at a time
 
@@ -82,8 +83,9 @@ class LocalVLM:
     # -- check and load ----------------------------------------------------------------------
     def check(self) -> None:
         """Cheap: the model's files are there (a folder, or a hub id cached or reachable); nothing loads."""
-        if self._local_only is None:
-            self._local_only = locate(self.model, SPEC)
+        if not self._checked:
+            self._source = locate(self.model, SPEC)
+            self._checked = True
 
     def load(self) -> None:
         """Load processor and model once (thread-safe), with a progress line; BackendUnavailable says what to do."""
@@ -93,9 +95,8 @@ class LocalVLM:
             if self.hf_model is not None:
                 return
             self.check()
-            loaded = load_pretrained("AutoModelForImageTextToText", self.model, SPEC, device=self.device,
-                                     dtype=self.dtype, local_only=bool(self._local_only),
-                                     prepare=self._load_processor)
+            loaded = load_pretrained("AutoModelForImageTextToText", self.model, SPEC, source=self._source,
+                                     device=self.device, dtype=self.dtype, prepare=self._load_processor)
             (self.processor, self.processor_assembled), self.device = loaded.companion, loaded.device
             if self.processor_assembled:
                 log.info("Caption model %s: image-only processor (torchvision is not installed)", self.model)
@@ -107,16 +108,16 @@ class LocalVLM:
 
     def _load_processor(self) -> tuple[Any, bool]:
         """AutoProcessor, or the image-only assembly when only the video part wants torchvision."""
-        local_only = bool(self._local_only)
+        source, local_only = self._source or self.model, self._source is not None
         try:
             from transformers import AutoProcessor
 
-            return AutoProcessor.from_pretrained(self.model, local_files_only=local_only), False
+            return AutoProcessor.from_pretrained(source, local_files_only=local_only), False
         except Exception as exc:  # noqa: BLE001 - see load_pretrained()
             if "torchvision" not in str(exc).lower():
                 raise load_error(self.model, SPEC, exc) from exc
             try:
-                return _image_only_processor(self.model, local_only), True
+                return _image_only_processor(source, local_only), True
             except Exception as inner:  # noqa: BLE001 - the original error is the one to act on
                 log.debug("image-only processor assembly failed: %s", inner)
                 raise BackendUnavailable(self._torchvision_message(exc, inner), option=MODEL_OPTION) from exc

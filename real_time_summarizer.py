@@ -176,7 +176,7 @@ def _opt(*names: str, envvar: str, **kw: Any):
       help="Skip frames that differ less than this (0..1) from the last processed one; 0 turns gating "
            "off. Default 0.12.")
 @_opt("--max-gap", envvar="SUMMARIZER_MAX_GAP", type=click.FloatRange(min=0.0), default=None,
-      help="Process a frame anyway after this many seconds without one. Default max(2 s, 4 x interval).")
+      help="Process a frame anyway after this many seconds without one. Default max(1 s, 2 x interval).")
 @_opt("--summary-interval", envvar="SUMMARIZER_SUMMARY_INTERVAL", type=click.FloatRange(min=0.0),
       default=60.0, help="Seconds of video between rolling summaries (and one at the end).")
 @_opt("--max-inflight", envvar="SUMMARIZER_MAX_INFLIGHT", type=click.IntRange(1, 64), default=None,

@@ -129,9 +129,12 @@ def test_bad_library_files_are_reported_once_and_skipped(data_dir, tmp_path, cap
     (lib / "notes.txt").write_text("not a face")
     (lib / ".DS_Store").write_bytes(b"\0")
 
-    with caplog.at_level(logging.WARNING, logger="video_summarizer.faces"):
+    with caplog.at_level(logging.INFO, logger="video_summarizer.faces"):
         rec = FaceRecognizer(lib, cache_dir=tmp_path / "cache").load()
 
+    # the start-up line and the exit report count the same images: 7 looked at, 4 skipped
+    assert "known faces: 2 people, 7 images, 4 skipped; 5 encoded now, 0 from cache" in caplog.text
+    assert "library: 2 people, 7 images, 4 skipped" in rec.format_stats()
     assert rec.known_names == ["good", "twins"]
     assert rec.encodings_per_name == {"good": 1, "twins": 2}
     reasons = {Path(s.path).name: s.reason for s in rec.skipped}

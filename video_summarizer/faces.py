@@ -325,9 +325,10 @@ class FaceRecognizer:
                 )
             else:
                 logger.info(
-                    "known faces: %d people, %d images (%d encoded, %d from cache, %d skipped)",
-                    len(set(names)), len(names), self.library["encoded"],
-                    self.library["from_cache"], self.library["skipped"],
+                    # the same counts as the exit report's "library:" line
+                    "known faces: %d people, %d images, %d skipped; %d encoded now, %d from cache",
+                    len(set(names)), self.library["images"], self.library["skipped"],
+                    self.library["encoded"], self.library["from_cache"],
                 )
         self._refs = (names, np.array(encodings) if encodings else np.zeros((0, 128)))
 
@@ -352,6 +353,7 @@ class FaceRecognizer:
     def _supported(self, path: Path) -> bool:
         if path.suffix.lower() in IMAGE_SUFFIXES:
             return True
+        self.library["images"] += 1  # images = files looked at = used + skipped, in both report lines
         self._skip(path, f"unsupported format {path.suffix or '(no extension)'!r}")
         return False
 

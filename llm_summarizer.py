@@ -49,7 +49,7 @@ SERVE_HINT = "vllm serve mistralai/Mistral-7B-Instruct-v0.3"
 NAMES = EndpointNames(label="LLM", url_option="--llm-base-url", model_option="--llm-model",
                       env_prefix="LLM", serve_hint=SERVE_HINT)
 SPEC = ModelSpec(
-    role="summarizer model", option="--llm-model", example=DEFAULT_MODEL,
+    role="summary model", option="--llm-model", example=DEFAULT_MODEL,
     contents="config.json, weights and tokenizer",
     served=f"to use a served model instead set --llm-base-url / LLM_BASE_URL (e.g. `{SERVE_HINT}`)",
     download_note="Mistral needs its licence accepted on huggingface.co",

@@ -1,6 +1,7 @@
 """LLMSummarizer on a tiny random MistralForCausalLM loaded by path, and on the fake OpenAI server."""
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import threading
@@ -338,3 +339,16 @@ def test_generation_defaults_from_the_model_files_raise_no_warning(tmp_path, cap
     assert all(r.success and r.output_tokens == 4 for r in results), [r.error for r in results]
     # Before: "Both `max_new_tokens` (=4) and `max_length`(=64) seem to have been set" on every call.
     assert "max_length" not in err and "generation flags" not in err and "maximum length" not in err, err
+
+
+def test_load_is_its_own_step_with_its_progress_lines(mistral_dir, caplog) -> None:
+    llm = LLMSummarizer(str(mistral_dir), max_new_tokens=2)
+    with caplog.at_level(logging.INFO, logger="video_summarizer"):
+        llm.check()
+        assert caplog.messages == [] and llm.hf_model is None  # check() loads and says nothing
+        llm.load()
+        llm.load()  # once
+    assert caplog.messages[0] == f"Loading summary model {mistral_dir} on cpu ..."
+    assert caplog.messages[1].startswith(f"Summary model {mistral_dir} ready in ")
+    assert caplog.messages[1].endswith(" s (cpu, float32)") and len(caplog.messages) == 2
+    assert llm.device == "cpu" and llm.hf_model is not None

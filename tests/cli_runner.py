@@ -68,3 +68,44 @@ def image_digest_reply(body: dict) -> str:
                     url = part["image_url"]["url"]
                     return f"Scene {hashlib.sha256(url.encode()).hexdigest()[:10]} shows people talking on a stage."
     return "A summary of the scenes so far."
+
+
+def selected_frames(fps: float, frame_count: int, interval: float) -> list[int]:
+    """The frames one-per-interval selection takes with gating off: the first frame at or past
+    each multiple of ``interval`` seconds (frame i at i / fps), as video_summarizer/selection.py."""
+    if interval <= 0:
+        return list(range(frame_count))
+    frames, due = [], 0.0
+    for i in range(frame_count):
+        t = i / fps
+        if t >= due - 1e-6:
+            frames.append(i)
+            due = (int(t / interval + 1e-9) + 1) * interval
+    return frames
+
+
+def sent_image(body: dict):
+    """The image of one chat request to the VLM server, decoded to a BGR array (None if none)."""
+    import base64
+
+    import cv2
+    import numpy as np
+
+    for msg in body.get("messages", []):
+        content = msg.get("content")
+        if isinstance(content, list):
+            for part in content:
+                if part.get("type") == "image_url":
+                    data = base64.b64decode(part["image_url"]["url"].split(",", 1)[1])
+                    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return None
+
+
+def numbered_reply(body: dict) -> str:
+    """For tests/clips.py ``numbered`` frames: the number the frame shows, then image_digest_reply."""
+    from tests.clips import read_number
+
+    image = sent_image(body)
+    if image is None:
+        return image_digest_reply(body)
+    return f"Frame {read_number(image)}. {image_digest_reply(body)}"

@@ -168,12 +168,45 @@ class SummarizerWorker:
         self._stop.set()
 
     def close(self) -> dict:
-        """Close the tracker within its deadline; each model call's outcome, for the statistics."""
+        """Close the tracker within its deadline; each model call's outcome and the stages' own
+        statistics lines, for the driver's report."""
         self._stack.close()
         if self._stages is None:
             return {}
-        return {key: {"label": stats.label, "calls": stats.calls}
-                for key, stats in (("vlm", self._stages.vlm.stats), ("llm", self._stages.summarizer.stats))}
+        stages = self._stages
+        part: dict[str, Any] = {key: {"label": stats.label, "calls": stats.calls}
+                                for key, stats in (("vlm", stages.vlm.stats), ("llm", stages.summarizer.stats))}
+        for key in ("faces", "prompts", "tracker"):
+            stage = getattr(stages, key, None)
+            if stage is not None and hasattr(stage, "format_stats"):
+                part[key] = {"text": stage.format_stats(), "stats": getattr(stage, "stats", None)}
+        return part
+
+
+class _WorkerLines:
+    """A stage's statistics as the workers said them (one block per worker where they differ)."""
+
+    def __init__(self, parts: list[dict]) -> None:
+        texts = list(dict.fromkeys(p["text"] for p in parts))
+        self._text = texts[0] if len(texts) == 1 else "\n".join(
+            f"worker {n + 1}: {t}" for n, t in enumerate(texts))
+        dicts = [p["stats"] for p in parts if isinstance(p.get("stats"), dict)]
+        self.stats = _summed(dicts) if dicts else None
+
+    def format_stats(self) -> str:
+        """The text the report prints."""
+        return self._text
+
+
+def _summed(dicts: list[dict]) -> dict:
+    out: dict = {}
+    for d in dicts:
+        for key, value in d.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[key] = out.get(key, 0) + value
+            else:
+                out.setdefault(key, value)
+    return out
 
 
 def _read_doc(outdir: OutputDir, name: str) -> SummaryDocument:
@@ -262,6 +295,7 @@ class RayRun:
         self.result = RunResult()
         self._stopping = threading.Event()
         self._stats: dict[str, ModelStats] = {}
+        self._said: dict[str, list[dict]] = {"faces": [], "prompts": [], "tracker": []}
 
     # the CLI's StopSignal calls stop() (it takes us for a source)
     live = False
@@ -281,8 +315,11 @@ class RayRun:
 
     def stages(self) -> Any:
         """What the report reads of the stages: the merged model statistics and the events."""
+        said = {key: _WorkerLines(parts) if parts else None for key, parts in self._said.items()}
         return SimpleNamespace(events=self.events, vlm=SimpleNamespace(stats=self._stats["vlm"]),
-                               summarizer=SimpleNamespace(stats=self._stats["llm"]), faces=None)
+                               summarizer=SimpleNamespace(stats=self._stats["llm"]),
+                               faces=said.get("faces"), prompts=said.get("prompts"),
+                               tracker=said.get("tracker") or _WorkerLines([{"text": "Tracker: (no worker)"}]))
 
     def run_all(self, inputs: list[Input], first: Any | None = None) -> RunResult:
         """Every input on the cluster's workers; returns when all are done, failed or cancelled."""
@@ -408,6 +445,9 @@ class RayRun:
             log.warning("Ray: workers did not close in time (%s); some traces may be lost", _first_line(e))
             parts = []
         for part in parts:
+            for key in self._said:
+                if key in part:
+                    self._said[key].append(part.pop(key))
             for key, value in part.items():
                 stats = self._stats.setdefault(key, ModelStats(value["label"]))
                 for success, kind, ttft, latency in value["calls"]:

@@ -1,0 +1,180 @@
+"""--ray on a real local Ray cluster (loopback only): the same outputs as a local run, a worker
+killed mid-file is retried and its file written once, bad addresses and live sources refused.
+
+The head runs as a child process (`ray start --head --block`) and is ended by its pid; the
+port is outside Ray's worker range 10002-19999. RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps every
+Ray process on 127.0.0.1 (shared/notes/stack.md): set here, for the tests only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cli_runner import cli_args, cli_env, image_digest_reply, read_events, run_cli
+from tests.fake_openai import FakeOpenAIServer
+from tests.test_jobs import make_batch
+from tests.tiny_models import build_tiny_mistral
+
+RAY = str(Path(sys.executable).with_name("ray"))
+LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+WORKER_TITLE = b"ray::SummarizerWorker"
+
+
+def free_port() -> int:
+    """A free port; the kernel's ephemeral range (32768+) lies outside Ray's 10002-19999."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_llm(tmp_path_factory) -> Path:
+    return build_tiny_mistral(tmp_path_factory.mktemp("tiny-mistral"))
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """A 2-CPU Ray head on 127.0.0.1; its address."""
+    port = free_port()
+    log = (tmp_path_factory.mktemp("ray") / "head.log").open("w")
+    head = subprocess.Popen([RAY, "start", "--head", "--block", "--port", str(port), "--num-cpus", "2",
+                             "--include-dashboard", "false", "--disable-usage-stats"],
+                            env={**os.environ, **LOOPBACK}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert head.poll() is None and time.time() < deadline, "ray head did not start"
+                time.sleep(0.3)
+        yield f"127.0.0.1:{port}"
+    finally:
+        head.send_signal(signal.SIGTERM)  # ends every Ray process it started
+        try:
+            head.wait(30)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
+        log.close()
+
+
+def ray_env(tmp_path: Path) -> dict[str, str]:
+    return cli_env(tmp_path, **LOOPBACK)
+
+
+def batch_args(vlm_url: str, llm: Path, src: Path, out: Path, *more: str) -> list[str]:
+    return cli_args(vlm_url, llm, "--source", str(src), "--output-dir", str(out), "--interval", "0.5",
+                    "--min-change", "0", "--no-faces", *more)
+
+
+def docs_of(out: Path) -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in sorted(out.glob("*.summary.json"))}
+
+
+def worker_pids() -> list[int]:
+    """Processes titled as our Ray actor (Ray names them ray::<class>[.<method>])."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().startswith(WORKER_TITLE + b".process"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_ray_batch_gives_the_local_outputs(tmp_path, tiny_llm, ray_head):
+    src = tmp_path / "in"
+    make_batch(src, 4, seconds=1.5)
+    with FakeOpenAIServer(reply_fn=image_digest_reply, first_chunk_delay=0.05, capacity=8) as vlm:
+        local = run_cli(batch_args(vlm.base_url, tiny_llm, src, tmp_path / "local"), ray_env(tmp_path))
+        assert local.returncode == 0, local.stderr
+        remote = run_cli(batch_args(vlm.base_url, tiny_llm, src, tmp_path / "ray", "--ray", ray_head,
+                                    "--events", str(tmp_path / "events.jsonl")), ray_env(tmp_path))
+        assert remote.returncode == 0, remote.stderr
+    here, there = docs_of(tmp_path / "local"), docs_of(tmp_path / "ray")
+    assert sorted(there) == sorted(here) == [f"clip-{i}.summary.json" for i in range(4)]
+    for name, doc in here.items():
+        assert len(there[name]["captions"]) == len(doc["captions"]) > 0
+        assert [c["caption"] for c in there[name]["captions"]] == [c["caption"] for c in doc["captions"]]
+        assert there[name]["summary"] == doc["summary"]
+        assert there[name]["input_sha256"] == doc["input_sha256"]
+    events = read_events(tmp_path / "events.jsonl")  # the workers' events, in the driver's file
+    assert sorted(e["source"] for e in events if e["type"] == "stats" and "source" in e) == \
+        [f"clip-{i}" for i in range(4)]
+    assert sum(e["type"] == "caption" for e in events) == sum(len(d["captions"]) for d in here.values())
+    assert "no token authentication" in remote.stderr and "RAY_AUTH_MODE=token" in remote.stderr
+    assert "VLM qwen3: " in remote.stderr  # the statistics, merged from the workers
+    assert "[4/4 files, 0 in progress, 0 failed" in remote.stderr
+
+
+def test_workers_killed_mid_file_are_retried_and_their_files_written_once(tmp_path, tiny_llm, ray_head):
+    src, out = tmp_path / "in", tmp_path / "out"
+    make_batch(src, 4, seconds=2.0)
+    with FakeOpenAIServer(reply_fn=image_digest_reply, first_chunk_delay=0.3, capacity=8) as vlm:
+        proc = subprocess.Popen(batch_args(vlm.base_url, tiny_llm, src, out, "--ray", ray_head, "--jobs", "1",
+                                           "--events", str(tmp_path / "events.jsonl")),
+                                env=ray_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.time() + 90
+            # 3 captions asked for: no file is done yet (each needs 4+), and one has sent some
+            while len(vlm.requests) < 3:
+                assert proc.poll() is None and time.time() < deadline, "no worker got going"
+                time.sleep(0.05)
+            victims = worker_pids()  # each worker busy with a file, killed once
+            assert victims
+            for pid in victims:
+                os.kill(pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate(timeout=150)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, stderr
+    assert not set(victims) & set(worker_pids())
+    docs = docs_of(out)
+    assert sorted(docs) == [f"clip-{i}.summary.json" for i in range(4)]
+    assert not [p for p in out.iterdir() if p.name.startswith(".clip-")]  # no half-written file
+    for doc in docs.values():
+        assert not doc["interrupted"]
+        assert len(doc["captions"]) == doc["stats"]["selected"] == doc["stats"]["captioned"] > 0
+    events = read_events(tmp_path / "events.jsonl")
+    # the killed attempt's events never reach the driver: one stats event and one caption a frame per file
+    stats = [e["source"] for e in events if e["type"] == "stats" and "source" in e]
+    assert sorted(stats) == [f"clip-{i}" for i in range(4)]
+    captions = [(e["source"], e["frame"]) for e in events if e["type"] == "caption"]
+    assert len(captions) == len(set(captions)) == sum(len(d["captions"]) for d in docs.values())
+    assert len(vlm.requests) > len(captions)  # the killed attempt's captions were asked for again
+
+
+def test_no_cluster_at_the_address_is_one_line_and_exit_2(tmp_path, tiny_llm):
+    src = tmp_path / "in"
+    make_batch(src, 1, seconds=1.0)
+    port = free_port()  # nothing listens there
+    started = time.time()
+    run = run_cli(batch_args("http://127.0.0.1:9/v1", tiny_llm, src, tmp_path / "out", "--ray",
+                             f"127.0.0.1:{port}"), ray_env(tmp_path), timeout=60)
+    assert run.returncode == 2
+    assert run.stderr_lines() == [f"Error: --ray: no Ray cluster at 127.0.0.1:{port}: Connection refused"]
+    assert time.time() - started < 30
+    assert not list((tmp_path / "out").glob("*.summary.*"))
+
+
+@pytest.mark.parametrize("source", ["cam0", "rtsp://127.0.0.1:8554/door", "-"])
+def test_ray_with_a_live_source_or_stdin_is_a_usage_error(tmp_path, source):
+    run = run_cli([sys.executable, str(Path(__file__).resolve().parent.parent / "real_time_summarizer.py"),
+                   "--source", source, "--ray", "127.0.0.1:1"], ray_env(tmp_path), timeout=60)
+    assert run.returncode == 2
+    lines = run.stderr_lines()
+    assert len(lines) == 1 and lines[0].startswith("Error: --ray: "), lines

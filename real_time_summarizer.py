@@ -369,6 +369,8 @@ def _build_stages(opts: RunOptions, stack: ExitStack, events: Any):
                                base_url=opts.llm_base_url, api_key=opts.llm_api_key)
     vlm.check()  # a bad --vlm-model / --vlm-base-url or --llm-model is said before anything loads
     summarizer.check()
+    stack.callback(vlm.close)
+    stack.callback(summarizer.close)
 
     trace_log = opts.resolved_trace_log(_has_langfuse_keys())
     tracker = LangfuseTracker(trace_log=trace_log)
@@ -472,6 +474,9 @@ def _print_stats(docs: list, stages: Any) -> None:
     lines.append(stages.summarizer.stats.format())
     if stages.faces is not None:
         lines.append(stages.faces.format_stats())
+    if stages.prompts is not None:
+        lines.append(stages.prompts.format_stats())
+    lines.append(stages.tracker.format_stats())
     stages.events.emit("stats", scope="run", vlm=stages.vlm.stats.as_dict(),
                        llm=stages.summarizer.stats.as_dict(),
                        faces=stages.faces.stats if stages.faces is not None else None)

@@ -231,7 +231,8 @@ def test_events_and_summary_out_follow_one_rule_and_the_umask(tmp_path, clips, v
         assert stat.S_IMODE(p.stat().st_mode) == 0o640, (p, oct(p.stat().st_mode))
     doc = json.loads(run.stdout.splitlines()[0])
     assert doc["schema_version"] == 1
-    assert [e["frame"] for e in read_events(events) if e["type"] == "caption"] == [0, 10, 20]
+    # two captions in flight (a server): they may finish out of order
+    assert sorted(e["frame"] for e in read_events(events) if e["type"] == "caption") == [0, 10, 20]
 
 
 def test_a_truncated_file_is_named_and_fails_when_most_frames_are_lost(tmp_path, clips, vlm, tiny_llm):

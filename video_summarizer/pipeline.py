@@ -24,6 +24,14 @@ from video_summarizer.outages import OutageMonitor
 from video_summarizer.outputs import EventWriter, SummaryDocument
 from video_summarizer.privacy import blur_faces
 from video_summarizer.prompts import faces_sentence, render_caption
+from video_summarizer.protocols import (
+    CaptionModel,
+    FaceModel,
+    SummaryModel,
+    caption_prompt,
+    model_name,
+    summary_messages,
+)
 from video_summarizer.results import TimedCaption
 from video_summarizer.timecodes import format_video_time
 
@@ -68,10 +76,10 @@ def _llm_outages() -> OutageMonitor:
 class Stages:
     """The stage objects one run uses; shared by all sources of a run."""
 
-    tracker: Any
-    vlm: Any
-    summarizer: Any
-    faces: Any | None
+    tracker: Any  # LangfuseTracker (a named module: the package does not import it)
+    vlm: CaptionModel
+    summarizer: SummaryModel
+    faces: FaceModel | None
     events: EventWriter
     blur_faces: bool = False  # blur every detected face in the frame sent to the VLM
     prompts: Any | None = None  # prompts.PromptSource; None: the models' built-in prompts
@@ -280,7 +288,7 @@ class SourceRun:
     def _caption(self, trace_id: str, job: _Job, names: list[str], matches: list) -> tuple[Any, dict]:
         tracker, vlm, prompts = self.stages.tracker, self.stages.vlm, self.stages.prompts
         managed = prompts.caption() if prompts is not None else None
-        prompt = render_caption(managed, faces_sentence(names)) if managed else vlm.build_prompt(names)
+        prompt = render_caption(managed, faces_sentence(names)) if managed else caption_prompt(vlm, names)
         image, privacy = job.image, {}
         if self.stages.blur_faces:
             # Names were found on the original; the model gets them as text, the faces blurred.
@@ -288,7 +296,7 @@ class SourceRun:
             privacy = {"blur_faces": True, "faces_blurred": blurred}
         with tracker.create_span(trace_id, "vlm_caption", metadata={"faces": names, **privacy}):
             with tracker.start_generation(
-                trace_id=trace_id, name="vlm_caption", model=vlm.model, input=prompt,
+                trace_id=trace_id, name="vlm_caption", model=model_name(vlm), input=prompt,
                 metadata={"faces_detected": len(names), "frame_index": job.frame_index, **privacy,
                           **_prompt_metadata(managed)},
                 prompt=managed.client if managed else None,
@@ -366,11 +374,11 @@ class SourceRun:
         tracker, llm, prompts = self.stages.tracker, self.stages.summarizer, self.stages.prompts
         managed = prompts.summary() if prompts is not None else None
         system = {"system_prompt": managed.template} if managed else {}
-        messages = llm.build_messages(window, self.rolling_summary, final=final, **system)
+        messages = summary_messages(llm, window, self.rolling_summary, final=final, **system)
         with tracker.create_span(trace_id, "llm_summarization",
                                  metadata={"captions": len(window), "final": final}):
             with tracker.start_generation(
-                trace_id=trace_id, name="llm_summary", model=llm.model, input=messages,
+                trace_id=trace_id, name="llm_summary", model=model_name(llm), input=messages,
                 metadata={"captions": len(window), "final": final, **_prompt_metadata(managed)},
                 prompt=managed.client if managed else None,
             ) as gen:

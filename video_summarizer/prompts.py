@@ -243,6 +243,14 @@ class PromptSource:
                              "label": s.current.label, "fetches": s.fetches,
                              "failures": s.failures} for s in self._slots.values()}
 
+    def format_stats(self) -> str:
+        """One line for the exit report: each prompt's source and version, fetches and failed fetches."""
+        parts = []
+        for name, st in self.stats().items():
+            where = f"Langfuse v{st['version']} ({st['label']})" if st["source"] == LANGFUSE else "built-in"
+            parts.append(f"{name} {where}, {st['fetches']} fetches, {st['failures']} failed")
+        return "prompts: " + "; ".join(parts)
+
     # -- refresh -------------------------------------------------------------------------------
     def _refresh(self, slot: _Slot) -> None:
         with self._lock:

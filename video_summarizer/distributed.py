@@ -179,7 +179,9 @@ class SummarizerWorker:
         for key in ("faces", "prompts", "tracker"):
             stage = getattr(stages, key, None)
             if stage is not None and hasattr(stage, "format_stats"):
-                part[key] = {"text": stage.format_stats(), "stats": getattr(stage, "stats", None)}
+                stats = getattr(stage, "stats", None)  # a face recognizer's counts (a dict)
+                part[key] = {"text": stage.format_stats(),
+                             "stats": json.loads(json.dumps(stats, default=str)) if isinstance(stats, dict) else None}
         return part
 
 

@@ -24,8 +24,10 @@ from tests.cli_runner import (
     cli_env,
     image_digest_reply,
     run_cli,
+    selected_frames,
 )
 from tests.clip_server import ClipServer
+from tests.clips import Clip, ClipSet
 from tests.fake_langfuse import FakeLangfuseServer
 from tests.fake_openai import FakeOpenAIServer
 from tests.tiny_models import build_tiny_mistral
@@ -33,12 +35,27 @@ from tests.tiny_models import build_tiny_mistral
 pytestmark = pytest.mark.faults
 
 VLM_SECRET = "sk-vlm-secret-DO-NOT-LEAK-91be"
-CLIP = "h264_aac.mp4"  # 31 frames, 1 s: short runs
+INTERVAL = 0.25  # _base's --interval
 
 
 @pytest.fixture(scope="module")
 def tiny_llm(tmp_path_factory) -> Path:
     return build_tiny_mistral(tmp_path_factory.mktemp("tiny-mistral"))
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> ClipSet:
+    return ClipSet(tmp_path_factory.mktemp("clips"))
+
+
+@pytest.fixture(scope="module")
+def short(clips) -> Clip:
+    """1.25 s at 20 fps (generated): five frames at --interval 0.25, short runs."""
+    return clips.still_noisy(seconds=1.25, fps=20.0)
+
+
+def _selected(clip: Clip) -> list[int]:
+    return selected_frames(clip.fps, clip.frame_count, INTERVAL)
 
 
 def _free_port() -> int:
@@ -82,7 +99,7 @@ def _run(tmp: Path, args: list[str], env: dict, *, timeout: float = 120) -> Outc
 
 
 def _base(vlm_url: str, llm: Path, tmp: Path, source: str, *more: str) -> list[str]:
-    return cli_args(vlm_url, llm, "--source", source, "--no-faces", "--interval", "0.25", "--min-change", "0",
+    return cli_args(vlm_url, llm, "--source", source, "--no-faces", "--interval", str(INTERVAL), "--min-change", "0",
                     "--events", str(tmp / "events.jsonl"), "--trace-log", str(tmp / "trace.jsonl"),
                     "--vlm-timeout", "2", *more)
 
@@ -90,7 +107,9 @@ def _base(vlm_url: str, llm: Path, tmp: Path, source: str, *more: str) -> list[s
 # -- the VLM --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fault", ["500", "429", "cut", "garbage", "hang"])
-def test_vlm_faults(tmp_path, data_dir, tiny_llm, fault):
+def test_vlm_faults(tmp_path, short, tiny_llm, fault):
+    n = len(_selected(short))
+    assert n == 5
     with FakeOpenAIServer(reply_fn=image_digest_reply, api_key=VLM_SECRET) as srv:
         if fault == "500":
             srv.fail_next(status=500, n=1000)
@@ -98,33 +117,35 @@ def test_vlm_faults(tmp_path, data_dir, tiny_llm, fault):
             srv.fail_next(status=429, n=1, headers={"Retry-After": "1"})
         else:
             srv.set_mode(fault)
-        out = _run(tmp_path, _base(srv.base_url, tiny_llm, tmp_path, str(data_dir / "videos" / CLIP)),
+        out = _run(tmp_path, _base(srv.base_url, tiny_llm, tmp_path, str(short.path)),
                    cli_env(tmp_path, VLM_API_KEY=VLM_SECRET))
-    # 5 frames at 0.25 s (31 frames at 29.97 fps); a hanging server costs 2 s a frame (--vlm-timeout), 2 in flight
+    # 5 frames at 0.25 s (25 frames at 20 fps); a hanging server costs 2 s a frame (--vlm-timeout), 2 in flight
     out.check_common(deadline=60)
     if fault == "429":
         assert out.returncode == 0, out.stderr
-        assert len(out.of("caption")) == 5 and not out.of("error")
+        assert len(out.of("caption")) == n and not out.of("error")
+        assert sorted(e["frame"] for e in out.of("caption")) == _selected(short)
     else:
         assert out.returncode == 1, out.stderr  # the input failed: nothing could be captioned
-        assert not out.of("caption") and len([e for e in out.of("error") if e["stage"] == "vlm"]) == 5
+        assert not out.of("caption") and len([e for e in out.of("error") if e["stage"] == "vlm"]) == n
         kinds = {e["kind"] for e in out.of("error") if e["stage"] == "vlm"}
         expected = {"500": "server_error", "cut": "stream_broken", "garbage": "bad_response", "hang": "timeout"}
         assert kinds == {expected[fault]}, kinds
-        assert "none of 5 selected frames could be captioned" in out.stderr
+        assert f"none of {n} selected frames could be captioned" in out.stderr
         # five failed frames: one line while it lasts, not one a frame
         failing = [line for line in out.stderr.splitlines() if line.startswith("VLM: captions failing")]
         assert len(failing) == 1 and failing[0].startswith(f"VLM: captions failing ({expected[fault]}: ")
 
 
-def test_a_vlm_outage_is_said_when_it_starts_and_when_it_ends(tmp_path, data_dir, tiny_llm):
+def test_a_vlm_outage_is_said_when_it_starts_and_when_it_ends(tmp_path, short, tiny_llm):
     with FakeOpenAIServer(reply_fn=image_digest_reply) as srv:
         srv.fail_next(status=500, n=8)  # the client tries each frame 4 times: frames 1 and 2 fail
-        out = _run(tmp_path, _base(srv.base_url, tiny_llm, tmp_path, str(data_dir / "videos" / CLIP),
+        out = _run(tmp_path, _base(srv.base_url, tiny_llm, tmp_path, str(short.path),
                                    "--max-inflight", "1"), cli_env(tmp_path))
     out.check_common(deadline=60)
     assert out.returncode == 0, out.stderr
-    assert len(out.of("caption")) == 3 and [e["frame"] for e in out.of("error")] == [0, 8]
+    frames = _selected(short)
+    assert len(out.of("caption")) == len(frames) - 2 and [e["frame"] for e in out.of("error")] == frames[:2]
     said = [line for line in out.stderr.splitlines() if line.startswith("VLM: captions")]
     assert len(said) == 2, out.stderr
     assert said[0].startswith("VLM: captions failing (server_error: HTTP 500")
@@ -132,9 +153,9 @@ def test_a_vlm_outage_is_said_when_it_starts_and_when_it_ends(tmp_path, data_dir
                         said[1]), said
 
 
-def test_vlm_refused_mid_run(tmp_path, data_dir, tiny_llm):
+def test_vlm_refused_mid_run(tmp_path, short, tiny_llm):
     srv = FakeOpenAIServer(reply_fn=image_digest_reply, first_chunk_delay=0.5).start()
-    args = _base(srv.base_url, tiny_llm, tmp_path, str(data_dir / "videos" / CLIP), "--max-inflight", "1")
+    args = _base(srv.base_url, tiny_llm, tmp_path, str(short.path), "--max-inflight", "1")
     t0 = time.monotonic()
     proc = subprocess.Popen(args, env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     events = tmp_path / "events.jsonl"
@@ -151,9 +172,9 @@ def test_vlm_refused_mid_run(tmp_path, data_dir, tiny_llm):
     assert "connection" in kinds and kinds <= {"connection", "timeout"}, kinds
 
 
-def test_vlm_unknown_model_at_start(tmp_path, data_dir, tiny_llm):
+def test_vlm_unknown_model_at_start(tmp_path, short, tiny_llm):
     with FakeOpenAIServer(models=["llava"]) as srv:
-        out = _run(tmp_path, _base(srv.base_url, tiny_llm, tmp_path, str(data_dir / "videos" / CLIP)),
+        out = _run(tmp_path, _base(srv.base_url, tiny_llm, tmp_path, str(short.path)),
                    cli_env(tmp_path))
     out.check_common(deadline=30)
     assert out.returncode == 2 and len(out.errors()) == 1 and "--vlm-model" in out.errors()[0]
@@ -162,17 +183,18 @@ def test_vlm_unknown_model_at_start(tmp_path, data_dir, tiny_llm):
 # -- Langfuse ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode", ["refuse", "hang", "401", "500"])
-def test_langfuse_faults_do_not_stop_or_hang_the_run(tmp_path, data_dir, tiny_llm, mode):
+def test_langfuse_faults_do_not_stop_or_hang_the_run(tmp_path, short, tiny_llm, mode):
+    n = len(_selected(short))
     with FakeLangfuseServer(mode, public_key="pk-test-e2e", secret_key="another-secret") as lf, \
             FakeOpenAIServer(reply_fn=image_digest_reply) as srv:
-        out = _run(tmp_path, _base(srv.base_url, tiny_llm, tmp_path, str(data_dir / "videos" / CLIP),
+        out = _run(tmp_path, _base(srv.base_url, tiny_llm, tmp_path, str(short.path),
                                    "--flush-timeout", "2"),
                    cli_env(tmp_path, langfuse_url=lf.base_url))
     out.check_common(deadline=40)
     assert out.returncode == 0, out.stderr
-    assert len(out.of("caption")) == 5
+    assert len(out.of("caption")) == n == 5
     trace_log = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
-    assert len([r for r in trace_log if r["type"] == "trace" and r["name"] == "frame_processing"]) == 5
+    assert len([r for r in trace_log if r["type"] == "trace" and r["name"] == "frame_processing"]) == n
     # One clear line while it fails, one at exit; not the SDK's line per batch and retry.
     noise = [line for line in out.stderr.splitlines() if line.startswith(SDK_NOISE)]
     assert noise == [], noise
@@ -193,8 +215,8 @@ LANGFUSE_REASON = {"refuse": "Connection refused", "hang": None, "401": "HTTP 40
 
 # -- input --------------------------------------------------------------------------------------
 
-def _bad_inputs(data_dir: Path, tmp: Path) -> dict[str, str]:
-    src = (data_dir / "videos" / "clip_01_tears_of_steel.mp4").read_bytes()
+def _bad_inputs(clips: ClipSet, tmp: Path) -> dict[str, str]:
+    src = clips.hard_cuts().path.read_bytes()
     (tmp / "truncated.mp4").write_bytes(src[: len(src) // 2])
     (tmp / "empty.mp4").write_bytes(b"")
     (tmp / "notes.mp4").write_text("this is not a video\n" * 50)
@@ -203,8 +225,8 @@ def _bad_inputs(data_dir: Path, tmp: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("case", ["truncated", "zero-byte", "not-a-video", "no-camera"])
-def test_bad_inputs(tmp_path, data_dir, tiny_llm, case):
-    source = _bad_inputs(data_dir, tmp_path)[case]
+def test_bad_inputs(tmp_path, clips, tiny_llm, case):
+    source = _bad_inputs(clips, tmp_path)[case]
     with FakeOpenAIServer() as srv:
         out = _run(tmp_path, _base(srv.base_url, tiny_llm, tmp_path, source), cli_env(tmp_path))
     out.check_common(deadline=30)
@@ -214,8 +236,8 @@ def test_bad_inputs(tmp_path, data_dir, tiny_llm, case):
         assert "Loading" not in out.stderr, out.stderr
 
 
-def test_a_lost_stream_is_reopened_as_often_as_asked_then_summarized(tmp_path, data_dir, tiny_llm):
-    clip = (data_dir / "videos" / "vp8_opus.webm").read_bytes()
+def test_a_lost_stream_is_reopened_as_often_as_asked_then_summarized(tmp_path, clips, tiny_llm):
+    clip = clips.pipe_stream(container="mkv", seconds=1.0).path.read_bytes()  # Matroska, as WebM is
     with ClipServer(clip, good=1) as server, FakeOpenAIServer(reply_fn=image_digest_reply) as srv:
         out = _run(tmp_path, _base(srv.base_url, tiny_llm, tmp_path, server.url, "--reconnect-attempts", "2"),
                    cli_env(tmp_path))
@@ -224,12 +246,12 @@ def test_a_lost_stream_is_reopened_as_often_as_asked_then_summarized(tmp_path, d
     assert out.returncode == 0, out.stderr
     assert requests == 3  # the play, then 2 reopening attempts answered 503
     said = [line for line in out.stderr.splitlines() if "reopening" in line]
-    assert said == ["127.0.0.1: no frames, reopening (attempt 1/2)",
-                    "127.0.0.1: no frames, reopening (attempt 2/2)"], out.stderr
+    assert said == ["127.0.0.1-live: no frames, reopening (attempt 1/2)",
+                    "127.0.0.1-live: no frames, reopening (attempt 2/2)"], out.stderr
     assert out.of("caption") and out.stdout.strip()  # what was captioned before the loss is summarized
 
 
-def test_known_faces_with_corrupt_and_faceless_images(tmp_path, data_dir, tiny_llm):
+def test_known_faces_with_corrupt_and_faceless_images(tmp_path, data_dir, short, tiny_llm):
     faces = tmp_path / "faces"
     faces.mkdir()
     shutil.copy(data_dir / "faces" / "obama.jpg", faces / "obama.jpg")
@@ -241,7 +263,7 @@ def test_known_faces_with_corrupt_and_faceless_images(tmp_path, data_dir, tiny_l
 
     cv2.imwrite(str(landscape), np.full((120, 160, 3), 90, np.uint8))
     with FakeOpenAIServer(reply_fn=image_digest_reply) as srv:
-        args = cli_args(srv.base_url, tiny_llm, "--source", str(data_dir / "images" / ".." / "videos" / CLIP),
+        args = cli_args(srv.base_url, tiny_llm, "--source", str(short.path),
                         "--known-faces", str(faces), "--interval", "0.5", "--events", str(tmp_path / "events.jsonl"),
                         "--trace-log", str(tmp_path / "trace.jsonl"))
         out = _run(tmp_path, args, cli_env(tmp_path))
@@ -255,12 +277,13 @@ def test_known_faces_with_corrupt_and_faceless_images(tmp_path, data_dir, tiny_l
 
 @pytest.mark.parametrize("sig, code, shutdown", [(signal.SIGINT, 130, "2"), (signal.SIGTERM, 143, "2"),
                                                  (signal.SIGTERM, 143, "0")])
-def test_signals_mid_run(tmp_path, data_dir, tiny_llm, sig, code, shutdown):
+def test_signals_mid_run(tmp_path, clips, tiny_llm, sig, code, shutdown):
     """shutdown 0: in-flight calls and the final summary are abandoned at once, still running in
     their threads (the local model inside torch) when the process exits."""
     with FakeOpenAIServer(reply_fn=image_digest_reply, first_chunk_delay=0.3, api_key=VLM_SECRET) as srv, \
             FakeLangfuseServer("hang", public_key="pk-test-e2e", secret_key=TEST_SECRET_KEY) as lf:
-        args = _base(srv.base_url, tiny_llm, tmp_path, str(data_dir / "videos" / "clip_01_tears_of_steel.mp4"),
+        clip = clips.long_static()  # 60 s at 5 fps: far from done when the signal comes
+        args = _base(srv.base_url, tiny_llm, tmp_path, str(clip.path),
                      "--interval", "0", "--shutdown-timeout", shutdown, "--flush-timeout", "2")
         proc = subprocess.Popen(args, env=cli_env(tmp_path, langfuse_url=lf.base_url, VLM_API_KEY=VLM_SECRET),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -277,4 +300,4 @@ def test_signals_mid_run(tmp_path, data_dir, tiny_llm, sig, code, shutdown):
     if shutdown == "0":  # the captions stand in for the summary the model could not finish
         assert "[00:00]" in out.stdout, out.stdout
     assert len(out.of("caption")) >= 2
-    assert out.of("stats")[0]["frames_read"] < 240  # it stopped reading
+    assert out.of("stats")[0]["frames_read"] < clip.frame_count  # it stopped reading

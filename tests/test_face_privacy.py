@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from real_time_summarizer import _blur_setting
-from tests.cli_runner import TEST_SECRET_KEY, cli_args, cli_env, read_events, run_cli
+from tests.cli_runner import TEST_SECRET_KEY, cli_args, cli_env, read_events, run_cli, sent_image
+from tests.clips import ClipSet, add_noise, numbered_frame, read_number, textured_scene
 from tests.fake_langfuse import FakeLangfuseServer
 from tests.fake_openai import FakeOpenAIServer
 from tests.tiny_models import build_tiny_mistral
@@ -40,6 +41,32 @@ def test_blurred_faces_cannot_be_found(two_people):
     top, right, bottom, left = boxes[0]
     assert np.array_equal(out[-50:, :50], two_people[-50:, :50])
     assert not np.array_equal(out[top:bottom, left:right], two_people[top:bottom, left:right])
+
+
+def test_blur_pixelates_the_grown_box_and_nothing_else():
+    """A generated frame with a known box: inside the box grown by the margin the detail is gone,
+    outside it every pixel is as it was, and the frame given is left alone."""
+    frame = add_noise(textured_scene(3, (160, 120)), np.random.default_rng(3))
+    original = frame.copy()
+    top, right, bottom, left = 30, 110, 90, 50  # 60 x 60
+    out, count = blur_faces(frame, [(top, right, bottom, left)])
+    assert count == 1 and out.shape == frame.shape and out.dtype == frame.dtype
+    assert np.array_equal(frame, original)  # the original is untouched
+    grow = int(60 * 0.3)  # MARGIN of the box size on each side
+    y0, y1, x0, x1 = top - grow, bottom + grow, left - grow, right + grow
+    inside = np.zeros(frame.shape[:2], bool)
+    inside[y0:y1, x0:x1] = True
+    assert np.array_equal(out[~inside], frame[~inside])  # outside the grown box nothing changed
+    assert not np.array_equal(out[y0, x0:x1], frame[y0, x0:x1])  # its first row is inside
+    assert not np.array_equal(out[y1 - 1, x0:x1], frame[y1 - 1, x0:x1])  # and its last
+
+    def detail(img: np.ndarray) -> float:
+        grey = cv2.cvtColor(img[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)
+        return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+    assert detail(out) < 0.05 * detail(frame), (detail(out), detail(frame))  # the detail is gone
+    # the region keeps its tones: pixelated and smoothed, not painted over
+    assert abs(float(out[y0:y1, x0:x1].mean()) - float(frame[y0:y1, x0:x1].mean())) < 6
 
 
 def test_boxes_at_the_edges_and_empty_boxes():
@@ -107,6 +134,40 @@ def test_cli_sends_blurred_frames_and_names_both(tmp_path, data_dir, two_people)
     assert spans[0]["metadata"] == {"faces": ["biden", "obama"], "blur_faces": True, "faces_blurred": 2}
     vlm_spans = [s for s in lf.spans if s["name"] == "vlm_caption"]
     assert any(json.loads(s["attributes"].get("langfuse.observation.metadata.faces_blurred", "0")) == 2
+               for s in vlm_spans), vlm_spans
+    received = json.dumps(lf.spans) + (tmp_path / "trace.jsonl").read_text()
+    assert "data:image" not in received and "/9j/" not in received  # no data URL, no JPEG base64
+
+
+@pytest.mark.slow
+def test_cli_blur_on_a_generated_clip_sends_the_downscaled_frame_and_no_image_in_traces(tmp_path):
+    """--blur-faces on a generated clip without faces: the frame goes downscaled and untouched,
+    the trace says blurring was on (0 faces blurred), and no frame is in any trace."""
+    size = (1024, 576)
+    clip = ClipSet(tmp_path / "clips").numbered(seconds=1.0, size=size)
+    llm = build_tiny_mistral(tmp_path / "llm")
+    with FakeLangfuseServer(public_key="pk-test-e2e", secret_key=TEST_SECRET_KEY) as lf, \
+            FakeOpenAIServer(reply="A coloured band over black and white squares.") as vlm:
+        args = cli_args(vlm.base_url, llm, "--source", str(clip.path), "--blur-faces",
+                        "--events", str(tmp_path / "events.jsonl"), "--trace-log", str(tmp_path / "trace.jsonl"))
+        run = run_cli(args, cli_env(tmp_path, langfuse_url=lf.base_url), timeout=240)
+        assert run.returncode == 0, run.stderr
+        lf.wait_for(n_spans=1, timeout=5)
+        requests = vlm.requests
+    assert "faces blurred before frames are sent (--blur-faces)" in run.stderr
+    assert len(requests) == 1  # 1 s of video at the default 5 s interval: frame 0
+    sent = sent_image(requests[0])
+    assert sent.shape[:2] == (round(576 * 768 / 1024), 768)  # downscaled to --vlm max side, not cropped
+    assert read_number(sent) == 0
+    expected = cv2.resize(numbered_frame(0, size), (768, 432), interpolation=cv2.INTER_AREA)
+    assert float(np.abs(sent.astype(int) - expected.astype(int)).mean()) < 4  # nothing was blurred
+    caption = [e for e in read_events(tmp_path / "events.jsonl") if e["type"] == "caption"][0]
+    assert caption["frame"] == 0 and caption["faces"] == []
+    spans = [r for r in read_events(tmp_path / "trace.jsonl") if r.get("name") == "vlm_caption"
+             and r["type"] == "span"]
+    assert spans[0]["metadata"] == {"faces": [], "blur_faces": True, "faces_blurred": 0}
+    vlm_spans = [s for s in lf.spans if s["name"] == "vlm_caption"]
+    assert any(json.loads(s["attributes"].get("langfuse.observation.metadata.blur_faces", "false")) is True
                for s in vlm_spans), vlm_spans
     received = json.dumps(lf.spans) + (tmp_path / "trace.jsonl").read_text()
     assert "data:image" not in received and "/9j/" not in received  # no data URL, no JPEG base64

@@ -13,7 +13,9 @@ from tests.cli_runner import (
     cli_env,
     read_events,
     run_cli,
+    selected_frames,
 )
+from tests.clips import ClipSet
 from tests.fake_langfuse import FakeLangfuseServer
 from tests.tiny_models import build_tiny_llava, build_tiny_mistral
 
@@ -24,12 +26,12 @@ def _ns(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1e6)
 
 
-def test_local_backend_is_the_default_and_traces_like_the_api_one(tmp_path, data_dir):
+def test_local_backend_is_the_default_and_traces_like_the_api_one(tmp_path):
+    clip = ClipSet(tmp_path / "clips").figure_crossing(seconds=10.0, exit_s=9.0)  # generated: 100 frames at 10 fps
     vlm_dir = build_tiny_llava(tmp_path / "tiny-llava")
     llm_dir = build_tiny_mistral(tmp_path / "tiny-mistral")
     args = [sys.executable, CLI, "--vlm-model", str(vlm_dir), "--llm-model", str(llm_dir),
-            "--source", str(data_dir / "videos" / "short_hamilton_clip.mp4"),
-            "--known-faces", str(data_dir / "faces"), "--interval", "3", "--min-change", "0",
+            "--source", str(clip.path), "--interval", "3", "--min-change", "0",
             "--vlm-max-tokens", "12", "--events", str(tmp_path / "events.jsonl"),
             "--trace-log", str(tmp_path / "trace.jsonl")]
     with FakeLangfuseServer(public_key=TEST_PUBLIC_KEY, secret_key=TEST_SECRET_KEY) as lf:
@@ -40,7 +42,9 @@ def test_local_backend_is_the_default_and_traces_like_the_api_one(tmp_path, data
     assert "in this process on cpu; faces sent unblurred (the model runs in this process)" in run.stderr
     events = read_events(tmp_path / "events.jsonl")
     captions = [e for e in events if e["type"] == "caption"]
-    assert [c["frame"] for c in captions] == [0, 90, 180, 270]  # 29.97 fps, every 3 s of video
+    # faces detected (none known), every 3 s of video at 10 fps
+    assert [c["frame"] for c in captions] == selected_frames(clip.fps, clip.frame_count, 3.0) == [0, 30, 60, 90]
+    assert all(c["faces"] == [] for c in captions)
     assert all(c["caption"] and 0 < c["ttft_ms"] < c["latency_ms"] for c in captions)
     # One frame at a time by default: each caption starts after the previous one ended.
     gens = sorted((r for r in read_events(tmp_path / "trace.jsonl")

@@ -336,7 +336,7 @@ class RayRun:
                 self._close(ray, workers)
         finally:
             ray.shutdown()
-        order = {item.spec: n for n, item in enumerate(inputs)}
+        order = {item.shown: n for n, item in enumerate(inputs)}
         self.result.docs.sort(key=lambda doc: order.get(doc.source, len(order)))
         return self.result
 

@@ -90,10 +90,12 @@ class RunOptions:
 
     @property
     def resolved_jobs(self) -> int:
-        """Inputs run at once: --jobs, else enough to keep the caption budget busy, at most one per CPU."""
+        """Files read at once: --jobs, else enough to keep the caption budget busy, two per CPU at most."""
         if self.jobs:
             return self.jobs
-        return max(1, min(self.resolved_max_inflight, os.cpu_count() or 1))
+        # A file being read mostly waits for a caption slot; two per CPU keep the decoders ahead
+        # (measured: 0.85 of the server's time busy with one per CPU, 0.90 with two, 2 cores).
+        return max(1, min(self.resolved_max_inflight, 2 * (os.cpu_count() or 1)))
 
     def resolved_trace_log(self, has_keys: bool) -> str | None:
         """--trace-log, or traces.jsonl (in --output-dir in batch mode) when Langfuse has no keys."""

@@ -129,6 +129,7 @@ class SourceRun:
         on_frame: Callable[[Any, "SourceRun"], None] | None = None,
         on_progress: Callable[[int], None] | None = None,
         slots: threading.Semaphore | None = None,
+        on_read: Callable[[], None] | None = None,
     ) -> None:
         self.source = source
         self.selector = selector
@@ -138,6 +139,7 @@ class SourceRun:
         self.stop_event = stop_event
         self.on_frame = on_frame
         self.on_progress = on_progress
+        self.on_read = on_read  # the source is read: a batch starts its next file meanwhile
         self.label = source.label
         self.counters = RunCounters()
         # (frame time, value) of the newest results, for the --display window
@@ -179,6 +181,8 @@ class SourceRun:
             self._submit(self._make_job(seq, frame))
             seq += 1
         interrupted = self.stop_event.is_set()
+        if self.on_read is not None:
+            self.on_read()
         self._drain(bounded=interrupted)
         summary = self._final_summary(bounded=interrupted)
         return self._document(summary, interrupted)

@@ -244,7 +244,7 @@ class Run:
 
     def run_all(self, inputs: list[Input], first: Any | None = None) -> RunResult:
         """Every input (files --jobs at a time, live ones beside each other); `first` is inputs[0] opened."""
-        order = {item.spec: n for n, item in enumerate(inputs)}
+        order = {item.shown: n for n, item in enumerate(inputs)}
         jobs = min(self.opts.resolved_jobs, len(inputs))
         if jobs > 1 and not any(self._live_spec(item) for item in inputs):
             self._run_files(inputs, jobs)
@@ -280,46 +280,60 @@ class Run:
                 t.join(0.5)
 
     def _run_files(self, inputs: list[Input], jobs: int) -> None:
-        """Files `jobs` at a time on daemon threads (a model call hung past the deadline must not
-        keep the process alive); the first error (a model that cannot load) ends the run."""
-        pending = list(reversed(inputs))
+        """Files `jobs` at a time: a file frees its turn once it is read, so its last captions and
+        its final summary overlap the next file's captions. Daemon threads: a model call hung past
+        the deadline must not keep the process alive. The first error (a model that cannot load)
+        ends the run."""
+        reading = threading.Semaphore(jobs)
         errors: list[BaseException] = []
         progress = BatchProgress(len(inputs))
+        threads: list[threading.Thread] = []
 
-        def worker() -> None:
-            while not self.stop.event.is_set() and not errors:
-                with self._lock:
-                    if not pending:
-                        return
-                    item = pending.pop()
-                progress.started()
-                try:
-                    source = self.open(item)
-                    doc = self.run_input(item, source) if source is not None else None
-                except BaseException as e:  # raised in the main thread below
-                    errors.append(e)
-                    return
-                with self._lock:
-                    failed = source is None or any(spec == item.spec for spec, _ in self.result.failed)
-                progress.finished(item.name, doc.stats["captioned"] if doc is not None else 0, failed)
+        def job(item: Input) -> None:
+            freed = threading.Event()
 
-        threads = [threading.Thread(target=worker, name=f"input-{n}", daemon=True) for n in range(jobs)]
-        for t in threads:
+            def free() -> None:
+                if not freed.is_set():
+                    freed.set()
+                    reading.release()
+
+            doc = source = None
+            try:
+                source = self.open(item)
+                doc = self.run_input(item, source, on_read=free) if source is not None else None
+            except BaseException as e:  # raised in the main thread below
+                errors.append(e)
+                return
+            finally:
+                free()
+            with self._lock:
+                failed = source is None or any(spec == item.shown for spec, _ in self.result.failed)
+            progress.finished(item.name, doc.stats["captioned"] if doc is not None else 0, failed)
+
+        for n, item in enumerate(inputs):
+            while not reading.acquire(timeout=0.5):  # wakes up for signals
+                pass
+            if self.stop.event.is_set() or errors:
+                reading.release()
+                break
+            progress.started()
+            t = threading.Thread(target=job, args=(item,), name=f"input-{n}", daemon=True)
             t.start()
+            threads.append(t)
         for t in threads:
             while t.is_alive():
-                t.join(0.5)  # wakes up for signals
+                t.join(0.5)
         if errors:
             raise errors[0]
 
-    def run_input(self, item: Input, source: Any) -> Any:
-        """The per-source job: the loop over one opened source, then its outputs."""
+    def run_input(self, item: Input, source: Any, on_read: Callable[[], None] | None = None) -> Any:
+        """The per-source job: the loop over one opened source, then its outputs (on_read: it is read)."""
         with source:
             stages = self.stages()
             self.stop.watch(source)
             log.info("%s: %s", source.label, source.describe())
             with ExitStack() as stack:
-                doc = self._source_run(source, stages, stack).run()
+                doc = self._source_run(source, stages, stack, on_read).run()
         doc.source = item.shown
         doc.input_sha256 = item.digest
         for key in ("frames_expected", "truncated"):
@@ -339,7 +353,8 @@ class Run:
         return doc
 
 
-    def _source_run(self, source: Any, stages: Any, stack: ExitStack) -> Any:
+    def _source_run(self, source: Any, stages: Any, stack: ExitStack,
+                    on_read: Callable[[], None] | None = None) -> Any:
         from video_summarizer.pipeline import PipelineConfig, SourceRun
         from video_summarizer.selection import FrameSelector
 
@@ -354,7 +369,7 @@ class Run:
                          session_id=f"{self.run_id}-{source.label}", stop_event=self.stop.event,
                          on_frame=self._display_hook(stack) if opts.display else None,
                          on_progress=_progress_bar(stack, source) if opts.resolved_jobs == 1 else None,
-                         slots=self.slots)
+                         slots=self.slots, on_read=on_read)
 
     def _display_hook(self, stack: ExitStack) -> Callable[[Any, Any], None] | None:
         from video_summarizer.display import Display, display_unavailable_reason

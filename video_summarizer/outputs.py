@@ -9,6 +9,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -16,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 from video_summarizer.errors import InputError
 from video_summarizer.timecodes import format_video_time
@@ -43,6 +44,12 @@ class EventWriter:
         self._target = target
         self._owned = target not in (None, "-")
         self._fh: IO[str] | None = sys.stdout if target == "-" else None
+        self._listeners: list[Callable[[str, dict], None]] = []
+        self.listener_errors = 0
+
+    def add_listener(self, listener: Callable[[str, dict], None]) -> None:
+        """Also hand every event (type, fields with time) to `listener`: metrics, the index, the page."""
+        self._listeners.append(listener)
 
     @property
     def to_stdout(self) -> bool:
@@ -51,9 +58,19 @@ class EventWriter:
 
     def emit(self, event_type: str, **fields: Any) -> None:
         """Write one event line: {"type": ..., "time": ..., **fields}."""
+        if self._target is None and not self._listeners:
+            return
+        record = {"type": event_type, "time": utc_iso(), **fields}
+        for listener in self._listeners:
+            try:
+                listener(event_type, record)
+            except Exception:  # a listener never stops the run; counted, said once
+                self.listener_errors += 1
+                if self.listener_errors == 1:
+                    logging.getLogger(__name__).warning("an event listener failed (said once)", exc_info=True)
         if self._target is None:
             return
-        line = json.dumps({"type": event_type, "time": utc_iso(), **fields}, ensure_ascii=False, default=str)
+        line = json.dumps(record, ensure_ascii=False, default=str)
         with self._lock:
             if self._fh is None:
                 try:

@@ -83,6 +83,9 @@ class Stages:
     events: EventWriter
     blur_faces: bool = False  # blur every detected face in the frame sent to the VLM
     prompts: Any | None = None  # prompts.PromptSource; None: the models' built-in prompts
+    # Called after each caption with (image as the caption model received it, the caption event's
+    # fields, the face matches): the dataset writer, the watch page. Events go to events' listeners.
+    frame_observers: list[Callable[[Any, dict, list], None]] = field(default_factory=list)
     # A failing model said once, every 10 min while it lasts, and when it works again.
     vlm_outage: OutageMonitor = field(default_factory=_vlm_outages)
     llm_outage: OutageMonitor = field(default_factory=_llm_outages)
@@ -112,6 +115,7 @@ class RunCounters:
     summaries: int = 0
     summary_failures: int = 0
     citations_dropped: int = 0  # summary citations that matched no caption
+    observer_errors: int = 0  # frame observers (dataset, page) that raised
 
 
 class SourceRun:
@@ -264,9 +268,9 @@ class SourceRun:
         ) as trace:
             matches = self._recognize(trace.id, job)
             names = sorted({m.name for m in matches if m.name != "unknown"})
-            result, vlm = self._caption(trace.id, job, names, matches)
+            result, vlm, sent = self._caption(trace.id, job, names, matches)
             overall = [scores.overall_from(vlm)]
-            self._record_caption(job, matches, names, result, trace.id)
+            self._record_caption(job, matches, names, result, trace.id, sent)
             if job.summary_due:
                 llm = self._summarize_window(trace.id, job)
                 if llm is not None:
@@ -289,7 +293,8 @@ class SourceRun:
         self.latest_faces = (job.video_time, matches)
         return matches
 
-    def _caption(self, trace_id: str, job: _Job, names: list[str], matches: list) -> tuple[Any, dict]:
+    def _caption(self, trace_id: str, job: _Job, names: list[str], matches: list) -> tuple[Any, dict, Any]:
+        """Caption the frame (faces blurred when asked): the result, its scores, the image sent."""
         tracker, vlm, prompts = self.stages.tracker, self.stages.vlm, self.stages.prompts
         managed = prompts.caption() if prompts is not None else None
         prompt = render_caption(managed, faces_sentence(names)) if managed else caption_prompt(vlm, names)
@@ -310,9 +315,10 @@ class SourceRun:
                                                  "image_prep_ms": round(result.image_prep_ms, 1)})
             values = scores.vlm_scores(result, worst_ms=self.config.vlm_worst_ms)
             _log_scores(tracker, trace_id, gen.id, values, result)
-        return result, values
+        return result, values, image
 
-    def _record_caption(self, job: _Job, matches: list, names: list[str], result: Any, trace_id: str) -> None:
+    def _record_caption(self, job: _Job, matches: list, names: list[str], result: Any, trace_id: str,
+                        sent: Any = None) -> None:
         events = self.stages.events
         if not result.success:
             with self._lock:
@@ -347,6 +353,13 @@ class SourceRun:
                 oldest = min(self._caption_events)
                 del self._caption_events[oldest], self._citable[oldest]
         events.emit("caption", **record)
+        for observe in self.stages.frame_observers:
+            try:
+                observe(job.image if sent is None else sent, record, matches)
+            except Exception:  # an observer never stops the loop; counted, said once
+                self.counters.observer_errors += 1
+                if self.counters.observer_errors == 1:
+                    log.warning("%s: a frame observer failed (said once)", self.label, exc_info=True)
 
     def _caption_time(self, ts: float) -> float:
         """Video time for files; seconds since the first selected frame for live sources."""
@@ -484,6 +497,7 @@ class SourceRun:
             "summary_failures": c.summary_failures,
             "citations_dropped": c.citations_dropped,
             "job_errors": c.job_errors,
+            "observer_errors": c.observer_errors,
         }
 
 

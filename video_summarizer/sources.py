@@ -288,12 +288,19 @@ class _LiveSource(FrameSource):
         self._want = False  # a consumer is waiting: convert the next grabbed frame
         self._ended = False
         self._join_timeout_s = join_timeout_s
+        # Started by the first frames() call, not here: the CLI opens a source before the models
+        # load (bad input is said in a second), and a stream read meanwhile would be drained, its
+        # frames dropped, before anyone asked for one.
+        self._cap: object | None = cap
         self._thread = threading.Thread(target=self._read_loop, args=(cap,), name=f"frames-{label}", daemon=True)
-        self._thread.start()
         cleanup.callback(self._join)
 
     def frames(self) -> Iterator[Frame]:
         """Yield the newest frame each time, blocking until one newer than the last arrives."""
+        with self._cond:
+            if self._cap is not None:
+                self._cap = None
+                self._thread.start()
         last = -1
         while True:
             with self._cond:
@@ -366,6 +373,11 @@ class _LiveSource(FrameSource):
 
     def _join(self) -> None:
         self._stop.set()
+        with self._cond:
+            cap, self._cap = self._cap, None
+        if cap is not None:  # never read: the reader thread that would release it never started
+            cap.release()
+            return
         # A blocked network read ends within the stream timeout; the thread releases the capture.
         self._thread.join(timeout=self._join_timeout_s)
 

@@ -1,0 +1,341 @@
+"""The --metrics-port server: Prometheus text at /metrics, /healthz, and a page to watch the run.
+
+The page (``/``, files in ``video_summarizer/web/``) polls ``/api/state`` every two seconds and
+shows per source the newest captioned frame with its faces boxed and named (``/frame.jpg``,
+encoded from memory: the frame is never written anywhere), the last captions with their
+times, the rolling summary with its citations linking to those captions, the statistics and
+the last hour of caption TTFT and latency. The server binds 127.0.0.1 unless --metrics-host
+says otherwise; it has no authentication, and a frame shows who is on camera.
+
+Fed only from the hooks beside the loop: an ``EventWriter`` listener, ``Stages.frame_observers``
+(the image as the caption model received it: faces blurred when --blur-faces is on) and
+``Stages.source_observers``. Uses the standard library's ``http.server``: three routes of
+text and one JPEG need no web framework.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import socket
+import threading
+import time
+from collections import deque
+from contextlib import ExitStack
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from video_summarizer.errors import InputError
+from video_summarizer.metrics import CONTENT_TYPE, RunMetrics
+from video_summarizer.timecodes import format_video_time
+
+log = logging.getLogger(__name__)
+
+KEPT_CAPTIONS = 30  # per source, newest first on the page
+CHART_WINDOW_S = 3600.0
+CHART_POINTS = 3600  # a bound even for a caption a second
+STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
+          "/watch.js": ("watch.js", "text/javascript; charset=utf-8"),
+          "/watch.css": ("watch.css", "text/css; charset=utf-8")}
+
+
+class _SourcePage:
+    """What the page shows of one source."""
+
+    def __init__(self, label: str, live: bool) -> None:
+        self.label = label
+        self.live = live
+        self.frame: tuple[int, Any, dict, list] | None = None  # (seq, image, caption record, matches)
+        self.frame_seq = 0
+        self.jpeg: tuple[int, bytes] | None = None  # the newest frame encoded, by seq
+        self.captions: deque[dict] = deque(maxlen=KEPT_CAPTIONS)
+        self.summary: dict | None = None
+        self.vlm_series: deque[tuple[float, float | None, float]] = deque(maxlen=CHART_POINTS)
+        self.llm_series: deque[tuple[float, float | None, float]] = deque(maxlen=CHART_POINTS)
+
+
+class PageState:
+    """The page's data per source, kept from the hooks; bounded however long the run."""
+
+    def __init__(self, clock: Any = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._sources: dict[str, _SourcePage] = {}
+
+    def _page(self, label: str) -> _SourcePage:
+        page = self._sources.get(label)
+        if page is None:
+            page = self._sources[label] = _SourcePage(label, live=False)
+        return page
+
+    def on_source(self, run: Any) -> None:
+        """A source starts (Stages.source_observers): whether its times are wall-clock."""
+        with self._lock:
+            self._page(run.label).live = bool(getattr(run.source, "live", False))
+
+    def on_frame(self, image: Any, record: dict, matches: list) -> None:
+        """The newest captioned frame (Stages.frame_observers); a reference, encoded when asked for."""
+        with self._lock:
+            page = self._page(record.get("source", "?"))
+            page.frame_seq += 1
+            page.frame = (page.frame_seq, image, record, list(matches))
+
+    def on_event(self, event_type: str, record: dict) -> None:
+        """Captions and summaries (EventWriter listener)."""
+        if event_type not in ("caption", "summary"):
+            return
+        now = self._clock()
+        with self._lock:
+            page = self._page(record.get("source", "?"))
+            if event_type == "caption":
+                page.captions.append(record)
+                page.vlm_series.append((now, record.get("ttft_ms"), record.get("latency_ms") or 0.0))
+            else:
+                page.summary = record
+                page.llm_series.append((now, record.get("ttft_ms"), record.get("latency_ms") or 0.0))
+
+    def frame_jpeg(self, label: str) -> bytes | None:
+        """The newest captioned frame of a source as JPEG, its faces boxed and named."""
+        with self._lock:
+            page = self._sources.get(label)
+            if page is None or page.frame is None:
+                return None
+            seq, image, _record, matches = page.frame
+            if page.jpeg is not None and page.jpeg[0] == seq:
+                return page.jpeg[1]
+        data = _encode_with_boxes(image, matches)
+        with self._lock:
+            page.jpeg = (seq, data)
+        return data
+
+    def snapshot(self, metrics: RunMetrics) -> dict:
+        """Everything the page shows, as JSON-able values."""
+        now = self._clock()
+        stats = {label: (s, running) for label, s, running in metrics.sources()}
+        out = []
+        with self._lock:
+            pages = list(self._sources.values())
+            for page in pages:
+                out.append({
+                    "label": page.label,
+                    "live": page.live,
+                    "frame": _frame_json(page),
+                    "captions": [_caption_json(page, c) for c in reversed(page.captions)],
+                    "summary": _summary_json(page, page.summary),
+                    "series": {"vlm": _series(page.vlm_series, now), "llm": _series(page.llm_series, now)},
+                })
+        for item in out:
+            s, running = stats.get(item["label"], ({}, False))
+            item["stats"], item["running"] = s, running
+        for label, (s, running) in stats.items():  # a source that has not captioned yet
+            if not any(item["label"] == label for item in out):
+                out.append({"label": label, "live": False, "frame": None, "captions": [], "summary": None,
+                            "series": {"vlm": [], "llm": []}, "stats": s, "running": running})
+        health = metrics.health()
+        stages = metrics.stages
+        models = {}
+        if stages is not None:
+            for key, part in (("vlm", stages.vlm), ("llm", stages.summarizer)):
+                st = getattr(part, "stats", None)
+                if st is not None:
+                    models[key] = {"model": getattr(part, "model", key), **st.as_dict()}
+        tracker = getattr(stages, "tracker", None)
+        return {"now": now, "health": {"ok": health.ok, "reason": health.reason},
+                "sources": out, "models": models,
+                "langfuse": tracker.stats() if tracker is not None else None}
+
+
+def _when(page: _SourcePage, video_time: float | None) -> str:
+    """A caption's time as the summary cites it: mm:ss of video, or the wall clock for live sources."""
+    if video_time is None:
+        return ""
+    if page.live:
+        return time.strftime("%H:%M:%S", time.localtime(video_time))
+    return format_video_time(video_time)
+
+
+def _frame_json(page: _SourcePage) -> dict | None:
+    if page.frame is None:
+        return None
+    seq, _image, record, matches = page.frame
+    return {"seq": seq, "frame": record.get("frame"), "at": _when(page, record.get("video_time")),
+            "caption": record.get("caption"), "faces": [m.name for m in matches]}
+
+
+def _caption_json(page: _SourcePage, c: dict) -> dict:
+    return {"frame": c.get("frame"), "at": _when(page, c.get("video_time")), "time": c.get("time"),
+            "caption": c.get("caption"), "faces": c.get("faces") or [],
+            "ttft_ms": c.get("ttft_ms"), "latency_ms": c.get("latency_ms")}
+
+
+def _summary_json(page: _SourcePage, s: dict | None) -> dict | None:
+    if s is None:
+        return None
+    sentences = [{"text": sent.get("text", ""),
+                  "cites": [{"frame": c.get("frame"), "at": _when(page, c.get("video_time"))}
+                            for c in sent.get("cites", [])]}
+                 for sent in s.get("sentences") or []]
+    return {"text": s.get("text"), "time": s.get("time"), "final": s.get("final"),
+            "window": [_when(page, t) for t in s.get("window") or []], "sentences": sentences}
+
+
+def _series(points: deque, now: float) -> list[list]:
+    return [[round(t - now, 1), ttft, lat] for t, ttft, lat in list(points) if now - t <= CHART_WINDOW_S]
+
+
+def _encode_with_boxes(image: Any, matches: list) -> bytes:
+    """JPEG of a copy of the frame with each face's box and name drawn on it."""
+    import cv2  # already loaded by the run's sources
+
+    out = image.copy()
+    for m in matches:
+        top, right, bottom, left = (int(v) for v in m.box)
+        colour = (80, 200, 80) if m.name != "unknown" else (60, 160, 255)  # BGR: known green, else orange
+        cv2.rectangle(out, (left, top), (right, bottom), colour, 2)
+        label = m.name if m.distance is None or m.name == "unknown" else f"{m.name} {m.distance:.2f}"
+        (w, h), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+        y = max(top, h + base + 2)
+        cv2.rectangle(out, (left, y - h - base - 2), (left + w + 4, y), colour, -1)
+        cv2.putText(out, label, (left + 2, y - base), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise ValueError("the frame could not be encoded as JPEG")
+    return buf.tobytes()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "_Server"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("watch: " + format, *args)  # a scrape every 15 s is no line on stderr
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        url = urlsplit(self.path)
+        watch = self.server.watch
+        try:
+            if url.path == "/metrics":
+                self._send(200, watch.metrics.exposition(), CONTENT_TYPE)
+            elif url.path == "/healthz":
+                health = watch.metrics.health()
+                self._send(200 if health.ok else 503, (health.reason + "\n").encode(), "text/plain; charset=utf-8")
+            elif url.path == "/api/state":
+                body = json.dumps(watch.page.snapshot(watch.metrics), default=str).encode()
+                self._send(200, body, "application/json")
+            elif url.path == "/frame.jpg":
+                label = parse_qs(url.query).get("source", [""])[0]
+                data = watch.page.frame_jpeg(label)
+                if data is None:
+                    self._send(404, b"no captioned frame yet\n", "text/plain")
+                else:
+                    # The URL names the frame's seq: a browser may keep it instead of fetching it every poll.
+                    self._send(200, data, "image/jpeg", cache="private, max-age=600")
+            elif url.path in STATIC:
+                name, ctype = STATIC[url.path]
+                self._send(200, resources.files("video_summarizer.web").joinpath(name).read_bytes(), ctype)
+            else:
+                self._send(404, b"not found\n", "text/plain")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the browser went away
+        except Exception as e:  # one bad request never ends the server; said with --debug
+            log.debug("watch: %s failed", url.path, exc_info=True)
+            self._send(500, f"{type(e).__name__}: {e}\n".encode(), "text/plain")
+
+    def _send(self, status: int, body: bytes, ctype: str, cache: str = "no-store") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", cache)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a browser holding a connection never holds up the exit
+    watch: "WatchServer"
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class WatchServer:
+    """/metrics, /healthz and the page, on a thread of its own; bound at construction."""
+
+    def __init__(self, host: str, port: int, *, interval_s: float = 5.0) -> None:
+        self.metrics = RunMetrics(interval_s=interval_s)
+        self.page = PageState()
+        cls = _Server6 if ":" in host else _Server
+        self._server = cls((host, port), _Handler)  # raises OSError: in use, not permitted
+        self._server.watch = self
+        self.host, self.port = host, self._server.server_address[1]
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def url(self) -> str:
+        """The page's address."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    def start(self) -> "WatchServer":
+        """Serve, and sample the sources' frame counts every second (for /healthz)."""
+        for target, name in ((lambda: self._server.serve_forever(poll_interval=0.2), "watch-http"),
+                             (self._sample, "watch-sample")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(1.0):
+            self.metrics.sample()
+
+    def on_event(self, event_type: str, record: dict) -> None:
+        """The EventWriter listener: metrics first, then the page."""
+        self.metrics.on_event(event_type, record)
+        self.page.on_event(event_type, record)
+
+    def attach(self, stages: Any) -> Any:
+        """Register on the run's stages (source and frame observers); returns them."""
+        self.metrics.attach(stages)
+        stages.source_observers.append(self.page.on_source)
+        stages.frame_observers.append(self.page.on_frame)
+        return stages
+
+    def close(self) -> None:
+        """Stop serving and free the port."""
+        self._stop.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def start_watch(opts: Any, events: Any, stack: ExitStack) -> WatchServer | None:
+    """The server for --metrics-port (None without it), bound now: a bad port is said before models load."""
+    if opts.metrics_port is None:
+        return None
+    host = opts.metrics_host
+    try:
+        watch = WatchServer(host, opts.metrics_port, interval_s=opts.interval)
+    except socket.gaierror as e:
+        raise InputError(f"cannot listen on {host!r}: {e.strerror or e}", option="--metrics-host") from e
+    except OSError as e:
+        raise _bind_error(e, host, opts.metrics_port) from e
+    stack.callback(watch.close)
+    events.add_listener(watch.on_event)
+    watch.start()
+    log.info("Watch page: %s (metrics: %smetrics, health: %shealthz)", watch.url, watch.url, watch.url)
+    return watch
+
+
+def _bind_error(e: OSError, host: str, port: int) -> InputError:
+    if e.errno == errno.EADDRINUSE:
+        return InputError(f"port {port} on {host} is in use (another run or service?); choose another port",
+                          option="--metrics-port")
+    if e.errno == errno.EACCES:
+        return InputError(f"port {port} on {host} is not permitted (ports below 1024 need root or "
+                          "CAP_NET_BIND_SERVICE); choose one above 1024", option="--metrics-port")
+    if e.errno == errno.EADDRNOTAVAIL:
+        return InputError(f"{host} is not an address of this machine", option="--metrics-host")
+    return InputError(f"cannot listen on {host}:{port}: {e.strerror or e}", option="--metrics-port")

@@ -2,6 +2,9 @@
 
     python trace_report.py traces.jsonl [--json] [--session ID | --last-run]
 
+A log rotated with ``--trace-log-max-mb`` is read whole: traces.jsonl.5 ... traces.jsonl.1,
+then traces.jsonl.
+
 Figures, computed the way Langfuse computes them (see ``langfuse_tracker`` for the fields):
 
 - average TTFT by generation name and p95 TTFT by model, TTFT = completion_start_time -
@@ -36,6 +39,7 @@ from typing import Iterable, Sequence
 import click
 
 from video_summarizer.errors import InputError, SummarizerError
+from video_summarizer.rotation import rotated_paths
 from video_summarizer.stats import percentile
 
 SCHEMA_VERSION = 1  # of the --json output; raise it when a field changes meaning or goes
@@ -350,7 +354,8 @@ def main(path: Path, as_json: bool, session: str | None, last_run: bool) -> None
     if session is not None and not session.strip():
         raise UsageProblem("--session: give a session id or the start of one")
     try:
-        report = compute_report(path, session=session, last_run=last_run)
+        # A log rotated by --trace-log-max-mb: PATH.5 ... PATH.1, then PATH (oldest first).
+        report = compute_report(rotated_paths(path), session=session, last_run=last_run)
     except SummarizerError as exc:
         raise UsageProblem(f"{exc.option or 'PATH'}: {exc}") from None
     if as_json:

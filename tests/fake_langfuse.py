@@ -14,7 +14,13 @@ It listens on 127.0.0.1 and understands the endpoints the SDK uses:
 
 Modes: ``"ok"`` answers like Langfuse, ``"401"`` rejects every request, ``"500"`` fails every
 request, ``"refuse"`` is a port with nothing listening (connection refused) and ``"hang"``
-accepts connections and never answers. Used by the tracker tests, the integrator's end-to-end
+accepts connections and never answers; ``"503"`` answers every request 503 (overloaded
+or down for maintenance). ``ok`` / ``401`` / ``500`` / ``503`` may be switched during a run
+(``srv.mode = "503"``). What Langfuse *keeps* is one observation per span id and one score
+per score id (a repeated id updates the same row): ``span_receipts`` / ``score_receipts``
+count every receipt by id, ``kept_span_ids()`` / ``kept_score_ids()`` are the ids kept, and
+``reply_delay_s`` answers late after recording (the host processed a batch whose answer
+the client gave up on). Used by the tracker tests, the integrator's end-to-end
 tests and ``bench/bench_tracing.py``::
 
     with FakeLangfuseServer(public_key="pk-lf-test", secret_key="sk-lf-test") as srv:
@@ -36,11 +42,12 @@ import json
 import socket
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
-MODES = ("ok", "refuse", "hang", "401", "500")
+MODES = ("ok", "refuse", "hang", "401", "500", "503")
 TRACES_PATH = "/api/public/otel/v1/traces"
 SCORES_PATH = "/api/public/scores"
 INGESTION_PATH = "/api/public/ingestion"
@@ -135,6 +142,9 @@ class FakeLangfuseServer:
         self.auth_failures = 0
         self.prompts: list[dict] = list(prompts or [])  # versions served by the prompt API
         self.prompt_delay_s = 0.0  # set to make the prompt API slow (a struggling host)
+        self.span_receipts: Counter[str] = Counter()  # span id -> times received
+        self.score_receipts: Counter[str] = Counter()  # score id -> times received
+        self.reply_delay_s = 0.0  # spans and scores: recorded, then answered this late
         self._cond = threading.Condition()
         self._httpd: ThreadingHTTPServer | None = None
         self._sock: socket.socket | None = None
@@ -282,7 +292,21 @@ class FakeLangfuseServer:
         with self._cond:
             self.spans.extend(spans)
             self.scores.extend(scores)
+            self.span_receipts.update(s["span_id"] for s in spans)
+            self.score_receipts.update(str(s.get("id")) for s in scores)
             self._cond.notify_all()
+        if self.reply_delay_s and (spans or scores):
+            time.sleep(self.reply_delay_s)
+
+    def kept_span_ids(self) -> set[str]:
+        """The span ids Langfuse would keep: each once, however often received."""
+        with self._cond:
+            return set(self.span_receipts)
+
+    def kept_score_ids(self) -> set[str]:
+        """The score ids Langfuse would keep: each once, however often received."""
+        with self._cond:
+            return set(self.score_receipts)
 
 
 def _handler_for(server: FakeLangfuseServer) -> type[BaseHTTPRequestHandler]:
@@ -312,6 +336,9 @@ def _handler_for(server: FakeLangfuseServer) -> type[BaseHTTPRequestHandler]:
         def _refused(self) -> bool:
             if server.mode == "500":
                 self._reply(500, b'{"message":"internal error"}')
+                return True
+            if server.mode == "503":
+                self._reply(503, b'{"message":"service unavailable"}')
                 return True
             if server.mode == "401" or not server._authorized(self.headers.get("Authorization")):
                 server.auth_failures += 1

@@ -39,9 +39,10 @@ class EventWriter:
     leaves no empty file behind (the CLI checks beforehand that it can be written).
     """
 
-    def __init__(self, target: str | None) -> None:
+    def __init__(self, target: str | None, max_bytes: int = 0) -> None:
         self._lock = threading.Lock()
         self._target = target
+        self._max_bytes = max_bytes  # --events-max-mb: rotated to PATH.1 ... PATH.5 (not stdout)
         self._owned = target not in (None, "-")
         self._fh: IO[str] | None = sys.stdout if target == "-" else None
         self._listeners: list[Callable[[str, dict], None]] = []
@@ -74,7 +75,12 @@ class EventWriter:
         with self._lock:
             if self._fh is None:
                 try:
-                    self._fh = open(self._target, "a", encoding="utf-8", buffering=1)
+                    if self._max_bytes and self._owned:
+                        from video_summarizer.rotation import RotatingLines
+
+                        self._fh = RotatingLines(self._target, self._max_bytes)  # type: ignore[assignment]
+                    else:
+                        self._fh = open(self._target, "a", encoding="utf-8", buffering=1)
                 except OSError as e:
                     raise InputError(f"cannot write events file {self._target}: {e.strerror}",
                                      option="--events") from e

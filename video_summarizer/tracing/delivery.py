@@ -11,7 +11,7 @@ The tracker hands the SDK two things of its own, through the SDK's public parame
 Both report to one ``Delivery``, which counts what the host acknowledged, by kind, and
 passes what it did not acknowledge to ``Delivery.on_unacknowledged(kind, items)`` (spans:
 OTel ``ReadableSpan``s; scores: the score bodies as sent, ids included). That hook is where
-an on-disk outbox can keep them and send them again with the same ids; nothing sets it yet.
+an on-disk outbox keeps them and sends them again with the same ids (``outbox.Outbox``).
 After ``Delivery.close()`` both answer at once without sending (spans FAILURE, requests a
 ``httpx.ConnectError``), so no flush the SDK still attempts (its atexit hook) can block exit.
 
@@ -114,16 +114,23 @@ class Delivery:
         self.unacknowledged = {SPANS: 0, SCORES: 0}
         # Issue 14's outbox hooks in here: (kind, items the host did not acknowledge).
         self.on_unacknowledged: Callable[[str, Sequence[Any]], None] | None = None
+        # (kind, items the host acknowledged; score bodies, spans not passed): the outbox
+        # learns the host answers again, and which score retries landed.
+        self.on_acknowledged: Callable[[str, Sequence[Any]], None] | None = None
+        self.outbox: Any = None  # an outbox.Outbox once attached: what waits there
         self.closing = False  # close() has begun: the exporter's own shutdown is no outage
         self.closed = False  # nothing is sent any more
         self._lock = threading.Lock()
 
-    def sent(self, kind: str, acknowledged: int) -> None:
-        """The host acknowledged ``acknowledged`` items of ``kind``."""
+    def sent(self, kind: str, acknowledged: int, items: Sequence[Any] = ()) -> None:
+        """The host acknowledged ``acknowledged`` items of ``kind`` (``items``: which, if known)."""
         _THREAD.reason = None
         with self._lock:
             self.acknowledged[kind] += acknowledged
         self.monitor.succeeded()
+        hook = self.on_acknowledged
+        if hook is not None:
+            hook(kind, items)
 
     def refused(self, kind: str, items: Sequence[Any], reason: str | None) -> None:
         """A batch the host did not acknowledge, for ``reason`` (None: unknown)."""
@@ -157,16 +164,18 @@ class CloseReport:
     scores_delivered: int = 0
     trace_log_lines: int = 0
     message: str = ""
+    observations_in_outbox: int = 0  # this run's, kept on disk to be sent again
+    scores_in_outbox: int = 0
 
     @property
     def observations_lost(self) -> int:
-        """Observations not acknowledged by the host (failed or still queued)."""
-        return max(0, self.observations - self.observations_delivered)
+        """Observations neither acknowledged by the host nor kept in the outbox."""
+        return max(0, self.observations - self.observations_delivered - self.observations_in_outbox)
 
     @property
     def scores_lost(self) -> int:
-        """Scores not acknowledged by the host (failed or still queued)."""
-        return max(0, self.scores - self.scores_delivered)
+        """Scores neither acknowledged by the host nor kept in the outbox."""
+        return max(0, self.scores - self.scores_delivered - self.scores_in_outbox)
 
     def __str__(self) -> str:
         return self.message
@@ -187,6 +196,10 @@ def close_report(counts: dict, delivery: Delivery | None, host: str, trace_log: 
     report.observations_delivered = delivery.acknowledged[SPANS]
     report.observations_failed = delivery.unacknowledged[SPANS]
     report.scores_delivered = delivery.acknowledged[SCORES]
+    outbox = delivery.outbox
+    if outbox is not None:
+        waiting = outbox.waiting(ours=True)
+        report.observations_in_outbox, report.scores_in_outbox = waiting[SPANS], waiting[SCORES]
     monitor = delivery.monitor
     if completed and not monitor.failing:
         head = "Langfuse: delivered"
@@ -198,6 +211,8 @@ def close_report(counts: dict, delivery: Delivery | None, host: str, trace_log: 
     report.message = (
         f"{head} {report.observations_delivered}/{report.observations} observations and "
         f"{report.scores_delivered}/{report.scores} scores acknowledged by {host}")
+    note = outbox.exit_note() if outbox is not None else ""
+    report.message += f"; {note}" if note else ""
     if report.observations_lost or report.scores_lost:
         report.message += (f"; up to {report.observations_lost} observations and "
                            f"{report.scores_lost} scores may be lost")
@@ -314,7 +329,7 @@ class CountingTransport:
         if 200 <= response.status_code < 300:
             response.read()  # small: what the host said about each score
             rejected = min(len(items), _rejected(response))
-            self.delivery.sent(SCORES, len(items) - rejected)
+            self.delivery.sent(SCORES, len(items) - rejected, items)
         else:
             self.delivery.refused(SCORES, items, http_reason(response.status_code))
         return response

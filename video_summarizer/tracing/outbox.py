@@ -1,0 +1,562 @@
+"""What Langfuse did not acknowledge, kept on disk and sent again with the same ids.
+
+``Outbox.attach(delivery, ...)`` sets ``Delivery.on_unacknowledged``: every span batch the
+exporter could not deliver is kept as the OTLP protobuf it was (encoded with the OTLP
+exporter's own ``encode_spans``: same trace and span ids), every score batch as the JSON
+bodies the SDK sent (each with its score ``id``; on SDK 4 the ``score-create`` event and its
+event id). One batch is one file in ``DIR/<host+public key fingerprint>/``::
+
+    <time_ns>-<pid>-<seq>.<spans|scores>.<count>.batch   # a JSON header line, then the body
+
+written to a temporary name, fsynced and renamed into place (a kill leaves a whole file or
+none). A file leaves the outbox only after Langfuse answered 2xx for it (the unlink is then
+fsynced), or when the host rejects it for good (a 4xx other than 401/403/408/429: sending
+it again would be rejected again), or when the outbox is over its size and the oldest
+files are dropped (counted, said once). The header holds no secret: the Authorization
+header is rebuilt from the keys of whoever sends.
+
+Sending again: a background thread tries when Langfuse acknowledges a live batch again and
+every ``retry_s`` (doubling to ``max_retry_s``) while the outbox holds files; at the start of
+a run with keys (earlier runs' files); at close (when the host answered last); and from
+``real_time_summarizer.py --send-outbox``. One sender at a time per folder (``flock``).
+
+Nothing twice: a file whose first send landed but whose answer did not (a timeout after
+the host processed it) is sent again; Langfuse keeps one observation per span id and one
+score per score id (a repeated id updates the same row), so it is kept once. The SDK
+retries a failed score batch itself (three tries): each failed try reaches the hook, so the
+ids of batches already kept are remembered (a bounded window) and not kept twice, and a
+score file of this run is sent only once the SDK's retries are over (``settle_s``) and not
+at all when a later try of it was acknowledged.
+"""
+from __future__ import annotations
+
+import base64
+import fcntl
+import gzip
+import json
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from hashlib import sha256
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from video_summarizer.tracing.delivery import INGESTION_PATH, SCORES, SCORES_PATH, SPANS
+
+log = logging.getLogger(__name__)
+
+TRACES_PATH = "/api/public/otel/v1/traces"
+DEFAULT_MAX_MB = 500.0
+SUFFIX = ".batch"
+_TMP = ".tmp-"
+_RECENT_IDS = 20_000  # ids remembered for the SDK's retries: seconds of batches, not a day
+_NOUN = {SPANS: "observations", SCORES: "scores"}
+
+
+def default_outbox_dir() -> Path:
+    """($XDG_CACHE_HOME or ~/.cache)/real-time-summarizer/outbox."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "real-time-summarizer" / "outbox"
+
+
+def fingerprint(host: str, public_key: str) -> str:
+    """The folder name of one Langfuse project on one host (no key in clear)."""
+    return sha256(f"{host.rstrip('/')}\n{public_key}".encode()).hexdigest()[:16]
+
+
+def basic_auth(public_key: str, secret_key: str) -> str:
+    """The Authorization header value Langfuse's public API takes."""
+    return "Basic " + base64.b64encode(f"{public_key}:{secret_key}".encode()).decode("ascii")
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    """"12 observations and 30 scores"."""
+    return f"{counts.get(SPANS, 0)} observations and {counts.get(SCORES, 0)} scores"
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def score_id(item: dict) -> str | None:
+    """A score item's score id (SDK 5: the score itself; SDK 4: the score-create event's body)."""
+    body = item.get("body") if isinstance(item.get("body"), dict) else item
+    return body.get("id")
+
+
+def encode_batch(kind: str, items: Sequence[Any]) -> tuple[list[str], str, dict, bytes]:
+    """(ids, endpoint path, non-secret headers, body) of what to keep for a refused batch."""
+    if kind == SPANS:
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+        ids = [format(span.context.span_id, "016x") for span in items]
+        body = gzip.compress(encode_spans(items).SerializeToString())
+        return ids, TRACES_PATH, {"Content-Type": "application/x-protobuf",
+                                  "Content-Encoding": "gzip"}, body
+    items = [item for item in items if isinstance(item, dict)]
+    ids = [str(score_id(item)) for item in items]
+    if any(item.get("type") == "score-create" for item in items):  # SDK 4's ingestion events
+        return ids, INGESTION_PATH, {"Content-Type": "application/json"}, \
+            json.dumps({"batch": items}).encode()
+    return ids, SCORES_PATH, {"Content-Type": "application/json"}, json.dumps(items).encode()
+
+
+@dataclass
+class Batch:
+    """One kept batch: its file, what it holds, and how to send it."""
+
+    path: Path
+    kind: str
+    ids: list[str]
+    endpoint: str
+    headers: dict
+    body: bytes
+    run: str = ""
+
+
+def read_batch(path: Path) -> Batch:
+    """A batch file as written by ``Outbox.keep`` (ValueError/OSError when it is not one)."""
+    data = path.read_bytes()
+    head, sep, body = data.partition(b"\n")
+    meta = json.loads(head)
+    if not sep or meta.get("kind") not in (SPANS, SCORES):
+        raise ValueError(f"{path.name} is not an outbox batch")
+    return Batch(path, meta["kind"], list(meta["ids"]), meta["endpoint"], dict(meta["headers"]),
+                 body, meta.get("run", ""))
+
+
+@dataclass
+class _Entry:
+    kind: str
+    count: int
+    size: int
+    folder: str
+
+
+@dataclass
+class SendResult:
+    """What one send of the outbox did."""
+
+    sent: dict = field(default_factory=lambda: {SPANS: 0, SCORES: 0})
+    rejected: dict = field(default_factory=lambda: {SPANS: 0, SCORES: 0})
+    stopped: str | None = None  # why it stopped before the end (the host's answer), or None
+    busy: bool = False  # another process was sending this folder
+
+
+class Outbox:
+    """An on-disk outbox of one folder; see the module docstring."""
+
+    def __init__(self, root: str | os.PathLike, max_mb: float = DEFAULT_MAX_MB, *,
+                 timeout_s: float = 5.0, retry_s: float = 30.0, max_retry_s: float = 300.0,
+                 settle_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.root = Path(root)
+        self.max_bytes = int(max_mb * 1024 * 1024) if max_mb and max_mb > 0 else 0
+        self.timeout_s = float(timeout_s)
+        self.retry_s, self.max_retry_s = float(retry_s), float(max_retry_s)
+        # The SDK's retries of a score batch: three tries of timeout_s each, ~3 s of backoff.
+        self.settle_s = 3 * self.timeout_s + 5.0 if settle_s is None else float(settle_s)
+        self._clock = clock
+        self.run = f"{os.getpid()}-{time.time_ns()}"
+        self.folder: Path | None = None  # this project's folder, once attached / sending
+        self._auth: str | None = None
+        self.delivery: Any = None
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._index: OrderedDict[str, _Entry] = OrderedDict()  # file path -> entry, oldest first
+        self._size = 0
+        self._ours: dict[str, float] = {}  # this run's files: path -> clock time kept
+        self._recent_kept: OrderedDict[str, None] = OrderedDict()
+        self._recent_acked: OrderedDict[str, None] = OrderedDict()
+        self._seq = 0
+        self.kept = {SPANS: 0, SCORES: 0}  # this run's items written
+        self.resent = {SPANS: 0, SCORES: 0}  # this run's items sent from the outbox
+        self.resent_earlier = {SPANS: 0, SCORES: 0}  # earlier runs' items sent now
+        self.dropped = {SPANS: 0, SCORES: 0}  # over the size bound, or rejected for good
+        self.write_failures = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._scanned = False
+
+    # -- the index ------------------------------------------------------------------------
+    def scan(self) -> None:
+        """Index the files on disk (every project's folder: they share the size bound)."""
+        entries = []
+        for path in self.root.glob(f"*/*{SUFFIX}"):
+            parts = path.name[:-len(SUFFIX)].split(".")
+            try:
+                kind, count = parts[1], int(parts[2])
+                size = path.stat().st_size
+            except (IndexError, ValueError, OSError):
+                continue
+            if kind in (SPANS, SCORES):
+                entries.append((path.name, str(path), _Entry(kind, count, size, path.parent.name)))
+        for path in self.root.glob(f"*/{_TMP}*"):  # a write cut short by a kill; not one in progress
+            try:
+                if time.time() - path.stat().st_mtime > 60:
+                    path.unlink()
+            except OSError:
+                pass
+        with self._lock:
+            self._index.clear()
+            for _name, path, entry in sorted(entries):
+                self._index[path] = entry
+            self._size = sum(e.size for e in self._index.values())
+            self._scanned = True
+
+    def waiting(self, folder: str | None = None, *, ours: bool = False) -> dict[str, int]:
+        """Items on disk (of one project's folder; of this run's files only)."""
+        name = folder if folder is not None else (self.folder.name if self.folder else None)
+        counts = {SPANS: 0, SCORES: 0}
+        with self._lock:
+            for path, entry in self._index.items():
+                if (name is None or entry.folder == name) and (not ours or path in self._ours):
+                    counts[entry.kind] += entry.count
+        return counts
+
+    def _forget(self, path: str) -> _Entry | None:
+        with self._lock:
+            entry = self._index.pop(path, None)
+            self._ours.pop(path, None)
+            if entry is not None:
+                self._size -= entry.size
+        return entry
+
+    @staticmethod
+    def _remember(ids: OrderedDict, values: Sequence[str]) -> None:
+        for value in values:
+            ids[value] = None
+            ids.move_to_end(value)
+        while len(ids) > _RECENT_IDS:
+            ids.popitem(last=False)
+
+    # -- the hooks the Delivery calls -------------------------------------------------------
+    def attach(self, delivery: Any, host: str, public_key: str, headers: dict) -> None:
+        """Keep what ``delivery`` reports unacknowledged; send it to host in the background."""
+        self.delivery = delivery
+        self.host = host.rstrip("/")
+        self.folder = self.root / fingerprint(self.host, public_key)
+        self._auth = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
+        self._extra_headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+        if not self._scanned:
+            self.scan()
+        delivery.outbox = self
+        delivery.on_unacknowledged = self.keep
+        delivery.on_acknowledged = self.acknowledged
+        where = str(self.folder).replace("{", "{{").replace("}", "}}")
+        templates = delivery.monitor.templates
+        templates["failing"] += f"; what it does not acknowledge waits in the outbox {where}"
+        templates["back"] += "; sending the outbox"
+        self._thread = threading.Thread(target=self._loop, name="langfuse-outbox", daemon=True)
+        self._thread.start()
+
+    def keep(self, kind: str, items: Sequence[Any]) -> None:
+        """Write one refused batch (the Delivery's on_unacknowledged hook); never raises."""
+        if self.folder is None or not items:
+            return
+        try:
+            ids, endpoint, headers, body = encode_batch(kind, items)
+            with self._lock:
+                if ids and all(i in self._recent_kept for i in ids):
+                    return  # a retry of a batch already kept
+                self._remember(self._recent_kept, ids)
+                self._seq += 1
+                name = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}.{kind}.{len(ids)}{SUFFIX}"
+            if kind == SPANS:
+                headers = {**self._extra_headers, **headers}
+            meta = {"kind": kind, "ids": ids, "endpoint": endpoint, "headers": headers,
+                    "run": self.run}
+            path = self._write(name, json.dumps(meta).encode() + b"\n" + body)
+        except Exception as exc:  # the hook runs in the SDK's threads: it must not raise there
+            self.write_failures += 1
+            if self.write_failures == 1:
+                log.warning("Langfuse outbox %s: cannot keep a batch (%s); counting further "
+                            "failures", self.root, exc)
+            return
+        with self._lock:
+            self._index[str(path)] = _Entry(kind, len(ids), path.stat().st_size, self.folder.name)
+            self._ours[str(path)] = self._clock()
+            self._size += self._index[str(path)].size
+            self.kept[kind] += len(ids)
+        self._bound()
+
+    def _write(self, name: str, data: bytes) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp, final = self.folder / f"{_TMP}{name}", self.folder / name
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(self.folder)  # the rename survives a power cut
+        return final
+
+    def _bound(self) -> None:
+        while self.max_bytes:
+            with self._lock:
+                if self._size <= self.max_bytes or len(self._index) <= 1:
+                    return
+                path, entry = next(iter(self._index.items()))
+            self._unlink(path)
+            if self._forget(path) is not None:
+                first = not any(self.dropped.values())
+                self.dropped[entry.kind] += entry.count
+                if first:
+                    log.warning("Langfuse outbox %s is over its %.0f MB: dropping the oldest "
+                                "batches (counted in the exit line; --langfuse-outbox-max-mb)",
+                                self.root, self.max_bytes / 1024 / 1024)
+
+    def acknowledged(self, kind: str, items: Sequence[Any]) -> None:
+        """The host acknowledged a live batch (on_acknowledged): remember score ids, wake the sender."""
+        if kind == SCORES and items:
+            ids = [str(score_id(i)) for i in items if isinstance(i, dict)]
+            with self._lock:
+                self._remember(self._recent_acked, ids)
+        if self._index:
+            self._wake.set()
+
+    # -- sending ----------------------------------------------------------------------------
+    def send(self, host: str, auth: str, *, deadline_s: float | None = None,
+             settled_only: bool = False) -> SendResult:
+        """Send this folder's files, oldest first, until one fails or the deadline passes."""
+        import httpx
+
+        result = SendResult()
+        if self.folder is None or not self.folder.is_dir():
+            return result
+        end = None if deadline_s is None else self._clock() + deadline_s
+        with self._send_lock, open(self.folder / ".lock", "a") as lock:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                result.busy = True
+                return result
+            with self._lock:
+                paths = [p for p, e in self._index.items() if e.folder == self.folder.name]
+            with httpx.Client(timeout=self.timeout_s) as client:
+                for path in paths:
+                    left = None if end is None else end - self._clock()
+                    if left is not None and left <= 0.05:
+                        result.stopped = "out of time"
+                        break
+                    stopped = self._send_one(client, host, auth, path, result, left, settled_only)
+                    if stopped:
+                        result.stopped = stopped
+                        break
+        return result
+
+    def _send_one(self, client: Any, host: str, auth: str, path: str, result: SendResult,
+                  left: float | None, settled_only: bool) -> str | None:
+        import httpx
+
+        kept_at = self._ours.get(path)
+        if settled_only and kept_at is not None and self._index.get(path, _Entry(SPANS, 0, 0, "")).kind == SCORES \
+                and self._clock() - kept_at < self.settle_s:
+            return None  # the SDK may still be retrying this batch itself
+        try:
+            batch = read_batch(Path(path))
+        except FileNotFoundError:
+            self._forget(path)
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("Langfuse outbox: %s cannot be read (%s); left where it is", path, exc)
+            self._forget(path)
+            return None
+        ours = batch.run == self.run
+        if ours and batch.kind == SCORES:
+            with self._lock:
+                acked = all(i in self._recent_acked for i in batch.ids)
+            if acked:  # a later try of the SDK's own delivered it
+                self._remove(path)
+                return None
+        timeout = self.timeout_s if left is None else max(0.1, min(self.timeout_s, left))
+        try:
+            response = client.post(host + batch.endpoint, content=batch.body, timeout=timeout,
+                                   headers={**batch.headers, "Authorization": auth})
+        except httpx.HTTPError as exc:
+            from video_summarizer.tracing.delivery import short_reason
+
+            return short_reason(f"{type(exc).__name__}: {exc}")
+        status = response.status_code
+        if 200 <= status < 300:
+            self._remove(path)
+            counts = self.resent if ours else self.resent_earlier
+            with self._lock:
+                counts[batch.kind] += len(batch.ids)
+            result.sent[batch.kind] += len(batch.ids)
+            if ours and self.delivery is not None:
+                self.delivery.sent(batch.kind, len(batch.ids))
+            return None
+        if 400 <= status < 500 and status not in (401, 403, 408, 429):
+            log.warning("Langfuse outbox: %s rejected a batch of %d %s for good (HTTP %d); "
+                        "removed", host, len(batch.ids), _NOUN[batch.kind], status)
+            self._remove(path)
+            self.dropped[batch.kind] += len(batch.ids)
+            result.rejected[batch.kind] += len(batch.ids)
+            return None
+        from video_summarizer.tracing.delivery import http_reason
+
+        return http_reason(status)
+
+    def _remove(self, path: str) -> None:
+        self._unlink(path)
+        self._forget(path)
+
+    def _unlink(self, path: str) -> None:
+        try:
+            os.unlink(path)
+            _fsync_dir(Path(path).parent)  # gone for good: not sent again after a power cut
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.debug("outbox: cannot remove %s: %s", path, exc)
+
+    def _loop(self) -> None:
+        wait = 0.0  # earlier runs' files: try at once
+        while not self._stop.is_set():
+            self._wake.wait(wait)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            if not any(self.waiting().values()) or self._auth is None:
+                wait = self.retry_s
+                continue
+            try:
+                result = self.send(self.host, self._auth, settled_only=True)
+            except Exception as exc:  # a background sender never crashes the run
+                log.debug("outbox: send failed: %s", exc)
+                result = SendResult(stopped=str(exc))
+            wait = min(self.max_retry_s, max(self.retry_s, wait * 2)) if result.stopped \
+                else self.retry_s
+            self._stop.wait(1.0)  # at most one sweep a second, however busy the live traffic
+
+    def close(self, deadline_s: float, host_answers: bool) -> None:
+        """Stop the background sender; with time left and the host answering, send what is left."""
+        started = self._clock()
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(max(0.0, min(deadline_s, 2.0)))
+        left = deadline_s - (self._clock() - started)
+        if host_answers and self._auth is not None and left > 0.1 and any(self.waiting().values()):
+            try:
+                self.send(self.host, self._auth, deadline_s=left)
+            except Exception as exc:  # exit goes on: the files stay for the next run
+                log.debug("outbox: final send failed: %s", exc)
+
+    # -- what the report says -----------------------------------------------------------------
+    def progress(self) -> str:
+        """For the outage lines: how much waits in the outbox."""
+        return f"{counts_text(self.waiting())} wait in the outbox {self.folder}"
+
+    def exit_note(self) -> str:
+        """For the exit line: what waits, what was sent from the outbox, what was dropped."""
+        notes = []
+        ours, total = self.waiting(ours=True), self.waiting()
+        if any(total.values()):
+            earlier = {k: total[k] - ours[k] for k in total}
+            extra = f" (and {counts_text(earlier)} of earlier runs)" if any(earlier.values()) else ""
+            notes.append(f"{counts_text(ours)}{extra} wait in the outbox {self.folder} (sent when "
+                         "Langfuse answers: the next run with keys, or --send-outbox)")
+        if any(self.resent.values()):
+            notes.append(f"{counts_text(self.resent)} of them sent from the outbox after the outage")
+        if any(self.resent_earlier.values()):
+            notes.append(f"{counts_text(self.resent_earlier)} of earlier runs sent from the outbox")
+        if any(self.dropped.values()):
+            notes.append(f"{counts_text(self.dropped)} dropped from the outbox (over "
+                         "--langfuse-outbox-max-mb, or rejected by the host)")
+        return "; ".join(notes)
+
+
+def send_outbox_command(root: str | os.PathLike, *, host: str, public_key: str,
+                        secret_key: str, timeout_s: float = 10.0) -> int:
+    """``--send-outbox``: send what the outbox holds for these keys; 0 all sent, 1 some left."""
+    host = host.rstrip("/")
+    outbox = Outbox(root, 0, timeout_s=timeout_s)
+    if outbox.root.is_dir():
+        outbox.scan()
+    outbox.folder = outbox.root / fingerprint(host, public_key)
+    before, everything = outbox.waiting(), outbox.waiting(folder=None)
+    others = {k: everything[k] - before[k] for k in before}
+    other_note = (f"; {counts_text(others)} kept for other Langfuse keys or hosts stay there"
+                  if any(others.values()) else "")
+    if not any(before.values()):
+        log.info("Langfuse outbox %s: nothing to send to %s%s", outbox.folder, host, other_note)
+        return 0
+    result = outbox.send(host, basic_auth(public_key, secret_key))
+    left = outbox.waiting()
+    if result.busy:
+        log.warning("Langfuse outbox %s: another process is sending it now; %s wait",
+                    outbox.folder, counts_text(left))
+        return 1
+    rejected = (f", {counts_text(result.rejected)} rejected by the host for good"
+                if any(result.rejected.values()) else "")
+    line = (f"Langfuse outbox {outbox.folder}: sent {counts_text(result.sent)} to {host}"
+            f"{rejected}; ")
+    if any(left.values()):
+        log.warning("%s%s left (%s)%s", line, counts_text(left), result.stopped, other_note)
+        return 1
+    log.info("%snothing left%s", line, other_note)
+    return 0
+
+
+DEFAULT_HOST = "https://cloud.langfuse.com"  # = langfuse_tracker.DEFAULT_HOST (the SDK's)
+
+
+def _env_host() -> str:
+    return (os.environ.get("LANGFUSE_BASE_URL") or os.environ.get("LANGFUSE_HOST")
+            or DEFAULT_HOST).rstrip("/")
+
+
+def _env_timeout(default: float) -> float:
+    try:
+        value = float(os.environ.get("LANGFUSE_TIMEOUT") or default)
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+def check_outbox_dir(path: str | os.PathLike) -> None:
+    """Raise InputError naming --langfuse-outbox when the folder cannot be made or written."""
+    from video_summarizer.errors import InputError
+
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f"{_TMP}probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"cannot write the outbox folder {folder}: {exc.strerror or exc} "
+                         "(another DIR, or off)", option="--langfuse-outbox") from None
+
+
+def outbox_for(opts: Any, has_keys: bool) -> Outbox | None:
+    """The run's outbox from --langfuse-outbox / --langfuse-outbox-max-mb (None: off or no keys)."""
+    folder = opts.resolved_outbox
+    if folder is None or not has_keys:
+        return None
+    return Outbox(folder, opts.langfuse_outbox_max_mb, timeout_s=_env_timeout(5.0))
+
+
+def send_outbox_from_options(opts: Any) -> int:
+    """--send-outbox: keys and host from the environment; 0 all sent, 1 some left."""
+    from video_summarizer.errors import InputError
+
+    public_key = os.environ.get("LANGFUSE_PUBLIC_KEY")
+    secret_key = os.environ.get("LANGFUSE_SECRET_KEY")
+    if not (public_key and secret_key):
+        raise InputError("needs LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY (the project the outbox "
+                         "is for; source setup_langfuse.sh)", option="--send-outbox")
+    folder = opts.resolved_outbox
+    if folder is None:
+        raise InputError("--langfuse-outbox is off: there is no outbox to send", option="--send-outbox")
+    return send_outbox_command(folder, host=_env_host(), public_key=public_key,
+                               secret_key=secret_key, timeout_s=_env_timeout(10.0))

@@ -376,10 +376,10 @@ class LangfuseTracker:
     """Langfuse tracing for the summarizer, a no-op without keys; see the module docstring."""
 
     def __init__(self, *, public_key: str | None = None, secret_key: str | None = None,
-                 base_url: str | None = None, trace_log: str | os.PathLike | None = None,
+                 base_url: str | None = None, trace_log: str | os.PathLike | TraceLog | None = None,
                  flush_at: int | None = None, timeout_s: float | None = None,
                  latency_worst_ms: float = 5000.0,
-                 delivery_report_s: float = DEFAULT_REPORT_EVERY_S) -> None:
+                 delivery_report_s: float = DEFAULT_REPORT_EVERY_S, outbox: Any = None) -> None:
         self.latency_worst_ms = float(latency_worst_ms)
         self.delivery_report_s = float(delivery_report_s)
         self.host = (base_url or os.environ.get("LANGFUSE_BASE_URL")
@@ -402,8 +402,9 @@ class LangfuseTracker:
         self._delivery: Delivery | None = None  # built with the SDK client
         self._close_report: CloseReport | None = None
         self._sdk: Any = None
+        self._outbox = outbox  # a tracing.outbox.Outbox: keeps what the host refused, sends it again
         self._provider: Any = None
-        self.trace_log = TraceLog(trace_log) if trace_log else None
+        self.trace_log = trace_log if isinstance(trace_log, TraceLog) else TraceLog(trace_log) if trace_log else None
         self.client = _ClientProxy(self)
 
         reason = self._disabled_reason(secret)
@@ -485,10 +486,12 @@ class LangfuseTracker:
                 and span.instrumentation_scope.name == TRACER_SCOPE))
 
     def _progress(self) -> str:
+        if self._outbox is not None:
+            self._outbox.attach(self._delivery, self.host, self.public_key, headers)
         counts, delivery = self.counts, self._delivery
         return (f"{delivery.acknowledged[SPANS]}/{counts['traces'] + counts['observations']} "
                 f"observations and {delivery.acknowledged[SCORES]}/{counts['scores']} scores "
-                "acknowledged so far")
+                "acknowledged so far" + (f"; {self._outbox.progress()}" if self._outbox else ""))
 
     def _parent(self, trace_id: str | None) -> tuple[str | None, str | None, Any, dict | None]:
         """(parent observation id, trace id, OTel context to enter or None, trace_context)."""
@@ -739,6 +742,9 @@ class LangfuseTracker:
         log.log(logging.WARNING if lost else logging.INFO, "%s", report.message)
         return report
 
+            if self._outbox is not None:  # sends what it holds if time is left and the host answers
+                self._outbox.close(deadline_s - (time.monotonic() - started),
+                                   completed and not self._delivery.monitor.failing)
     def _shutdown_sdk(self) -> None:
         self._sdk.shutdown()
         self._provider.shutdown()  # the SDK flushes our provider but does not shut it down

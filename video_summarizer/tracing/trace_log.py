@@ -82,12 +82,17 @@ def observation_times(start_ns: int | None, end_ns: int | None) -> dict:
 class TraceLog:
     """Thread-safe JSON Lines appender, flushed per line (see the module docstring)."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, max_bytes: int = 0) -> None:
         self.path = os.fspath(path)
         folder = os.path.dirname(self.path)
         if folder:
             os.makedirs(folder, exist_ok=True)
-        self._fh = open(self.path, "a", encoding="utf-8")
+        if max_bytes:  # --trace-log-max-mb: PATH rotated to PATH.1 ... PATH.5
+            from video_summarizer.rotation import RotatingLines
+
+            self._fh: Any = RotatingLines(self.path, max_bytes)
+        else:
+            self._fh = open(self.path, "a", encoding="utf-8")
         self._lock = threading.Lock()
         self.lines = 0
         self.failures = 0

@@ -209,6 +209,14 @@ def _opt(*names: str, envvar: str, **kw: Any):
       help="Seconds allowed for sending the last traces to Langfuse at exit.")
 @_opt("--display", envvar="SUMMARIZER_DISPLAY", is_flag=True,
       help="Show a window with the frame, caption, summary and faces (q or Esc quits).")
+@_opt("--metrics-port", envvar="SUMMARIZER_METRICS_PORT", type=click.IntRange(1, 65535), default=None,
+      metavar="PORT",
+      help="Serve Prometheus metrics at /metrics, a health check at /healthz (200 while frames arrive "
+           "and captions succeed, else 503 with why) and a page to watch the run at / on this port. "
+           "Off by default.")
+@_opt("--metrics-host", envvar="SUMMARIZER_METRICS_HOST", default="127.0.0.1", show_default=True,
+      help="Address the --metrics-port server listens on; 0.0.0.0 for every interface (no "
+           "authentication: the page shows the frames and who is in them).")
 @_opt("--json", "as_json", envvar="SUMMARIZER_JSON", is_flag=True, help="Print the final summary as JSON.")
 @_opt("--debug", envvar="SUMMARIZER_DEBUG", is_flag=True, help="Verbose logs and tracebacks.")
 def main(**params: Any) -> None:
@@ -330,6 +338,11 @@ def _run(opts: RunOptions) -> int:
 
         events = EventWriter(opts.events)
         stack.callback(events.close)
+        watch = None
+        if opts.metrics_port is not None:  # bound now: a port in use is said before any model loads
+            from video_summarizer.watch import start_watch
+
+            watch = start_watch(opts, events, stack)
         stop = StopSignal()
         if opts.ray is not None:
             from video_summarizer.distributed import RayRun
@@ -337,7 +350,9 @@ def _run(opts: RunOptions) -> int:
             # Workers import this module and build their stages with the same function.
             run = RayRun(opts, STAGES_FACTORY, events, stop, outdir)
         else:
-            run = Run(opts, lambda: _build_stages(opts, stack, events), events, stop, outdir, batch=batch)
+            build = lambda: _build_stages(opts, stack, events)  # noqa: E731
+            run = Run(opts, (lambda: watch.attach(build())) if watch else build, events, stop, outdir,
+                      batch=batch)
         first = None if batch else run.open(inputs[0])  # a bad single source: exit 2 before models load
         if first is not None:
             stack.callback(first.close)  # closed here too when the models fail to load

@@ -53,6 +53,8 @@ class RunOptions:
     shutdown_timeout: float = 10.0
     flush_timeout: float = 5.0
     display: bool = False
+    metrics_port: int | None = None  # /metrics, /healthz and the watch page; None: off
+    metrics_host: str = "127.0.0.1"
     as_json: bool = False
     debug: bool = False
 

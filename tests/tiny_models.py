@@ -281,3 +281,57 @@ def install_in_hub_cache(folder: str | Path, repo_id: str, hf_home: str | Path,
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text(commit)
     return snapshot
+
+
+# Words the index and search tests caption with, so the tiny BERT's tokenizer knows them whole.
+BERT_CORPUS = _CORPUS + [
+    "A man at a podium speaks to the crowd.", "Biden waves from the stage.", "Obama shakes hands.",
+    "A red car drives past the window.", "A dog sleeps on the sofa.", "A kitchen with a kettle boiling.",
+    "The crowd applauds loudly.", "Snow falls on an empty parking lot.",
+]
+BERT_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def build_tiny_bert(path: str | Path, *, hidden_size: int = 32, num_layers: int = 2, vocab_size: int = 300,
+                    seed: int = 0) -> Path:
+    """Save a tiny random BERT as a sentence-transformers folder (Transformer, mean Pooling, Normalize) in path.
+
+    Laid out like sentence-transformers/all-MiniLM-L6-v2 (modules.json, config.json, weights,
+    a WordPiece tokenizer trained offline by `tokenizers`, 1_Pooling/, 2_Normalize/), so
+    SentenceTransformer(path) loads it with no hub. Random weights: equal texts get equal vectors,
+    nothing more can be assumed of their meaning.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path = Path(path)
+    bert_dir = path / "_bert"
+    bert_dir.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(BERT_CORPUS * 4, trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=BERT_SPECIAL_TOKENS, show_progress=False))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tokenizer = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
+                                  cls_token="[CLS]", mask_token="[MASK]", model_max_length=128)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
+                        num_attention_heads=2, intermediate_size=hidden_size * 2, max_position_embeddings=128,
+                        pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(bert_dir)
+    tokenizer.save_pretrained(bert_dir)
+    transformer = Transformer(str(bert_dir), max_seq_length=128)
+    model = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean"),
+                                         Normalize()], device="cpu")
+    model.save(str(path))
+    import shutil
+
+    shutil.rmtree(bert_dir)
+    return path

@@ -10,7 +10,10 @@ It listens on 127.0.0.1 and understands the endpoints the SDK uses:
 - ``GET /api/public/projects``: what ``auth_check()`` asks for;
 - ``GET /api/public/v2/prompts/{name}?label=|version=``: answered from the prompts the test
   gives (``prompts=[text_prompt(...)]`` or ``add_prompt``), 404 for an unknown name or label;
-  ``prompt_requests()`` lists what was asked, ``prompt_delay_s`` slows the answers down.
+  ``prompt_requests()`` lists what was asked, ``prompt_delay_s`` slows the answers down;
+- media (create, upload URL, upload, patch), datasets (create, get, items) and dataset run
+  items: ``srv.data`` (tests/fake_langfuse_datasets.py): ``uploads``, ``media_links()``,
+  ``item_creates``, ``dataset_items(name)``, ``run_items(srv.spans)``.
 
 Modes: ``"ok"`` answers like Langfuse, ``"401"`` rejects every request, ``"500"`` fails every
 request, ``"refuse"`` is a port with nothing listening (connection refused) and ``"hang"``
@@ -46,6 +49,8 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.fake_langfuse_datasets import DatasetState
 
 MODES = ("ok", "refuse", "hang", "401", "500", "503")
 TRACES_PATH = "/api/public/otel/v1/traces"
@@ -142,6 +147,8 @@ class FakeLangfuseServer:
         self.auth_failures = 0
         self.prompts: list[dict] = list(prompts or [])  # versions served by the prompt API
         self.prompt_delay_s = 0.0  # set to make the prompt API slow (a struggling host)
+        # Media uploads, datasets and dataset runs (tests/fake_langfuse_datasets.py).
+        self.data = DatasetState()
         self.span_receipts: Counter[str] = Counter()  # span id -> times received
         self.score_receipts: Counter[str] = Counter()  # score id -> times received
         self.reply_delay_s = 0.0  # spans and scores: recorded, then answered this late
@@ -347,6 +354,8 @@ def _handler_for(server: FakeLangfuseServer) -> type[BaseHTTPRequestHandler]:
             return False
 
         def do_GET(self) -> None:
+            if server.data.handle(server, self, "GET"):  # media and datasets (fake_langfuse_datasets)
+                return
             if self._refused():
                 return
             if self.path.split("?")[0] == PROJECTS_PATH:
@@ -387,8 +396,18 @@ def _handler_for(server: FakeLangfuseServer) -> type[BaseHTTPRequestHandler]:
             else:
                 self._reply(200, json.dumps(found).encode())
 
+        def do_PUT(self) -> None:  # a media upload to the URL the fake handed out
+            if not server.data.handle(server, self, "PUT", self._body()):
+                self._reply(404, b'{"message":"not found"}')
+
+        def do_PATCH(self) -> None:  # a media upload's status
+            if not server.data.handle(server, self, "PATCH", self._body()):
+                self._reply(404, b'{"message":"not found"}')
+
         def do_POST(self) -> None:
             body = self._body()
+            if server.data.handle(server, self, "POST", body):  # media and datasets
+                return
             if self._refused():
                 return
             path = self.path.split("?")[0]

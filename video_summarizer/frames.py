@@ -69,6 +69,29 @@ def to_pil(frame_bgr: np.ndarray, max_side: int | None = None) -> Any:
     return Image.fromarray(to_rgb(frame_bgr, max_side))
 
 
+def to_jpeg_bytes(frame_bgr: np.ndarray, max_side: int | None, quality: int) -> bytes:
+    """The frame downscaled to max_side (never up) as JPEG bytes (traced frames, dataset items)."""
+    import cv2  # lazy: OpenCV is heavy
+
+    frame = checked(frame_bgr)
+    if frame.ndim == 3 and frame.shape[2] == 4:
+        frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+    ok, buf = cv2.imencode(".jpg", downscale(frame, max_side), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("OpenCV could not encode the frame as JPEG")
+    return buf.tobytes()
+
+
+def from_jpeg_bytes(data: bytes) -> np.ndarray:
+    """A BGR frame decoded from JPEG (or PNG) bytes; ValueError when they are not an image."""
+    import cv2  # lazy: OpenCV is heavy
+
+    frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if frame is None:
+        raise ValueError("not a JPEG or PNG image")
+    return frame
+
+
 def to_jpeg_data_url(frame_bgr: np.ndarray, max_side: int, quality: int) -> JpegImage:
     """The frame downscaled to max_side (never up) and encoded as a base64 JPEG data URL.
 

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from video_summarizer import scores
 from video_summarizer.citations import CitableCaption, GroundedSummary, ground_summary
+from video_summarizer.frames import to_jpeg_bytes
 from video_summarizer.outages import OutageMonitor
 from video_summarizer.outputs import EventWriter, SummaryDocument
 from video_summarizer.privacy import blur_faces
@@ -83,6 +84,9 @@ class Stages:
     events: EventWriter
     blur_faces: bool = False  # blur every detected face in the frame sent to the VLM
     prompts: Any | None = None  # prompts.PromptSource; None: the models' built-in prompts
+    # --trace-frames: (longest side, JPEG quality) of the frame put on each vlm_caption
+    # generation as Langfuse media, as the model got it (blurred); None: no pixels traced.
+    trace_frames: tuple[int, int] | None = None
     # Called after each caption with (image as the caption model received it, the caption event's
     # fields, the face matches): the dataset writer, the watch page. Events go to events' listeners.
     frame_observers: list[Callable[[Any, dict, list], None]] = field(default_factory=list)
@@ -102,6 +106,7 @@ class _Job:
     image: Any
     summary_due: bool
     earlier: list[Future] = field(default_factory=list)
+    caption_input: dict = field(default_factory=dict)  # prompt, model, version: for frame observers
 
 
 @dataclass
@@ -307,12 +312,16 @@ class SourceRun:
             # Names were found on the original; the model gets them as text, the faces blurred.
             image, blurred = blur_faces(job.image, [m.box for m in matches])
             privacy = {"blur_faces": True, "faces_blurred": blurred}
+        traced = self.stages.trace_frames
+        job.caption_input = {"prompt": prompt, "model": model_name(vlm), "source_spec": getattr(
+            self.source, "spec", None), "prompt_version": managed.version if managed else None}
         with tracker.create_span(trace_id, "vlm_caption", metadata={"faces": names, **privacy}):
             with tracker.start_generation(
                 trace_id=trace_id, name="vlm_caption", model=model_name(vlm), input=prompt,
                 metadata={"faces_detected": len(names), "frame_index": job.frame_index, **privacy,
                           **_prompt_metadata(managed)},
                 prompt=managed.client if managed else None,
+                image_jpeg=to_jpeg_bytes(image, *traced) if traced else None,  # after the blur
             ) as gen:
                 result = vlm.generate_caption(image, prompt)
                 _record_generation(gen, result, {"api_time_ms": round(result.api_time, 1),
@@ -357,9 +366,10 @@ class SourceRun:
                 oldest = min(self._caption_events)
                 del self._caption_events[oldest], self._citable[oldest]
         events.emit("caption", **record)
+        observed = {**record, **job.caption_input}  # the event's fields plus what the model was asked
         for observe in self.stages.frame_observers:
             try:
-                observe(job.image if sent is None else sent, record, matches)
+                observe(job.image if sent is None else sent, observed, matches)
             except Exception:  # an observer never stops the loop; counted, said once
                 self.counters.observer_errors += 1
                 if self.counters.observer_errors == 1:

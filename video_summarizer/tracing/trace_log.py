@@ -15,7 +15,9 @@ Fields:
   ``level`` (``DEFAULT`` or ``ERROR``), ``status_message``, ``metadata``; generations add
   ``model``, ``completion_start_time`` (null when no token came), ``ttft_ms``
   (= completion_start_time - start, as Langfuse computes it), ``usage``, ``legacy``,
-  ``prompt_name`` / ``prompt_version`` (the managed prompt it is linked to, else null);
+  ``prompt_name`` / ``prompt_version`` (the managed prompt it is linked to, else null),
+  ``frame`` (``{"bytes", "sha256"}`` of the JPEG the model got with --trace-frames, never
+  its pixels; null otherwise);
 - score: ``id`` (the id Langfuse receives), ``observation_id`` (null for a trace score),
   ``target`` (``trace`` | ``observation``), ``value``, ``data_type`` (NUMERIC | BOOLEAN |
   CATEGORICAL), ``comment``, ``timestamp``.
@@ -67,6 +69,13 @@ def datetime_to_ns(value: datetime) -> int:
     """An aware datetime as epoch nanoseconds, exactly (no float rounding)."""
     delta = value - EPOCH
     return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+def frame_digest(jpeg: bytes) -> dict:
+    """What the trace log keeps of a traced frame: its size and SHA-256, never its pixels."""
+    import hashlib
+
+    return {"bytes": len(jpeg), "sha256": hashlib.sha256(jpeg).hexdigest()}
 
 
 def observation_times(start_ns: int | None, end_ns: int | None) -> dict:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 KEPT_CAPTIONS = 30  # per source, newest first on the page
 CHART_WINDOW_S = 3600.0
 CHART_POINTS = 3600  # a bound even for a caption a second
+_STAMP = re.compile(r"\[\d+:\d\d(?:\s*-\s*\d+:\d\d)?\]")  # [mm:ss] or [mm:ss-mm:ss], as summaries cite
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/watch.js": ("watch.js", "text/javascript; charset=utf-8"),
           "/watch.css": ("watch.css", "text/css; charset=utf-8")}
@@ -173,10 +175,15 @@ def _caption_json(page: _SourcePage, c: dict) -> dict:
 def _summary_json(page: _SourcePage, s: dict | None) -> dict | None:
     if s is None:
         return None
-    sentences = [{"text": sent.get("text", ""),
-                  "cites": [{"frame": c.get("frame"), "at": _when(page, c.get("video_time"))}
-                            for c in sent.get("cites", [])]}
-                 for sent in s.get("sentences") or []]
+    sentences = []
+    for sent in s.get("sentences") or []:
+        cites: dict[str, dict] = {}  # one link per time cited: to the first caption at that time
+        for c in sent.get("cites", []):
+            at = _when(page, c.get("video_time"))
+            cites.setdefault(at, {"frame": c.get("frame"), "at": at})
+        # The stamps become links to the captions: the text goes without them.
+        text = " ".join(_STAMP.sub("", sent.get("text", "")).split()).replace(" .", ".")
+        sentences.append({"text": text, "cites": list(cites.values())})
     return {"text": s.get("text"), "time": s.get("time"), "final": s.get("final"),
             "window": [_when(page, t) for t in s.get("window") or []], "sentences": sentences}
 

@@ -25,11 +25,15 @@ function chart(series) {
     "VLM latency": series.vlm.map(p => [p[0], p[2]]),
     "LLM latency": series.llm.map(p => [p[0], p[2]]),
   };
-  let top = 1;
-  for (const pts of Object.values(lines)) for (const p of pts) if (p[1] !== null) top = Math.max(top, p[1]);
+  // x: seconds before now, over the span the points cover (a minute at least, an hour at most)
+  let top = 1, span = 60;
+  for (const pts of Object.values(lines)) for (const p of pts) {
+    if (p[1] !== null) top = Math.max(top, p[1]);
+    span = Math.min(3600, Math.max(span, -p[0]));
+  }
   for (const [name, pts] of Object.entries(lines)) {
     const xy = pts.filter(p => p[1] !== null).map(p =>
-      ((p[0] + 3600) / 3600 * (W - 2 * PAD) + PAD).toFixed(1) + "," +
+      ((p[0] + span) / span * (W - 2 * PAD) + PAD).toFixed(1) + "," +
       (H - PAD - p[1] / top * (H - 2 * PAD)).toFixed(1));
     if (!xy.length) continue;
     const line = document.createElementNS(NS, "polyline");
@@ -41,7 +45,7 @@ function chart(series) {
     svg.appendChild(line);
   }
   const box = el("div", "chartbox");
-  const legend = el("div", "legend", "Last hour, up to " + Math.round(top) + " ms: ");
+  const legend = el("div", "legend", "Last " + Math.round(span / 60) + " min, up to " + Math.round(top) + " ms: ");
   for (const [name, colour] of Object.entries(COLOURS)) {
     const s = el("span", null, "— " + name);
     s.style.color = colour;

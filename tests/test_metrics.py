@@ -21,7 +21,8 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.cli_runner import CLI, CliRun, cli_env, numbered_reply, read_events
+from tests.cli_runner import CLI, TEST_PUBLIC_KEY, TEST_SECRET_KEY, CliRun, cli_env, numbered_reply, read_events
+from tests.fake_langfuse import FakeLangfuseServer
 from tests.fake_openai import FakeOpenAIServer
 
 SUMMARY = "A frame counter climbs on a coloured screen [00:00][00:02]."
@@ -122,9 +123,10 @@ def watched_run(tmp_path_factory, clips):
     scrapes: list[tuple[float, dict]] = []
     healths: list[tuple[int, str]] = []
     with FakeOpenAIServer(reply_fn=numbered_reply, first_chunk_delay=0.4) as vlm, \
-            FakeOpenAIServer(reply=SUMMARY, models=("mistral-test",), first_chunk_delay=1.5) as llm:
+            FakeOpenAIServer(reply=SUMMARY, models=("mistral-test",), first_chunk_delay=1.5) as llm, \
+            FakeLangfuseServer(public_key=TEST_PUBLIC_KEY, secret_key=TEST_SECRET_KEY) as lf:
         vlm.fail_next(status=400, n=2)  # the first two frames' captions fail: failures by kind
-        with LiveRun(run_args(vlm, llm, source, port, tmp), cli_env(tmp), tmp) as run:
+        with LiveRun(run_args(vlm, llm, source, port, tmp), cli_env(tmp, langfuse_url=lf.base_url), tmp) as run:
             deadline = time.monotonic() + 240
             while run.running() and time.monotonic() < deadline:
                 got = get(port, "/metrics")
@@ -189,8 +191,24 @@ def test_model_metrics_agree_with_the_printed_model_statistics(watched_run):
     assert seen in (llm_ok - 1, llm_ok), (seen, llm_ok)
     assert value(last, "summarizer_llm_ttft_seconds_bucket", model="mistral-test", le="1.0") == 0
     assert value(last, "summarizer_outage", stage="vlm") == 0  # captions work again after the two 400s
-    assert value(last, "summarizer_langfuse_traces_total") >= ok  # read from tracker.stats()
     assert value(last, "summarizer_healthy") == 1
+
+
+def test_langfuse_delivery_metrics_never_pass_what_the_exit_line_says_was_acknowledged(watched_run):
+    m = re.search(r"Langfuse acknowledged (\d+)/(\d+) observations and (\d+)/(\d+) scores", watched_run.result.stderr)
+    assert m, watched_run.result.stderr
+    spans, scores = int(m.group(1)), int(m.group(3))
+    assert spans > 0 and scores > 0
+    for name, final in (("summarizer_langfuse_spans_delivered_total", spans),
+                        ("summarizer_langfuse_scores_delivered_total", scores)):
+        # (absent until the stages are built: the tracker does not exist before)
+        seen = [v for v in (value(s, name) for s in watched_run.scrapes) if v is not None]
+        assert len(seen) >= 5 and seen == sorted(seen) and seen[-1] <= final, (name, seen[-3:], final)
+    # what was traced is counted as it happens: at the last scrape every frame's trace was there
+    last = watched_run.scrapes[-1]
+    # one trace per selected frame, then the final summary's (the last scrape may come before or after it)
+    assert value(last, "summarizer_langfuse_traces_total") in (8, 9)
+    assert value(last, "summarizer_langfuse_delivery_outages_total") == 0
 
 
 def test_healthz_is_200_with_the_source_while_frames_arrive(watched_run):

@@ -144,7 +144,7 @@ class PageState:
                 if st is not None:
                     models[key] = {"model": getattr(part, "model", key), **st.as_dict()}
         tracker = getattr(stages, "tracker", None)
-        return {"now": now, "health": {"ok": health.ok, "reason": health.reason},
+        return {"now": now, "health": {"ok": health.ok, "reason": health.reason, "sources": health.sources},
                 "sources": out, "models": models,
                 "langfuse": tracker.stats() if tracker is not None else None}
 

@@ -139,7 +139,9 @@ function modelRows(state) {
     const lf = state.langfuse, tr = el("tr");
     tr.append(el("th", null, "Langfuse"), el("td", null, lf.traces + " traces, " + lf.spans_delivered +
       " spans and " + lf.scores_delivered + " scores acknowledged" +
-      ("outbox_items" in lf ? ", " + lf.outbox_items + " in the outbox" : "")));
+      // whatever the tracker says waits in its outbox, under the names it gives
+      Object.entries(lf).filter(([k, v]) => k.startsWith("outbox") && typeof v === "number")
+        .map(([k, v]) => ", " + k.replace(/_/g, " ") + " " + v).join("")));
     t.appendChild(tr);
   }
 }

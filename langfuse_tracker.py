@@ -400,9 +400,9 @@ class LangfuseTracker:
         # remembered as long as something (its frame, a worker) still holds it.
         self._traces: weakref.WeakValueDictionary[str, TraceContext] = weakref.WeakValueDictionary()
         self._delivery: Delivery | None = None  # built with the SDK client
+        self._outbox = outbox  # a tracing.outbox.Outbox: keeps what the host refused, sends it again
         self._close_report: CloseReport | None = None
         self._sdk: Any = None
-        self._outbox = outbox  # a tracing.outbox.Outbox: keeps what the host refused, sends it again
         self._provider: Any = None
         self.trace_log = trace_log if isinstance(trace_log, TraceLog) else TraceLog(trace_log) if trace_log else None
         self.client = _ClientProxy(self)
@@ -484,10 +484,10 @@ class LangfuseTracker:
             should_export_span=lambda span: is_default_export_span(span) or (
                 span.instrumentation_scope is not None
                 and span.instrumentation_scope.name == TRACER_SCOPE))
-
-    def _progress(self) -> str:
         if self._outbox is not None:
             self._outbox.attach(self._delivery, self.host, self.public_key, headers)
+
+    def _progress(self) -> str:
         counts, delivery = self.counts, self._delivery
         return (f"{delivery.acknowledged[SPANS]}/{counts['traces'] + counts['observations']} "
                 f"observations and {delivery.acknowledged[SCORES]}/{counts['scores']} scores "
@@ -729,6 +729,9 @@ class LangfuseTracker:
             # Whatever is still in flight or queued now fails at once: nothing the SDK
             # still tries (its atexit flush included) can hold the exit up.
             self._delivery.close()
+            if self._outbox is not None:  # sends what it holds if time is left and the host answers
+                self._outbox.close(deadline_s - (time.monotonic() - started),
+                                   completed and not self._delivery.monitor.failing)
         if self.trace_log is not None:
             self.trace_log.close()
         report = close_report(self.counts, self._delivery, self.host, self.trace_log,
@@ -742,9 +745,6 @@ class LangfuseTracker:
         log.log(logging.WARNING if lost else logging.INFO, "%s", report.message)
         return report
 
-            if self._outbox is not None:  # sends what it holds if time is left and the host answers
-                self._outbox.close(deadline_s - (time.monotonic() - started),
-                                   completed and not self._delivery.monitor.failing)
     def _shutdown_sdk(self) -> None:
         self._sdk.shutdown()
         self._provider.shutdown()  # the SDK flushes our provider but does not shut it down

@@ -54,21 +54,29 @@ STAGE_INTERVAL = 1.0
 @pytest.fixture(scope="module")
 def stage_run(tmp_path_factory, clips, tiny_llm):
     """One full run on a generated clip (a figure crossing a room): every second of video,
-    summaries every 4 s, faces detected (no known faces), Langfuse on."""
+    summaries every 4 s, Langfuse on, faces detected with a known-faces folder that holds only a
+    corrupt and a faceless image (the fault case that needs no real face)."""
+    import cv2
+    import numpy as np
+
     tmp = tmp_path_factory.mktemp("stage")
+    faces = tmp / "faces"
+    faces.mkdir()
+    (faces / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    cv2.imwrite(str(faces / "landscape.png"), np.full((120, 160, 3), 90, np.uint8))
     clip = clips.figure_crossing()
     source = tmp / "stage.mp4"  # a plain name: the trace's user id and the summary's title
     shutil.copy(clip.path, source)
     with FakeLangfuseServer(public_key="pk-test-e2e", secret_key=TEST_SECRET_KEY) as lf, \
             FakeOpenAIServer(reply_fn=image_digest_reply, first_chunk_delay=0.05, chunk_delay=0.002) as vlm:
-        args = cli_args(vlm.base_url, tiny_llm, "--source", str(source),
+        args = cli_args(vlm.base_url, tiny_llm, "--source", str(source), "--known-faces", str(faces),
                         "--interval", str(STAGE_INTERVAL), "--min-change", "0", "--summary-interval", "4",
                         "--events", str(tmp / "events.jsonl"), "--trace-log", str(tmp / "trace.jsonl"),
                         "--summary-out", str(tmp / "summary.md"))
         run = run_cli(args, cli_env(tmp, langfuse_url=lf.base_url), timeout=300)
         assert run.returncode == 0, run.stderr
         lf.wait_for(n_spans=1, timeout=5)
-        yield {"run": run, "tmp": tmp, "lf": lf, "vlm_requests": vlm.requests, "clip": clip,
+        yield {"run": run, "tmp": tmp, "lf": lf, "faces": faces, "vlm_requests": vlm.requests, "clip": clip,
                "expected": selected_frames(clip.fps, clip.frame_count, STAGE_INTERVAL),
                "events": read_events(tmp / "events.jsonl")}
 
@@ -82,9 +90,16 @@ def test_one_caption_per_selected_frame(stage_run):
     assert sorted(frames) == expected, frames
     for c in captions:
         assert c["caption"].startswith("Scene ") and c["trace_id"] and c["ttft_ms"] >= 40
-        assert c["faces"] == []  # no known faces: nobody is named
+        assert c["faces"] == []  # no usable known face: nobody is named
         assert c["video_time"] == pytest.approx(clip.time_of(c["frame"]), abs=0.002)
     assert len(stage_run["vlm_requests"]) == len(expected)  # one request a frame, none retried
+
+
+def test_known_faces_of_only_corrupt_and_faceless_images_are_said_once(stage_run):
+    stderr = stage_run["run"].stderr
+    assert stderr.count("broken.jpg") == 1 and stderr.count("landscape.png") == 1, stderr
+    assert f"known-faces folder {stage_run['faces']} has no usable face images" in stderr, stderr
+    assert "Traceback" not in stderr
 
 
 def test_langfuse_gets_one_trace_per_frame_with_spans_generations_scores(stage_run):

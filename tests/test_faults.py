@@ -205,7 +205,13 @@ def test_langfuse_faults_do_not_stop_or_hang_the_run(tmp_path, short, tiny_llm, 
         assert len(failing) == 1 and f"({LANGFUSE_REASON[mode]}" in failing[0], out.stderr
     exit_lines = [line for line in out.stderr.splitlines() if line.startswith("Langfuse: ")
                   and " acknowledged by " in line]
-    assert len(exit_lines) == 1 and "may be lost" in exit_lines[0], out.stderr
+    assert len(exit_lines) == 1, out.stderr
+    # What the host did not take waits in the outbox (tests/test_outbox.py); a hanging host
+    # leaves some in the SDK's queue at the deadline: those may be lost.
+    if mode == "hang":
+        assert "may be lost" in exit_lines[0] or "wait in the outbox" in exit_lines[0], exit_lines
+    else:
+        assert "wait in the outbox" in exit_lines[0], exit_lines
 
 
 SDK_NOISE = ("Transient error", "API error", "Failed to export", "Error while fetching prompt",
@@ -271,30 +277,6 @@ def test_known_faces_with_corrupt_and_faceless_images(tmp_path, data_dir, short,
     assert out.returncode == 0, out.stderr
     assert out.stderr.count("broken.jpg") == 1 and out.stderr.count("landscape.png") == 1
     assert "known faces: 2 people" in out.stderr
-
-
-def test_known_faces_with_only_corrupt_and_faceless_images(tmp_path, short, tiny_llm):
-    """No usable face at all (generated files, no real photo): each bad file is named once, the run
-    goes on with every face unknown."""
-    import cv2
-    import numpy as np
-
-    faces = tmp_path / "faces"
-    faces.mkdir()
-    (faces / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    cv2.imwrite(str(faces / "landscape.png"), np.full((120, 160, 3), 90, np.uint8))
-    with FakeOpenAIServer(reply_fn=image_digest_reply) as srv:
-        args = cli_args(srv.base_url, tiny_llm, "--source", str(short.path), "--known-faces", str(faces),
-                        "--interval", "0.5", "--min-change", "0", "--events", str(tmp_path / "events.jsonl"),
-                        "--trace-log", str(tmp_path / "trace.jsonl"))
-        out = _run(tmp_path, args, cli_env(tmp_path))
-    out.check_common(deadline=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stderr.count("broken.jpg") == 1 and out.stderr.count("landscape.png") == 1, out.stderr
-    assert f"known-faces folder {faces} has no usable face images" in out.stderr, out.stderr
-    captions = out.of("caption")
-    assert sorted(c["frame"] for c in captions) == selected_frames(short.fps, short.frame_count, 0.5)
-    assert all(c["faces"] == [] for c in captions)
 
 
 # -- process ------------------------------------------------------------------------------------

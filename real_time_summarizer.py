@@ -207,6 +207,21 @@ def _opt(*names: str, envvar: str, **kw: Any):
       default=10.0, help="On SIGINT/SIGTERM: seconds to finish in-flight calls and the final summary.")
 @_opt("--flush-timeout", envvar="LANGFUSE_FLUSH_DEADLINE", type=click.FloatRange(min=0.0), default=5.0,
       help="Seconds allowed for sending the last traces to Langfuse at exit.")
+@_opt("--langfuse-outbox", envvar="LANGFUSE_OUTBOX", default=None, metavar="DIR|off",
+      help="Keep what Langfuse does not acknowledge (spans and scores, with their ids) in DIR and send it "
+           "again when Langfuse answers: during the run, at the next run with keys, or with --send-outbox "
+           "(Langfuse keeps each id once). Default: $XDG_CACHE_HOME (~/.cache)/real-time-summarizer/outbox; "
+           "off: keep nothing.")
+@_opt("--langfuse-outbox-max-mb", envvar="LANGFUSE_OUTBOX_MAX_MB", type=click.FloatRange(min=1.0), default=500.0,
+      show_default=True, help="Largest size of the outbox; past it the oldest batches are dropped (counted).")
+@_opt("--send-outbox", envvar="SUMMARIZER_SEND_OUTBOX", is_flag=True,
+      help="Send what the outbox holds for the Langfuse keys of the environment and exit: 0 all sent, 1 some "
+           "left (for cron). Needs no --source and loads no model.")
+@_opt("--trace-log-max-mb", envvar="SUMMARIZER_TRACE_LOG_MAX_MB", type=click.FloatRange(min=0.0), default=None,
+      help="Rotate --trace-log to PATH.1 ... PATH.5 when it reaches this size, at a line boundary "
+           "(trace_report.py PATH reads them all); 0: never. Default: 100 for live sources, unbounded for files.")
+@_opt("--events-max-mb", envvar="SUMMARIZER_EVENTS_MAX_MB", type=click.FloatRange(min=0.0), default=None,
+      help="Rotate --events PATH the same way; 0: never. Default: 100 for live sources, unbounded for files.")
 @_opt("--display", envvar="SUMMARIZER_DISPLAY", is_flag=True,
       help="Show a window with the frame, caption, summary and faces (q or Esc quits).")
 @_opt("--metrics-port", envvar="SUMMARIZER_METRICS_PORT", type=click.IntRange(1, 65535), default=None,
@@ -301,10 +316,18 @@ def _preflight(opts: RunOptions) -> None:
         check_output_file(trace_log, "--trace-log")
     if not opts.no_faces:
         check_known_faces(opts.known_faces)
+    if _has_langfuse_keys() and opts.resolved_outbox is not None:
+        from video_summarizer.tracing.outbox import check_outbox_dir
+
+        check_outbox_dir(opts.resolved_outbox)
 
 
 def _run(opts: RunOptions) -> int:
     _load_dotenv(Path(__file__).resolve().parent / ".env")
+    if opts.send_outbox:  # cron: no source, no model
+        from video_summarizer.tracing.outbox import send_outbox_from_options
+
+        return EXIT_OK if send_outbox_from_options(opts) == 0 else EXIT_SOME_FAILED
     if not opts.sources:
         raise InputError("give at least one --source (cam0, a video file, '-' for stdin, a folder)",
                          option="--source")
@@ -336,7 +359,7 @@ def _run(opts: RunOptions) -> int:
             return EXIT_OK
         from video_summarizer.outputs import EventWriter
 
-        events = EventWriter(opts.events)
+        events = EventWriter(opts.events, opts.log_max_bytes(opts.events_max_mb))
         stack.callback(events.close)
         watch = None
         if opts.metrics_port is not None:  # bound now: a port in use is said before any model loads
@@ -388,7 +411,11 @@ def _build_stages(opts: RunOptions, stack: ExitStack, events: Any):
     stack.callback(summarizer.close)
 
     trace_log = opts.resolved_trace_log(_has_langfuse_keys())
-    tracker = LangfuseTracker(trace_log=trace_log)
+    from video_summarizer.tracing.outbox import outbox_for
+    from video_summarizer.tracing.trace_log import TraceLog
+
+    tracker = LangfuseTracker(trace_log=trace_log and TraceLog(trace_log, opts.log_max_bytes(opts.trace_log_max_mb)),
+                              outbox=outbox_for(opts, _has_langfuse_keys()))
     stack.callback(_close_tracker, tracker, opts.flush_timeout)
     if trace_log:
         log.info("Trace log: %s (python trace_report.py %s)", trace_log, trace_log)

@@ -52,6 +52,11 @@ class RunOptions:
     prompt_cache_ttl: float = 300.0
     shutdown_timeout: float = 10.0
     flush_timeout: float = 5.0
+    langfuse_outbox: str | None = None  # what Langfuse did not take; None: the cache folder's, "off"
+    langfuse_outbox_max_mb: float = 500.0
+    send_outbox: bool = False  # send the outbox and exit (cron)
+    trace_log_max_mb: float | None = None  # None: 100 for live sources, unbounded for files
+    events_max_mb: float | None = None
     display: bool = False
     metrics_port: int | None = None  # /metrics, /healthz and the watch page; None: off
     metrics_host: str = "127.0.0.1"
@@ -98,6 +103,30 @@ class RunOptions:
         # A file being read mostly waits for a caption slot; two per CPU keep the decoders ahead
         # (measured: 0.85 of the server's time busy with one per CPU, 0.90 with two, 2 cores).
         return max(1, min(self.resolved_max_inflight, 2 * (os.cpu_count() or 1)))
+
+    @property
+    def any_live(self) -> bool:
+        """True when a source is live (--live, a camera or a stream): its logs run for weeks."""
+        from video_summarizer.source_specs import kind_of
+
+        if self.live is not None:
+            return self.live
+        return any(kind_of(spec) in ("camera", "stream") for spec in self.sources)
+
+    def log_max_bytes(self, max_mb: float | None) -> int:
+        """--trace-log-max-mb / --events-max-mb in bytes: given, else 100 MB when live; 0 = unbounded."""
+        from video_summarizer.rotation import max_bytes_of
+
+        return max_bytes_of(max_mb if max_mb is not None else (100.0 if self.any_live else 0.0))
+
+    @property
+    def resolved_outbox(self) -> Path | None:
+        """--langfuse-outbox, else the cache folder's; None for "off"."""
+        from video_summarizer.tracing.outbox import default_outbox_dir
+
+        if self.langfuse_outbox is not None and self.langfuse_outbox.strip().lower() in ("off", "none", ""):
+            return None
+        return Path(self.langfuse_outbox) if self.langfuse_outbox else default_outbox_dir()
 
     def resolved_trace_log(self, has_keys: bool) -> str | None:
         """--trace-log, or traces.jsonl (in --output-dir in batch mode) when Langfuse has no keys."""

@@ -1,0 +1,247 @@
+"""The Langfuse outbox: nothing lost and nothing twice across an outage, a kill and a restart.
+
+Against the fake Langfuse receiver (tests/fake_langfuse.py) switched between 503 and 200,
+with the real SDK (5 in .venv, 4 in .venv-sdk4) and the real CLI. "Kept" is what Langfuse
+keeps: one observation per span id, one score per score id (``kept_*_ids``); ``*_receipts``
+count every arrival by id, so "received once" is checked too where nothing can land twice.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from langfuse_tracker import LangfuseTracker
+from tests.cli_runner import (
+    CLI,
+    TEST_PUBLIC_KEY,
+    TEST_SECRET_KEY,
+    cli_args,
+    cli_env,
+    image_digest_reply,
+    run_cli,
+)
+from tests.fake_langfuse import FakeLangfuseServer, decode_otlp, wait_until
+from tests.fake_openai import FakeOpenAIServer
+from tests.tiny_models import build_tiny_mistral
+from video_summarizer.tracing.outbox import SUFFIX, Outbox, basic_auth, fingerprint, read_batch
+
+SK = "sk-lf-outbox-DO-NOT-LEAK"
+FAST_SDK = {"LANGFUSE_FLUSH_AT": "5", "LANGFUSE_FLUSH_INTERVAL": "0.2", "LANGFUSE_TIMEOUT": "1"}
+
+
+@pytest.fixture(scope="module")
+def tiny_llm(tmp_path_factory) -> Path:
+    return build_tiny_mistral(tmp_path_factory.mktemp("tiny-mistral"))
+
+
+def _ids(trace_log: Path | list[Path]) -> tuple[set[str], set[str]]:
+    """(span ids, score ids) the trace log records: root spans, spans, generations; scores."""
+    spans, scores = set(), set()
+    for path in trace_log if isinstance(trace_log, list) else [trace_log]:
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            if row["type"] == "score":
+                scores.add(row["id"])
+            else:
+                spans.add(row["observation_id"] if row["type"] == "trace" else row["id"])
+    return spans, scores
+
+
+def _outbox_files(root: Path) -> list[Path]:
+    return sorted(root.glob(f"*/*{SUFFIX}"))
+
+
+def _trace_frames(tracker: LangfuseTracker, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        with tracker.create_trace("frame_processing", user_id="cam0", session_id="s1") as trace:
+            with tracker.start_generation(trace.id, "vlm_caption", model="qwen3", input="Describe.") as gen:
+                gen.update(output=f"caption {i}", usage={"input": 3, "output": 4})
+            tracker.log_score(trace.id, "vlm_success", 1.0, observation_id=gen.id)
+            tracker.log_score(trace.id, "overall_quality", 0.5, score_trace=True)
+
+
+def _pk(tmp_path: Path) -> str:
+    """A public key of this test's own: the SDK keeps one client per key and process."""
+    return f"pk-lf-{tmp_path.name}"
+
+
+def _tracker(srv: FakeLangfuseServer, tmp_path: Path, outbox: Outbox) -> LangfuseTracker:
+    return LangfuseTracker(public_key=_pk(tmp_path), secret_key=SK, base_url=srv.base_url,
+                           trace_log=tmp_path / "traces.jsonl", flush_at=5, timeout_s=1.0,
+                           outbox=outbox)
+
+
+def _check_every_id_kept_once(srv: FakeLangfuseServer, trace_log: Path, *, received_once: bool) -> None:
+    spans, scores = _ids(trace_log)
+    assert spans and scores
+    assert srv.kept_span_ids() == spans, (len(srv.kept_span_ids()), len(spans))
+    assert srv.kept_score_ids() == scores, (len(srv.kept_score_ids()), len(scores))
+    if received_once:
+        assert max(srv.span_receipts.values()) == 1 and max(srv.score_receipts.values()) == 1
+
+
+# -- in the run ---------------------------------------------------------------------------------
+
+def test_an_outage_is_resent_in_the_run_once_langfuse_answers(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    with FakeLangfuseServer("503", public_key=_pk(tmp_path), secret_key=SK) as srv:
+        outbox = Outbox(tmp_path / "outbox", timeout_s=1.0, retry_s=0.5, settle_s=2.0)
+        tracker = _tracker(srv, tmp_path, outbox)
+        _trace_frames(tracker, 10)
+        assert wait_until(lambda: outbox.waiting()["spans"] >= 20 and outbox.waiting()["scores"] >= 15,
+                          timeout=30), outbox.waiting()
+        kept_files = _outbox_files(tmp_path / "outbox")
+        assert kept_files and all(f.parent.name == fingerprint(srv.base_url, _pk(tmp_path)) for f in kept_files)
+        assert not any(SK in f.read_bytes().decode("latin-1") for f in kept_files)  # no secret on disk
+        srv.mode = "ok"
+        _trace_frames(tracker, 3, start=10)  # the host answers again: the outbox follows
+        assert wait_until(lambda: not any(outbox.waiting().values()), timeout=30), outbox.waiting()
+        report = tracker.close(deadline_s=5.0)
+    assert report.observations == report.observations_delivered == 26
+    assert report.scores == report.scores_delivered == 26
+    assert report.observations_lost == report.scores_lost == 0
+    assert "of them sent from the outbox after the outage" in report.message
+    assert "may be lost" not in report.message
+    assert _outbox_files(tmp_path / "outbox") == []
+    _check_every_id_kept_once(srv, tmp_path / "traces.jsonl", received_once=True)
+    failing = [r.getMessage() for r in caplog.records if "cannot send to" in r.getMessage()]
+    assert len(failing) == 1 and "waits in the outbox" in failing[0], failing
+
+
+def test_a_batch_that_landed_but_was_not_answered_is_kept_once(tmp_path):
+    """The first send lands, its answer comes too late: sent again, and Langfuse keeps it once."""
+    with FakeLangfuseServer("503", public_key=_pk(tmp_path), secret_key=SK) as srv:
+        outbox = Outbox(tmp_path / "outbox", timeout_s=1.0, retry_s=3600, settle_s=0.0)
+        tracker = _tracker(srv, tmp_path, outbox)
+        _trace_frames(tracker, 4)
+        report = tracker.close(deadline_s=5.0)  # host still failing: nothing sent at close
+        held = outbox.waiting()
+        assert held == {"spans": 8, "scores": 8} and report.observations_lost == report.scores_lost == 0
+        assert "8 observations and 8 scores wait in the outbox" in report.message
+        srv.mode, srv.reply_delay_s = "ok", 1.5
+        late = outbox.send(srv.base_url, basic_auth(_pk(tmp_path), SK), deadline_s=30)
+        assert late.stopped == "timed out" and outbox.waiting() == held  # kept: no answer came
+        srv.reply_delay_s = 0.0
+        assert wait_until(lambda: len(srv.span_receipts) + len(srv.score_receipts) >= 1)
+        done = outbox.send(srv.base_url, basic_auth(_pk(tmp_path), SK), deadline_s=30)
+    assert done.stopped is None and not any(outbox.waiting().values())
+    _check_every_id_kept_once(srv, tmp_path / "traces.jsonl", received_once=False)
+    twice = [i for i, n in {**srv.span_receipts, **srv.score_receipts}.items() if n == 2]
+    assert twice and all(n <= 2 for n in srv.span_receipts.values())  # the late batch, and only it
+
+
+def test_the_outbox_is_bounded_and_says_what_it_dropped(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    with FakeLangfuseServer("503", public_key=_pk(tmp_path), secret_key=SK) as srv:
+        outbox = Outbox(tmp_path / "outbox", max_mb=0.004, timeout_s=1.0, retry_s=3600)  # ~4 KB
+        tracker = _tracker(srv, tmp_path, outbox)
+        _trace_frames(tracker, 30)
+        report = tracker.close(deadline_s=8.0)
+    size = sum(f.stat().st_size for f in _outbox_files(tmp_path / "outbox"))
+    biggest = max(f.stat().st_size for f in _outbox_files(tmp_path / "outbox"))
+    assert size <= 0.004 * 1024 * 1024 + biggest
+    assert outbox.dropped["spans"] + outbox.dropped["scores"] > 0
+    said = [r.getMessage() for r in caplog.records if "dropping the oldest" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "dropped from the outbox" in report.message and "may be lost" in report.message
+    # Lost: what was dropped, and what the SDK still held when the flush deadline passed.
+    lost = report.observations_lost + report.scores_lost
+    dropped = outbox.dropped["spans"] + outbox.dropped["scores"]
+    assert lost == dropped if report.completed else lost >= dropped, (lost, dropped)
+
+
+# -- the CLI ------------------------------------------------------------------------------------
+
+def _cli(vlm_url: str, llm: Path, tmp: Path, source: str, *more: str) -> list[str]:
+    return cli_args(vlm_url, llm, "--source", source, "--no-faces", "--interval", "0.25",
+                    "--min-change", "0", "--trace-log", str(tmp / "trace.jsonl"),
+                    "--langfuse-outbox", str(tmp / "outbox"), "--flush-timeout", "3", *more)
+
+
+def _send_outbox(tmp: Path, langfuse_url: str, *more: str):
+    return run_cli([sys.executable, CLI, "--send-outbox",
+                    "--langfuse-outbox", str(tmp / "outbox"), *more],
+                   cli_env(tmp, langfuse_url=langfuse_url), timeout=60)
+
+
+def test_a_run_with_langfuse_down_leaves_an_outbox_that_send_outbox_empties(tmp_path, clips, tiny_llm):
+    clip = clips.still_noisy(seconds=1.25, fps=20.0)
+    with FakeLangfuseServer("503", public_key=TEST_PUBLIC_KEY, secret_key=TEST_SECRET_KEY) as lf, \
+            FakeOpenAIServer(reply_fn=image_digest_reply) as vlm:
+        t0 = time.monotonic()
+        run = run_cli(_cli(vlm.base_url, tiny_llm, tmp_path, str(clip.path)),
+                      cli_env(tmp_path, langfuse_url=lf.base_url, **FAST_SDK))
+        took = time.monotonic() - t0
+        assert run.returncode == 0, run.stderr
+        assert took < 60
+        exit_lines = [line for line in run.stderr.splitlines() if " acknowledged by " in line]
+        assert len(exit_lines) == 1 and "wait in the outbox" in exit_lines[0], run.stderr
+        assert "may be lost" not in exit_lines[0]
+        assert lf.span_receipts == {} and lf.score_receipts == {}
+        spans, scores = _ids(tmp_path / "trace.jsonl")
+        assert f"{len(spans)} observations and {len(scores)} scores wait in the outbox" in exit_lines[0]
+
+        still_down = _send_outbox(tmp_path, lf.base_url)
+        assert still_down.returncode == 1, still_down.stderr
+        assert f"{len(spans)} observations and {len(scores)} scores left (HTTP 503)" in still_down.stderr
+
+        lf.mode = "ok"
+        sent = _send_outbox(tmp_path, lf.base_url)
+        assert sent.returncode == 0, sent.stderr
+        assert f"sent {len(spans)} observations and {len(scores)} scores" in sent.stderr
+        assert "nothing left" in sent.stderr and TEST_SECRET_KEY not in sent.stderr + run.stderr
+        _check_every_id_kept_once(lf, tmp_path / "trace.jsonl", received_once=True)
+        again = _send_outbox(tmp_path, lf.base_url)
+        assert again.returncode == 0 and "nothing to send" in again.stderr, again.stderr
+        assert sum(lf.span_receipts.values()) == len(spans)  # nothing sent a second time
+
+
+def test_a_run_killed_mid_outage_loses_nothing_it_kept(tmp_path, clips, tiny_llm):
+    clip = clips.still_noisy(seconds=8.0, fps=20.0)  # 32 frames at 0.25 s, 0.2 s a caption
+    with FakeLangfuseServer("503", public_key=TEST_PUBLIC_KEY, secret_key=TEST_SECRET_KEY) as lf, \
+            FakeOpenAIServer(reply_fn=image_digest_reply, first_chunk_delay=0.2) as vlm:
+        proc = subprocess.Popen(_cli(vlm.base_url, tiny_llm, tmp_path, str(clip.path)),
+                                env=cli_env(tmp_path, langfuse_url=lf.base_url, **FAST_SDK),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            assert wait_until(lambda: len(_outbox_files(tmp_path / "outbox")) >= 4, timeout=90)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        files = _outbox_files(tmp_path / "outbox")
+        held_spans, held_scores = set(), set()
+        for path in files:  # read as a test: the header's ids are the body's ids
+            batch = read_batch(path)
+            if batch.kind == "spans":
+                decoded = {s["span_id"] for s in decode_otlp(gzip.decompress(batch.body))}
+                assert decoded == set(batch.ids)
+                held_spans |= decoded
+            else:
+                held_scores |= set(batch.ids)
+        assert held_spans and held_scores
+        logged_spans, logged_scores = _ids(tmp_path / "trace.jsonl")
+        assert held_spans <= logged_spans and held_scores <= logged_scores
+
+        lf.mode = "ok"
+        sent = _send_outbox(tmp_path, lf.base_url)
+    assert sent.returncode == 0, sent.stderr
+    assert lf.kept_span_ids() == held_spans and lf.kept_score_ids() == held_scores
+    assert set(lf.span_receipts.values()) == {1} and set(lf.score_receipts.values()) == {1}
+    assert _outbox_files(tmp_path / "outbox") == []
+
+
+def test_send_outbox_needs_keys(tmp_path):
+    proc = run_cli([sys.executable, CLI, "--send-outbox",
+                    "--langfuse-outbox", str(tmp_path / "outbox")], cli_env(tmp_path), timeout=30)
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(errors) == 1 and errors[0].startswith("Error: --send-outbox:"), \
+        proc.stderr

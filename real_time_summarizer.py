@@ -188,6 +188,29 @@ def _opt(*names: str, envvar: str, **kw: Any):
 @_opt("--ray", envvar="RAY_ADDRESS", default=None, is_flag=False, flag_value="auto", metavar="[ADDRESS]",
       help="Batch: send the inputs to the Ray cluster at ADDRESS (alone: the one this machine is in; "
            "'local': a private one for this run). --output-dir must be a folder every node sees.")
+@_opt("--index", envvar="SUMMARIZER_INDEX", default=None, metavar="DIR",
+      help="Put every caption and summary into this LanceDB folder (or db://NAME: LanceDB Cloud, key from "
+           "LANCEDB_API_KEY), embedded for --search and --ask; a re-run over a file replaces its moments. "
+           "Off unless given. For --search/--ask: the index to read (default: LANCEDB_URI).")
+@_opt("--embed-model", envvar="SUMMARIZER_EMBED_MODEL", default="sentence-transformers/all-MiniLM-L6-v2",
+      show_default=True, help="sentence-transformers model (hub id or folder) that embeds what --index "
+                              "writes and what --search looks for; the same one for both.")
+@_opt("--search", envvar="SUMMARIZER_SEARCH", default=None, metavar="TEXT",
+      help="Print the moments of --index that best match TEXT (meaning and exact words), best first: "
+           "source, [mm:ss] or wall time, caption, faces, score, trace id. Reads no source.")
+@_opt("--ask", envvar="SUMMARIZER_ASK", default=None, metavar="QUESTION",
+      help="Answer QUESTION with the summary model from the best moments of --index, citing them as "
+           "[source mm:ss] (invalid citations removed); traced as video_question.")
+@_opt("--faces", envvar="SUMMARIZER_FACES", multiple=True, metavar="NAME",
+      help="--search/--ask: only moments showing NAME (repeat: all of them).")
+@_opt("--source-filter", envvar="SUMMARIZER_SOURCE_FILTER", default=None, metavar="GLOB",
+      help="--search/--ask: only moments of sources matching GLOB (* and ?), by label or path.")
+@_opt("--since", envvar="SUMMARIZER_SINCE", default=None, metavar="T",
+      help="--search/--ask: only moments from T on: a video time (90, 01:30) for files, or a date and "
+           "time (2026-12-01T09:00, UTC unless a zone is given) for live sources.")
+@_opt("--until", envvar="SUMMARIZER_UNTIL", default=None, metavar="T", help="--search/--ask: only moments up to T.")
+@_opt("--limit", envvar="SUMMARIZER_LIMIT", type=click.IntRange(1, 1000), default=10, show_default=True,
+      help="--search/--ask: moments returned (given to the model for --ask).")
 @_opt("--events", envvar="SUMMARIZER_EVENTS", default=None, metavar="PATH|-",
       help="Write caption/summary/error/stats events as JSON lines ('-' = stdout).")
 @_opt("--summary-out", envvar="SUMMARIZER_SUMMARY_OUT", default=None, metavar="FILE",
@@ -328,6 +351,8 @@ def _run(opts: RunOptions) -> int:
         from video_summarizer.tracing.outbox import send_outbox_from_options
 
         return EXIT_OK if send_outbox_from_options(opts) == 0 else EXIT_SOME_FAILED
+    if opts.search is not None or opts.ask is not None:  # read the index: no source, no caption model
+        return _query(opts)
     if not opts.sources:
         raise InputError("give at least one --source (cam0, a video file, '-' for stdin, a folder)",
                          option="--source")
@@ -379,6 +404,12 @@ def _run(opts: RunOptions) -> int:
         first = None if batch else run.open(inputs[0])  # a bad single source: exit 2 before models load
         if first is not None:
             stack.callback(first.close)  # closed here too when the models fail to load
+        if opts.index is not None:  # the embedding model loads here, before the caption model
+            from video_summarizer.index import open_indexer
+
+            indexer = open_indexer(opts, inputs)
+            stack.callback(indexer.close)
+            events.add_listener(indexer.listen)
         stop.install()
         result = run.run_all(inputs, first)
         result.skipped = skipped
@@ -390,6 +421,26 @@ def _run(opts: RunOptions) -> int:
     if stop.signum is not None:
         return EXIT_SIGNAL.get(stop.signum, 1)
     return EXIT_SOME_FAILED if result.failed else EXIT_OK
+
+
+def _query(opts: RunOptions) -> int:
+    """--search or --ask over the index; --ask gets the summary model and the tracker built here."""
+    if opts.ask is None:
+        from video_summarizer.index import search_command
+
+        return search_command(opts, sys.stdout)
+    from langfuse_tracker import LangfuseTracker
+    from llm_summarizer import LLMSummarizer
+    from video_summarizer.ask import ask_command
+
+    def summarizer() -> Any:
+        return LLMSummarizer(opts.llm_model, device=opts.llm_device, base_url=opts.llm_base_url,
+                             api_key=opts.llm_api_key)
+
+    def tracker() -> Any:
+        return LangfuseTracker(trace_log=opts.resolved_trace_log(_has_langfuse_keys()))
+
+    return ask_command(opts, summarizer, tracker, sys.stdout)
 
 
 STAGES_FACTORY = "real_time_summarizer:_build_stages"  # what a Ray worker calls to build its stages

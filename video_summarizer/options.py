@@ -43,6 +43,15 @@ class RunOptions:
     max_inflight: int | None = None
     jobs: int | None = None
     ray: str | None = None  # a Ray address, "auto" or "local"; None: run on this machine
+    index: str | None = None  # a LanceDB folder or db:// URI for captions and summaries; None: off
+    embed_model: str = "sentence-transformers/all-MiniLM-L6-v2"  # = index.DEFAULT_EMBED_MODEL
+    search: str | None = None  # words to find in the index (no source is read)
+    ask: str | None = None  # a question answered from the index by the summary model
+    faces: tuple[str, ...] = ()  # --search/--ask: moments showing all of these people
+    source_filter: str | None = None  # --search/--ask: a glob on the source
+    since: str | None = None  # --search/--ask: a video time or a date and time
+    until: str | None = None
+    limit: int = 10  # --search/--ask: moments returned
     events: str | None = None
     summary_out: str | None = None
     output_dir: str | None = None
@@ -72,6 +81,8 @@ class RunOptions:
             raise TypeError(f"RunOptions has no field for {sorted(unknown)}")
         values = dict(params)
         values["sources"] = tuple(values.get("sources") or ())
+        if "faces" in values:
+            values["faces"] = tuple(values["faces"] or ())
         return cls(**values)
 
     @property

@@ -42,7 +42,8 @@ $(STAMP4): $(STAMP) requirements-sdk4.txt
 
 test-sdk4: $(STAMP4)
 	$(VENV4)/bin/python -m pytest -m "not faults" tests/test_tracker.py tests/test_langfuse_delivery.py \
-		tests/test_prompts.py tests/test_trace_report.py $(PYTEST_ARGS)
+		tests/test_prompts.py tests/test_trace_report.py tests/test_outbox.py tests/test_rotation.py \
+		$(PYTEST_ARGS)
 	$(VENV4)/bin/python -m pytest -m faults $(PYTEST_ARGS)
 
 faults: $(STAMP)

@@ -314,7 +314,7 @@ class SourceRun:
             privacy = {"blur_faces": True, "faces_blurred": blurred}
         traced = self.stages.trace_frames
         job.caption_input = {"prompt": prompt, "model": model_name(vlm), "source_spec": getattr(
-            self.source, "spec", None), "prompt_version": managed.version if managed else None}
+            self.source, "content_path", None), "prompt_version": managed.version if managed else None}
         with tracker.create_span(trace_id, "vlm_caption", metadata={"faces": names, **privacy}):
             with tracker.start_generation(
                 trace_id=trace_id, name="vlm_caption", model=model_name(vlm), input=prompt,

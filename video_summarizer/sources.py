@@ -451,9 +451,14 @@ def open_source(
             return _open_capture(target, api, params, fail)
 
         if default_live if live is None else live:
-            return _LiveSource(label, opener, reconnect_attempts=attempts, reconnect_delay=reconnect_delay,
-                               cleanup=cleanup, kind=kind, no_frame=no_frame, join_timeout_s=timeout + 1.0)
-        return _SequentialSource(label, opener(), cleanup=cleanup, kind=kind, no_frame=no_frame)
+            source: FrameSource = _LiveSource(label, opener, reconnect_attempts=attempts,
+                                              reconnect_delay=reconnect_delay, cleanup=cleanup, kind=kind,
+                                              no_frame=no_frame, join_timeout_s=timeout + 1.0)
+        else:
+            source = _SequentialSource(label, opener(), cleanup=cleanup, kind=kind, no_frame=no_frame)
+        # The file opened (None for cameras, streams, stdin): --dataset hashes its content.
+        source.content_path = spec if kind in ("file", "image") and spec != "-" else None
+        return source
     except BaseException:
         cleanup.close()
         raise

@@ -222,12 +222,13 @@ def experiment(*, run: str, dataset: str, items: list[DatasetItem], vlm: Any, pr
     return 0 if any(r.get("success") for r in records) else 1
 
 
-def command(opts: Any, tracker: Any, remote: Callable[[str], Any] | None,
+def command(opts: Any, make_tracker: Callable[[], Any], remote: Callable[[Any, str], Any] | None,
             caption_model: Callable[[], Any], out: TextIO) -> int:
     """--dataset-push or --experiment, everything checkable said before the caption model loads.
 
-    ``remote(name)``: the Langfuse dataset of that name (None without keys); ``caption_model()``:
-    the caption model as a run builds it, not loaded yet.
+    ``make_tracker()``: the run's tracker; ``remote(tracker, name)``: the Langfuse dataset of that
+    name (None without keys: then bad input is said before any tracker is built);
+    ``caption_model()``: the caption model as a run builds it, not loaded yet.
     """
     from video_summarizer.datasets import push
     from video_summarizer.prompts import PromptSource
@@ -237,13 +238,14 @@ def command(opts: Any, tracker: Any, remote: Callable[[str], Any] | None,
             raise InputError("needs Langfuse keys (LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY, "
                              "LANGFUSE_BASE_URL) to upload to", option="--dataset-push")
         local = LocalDataset(opts.dataset_push)
-        added, there = push(local, remote(local.name))
+        added, there = push(local, remote(make_tracker(), local.name))
         log.info("Dataset %s: %d items uploaded to Langfuse dataset %s, %d already there",
                  local.folder, added, local.name, there)
         return 0
     if not opts.dataset:
         raise InputError("--experiment needs the dataset to run on: --dataset NAME", option="--dataset")
-    store = remote(opts.dataset) if remote is not None else None
+    tracker = make_tracker() if remote is not None else None
+    store = remote(tracker, opts.dataset) if remote is not None else None
     items = load_items(opts.dataset, store)
     judge = None
     if opts.judge_model:
@@ -253,6 +255,7 @@ def command(opts: Any, tracker: Any, remote: Callable[[str], Any] | None,
                              option="--judge-base-url")
         judge = Judge(base, opts.judge_model, opts.judge_api_key, timeout_s=opts.vlm_timeout)
         judge.check()
+    tracker = tracker if tracker is not None else make_tracker()
     vlm = caption_model()
     try:
         vlm.check()

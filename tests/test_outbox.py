@@ -56,7 +56,8 @@ def _ids(trace_log: Path | list[Path]) -> tuple[set[str], set[str]]:
 
 
 def _outbox_files(root: Path) -> list[Path]:
-    return sorted(root.glob(f"*/*{SUFFIX}"))
+    """The batches kept: not a .tmp- file a kill cut off before its rename (pathlib globs dot files)."""
+    return sorted(p for p in root.glob(f"*/*{SUFFIX}") if not p.name.startswith("."))
 
 
 def _trace_frames(tracker: LangfuseTracker, n: int, start: int = 0) -> None:
@@ -234,7 +235,8 @@ def test_a_run_killed_mid_outage_loses_nothing_it_kept(tmp_path, clips, tiny_llm
         lf.mode = "ok"
         sent = _send_outbox(tmp_path, lf.base_url)
     assert sent.returncode == 0, sent.stderr
-    assert lf.kept_span_ids() == held_spans and lf.kept_score_ids() == held_scores
+    assert lf.kept_span_ids() == held_spans, sent.stderr
+    assert lf.kept_score_ids() == held_scores, (sorted(held_scores - lf.kept_score_ids()), sent.stderr)
     assert set(lf.span_receipts.values()) == {1} and set(lf.score_receipts.values()) == {1}
     assert _outbox_files(tmp_path / "outbox") == []
 

@@ -190,6 +190,8 @@ class Outbox:
         """Index the files on disk (every project's folder: they share the size bound)."""
         entries = []
         for path in self.root.glob(f"*/*{SUFFIX}"):
+            if path.name.startswith("."):  # a .tmp- file not renamed yet (pathlib globs dot files)
+                continue
             parts = path.name[:-len(SUFFIX)].split(".")
             try:
                 kind, count = parts[1], int(parts[2])
@@ -309,7 +311,7 @@ class Outbox:
                 first = not any(self.dropped.values())
                 self.dropped[entry.kind] += entry.count
                 if first:
-                    log.warning("Langfuse outbox %s is over its %.0f MB: dropping the oldest "
+                    log.warning("Langfuse outbox %s is over its %g MB: dropping the oldest "
                                 "batches (counted in the exit line; --langfuse-outbox-max-mb)",
                                 self.root, self.max_bytes / 1024 / 1024)
 

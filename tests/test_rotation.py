@@ -114,6 +114,7 @@ def test_the_cli_bounds_both_logs(tmp_path, clips, tiny_llm):
         assert rows and sum(p.stat().st_size for p in files) <= (BACKUPS + 1) * bound + 2000
     captions = [r for r in _rows(_files(tmp_path / "events.jsonl")) if r["type"] == "caption"]
     times = [c["video_time"] for c in captions]
-    assert captions and times == sorted(times) and max(times) >= 2.5  # the newest kept, in order
+    # the newest kept, each once (two captions in flight may end out of frame order)
+    assert captions and len(set(times)) == len(times) and max(times) >= 2.5, times
     stats = [r for r in _rows(_files(tmp_path / "events.jsonl")) if r["type"] == "stats"]
     assert stats  # the last events are in PATH

@@ -43,6 +43,7 @@ $(STAMP4): $(STAMP) requirements-sdk4.txt
 test-sdk4: $(STAMP4)
 	$(VENV4)/bin/python -m pytest -m "not faults" tests/test_tracker.py tests/test_langfuse_delivery.py \
 		tests/test_prompts.py tests/test_trace_report.py tests/test_outbox.py tests/test_rotation.py \
+		tests/test_trace_frames.py tests/test_datasets.py tests/test_experiments.py \
 		$(PYTEST_ARGS)
 	$(VENV4)/bin/python -m pytest -m faults $(PYTEST_ARGS)
 

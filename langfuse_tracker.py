@@ -76,6 +76,7 @@ from video_summarizer.tracing.delivery import (
 from video_summarizer.tracing.trace_log import (
     TraceLog,
     datetime_to_ns,
+    frame_digest,
     iso_utc,
     observation_times,
     to_utc,
@@ -253,6 +254,7 @@ class GenerationContext(_Observation):
     completion_start_time: datetime | None = None
     usage: dict | None = None
     legacy = False
+    frame: dict | None = None  # {"bytes", "sha256"} of a traced frame (--trace-frames)
 
     def update(self, *, output: Any = None, usage: dict | None = None,
                usage_details: dict | None = None, completion_start_time: Any = None,
@@ -294,7 +296,7 @@ class GenerationContext(_Observation):
                 "completion_start_time": iso_utc(cst),
                 "ttft_ms": (datetime_to_ns(cst) - start_ns) / 1e6
                 if cst is not None and start_ns is not None else None,
-                "usage": self.usage, "legacy": self.legacy,
+                "usage": self.usage, "legacy": self.legacy, "frame": self.frame,
                 "prompt_name": getattr(prompt, "name", None) if linked else None,
                 "prompt_version": getattr(prompt, "version", None) if linked else None}
 
@@ -551,17 +553,28 @@ class LangfuseTracker:
     def start_generation(self, trace_id: str | None, name: str, model: str | None = None,
                          input: Any = None, metadata: Any = None,
                          model_parameters: dict | None = None,
-                         prompt: Any = None) -> GenerationContext | DummyGeneration:
+                         prompt: Any = None,
+                         image_jpeg: bytes | None = None) -> GenerationContext | DummyGeneration:
         """A generation context whose clock starts on ``__enter__`` (before the model call).
 
         ``prompt``: the PromptClient from ``get_prompt`` the input was built from; Langfuse
         links the generation to that prompt version (a fallback prompt is not linked).
+        ``image_jpeg``: the frame the model got (--trace-frames): uploaded as Langfuse media
+        beside the prompt in the input; the trace log keeps only its size and hash.
         """
         if not self._active:
             return _DUMMY_GENERATION
-        return GenerationContext(self, name, trace_id, model=model, input=input,
-                                 metadata=metadata, model_parameters=model_parameters,
-                                 prompt=prompt)
+        if image_jpeg is not None and self._sdk is not None:
+            from langfuse import LangfuseMedia
+
+            input = {"prompt": input, "frame": LangfuseMedia(content_bytes=bytes(image_jpeg),
+                                                             content_type="image/jpeg")}
+        gen = GenerationContext(self, name, trace_id, model=model, input=input,
+                                metadata=metadata, model_parameters=model_parameters,
+                                prompt=prompt)
+        if image_jpeg is not None:
+            gen.frame = frame_digest(image_jpeg)
+        return gen
 
     def log_generation(self, trace_id: str | None, name: str, model: str | None = None,
                        input: Any = None, output: Any = None, *, start_time: Any = None,

@@ -255,6 +255,28 @@ def _opt(*names: str, envvar: str, **kw: Any):
 @_opt("--metrics-host", envvar="SUMMARIZER_METRICS_HOST", default="127.0.0.1", show_default=True,
       help="Address the --metrics-port server listens on; 0.0.0.0 for every interface (no "
            "authentication: the page shows the frames and who is in them).")
+@_opt("--trace-frames", envvar="SUMMARIZER_TRACE_FRAMES", is_flag=True,
+      help="Attach the JPEG the caption model got (after --blur-faces) to each vlm_caption generation "
+           "as Langfuse media. Off: no pixel goes into a trace. Without keys the trace log keeps its size and hash.")
+@_opt("--trace-frame-max-side", envvar="SUMMARIZER_TRACE_FRAME_MAX_SIDE", type=click.IntRange(64, 4096),
+      default=768, show_default=True, help="Longest side in pixels of a traced frame or dataset image.")
+@_opt("--trace-frame-quality", envvar="SUMMARIZER_TRACE_FRAME_QUALITY", type=click.IntRange(10, 100),
+      default=75, show_default=True, help="JPEG quality of a traced frame or dataset image (768 px at 75: "
+      "15-55 KB a frame on the test clips).")
+@_opt("--dataset", envvar="SUMMARIZER_DATASET", default=None, metavar="NAME",
+      help="With --source: add every captioned frame to this Langfuse dataset (without keys: the folder "
+           "NAME/); a second run over the same file adds nothing twice. With --experiment: the items to caption.")
+@_opt("--dataset-push", envvar="SUMMARIZER_DATASET_PUSH", default=None, metavar="NAME",
+      help="Upload the local dataset folder NAME/ (made without keys) to the Langfuse dataset NAME, and exit.")
+@_opt("--experiment", envvar="SUMMARIZER_EXPERIMENT", default=None, metavar="RUN",
+      help="Caption every item of --dataset with --vlm-model / --prompt-label as the run RUN (a Langfuse "
+           "dataset run), score it, and print the runs of that dataset side by side. Needs no --source.")
+@_opt("--judge-model", envvar="JUDGE_MODEL", default=None,
+      help="--experiment: an OpenAI-compatible chat model that sees each frame and caption and scores "
+           "its faithfulness 0-1 (judge_faithfulness, on the generation).")
+@_opt("--judge-base-url", envvar="JUDGE_BASE_URL", default=None,
+      help="Endpoint of --judge-model (default: --vlm-base-url).")
+@_opt("--judge-api-key", envvar="JUDGE_API_KEY", default=None, help="API key for --judge-base-url, if it needs one.")
 @_opt("--json", "as_json", envvar="SUMMARIZER_JSON", is_flag=True, help="Print the final summary as JSON.")
 @_opt("--debug", envvar="SUMMARIZER_DEBUG", is_flag=True, help="Verbose logs and tracebacks.")
 def main(**params: Any) -> None:
@@ -353,6 +375,8 @@ def _run(opts: RunOptions) -> int:
         return EXIT_OK if send_outbox_from_options(opts) == 0 else EXIT_SOME_FAILED
     if opts.search is not None or opts.ask is not None:  # read the index: no source, no caption model
         return _query(opts)
+    if opts.experiment is not None or opts.dataset_push is not None:  # a dataset: no source
+        return _dataset_command(opts)
     if not opts.sources:
         raise InputError("give at least one --source (cam0, a video file, '-' for stdin, a folder)",
                          option="--source")
@@ -443,6 +467,40 @@ def _query(opts: RunOptions) -> int:
     return ask_command(opts, summarizer, tracker, sys.stdout)
 
 
+def _dataset_command(opts: RunOptions) -> int:
+    """--experiment / --dataset-push: no source; the caption model is built as a run builds it."""
+    from langfuse_datasets import LangfuseDataset
+    from langfuse_tracker import LangfuseTracker
+    from video_summarizer.experiments import command
+
+    with ExitStack() as stack:
+        def make_tracker() -> Any:
+            tracker = LangfuseTracker(trace_log=opts.trace_log)
+            stack.callback(_close_tracker, tracker, opts.flush_timeout)
+            return tracker
+
+        remote = LangfuseDataset if _has_langfuse_keys() else None
+        return command(opts, make_tracker, remote, lambda: _caption_model(opts)[0], sys.stdout)
+
+
+def _dataset_writer(opts: RunOptions, tracker: Any) -> Any:
+    """--dataset with a source: the frame observer adding each captioned frame to the dataset."""
+    import uuid
+
+    from video_summarizer.datasets import DatasetWriter, LocalDataset
+
+    if tracker.enabled:
+        from langfuse_datasets import LangfuseDataset
+
+        store, where = LangfuseDataset(tracker, opts.dataset), f"Langfuse dataset {opts.dataset}"
+    else:
+        store, where = LocalDataset(opts.dataset), f"folder {opts.dataset}/"
+    writer = DatasetWriter(store, name=opts.dataset, max_side=opts.trace_frame_max_side,
+                           quality=opts.trace_frame_quality, session_id=uuid.uuid4().hex, where=where)
+    log.info("Dataset: every captioned frame goes to %s, as the caption model gets it", where)
+    return writer
+
+
 STAGES_FACTORY = "real_time_summarizer:_build_stages"  # what a Ray worker calls to build its stages
 
 
@@ -471,11 +529,17 @@ def _build_stages(opts: RunOptions, stack: ExitStack, events: Any):
     if trace_log:
         log.info("Trace log: %s (python trace_report.py %s)", trace_log, trace_log)
     prompts = PromptSource(tracker, label=opts.prompt_label, cache_ttl_s=opts.prompt_cache_ttl).load()
+    observers = [_dataset_writer(opts, tracker)] if opts.dataset else []  # Langfuse asked before models load
 
     vlm.load()  # once, with its own progress line (nothing to load for a server)
     blur, why = _blur_setting(opts.blur_faces, endpoint)
     where = f"at {endpoint}" if endpoint else f"in this process on {vlm.device}"
     log.info("VLM: %s %s; %s", vlm.model, where, why)
+    if opts.trace_frames:
+        log.info("Frames traced: the JPEG the caption model gets goes on each vlm_caption generation "
+                 "(%d px, quality %d; faces %s in them; %s)", opts.trace_frame_max_side,
+                 opts.trace_frame_quality, "blurred" if blur else "NOT blurred",
+                 "uploaded to Langfuse" if tracker.enabled else "no keys: the trace log keeps size and hash")
     summarizer.load()
 
     faces = None
@@ -490,7 +554,8 @@ def _build_stages(opts: RunOptions, stack: ExitStack, events: Any):
         faces = FaceRecognizer(None if opts.no_faces else opts.known_faces, **kw)
         faces.load()
     return Stages(tracker=tracker, vlm=vlm, summarizer=summarizer, faces=faces, events=events,
-                  blur_faces=blur, prompts=prompts)
+                  blur_faces=blur, prompts=prompts, frame_observers=observers,
+                  trace_frames=(opts.trace_frame_max_side, opts.trace_frame_quality) if opts.trace_frames else None)
 
 
 def _caption_model(opts: RunOptions) -> tuple[Any, str | None]:
@@ -569,6 +634,7 @@ def _print_stats(docs: list, stages: Any) -> None:
         lines.append(stages.faces.format_stats())
     if stages.prompts is not None:
         lines.append(stages.prompts.format_stats())
+    lines += [o.format_stats() for o in stages.frame_observers if hasattr(o, "format_stats")]
     lines.append(stages.tracker.format_stats())
     stages.events.emit("stats", scope="run", vlm=stages.vlm.stats.as_dict(),
                        llm=stages.summarizer.stats.as_dict(),

@@ -69,6 +69,15 @@ class RunOptions:
     display: bool = False
     metrics_port: int | None = None  # /metrics, /healthz and the watch page; None: off
     metrics_host: str = "127.0.0.1"
+    trace_frames: bool = False  # the JPEG the caption model got, as Langfuse media on vlm_caption
+    trace_frame_max_side: int = 768
+    trace_frame_quality: int = 75
+    dataset: str | None = None  # with a source: add captioned frames; with --experiment: the items
+    dataset_push: str | None = None  # a local dataset folder to upload to Langfuse
+    experiment: str | None = None  # a run name: caption every item of --dataset
+    judge_model: str | None = None
+    judge_base_url: str | None = None
+    judge_api_key: str | None = None
     as_json: bool = False
     debug: bool = False
 

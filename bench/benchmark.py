@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import json
 import os
 import statistics
@@ -408,6 +409,10 @@ def main() -> int:
 
             for r in bench_vlm_backends.rows(quick=args.quick):
                 row(*r)
+        for n, module in ((10, "bench_batch"), (11, "bench_soak"), (12, "bench_index")):
+            if want(n):  # batch efficiency and Ray scaling; a day on a camera; the search index
+                for r in importlib.import_module(f"bench.{module}").rows(quick=args.quick):
+                    row(*r)
     print("| figure | measured | target | met |")
     print("| --- | --- | --- | --- |")
     for r in ROWS:

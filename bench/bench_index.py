@@ -70,22 +70,26 @@ def efficiency(tmp: Path, bert: Path, reps: int, inflight: int = 2) -> tuple[str
 
     n = 12 * inflight
     video = synthetic_video(tmp / f"eff{inflight}.avi", n)
-    ratios, written = [], 0
+    ratios: dict[bool, list[float]] = {True: [], False: []}
+    written = 0
     with FakeOpenAIServer(reply="A bar moves across a grey screen.", first_chunk_delay=0.3) as srv:
         for rep in range(reps):
-            indexer = _indexer(tmp, bert, f"eff-{rep}", [Input(str(video), "eff", "eff")])
-            events = IndexedEvents(indexer.listen)
-            st = stages(tmp, srv.base_url, events=events)
-            run_source(str(video), st, interval=0, max_inflight=inflight)
-            caps = events.of("caption")
-            starts = [t - f["latency_ms"] / 1000 for t, f in caps]
-            span = max(t for t, _ in caps) - min(starts)
-            ratios.append((len(caps) / span) / (inflight / 0.3))
-            indexer.close()
-            written = indexer.stats.captions
-    ratio = statistics.median(ratios)
+            for on in (False, True):  # side by side: this machine is shared and noisy
+                indexer = _indexer(tmp, bert, f"eff-{rep}", [Input(str(video), "eff", "eff")]) if on else None
+                events = IndexedEvents(indexer.listen if on else (lambda *_: None))
+                st = stages(tmp, srv.base_url, events=events)
+                run_source(str(video), st, interval=0, max_inflight=inflight)
+                caps = events.of("caption")
+                starts = [t - f["latency_ms"] / 1000 for t, f in caps]
+                span = max(t for t, _ in caps) - min(starts)
+                ratios[on].append((len(caps) / span) / (inflight / 0.3))
+                if indexer is not None:
+                    indexer.close()
+                    written = indexer.stats.captions
+    ratio, off = statistics.median(ratios[True]), statistics.median(ratios[False])
     return (f"pipeline efficiency with --index on, --max-inflight {inflight} (300 ms VLM, {n} captions)",
-            f"{ratio:.3f} ({written} captions indexed a run)", "≥ 0.95", ratio >= 0.95)
+            f"{ratio:.3f} ({written} captions indexed a run); off, side by side: {off:.3f}", "≥ 0.95",
+            ratio >= 0.95)
 
 
 def throughput(tmp: Path, bert: Path, n: int) -> tuple[str, str, str, bool | None]:
@@ -95,7 +99,7 @@ def throughput(tmp: Path, bert: Path, n: int) -> tuple[str, str, str, bool | Non
     for i in range(n):
         indexer.listen("caption", {"type": "caption", "time": "", "source": "cam0", "frame": i,
                                    "video_time": 1.7e9 + i, "faces": [], "caption": caption(i), "trace_id": f"t{i}"})
-    indexer.close()
+    indexer.close(deadline_s=1800)
     seconds = time.perf_counter() - t0
     assert indexer.stats.captions == n, indexer.stats
     return (f"index throughput ({n} captions through the listener: embedded, written, indexed)",
@@ -108,14 +112,23 @@ def query_latency(tmp: Path, bert: Path, n: int = QUERY_ROWS) -> tuple[str, str,
 
     from video_summarizer.index import Embedder, Query, _schema, connect, search
 
+    import numpy as np
+
     embedder = Embedder(str(bert)).load()
     db = connect(str(tmp / "latency"), create=True)
     table = db.create_table("moments", schema=_schema(embedder.dim), mode="overwrite")
     t0 = time.perf_counter()
+    # Embedding 100,000 texts would take this machine 12 min (the throughput row): each of the
+    # thousand phrasings is embedded once, and each caption's vector is its phrasing's, jittered
+    # and renormalized, so no two rows are alike (the search's cost depends on sizes, not words).
+    phrasings = embedder.encode([caption(i).split(" Frame")[0] for i in range(1000)])
+    rng = np.random.default_rng(0)
     chunk = 10_000
     for start in range(0, n, chunk):
         texts = [caption(i) for i in range(start, min(n, start + chunk))]
-        vectors = embedder.encode(texts)
+        vectors = phrasings[np.arange(start, start + len(texts)) % 1000] + rng.normal(
+            0, 0.02, (len(texts), embedder.dim)).astype("float32")
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         rows = [{"id": f"r{start + k}", "kind": "caption", "source": f"cam{(start + k) % 7}", "spec": "", "content": "",
                  "live": False, "time_s": float(start + k), "end_s": float(start + k), "wall": "", "frame": start + k,
                  "text": text, "faces": ["biden"] if "Biden" in text else [], "trace_id": f"t{start + k}",
@@ -154,9 +167,11 @@ def rows(quick: bool = False) -> list[tuple[str, str, str, bool | None]]:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         bert = build_tiny_bert(tmp / "bert", hidden_size=384)
-        out.append(efficiency(tmp, bert, reps=1 if quick else 3))
-        out.append(throughput(tmp, bert, 2_000 if quick else 10_000))
-        out.append(query_latency(tmp, bert))
+        for measure in (lambda: efficiency(tmp, bert, reps=1 if quick else 3),
+                        lambda: throughput(tmp, bert, 2_000 if quick else 10_000),
+                        lambda: query_latency(tmp, bert)):
+            out.append(measure())
+            print("  " + " | ".join(str(x) for x in out[-1]), file=sys.stderr, flush=True)  # as it comes
     return out
 
 

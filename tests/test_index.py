@@ -80,6 +80,7 @@ def test_a_run_indexes_every_caption_and_summary(indexed):
                                                                             c["caption"])
     assert {r["text"] for r in rows if r["kind"] == "summary"} == {s["text"] for s in summaries}
     assert f"Index: {len(captions)} captions and {len(summaries)} summaries written" in indexed["run"].stderr
+    assert "WARN" not in indexed["run"].stderr  # lance's own logger stays quiet
 
 
 def test_search_prints_the_best_moment_first_with_its_trace(indexed, bert):

@@ -43,7 +43,7 @@ EMBED_SPEC = ModelSpec(
     role="embedding model", option="--embed-model", example=DEFAULT_EMBED_MODEL,
     contents="a sentence-transformers folder (modules.json, config.json, weights and tokenizer)",
     served="the index needs the model in this process")
-BATCH_ROWS = 64  # rows embedded and written at once
+BATCH_ROWS = 256  # the most rows embedded and written at once (a backlog goes in big batches)
 BATCH_WAIT_S = 1.0  # the longest an event waits in the queue for its batch to fill
 OPTIMIZE_EVERY_S = 300.0  # fold new rows into the full-text index (unindexed rows are still searched)
 CANDIDATES = 50  # each side of the hybrid query: enough for the fusion to see every good match
@@ -63,7 +63,8 @@ def index_location(index: str | None) -> str | None:
 
 def connect(location: str, *, create: bool) -> Any:
     """A LanceDB connection: a local folder, or db://... with LANCEDB_API_KEY (never logged)."""
-    os.environ.setdefault("LANCE_LOG", "error")  # lance's Rust logger warns when it creates a table
+    for name in ("LANCE_LOG", "LANCEDB_LOG"):  # lance's Rust logger warns on stderr when it creates a table
+        os.environ.setdefault(name, "error")
     import lancedb
 
     if location.startswith("db://"):

@@ -73,6 +73,7 @@ from video_summarizer.tracing.delivery import (
     quiet_sdk_delivery_logs,
     stats_line,
 )
+from video_summarizer.tracing.outbox import score_item
 from video_summarizer.tracing.trace_log import (
     TraceLog,
     datetime_to_ns,
@@ -457,7 +458,9 @@ class LangfuseTracker:
         from langfuse import __version__ as sdk_version
         from langfuse.span_filter import is_default_export_span
         from opentelemetry.exporter.otlp.proto.http import Compression
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter,
+        )
         from opentelemetry.sdk.trace import TracerProvider
 
         # Our own provider: no global OTel state, and no OTel atexit hook that could block
@@ -470,7 +473,8 @@ class LangfuseTracker:
         # straight into the v4 data model with the ingestion-version header.
         auth = base64.b64encode(f"{self.public_key}:{secret}".encode()).decode("ascii")
         headers = {"Authorization": f"Basic {auth}"}
-        if int(sdk_version.split(".")[0]) >= 5:
+        self._sdk_major = int(sdk_version.split(".")[0])
+        if self._sdk_major >= 5:
             headers["x-langfuse-ingestion-version"] = "4"
         exporter = OTLPSpanExporter(endpoint=f"{self.host}/api/public/otel/v1/traces",
                                     headers=headers, timeout=self.timeout_s,
@@ -690,6 +694,10 @@ class LangfuseTracker:
             self._sdk.create_score(name=name, value=value, data_type=dtype, trace_id=trace_id,
                                    observation_id=observation_id, comment=comment,
                                    score_id=score_id, timestamp=now)
+            if self._outbox is not None:  # one the SDK still holds at the end is kept, not lost
+                self._outbox.handed(score_item(self._sdk_major, score_id=score_id, trace_id=trace_id,
+                                               observation_id=observation_id, name=name, value=value,
+                                               data_type=dtype, comment=comment, timestamp=iso_utc(now)))
         if self.trace_log is not None:
             self.trace_log.write({
                 "type": "score", "trace_id": trace_id, "id": score_id,

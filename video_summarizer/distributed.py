@@ -321,7 +321,8 @@ class RayRun:
         return SimpleNamespace(events=self.events, vlm=SimpleNamespace(stats=self._stats["vlm"]),
                                summarizer=SimpleNamespace(stats=self._stats["llm"]),
                                faces=said.get("faces"), prompts=said.get("prompts"),
-                               tracker=said.get("tracker") or _WorkerLines([{"text": "Tracker: (no worker)"}]))
+                               tracker=said.get("tracker") or _WorkerLines([{"text": "Tracker: (no worker)"}]),
+                               frame_observers=[])  # datasets and the page run on the workers
 
     def run_all(self, inputs: list[Input], first: Any | None = None) -> RunResult:
         """Every input on the cluster's workers; returns when all are done, failed or cancelled."""

@@ -85,6 +85,22 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+MAX_IN_SDK = 100_000
+
+
+def score_item(sdk_major: int, *, score_id: str, trace_id: str, observation_id: str | None, name: str,
+               value: Any, data_type: str, comment: str | None, timestamp: str) -> dict:
+    """A score as the SDK sends it: SDK 5 a /api/public/scores item, SDK 4 a score-create event."""
+    body = {"id": score_id, "traceId": trace_id, "name": name, "value": value, "dataType": data_type}
+    if observation_id:
+        body["observationId"] = observation_id
+    if comment is not None:
+        body["comment"] = comment
+    if sdk_major >= 5:
+        return {**body, "timestamp": timestamp}
+    return {"id": f"{score_id}-event", "type": "score-create", "timestamp": timestamp, "body": body}
+
+
 def score_id(item: dict) -> str | None:
     """A score item's score id (SDK 5: the score itself; SDK 4: the score-create event's body)."""
     body = item.get("body") if isinstance(item.get("body"), dict) else item
@@ -174,6 +190,9 @@ class Outbox:
         self._ours: dict[str, float] = {}  # this run's files: path -> clock time kept
         self._recent_kept: OrderedDict[str, None] = OrderedDict()
         self._recent_acked: OrderedDict[str, None] = OrderedDict()
+        # Scores handed to the SDK and not yet acknowledged or kept: what the SDK still holds
+        # (queued, or between its retries) when the run ends goes into the outbox at close().
+        self._in_sdk: OrderedDict[str, dict] = OrderedDict()
         self._seq = 0
         self.kept = {SPANS: 0, SCORES: 0}  # this run's items written
         self.resent = {SPANS: 0, SCORES: 0}  # this run's items sent from the outbox
@@ -259,8 +278,23 @@ class Outbox:
         self._thread = threading.Thread(target=self._loop, name="langfuse-outbox", daemon=True)
         self._thread.start()
 
+    def handed(self, item: dict) -> None:
+        """A score the tracker gave the SDK (``score_item``): kept at close() unless settled before."""
+        with self._lock:
+            self._in_sdk[str(score_id(item))] = item
+            while len(self._in_sdk) > MAX_IN_SDK:  # the SDK's own queue holds no more than this
+                self._in_sdk.popitem(last=False)
+
+    def _settled(self, items: Sequence[Any]) -> None:
+        with self._lock:
+            for item in items:
+                if isinstance(item, dict):
+                    self._in_sdk.pop(str(score_id(item)), None)
+
     def keep(self, kind: str, items: Sequence[Any]) -> None:
         """Write one refused batch (the Delivery's on_unacknowledged hook); never raises."""
+        if kind == SCORES:
+            self._settled(items)
         if self.folder is None or not items:
             return
         try:
@@ -318,6 +352,7 @@ class Outbox:
     def acknowledged(self, kind: str, items: Sequence[Any]) -> None:
         """The host acknowledged a live batch (on_acknowledged): remember score ids, wake the sender."""
         if kind == SCORES and items:
+            self._settled(items)
             ids = [str(score_id(i)) for i in items if isinstance(i, dict)]
             with self._lock:
                 self._remember(self._recent_acked, ids)
@@ -442,6 +477,10 @@ class Outbox:
     def close(self, deadline_s: float, host_answers: bool) -> None:
         """Stop the background sender; with time left and the host answering, send what is left."""
         started = self._clock()
+        with self._lock:
+            held, self._in_sdk = list(self._in_sdk.values()), OrderedDict()
+        if held:  # the SDK never got them out before the deadline: keep them, same ids
+            self.keep(SCORES, held)
         self._stop.set()
         self._wake.set()
         if self._thread is not None:

@@ -120,6 +120,23 @@ class StopSignal:
                 src.stop()
 
 
+class _Smoothing(click.ParamType):
+    """K/N with 1 <= K <= N, as (K, N)."""
+
+    name = "K/N"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        k, sep, n = str(value).partition("/")
+        if sep and k.strip().isdigit() and n.strip().isdigit() and 1 <= int(k) <= int(n):
+            return int(k), int(n)
+        self.fail(f"{value!r} is not K/N with 1 <= K <= N (e.g. 2/3)", param, ctx)
+
+
+SMOOTHING = _Smoothing()
+
+
 def _opt(*names: str, envvar: str, **kw: Any):
     """A click option whose help shows its environment variable."""
     return click.option(*names, envvar=envvar, show_envvar=True, **kw)
@@ -142,6 +159,9 @@ def _opt(*names: str, envvar: str, **kw: Any):
 @_opt("--no-faces", envvar="SUMMARIZER_NO_FACES", is_flag=True, help="Skip face recognition.")
 @_opt("--face-tolerance", envvar="FACE_TOLERANCE", type=click.FloatRange(0.0, 1.0), default=None,
       help="Face match distance threshold (lower is stricter). Default 0.5.")
+@_opt("--face-smoothing", envvar="FACE_SMOOTHING", type=SMOOTHING, default=None, metavar="K/N",
+      help="Name a person only once recognized in K of the last N processed frames (e.g. 2/3), so a "
+           "passing look-alike is not named. Default off.")
 @_opt("--blur-faces/--no-blur-faces", "blur_faces", envvar="SUMMARIZER_BLUR_FACES", default=None,
       help="Blur every detected face in the frames sent to the caption model (the recognized names "
            "still go as text). Default: on when the VLM endpoint is not on this machine.")
@@ -549,6 +569,8 @@ def _build_stages(opts: RunOptions, stack: ExitStack, events: Any):
         kw: dict[str, Any] = {"model": opts.face_model}
         if opts.face_tolerance is not None:
             kw["tolerance"] = opts.face_tolerance
+        if opts.face_smoothing is not None:
+            kw["smoothing"] = opts.face_smoothing
         if opts.no_faces:
             log.info("--no-faces with blurring on: faces are detected (not recognized) to be blurred")
         faces = FaceRecognizer(None if opts.no_faces else opts.known_faces, **kw)

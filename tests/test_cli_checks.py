@@ -250,3 +250,16 @@ def test_a_truncated_file_is_named_and_fails_when_most_frames_are_lost(tmp_path,
     failed = run.stderr.split("Failed inputs:\n", 1)[1]
     assert f"{cut}: truncated: only {stats['frames_read']} of 100 frames could be decoded" in failed
     assert not list(out.glob("*.summary.json"))  # a failed input writes no summary
+
+
+def test_face_smoothing_is_an_option_parsed_to_k_of_n():
+    import click
+
+    import real_time_summarizer
+
+    ctx = real_time_summarizer.main.make_context("real_time_summarizer", ["--source", "a.mp4",
+                                                                          "--face-smoothing", "2/3"])
+    assert real_time_summarizer.RunOptions.from_params(ctx.params).face_smoothing == (2, 3)
+    for bad in ("3/2", "0/2", "two"):
+        with pytest.raises(click.BadParameter, match="K/N"):
+            real_time_summarizer.main.make_context("real_time_summarizer", ["--face-smoothing", bad])

@@ -23,6 +23,7 @@ class RunOptions:
     known_faces: str | None = None
     no_faces: bool = False
     face_tolerance: float | None = None
+    face_smoothing: tuple[int, int] | None = None
     blur_faces: bool | None = None
     face_model: str = "hog"
     vlm_backend: str = "auto"

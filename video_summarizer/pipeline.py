@@ -505,8 +505,7 @@ class SourceRun:
             "caption_failures": c.caption_failures,
             "dropped_busy": c.dropped_busy,
             "dropped_replaced": getattr(self.source, "frames_dropped", 0),
-            "skipped_interval": getattr(self.selector, "skipped_interval", 0),
-            "skipped_unchanged": getattr(self.selector, "skipped_unchanged", 0),
+            **{k: v for k, v in self.selector.counts().items() if k != "selected"},  # skips
             "summaries": c.summaries,
             "summary_failures": c.summary_failures,
             "citations_dropped": c.citations_dropped,

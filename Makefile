@@ -19,8 +19,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) real_time_summarizer.py $(ARGS)
 
+# Two workers by default (the suite waits on servers and subprocesses as much as it computes);
+# each test file stays in one worker, with its module fixtures. PYTEST_JOBS=0 runs in-process.
+PYTEST_JOBS ?= 2
+XDIST = $(if $(filter 0,$(PYTEST_JOBS)),,-n $(PYTEST_JOBS) --dist loadfile)
+
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # Second environment: the newest langfuse 4.x (for self-hosted Langfuse v3) under the
 # tracing, delivery, prompt, report and fault tests. Only langfuse 4 is installed into it;
@@ -41,11 +46,10 @@ $(STAMP4): $(STAMP) requirements-sdk4.txt
 	touch $(STAMP4)
 
 test-sdk4: $(STAMP4)
-	$(VENV4)/bin/python -m pytest -m "not faults" tests/test_tracker.py tests/test_langfuse_delivery.py \
+	$(VENV4)/bin/python -m pytest $(XDIST) -m "not faults" tests/test_tracker.py tests/test_langfuse_delivery.py \
 		tests/test_prompts.py tests/test_trace_report.py tests/test_outbox.py tests/test_rotation.py \
-		tests/test_trace_frames.py tests/test_datasets.py tests/test_experiments.py \
-		$(PYTEST_ARGS)
-	$(VENV4)/bin/python -m pytest -m faults $(PYTEST_ARGS)
+		tests/test_trace_frames.py $(PYTEST_ARGS)
+	$(VENV4)/bin/python -m pytest $(if $(filter 0,$(PYTEST_JOBS)),,-n $(PYTEST_JOBS)) -m faults $(PYTEST_ARGS)
 
 faults: $(STAMP)
 	$(PY) -m pytest -m faults $(PYTEST_ARGS)
@@ -54,4 +58,4 @@ bench: $(STAMP)
 	$(PY) -m bench.benchmark $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(VENV4) .pytest_cache

@@ -13,23 +13,22 @@ each (the others queue), with the tiny local Mistral for summaries.
 """
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from tests.cli_runner import cli_args, cli_env, image_digest_reply
 from tests.clips import ClipSet
 from tests.fake_openai import FakeOpenAIServer
+from tests.ray_head import (  # the bench's cluster stays on 127.0.0.1
+    LOOPBACK,
+    local_ray_head,
+)
 from tests.tiny_models import build_tiny_mistral
 
 SERVICE_S, CAPACITY, FILES, SECONDS = 0.3, 8, 8, 12.0
-LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # the bench's cluster stays on 127.0.0.1
 
 
 def _clips(tmp: Path, n: int, seconds: float) -> Path:
@@ -56,36 +55,10 @@ def _batch(tmp: Path, src: Path, llm: Path, tag: str, *more: str, env_extra: dic
             "efficiency": len(starts) * SERVICE_S / CAPACITY / window, "files_per_hour": FILES / window * 3600}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # ephemeral range: outside Ray's worker ports 10002-19999
-
-
 def _with_head(cpus: int, fn):
     """Run fn(address) with a local Ray head of `cpus` CPUs, ended by its pid."""
-    port = _free_port()
-    ray = str(Path(sys.executable).with_name("ray"))
-    head = subprocess.Popen([ray, "start", "--head", "--block", "--port", str(port), "--num-cpus", str(cpus),
-                             "--include-dashboard", "false", "--disable-usage-stats"],
-                            env={**os.environ, **LOOPBACK}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if head.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("the Ray head did not start")
-                time.sleep(0.3)
-        return fn(f"127.0.0.1:{port}")
-    finally:
-        head.send_signal(signal.SIGTERM)
-        try:
-            head.wait(30)
-        except subprocess.TimeoutExpired:
-            head.kill()
+    with local_ray_head(cpus) as address:
+        return fn(address)
 
 
 def rows(quick: bool = False) -> list[tuple[str, str, str, bool | None]]:

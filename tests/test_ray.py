@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,19 +19,11 @@ import pytest
 
 from tests.cli_runner import cli_args, cli_env, image_digest_reply, read_events, run_cli
 from tests.fake_openai import FakeOpenAIServer
+from tests.ray_head import LOOPBACK, free_port, local_ray_head
 from tests.test_jobs import make_batch
 from tests.tiny_models import build_tiny_mistral
 
-RAY = str(Path(sys.executable).with_name("ray"))
-LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 WORKER_TITLE = b"ray::SummarizerWorker"
-
-
-def free_port() -> int:
-    """A free port; the kernel's ephemeral range (32768+) lies outside Ray's 10002-19999."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -43,29 +34,8 @@ def tiny_llm(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
     """A 2-CPU Ray head on 127.0.0.1; its address."""
-    port = free_port()
-    log = (tmp_path_factory.mktemp("ray") / "head.log").open("w")
-    head = subprocess.Popen([RAY, "start", "--head", "--block", "--port", str(port), "--num-cpus", "2",
-                             "--include-dashboard", "false", "--disable-usage-stats"],
-                            env={**os.environ, **LOOPBACK}, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert head.poll() is None and time.time() < deadline, "ray head did not start"
-                time.sleep(0.3)
-        yield f"127.0.0.1:{port}"
-    finally:
-        head.send_signal(signal.SIGTERM)  # ends every Ray process it started
-        try:
-            head.wait(30)
-        except subprocess.TimeoutExpired:
-            head.kill()
-            head.wait()
-        log.close()
+    with (tmp_path_factory.mktemp("ray") / "head.log").open("w") as log, local_ray_head(2, log) as address:
+        yield address
 
 
 def ray_env(tmp_path: Path) -> dict[str, str]:

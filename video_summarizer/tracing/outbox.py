@@ -298,6 +298,12 @@ class Outbox:
         if self.folder is None or not items:
             return
         try:
+            if kind == SCORES:  # a score already kept (a retry, or held at close) is not kept twice
+                with self._lock:
+                    items = [i for i in items if not (isinstance(i, dict)
+                                                      and str(score_id(i)) in self._recent_kept)]
+                if not items:
+                    return
             ids, endpoint, headers, body = encode_batch(kind, items)
             with self._lock:
                 if ids and all(i in self._recent_kept for i in ids):

@@ -44,28 +44,20 @@ def vlm(llava_dir) -> LocalVLM:
 
 
 @pytest.fixture(scope="module")
-def hamilton_frame(data_dir) -> np.ndarray:
-    """Frame 150 of short_hamilton_clip.mp4 (640x360, Lin-Manuel Miranda on stage)."""
-    import cv2
+def hamilton_frame() -> np.ndarray:
+    """A generated 640x360 textured frame (the size of the Hamilton clip's): a tiny random model
+    captions any pixels alike, so no real footage is needed."""
+    from tests.clips import textured_scene
 
-    cap = cv2.VideoCapture(str(data_dir / "videos" / "short_hamilton_clip.mp4"))
-    try:
-        cap.set(cv2.CAP_PROP_POS_FRAMES, 150)
-        ok, frame = cap.read()
-    finally:
-        cap.release()
-    assert ok, "could not decode short_hamilton_clip.mp4"
-    return frame
+    return textured_scene(seed=150, size=(640, 360))
 
 
 @pytest.fixture(scope="module")
-def two_people(data_dir) -> np.ndarray:
-    """two_people.jpg (1126x661): Biden and Obama."""
-    import cv2
+def two_people() -> np.ndarray:
+    """A generated 1126x661 frame (the size of two_people.jpg), for the resizing checks."""
+    from tests.clips import textured_scene
 
-    image = cv2.imread(str(data_dir / "images" / "two_people.jpg"))
-    assert image is not None
-    return image
+    return textured_scene(seed=2, size=(1126, 661))
 
 
 def _processor_input_ids(vlm: LocalVLM, frame: np.ndarray, prompt: str) -> list[int]:

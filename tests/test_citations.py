@@ -136,12 +136,13 @@ REPLY = ("Lin-Manuel Miranda speaks on a stage [00:00][00:03]. The camera cuts t
 
 
 @pytest.mark.slow
-def test_cli_summary_cites_caption_events(tmp_path, data_dir):
-    """The served-summarizer backend against the test server with a fixed reply, on a real clip."""
+def test_cli_summary_cites_caption_events(tmp_path):
+    """The served-summarizer backend against the test server with a fixed reply, on a generated clip."""
     import json
     import sys
 
     from tests.cli_runner import CLI, TEST_SECRET_KEY, cli_env, read_events, run_cli
+    from tests.clips import ClipSet
     from tests.fake_langfuse import FakeLangfuseServer
     from tests.fake_openai import FakeOpenAIServer
 
@@ -150,7 +151,7 @@ def test_cli_summary_cites_caption_events(tmp_path, data_dir):
             FakeOpenAIServer(reply=REPLY, models=("mistral-test",)) as llm:
         args = [sys.executable, CLI, "--vlm-base-url", vlm.base_url, "--vlm-model", "qwen3",
                 "--llm-base-url", llm.base_url, "--llm-model", "mistral-test", "--no-faces",
-                "--source", str(data_dir / "videos" / "short_hamilton_clip.mp4"),
+                "--source", str(ClipSet(tmp_path / "clips").numbered(seconds=10.0).path),  # 10 fps
                 "--interval", "1", "--min-change", "0", "--summary-interval", "4", "--json",
                 "--events", str(tmp_path / "events.jsonl"), "--trace-log", str(tmp_path / "trace.jsonl")]
         run = run_cli(args, cli_env(tmp_path, langfuse_url=lf.base_url), timeout=180)
@@ -159,12 +160,12 @@ def test_cli_summary_cites_caption_events(tmp_path, data_dir):
         llm_requests = llm.requests
     doc = json.loads(run.stdout)
     captions = {c["frame"]: c for c in doc["captions"]}
-    assert sorted(captions) == [k * 30 for k in range(10)]  # 29.97 fps: frame 30k at [00:0k]
+    assert sorted(captions) == [k * 10 for k in range(10)]  # 10 fps: frame 10k at [00:0k]
     assert "[mm:ss] times of the captions" in json.dumps(llm_requests[-1])
     assert doc["summary"] == ("Lin-Manuel Miranda speaks on a stage [00:00][00:03]. The camera cuts to a "
                               "crowd [00:05-00:06]. He waves goodbye.")
     sentences = doc["sentences"]
-    assert [[c["frame"] for c in s["cites"]] for s in sentences] == [[0, 90], [150, 180], []]
+    assert [[c["frame"] for c in s["cites"]] for s in sentences] == [[0, 30], [50, 60], []]
     assert [s["dropped_citations"] for s in sentences] == [[], [], ["09:59"]]
     for s in sentences:
         for cite in s["cites"]:

@@ -104,8 +104,13 @@ def test_file_yields_every_frame_with_video_timestamps(data_dir, name, count, fp
     assert not any(f.decoded for f in frames)  # grab only: nobody asked for pixels
 
 
-def test_image_is_decoded_lazily_and_only_while_current(data_dir):
-    with open_source(str(data_dir / "videos" / "clip_01_tears_of_steel.mp4")) as src:
+def test_image_is_decoded_lazily_and_only_while_current(tmp_path):
+    clip = tmp_path / "c.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 24.0, (640, 360))
+    for i in range(5):
+        writer.write(cv2.resize(_stripes(i), (640, 360), interpolation=cv2.INTER_NEAREST))
+    writer.release()
+    with open_source(str(clip)) as src:
         it = iter(src)
         first = next(it)
         assert not first.decoded
@@ -151,8 +156,8 @@ def test_truncated_faststart_mp4_yields_what_it_can(data_dir, tmp_path):
     assert np.array_equal(images[0], reference[0])
 
 
-def test_stop_ends_file_iteration(data_dir):
-    with open_source(str(data_dir / "videos" / "short_hamilton_clip.mp4")) as src:
+def test_stop_ends_file_iteration(tmp_path):
+    with open_source(str(_write(tmp_path / "c.avi", "MJPG", count=30))) as src:
         seen = []
         for frame in src:
             seen.append(frame.index)
@@ -364,8 +369,8 @@ def test_stop_wakes_a_consumer_waiting_on_a_live_source(tmp_path):
     assert 0 <= ended_at - stopped_at[0] < 1.0  # the poll is 0.05 s; without the wake-up it would hang
 
 
-def test_stream_reconnects_a_bounded_number_of_times(data_dir):
-    clip = (data_dir / "videos" / "vp8_opus.webm").read_bytes()
+def test_stream_reconnects_a_bounded_number_of_times(tmp_path):
+    clip = _write_mjpg(tmp_path / "live.avi", count=31)  # a short stream: 31 frames a play
     with ClipServer(clip, good=2, userinfo="viewer:s3cret@") as server:
         with open_source(server.url, reconnect_attempts=2, reconnect_delay=0.05) as src:
             assert src.live is True and src.label == "127.0.0.1-live" and src.kind == "stream"
@@ -379,10 +384,10 @@ def test_stream_reconnects_a_bounded_number_of_times(data_dir):
     assert all(b.timestamp >= a.timestamp for a, b in zip(frames, frames[1:]))
 
 
-def test_a_source_reopened_without_bound_comes_back_after_an_outage(data_dir, caplog):
+def test_a_source_reopened_without_bound_comes_back_after_an_outage(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="video_summarizer.sources")
     indices = []
-    with ClipServer((data_dir / "videos" / "vp8_opus.webm").read_bytes(), good=1, outage=5) as server:
+    with ClipServer(_write_mjpg(tmp_path / "live.avi", count=31), good=1, outage=5) as server:
         with open_source(server.url, reconnect_attempts=-1, reconnect_delay=0.01) as src:
             for frame in src:
                 indices.append(frame.index)

@@ -380,7 +380,9 @@ def test_stream_reconnects_a_bounded_number_of_times(tmp_path):
     assert server.requests == 4 and src.reconnects == 3
     assert src.frames_read == 62
     indices = [f.index for f in frames]
-    assert indices == sorted(set(indices)) and indices[-1] > 31  # frames from after the reconnect
+    # the first play is frames 0-30: a frame from index 31 on came after the reconnect (a fast reader
+    # may hand the consumer only the second play's first frame)
+    assert indices == sorted(set(indices)) and indices[-1] >= 31
     assert all(b.timestamp >= a.timestamp for a, b in zip(frames, frames[1:]))
 
 

@@ -276,3 +276,23 @@ def test_both_sdks_score_paths_are_counted_by_the_transport():
         assert [s["id"] for s in srv.scores] == ["s1", "s2"]  # the receiver decodes both paths
     assert delivery.acknowledged[SCORES] == 2 and delivery.unacknowledged[SCORES] == 2
     assert delivery.monitor.last_reason == "HTTP 500"
+
+
+def test_a_score_acknowledged_twice_is_counted_once():
+    """The SDK's late retry and the outbox can both deliver one score: Langfuse keeps one row per
+    score id, so the count is of ids, on both score paths and for the outbox's resends."""
+    import httpx
+
+    v5 = [{"id": "s1", "traceId": "t" * 32, "name": "a", "value": 1.0},
+          {"id": "s2", "traceId": "t" * 32, "name": "b", "value": 0.5}]
+    v4 = {"batch": [{"id": "s3-event", "type": "score-create", "body": {"id": "s3", "name": "c"}}]}
+    with FakeLangfuseServer() as srv:
+        delivery = Delivery(DeliveryMonitor(srv.base_url))
+        with httpx.Client(transport=counting_transport(delivery)) as client:
+            for _ in range(2):
+                assert client.post(srv.base_url + "/api/public/scores", json=v5).status_code == 202
+                assert client.post(srv.base_url + "/api/public/ingestion", json=v4).status_code == 207
+        assert sorted(srv.score_receipts.values()) == [2, 2, 2]  # each arrived twice
+    assert delivery.acknowledged[SCORES] == 3
+    delivery.sent(SCORES, 2, ids=["s2", "s4"])  # an outbox file: one id new
+    assert delivery.acknowledged[SCORES] == 4

@@ -94,7 +94,9 @@ def _check_every_id_kept_once(srv: FakeLangfuseServer, trace_log: Path, *, recei
 def test_an_outage_is_resent_in_the_run_once_langfuse_answers(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     with FakeLangfuseServer("503", public_key=_pk(tmp_path), secret_key=SK) as srv:
-        outbox = Outbox(tmp_path / "outbox", timeout_s=1.0, retry_s=0.5, settle_s=2.0)
+        # The default settle time: a score file is sent once the SDK's own three tries of that
+        # batch are over (its backoff waits up to 1 + 2 s); 2 s let CI receive 5 scores twice.
+        outbox = Outbox(tmp_path / "outbox", timeout_s=1.0, retry_s=0.5)
         tracker = _tracker(srv, tmp_path, outbox)
         _trace_frames(tracker, 10)
         assert wait_until(lambda: outbox.waiting()["spans"] >= 20 and outbox.waiting()["scores"] >= 15,

@@ -36,6 +36,7 @@ import logging
 import re
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -53,6 +54,9 @@ _SDK_LOGGER = "langfuse"
 # Prompt fetches are not deliveries: prompts.py says what each falls back to, once.
 _PROMPT_MESSAGES = ("Error while fetching prompt", "Prompt '%s' not found during refresh")
 _KEYS_HINT = "check LANGFUSE_PUBLIC_KEY/LANGFUSE_SECRET_KEY"
+# Score ids acknowledged lately: a score the SDK's late retry and the outbox both delivered
+# is one score (Langfuse keeps one row per id), counted once. Minutes of scores, not a month.
+_ACKED_WINDOW = 50_000
 
 # Per thread: the reason of the last failed send on this thread (set by the transport, or
 # noted from the exporter's own log record), which also marks the SDK's next lines there
@@ -121,11 +125,25 @@ class Delivery:
         self.closing = False  # close() has begun: the exporter's own shutdown is no outage
         self.closed = False  # nothing is sent any more
         self._lock = threading.Lock()
+        self._acked_scores: OrderedDict[str, None] = OrderedDict()
 
-    def sent(self, kind: str, acknowledged: int, items: Sequence[Any] = ()) -> None:
-        """The host acknowledged ``acknowledged`` items of ``kind`` (``items``: which, if known)."""
+    def sent(self, kind: str, acknowledged: int, items: Sequence[Any] = (),
+             ids: Sequence[str] = ()) -> None:
+        """The host acknowledged ``acknowledged`` items of ``kind`` (``items``: which, if known;
+        ``ids``: their score ids, when the items are not at hand). A score id acknowledged
+        before is not counted again."""
         _THREAD.reason = None
         with self._lock:
+            if kind == SCORES:
+                ids = list(ids) or [score_id(i) for i in items if isinstance(i, dict)]
+                if ids:
+                    repeats = sum(1 for i in ids if i in self._acked_scores)
+                    acknowledged = max(0, acknowledged - repeats)
+                    for i in ids:
+                        self._acked_scores[i] = None
+                        self._acked_scores.move_to_end(i)
+                    while len(self._acked_scores) > _ACKED_WINDOW:
+                        self._acked_scores.popitem(last=False)
             self.acknowledged[kind] += acknowledged
         self.monitor.succeeded()
         hook = self.on_acknowledged
@@ -269,6 +287,12 @@ class CountingSpanExporter:
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Nothing is buffered here; the inner exporter's answer."""
         return self.inner.force_flush(timeout_millis)
+
+
+def score_id(item: dict) -> str:
+    """A score item's score id (SDK 5: the score itself; SDK 4: the score-create event's body)."""
+    body = item.get("body") if isinstance(item.get("body"), dict) else item
+    return str(body.get("id"))
 
 
 def score_items(method: str, path: str, body: bytes) -> list | None:

@@ -44,7 +44,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from video_summarizer.tracing.delivery import INGESTION_PATH, SCORES, SCORES_PATH, SPANS
+from video_summarizer.tracing.delivery import INGESTION_PATH, SCORES, SCORES_PATH, SPANS, score_id
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +101,6 @@ def score_item(sdk_major: int, *, score_id: str, trace_id: str, observation_id: 
     return {"id": f"{score_id}-event", "type": "score-create", "timestamp": timestamp, "body": body}
 
 
-def score_id(item: dict) -> str | None:
-    """A score item's score id (SDK 5: the score itself; SDK 4: the score-create event's body)."""
-    body = item.get("body") if isinstance(item.get("body"), dict) else item
-    return body.get("id")
-
-
 def encode_batch(kind: str, items: Sequence[Any]) -> tuple[list[str], str, dict, bytes]:
     """(ids, endpoint path, non-secret headers, body) of what to keep for a refused batch."""
     if kind == SPANS:
@@ -117,7 +111,7 @@ def encode_batch(kind: str, items: Sequence[Any]) -> tuple[list[str], str, dict,
         return ids, TRACES_PATH, {"Content-Type": "application/x-protobuf",
                                   "Content-Encoding": "gzip"}, body
     items = [item for item in items if isinstance(item, dict)]
-    ids = [str(score_id(item)) for item in items]
+    ids = [score_id(item) for item in items]
     if any(item.get("type") == "score-create" for item in items):  # SDK 4's ingestion events
         return ids, INGESTION_PATH, {"Content-Type": "application/json"}, \
             json.dumps({"batch": items}).encode()
@@ -281,7 +275,7 @@ class Outbox:
     def handed(self, item: dict) -> None:
         """A score the tracker gave the SDK (``score_item``): kept at close() unless settled before."""
         with self._lock:
-            self._in_sdk[str(score_id(item))] = item
+            self._in_sdk[score_id(item)] = item
             while len(self._in_sdk) > MAX_IN_SDK:  # the SDK's own queue holds no more than this
                 self._in_sdk.popitem(last=False)
 
@@ -289,7 +283,7 @@ class Outbox:
         with self._lock:
             for item in items:
                 if isinstance(item, dict):
-                    self._in_sdk.pop(str(score_id(item)), None)
+                    self._in_sdk.pop(score_id(item), None)
 
     def keep(self, kind: str, items: Sequence[Any]) -> None:
         """Write one refused batch (the Delivery's on_unacknowledged hook); never raises."""
@@ -301,7 +295,7 @@ class Outbox:
             if kind == SCORES:  # a score already kept (a retry, or held at close) is not kept twice
                 with self._lock:
                     items = [i for i in items if not (isinstance(i, dict)
-                                                      and str(score_id(i)) in self._recent_kept)]
+                                                      and score_id(i) in self._recent_kept)]
                 if not items:
                     return
             ids, endpoint, headers, body = encode_batch(kind, items)
@@ -359,7 +353,7 @@ class Outbox:
         """The host acknowledged a live batch (on_acknowledged): remember score ids, wake the sender."""
         if kind == SCORES and items:
             self._settled(items)
-            ids = [str(score_id(i)) for i in items if isinstance(i, dict)]
+            ids = [score_id(i) for i in items if isinstance(i, dict)]
             with self._lock:
                 self._remember(self._recent_acked, ids)
         if self._index:
@@ -435,7 +429,7 @@ class Outbox:
                 counts[batch.kind] += len(batch.ids)
             result.sent[batch.kind] += len(batch.ids)
             if ours and self.delivery is not None:
-                self.delivery.sent(batch.kind, len(batch.ids))
+                self.delivery.sent(batch.kind, len(batch.ids), ids=batch.ids)
             return None
         if 400 <= status < 500 and status not in (401, 403, 408, 429):
             log.warning("Langfuse outbox: %s rejected a batch of %d %s for good (HTTP %d); "

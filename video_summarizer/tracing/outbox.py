@@ -197,6 +197,9 @@ class Outbox:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._scanned = False
+        # close() is over and the exit line said what waits and what was dropped: a batch the
+        # SDK gives up on later (past the flush deadline) is still kept, but drops nothing.
+        self._reported = False
 
     # -- the index ------------------------------------------------------------------------
     def scan(self) -> None:
@@ -292,14 +295,15 @@ class Outbox:
         if self.folder is None or not items:
             return
         try:
-            if kind == SCORES:  # a score already kept (a retry, or held at close) is not kept twice
-                with self._lock:
-                    items = [i for i in items if not (isinstance(i, dict)
-                                                      and score_id(i) in self._recent_kept)]
-                if not items:
-                    return
-            ids, endpoint, headers, body = encode_batch(kind, items)
+            # One lock from the check to the remembering: close() keeps what the SDK still
+            # holds while an SDK thread may keep a refused try of the same scores.
             with self._lock:
+                if kind == SCORES:  # a score already kept (a retry, or held at close): not twice
+                    items = [i for i in items if isinstance(i, dict)
+                             and score_id(i) not in self._recent_kept]
+                    if not items:
+                        return
+                ids, endpoint, headers, body = encode_batch(kind, items)
                 if ids and all(i in self._recent_kept for i in ids):
                     return  # a retry of a batch already kept
                 self._remember(self._recent_kept, ids)
@@ -321,7 +325,8 @@ class Outbox:
             self._ours[str(path)] = self._clock()
             self._size += self._index[str(path)].size
             self.kept[kind] += len(ids)
-        self._bound()
+        if not self._reported:
+            self._bound()
 
     def _write(self, name: str, data: bytes) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -491,6 +496,7 @@ class Outbox:
                 self.send(self.host, self._auth, deadline_s=left)
             except Exception as exc:  # exit goes on: the files stay for the next run
                 log.debug("outbox: final send failed: %s", exc)
+        self._reported = True
 
     # -- what the report says -----------------------------------------------------------------
     def progress(self) -> str:

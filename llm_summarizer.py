@@ -16,18 +16,16 @@ Both have ``check()`` (cheap: the files are there / the server lists the model),
 from __future__ import annotations
 
 import os
-import threading
 import time
 from typing import Any, Sequence
 
 from video_summarizer.errors import BackendUnavailable
 from video_summarizer.models.hf import (
+    InProcessModel,
     ModelSpec,
     TokenTimer,
     generate_in_thread,
     load_error,
-    load_pretrained,
-    locate,
     resolve_dtype,  # noqa: F401 - part of this module's interface (tests, older callers)
     sampling,
 )
@@ -212,48 +210,24 @@ class ServerBackend:
         )
 
 
-class LocalBackend:
+class LocalBackend(InProcessModel):
     """A causal LM loaded into this process with transformers (CPU, CUDA or MPS)."""
 
     name = "local"
+    model_class = "AutoModelForCausalLM"
+    spec = SPEC
 
     def __init__(self, model: str, *, device: str, dtype: str, max_new_tokens: int, timeout_s: float,
                  temperature: float | None) -> None:
-        self.model = model
-        self.device = device  # "auto" until loaded
-        self.dtype = dtype
+        super().__init__(model, device=device, dtype=dtype)
         self.max_new_tokens = max_new_tokens
         self.timeout_s = timeout_s
         self.temperature = temperature  # None or 0: greedy
         self.tokenizer: Any = None
-        self.hf_model: Any = None
-        self._checked = False
-        self._source: str | None = None  # set by check(): the local folder to load from (None: the hub)
         self._system_ok: bool | None = None  # does the chat template accept a system message?
-        self._load_lock = threading.Lock()
-        self._generate_lock = threading.Lock()  # one generation at a time
 
-    def check(self) -> None:
-        """The model's files are there (a folder, or a hub id cached or reachable); nothing loads."""
-        if not self._checked:
-            self._source = locate(self.model, SPEC)
-            self._checked = True
-
-    def load(self) -> None:
-        """Tokenizer and model, once (thread-safe); BackendUnavailable says what to do."""
-        if self.hf_model is not None:
-            return
-        with self._load_lock:
-            if self.hf_model is not None:
-                return
-            self.check()
-            loaded = load_pretrained("AutoModelForCausalLM", self.model, SPEC, source=self._source,
-                                     device=self.device, dtype=self.dtype, prepare=self._load_tokenizer)
-            self.device = loaded.device
-            self.hf_model = loaded.model  # last: other threads take a non-None model as "loaded"
-
-    def close(self) -> None:
-        """Nothing to release beyond what the garbage collector frees."""
+    def _prepare(self) -> Any:
+        return self._load_tokenizer()
 
     def _load_tokenizer(self) -> Any:
         # Prompts are built (and their tokens counted) before the model is needed.

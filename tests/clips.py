@@ -173,6 +173,23 @@ def write_clip(path: Path, frames, fps: float, size: tuple[int, int], fourcc: st
     return count
 
 
+def small_clip(path: Path, fourcc: str, count: int = 100, fps: float = 30.0, frame=None) -> Path:
+    """A 160x120 clip of ``count`` frames: ``frame(i)`` each, or greys getting lighter."""
+    def grey(i: int) -> np.ndarray:
+        return np.full((120, 160, 3), (i * 2) % 256, np.uint8)
+
+    write_clip(path, ((frame or grey)(i) for i in range(count)), fps, (160, 120), fourcc)
+    return path
+
+
+def cut_file(path: Path, share: float, name: str) -> Path:
+    """The first ``share`` of ``path``'s bytes as ``name`` beside it: a half-copied upload."""
+    data = path.read_bytes()
+    out = path.with_name(name)
+    out.write_bytes(data[: int(len(data) * share)])
+    return out
+
+
 def _fourcc(path: Path, codec: str | None) -> str:
     return codec or ("MJPG" if path.suffix in (".avi", ".mkv") else "mp4v")
 

@@ -32,3 +32,11 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> ClipSet:
     from tests.clips import ClipSet
 
     return ClipSet(tmp_path_factory.mktemp("clips"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Mistral folder (tests/tiny_models.py), built once per test session; read only."""
+    from tests.tiny_models import build_tiny_mistral
+
+    return build_tiny_mistral(tmp_path_factory.mktemp("tiny-mistral"))

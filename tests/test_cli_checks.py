@@ -15,25 +15,13 @@ from pathlib import Path
 import pytest
 
 from tests.cli_runner import CLI, REPO, cli_args, cli_env, read_events, run_cli
-from tests.clips import ClipSet
 from tests.fake_openai import FakeOpenAIServer
-from tests.tiny_models import build_tiny_mistral
 
 pytestmark = pytest.mark.slow
 
 # A summary model that does not exist and a VLM port with nothing listening: a run that got as far
 # as loading or checking a model would say so; these tests must fail before, on their own problem.
 NO_MODEL = ["--llm-model", "/nonexistent/mistral", "--vlm-base-url", "http://127.0.0.1:9/v1"]
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> ClipSet:
-    return ClipSet(tmp_path_factory.mktemp("clips"))
-
-
-@pytest.fixture(scope="module")
-def tiny_llm(tmp_path_factory) -> Path:
-    return build_tiny_mistral(tmp_path_factory.mktemp("tiny-mistral"))
 
 
 @pytest.fixture(scope="module")

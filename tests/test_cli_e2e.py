@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
@@ -25,10 +24,8 @@ from tests.cli_runner import (
     run_cli,
     selected_frames,
 )
-from tests.clips import ClipSet
 from tests.fake_langfuse import FakeLangfuseServer
 from tests.fake_openai import FakeOpenAIServer
-from tests.tiny_models import build_tiny_mistral
 
 pytestmark = pytest.mark.slow
 
@@ -36,16 +33,6 @@ SCORES = {"vlm_success", "vlm_latency_score", "vlm_quality", "llm_success", "llm
           "llm_quality", "overall_quality"}
 # short_hamilton_clip.mp4: lin-manuel-miranda matches at tolerance 0.6 in these frames (data README)
 LMM_FRAMES_06 = {0, *range(2, 15), *range(82, 116), *range(120, 211)}
-
-
-@pytest.fixture(scope="session")
-def tiny_llm(tmp_path_factory) -> Path:
-    return build_tiny_mistral(tmp_path_factory.mktemp("tiny-mistral"))
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> ClipSet:
-    return ClipSet(tmp_path_factory.mktemp("clips"))
 
 
 STAGE_INTERVAL = 1.0

@@ -15,7 +15,6 @@ from tests.cli_runner import TEST_PUBLIC_KEY, TEST_SECRET_KEY, cli_args, cli_env
 from tests.clips import ClipSet, read_number
 from tests.fake_langfuse import FakeLangfuseServer
 from tests.fake_openai import FakeOpenAIServer
-from tests.tiny_models import build_tiny_mistral
 from video_summarizer.datasets import DatasetItem, LocalDataset, content_hash, item_id
 from video_summarizer.frames import from_jpeg_bytes
 
@@ -23,26 +22,21 @@ REF_PREFIX = "@@@langfuseMedia:type=image/jpeg|id="
 
 
 @pytest.fixture(scope="module")
-def llm_dir(tmp_path_factory):
-    return build_tiny_mistral(tmp_path_factory.mktemp("llm") / "llm")
-
-
-@pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     return ClipSet(tmp_path_factory.mktemp("clips")).numbered(seconds=2.0)  # frames 0 and 10 at 1 s
 
 
-def _run(tmp_path, clip, llm_dir, lf_url, *more):
+def _run(tmp_path, clip, tiny_llm, lf_url, *more):
     with FakeOpenAIServer(reply="A coloured band over black and white squares.") as vlm:
-        args = cli_args(vlm.base_url, llm_dir, "--source", str(clip.path), "--interval", "1", *more)
+        args = cli_args(vlm.base_url, tiny_llm, "--source", str(clip.path), "--interval", "1", *more)
         run = run_cli(args, cli_env(tmp_path, langfuse_url=lf_url), timeout=240, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     return run
 
 
-def test_items_are_created_once_across_two_runs(tmp_path, clip, llm_dir):
+def test_items_are_created_once_across_two_runs(tmp_path, clip, tiny_llm):
     with FakeLangfuseServer(public_key=TEST_PUBLIC_KEY, secret_key=TEST_SECRET_KEY) as lf:
-        first = _run(tmp_path, clip, llm_dir, lf.base_url, "--dataset", "frames")
+        first = _run(tmp_path, clip, tiny_llm, lf.base_url, "--dataset", "frames")
         assert "Dataset Langfuse dataset frames: 2 frames added, 0 already there" in first.stderr
         items = lf.data.dataset_items("frames")
         assert len(items) == 2 and len(lf.data.item_creates) == 2
@@ -61,15 +55,15 @@ def test_items_are_created_once_across_two_runs(tmp_path, clip, llm_dir):
             links = [m for m in lf.data.media_links() if m["media_id"] == media_id]
             assert links and links[0]["dataset_item_id"] == item["id"] and links[0]["field"] == "input"
             assert read_number(from_jpeg_bytes(lf.data.media_bytes(media_id))) == meta["frame"]
-        second = _run(tmp_path, clip, llm_dir, lf.base_url, "--dataset", "frames")
+        second = _run(tmp_path, clip, tiny_llm, lf.base_url, "--dataset", "frames")
         assert "Dataset Langfuse dataset frames: 0 frames added, 2 already there" in second.stderr
         assert len(lf.data.item_creates) == 2 and len(lf.data.dataset_items("frames")) == 2
         assert len(lf.data.uploads) == 2
 
 
-def test_offline_folder_round_trips_and_pushes_under_the_same_ids(tmp_path, clip, llm_dir):
-    _run(tmp_path, clip, llm_dir, None, "--dataset", "frames")
-    again = _run(tmp_path, clip, llm_dir, None, "--dataset", "frames")
+def test_offline_folder_round_trips_and_pushes_under_the_same_ids(tmp_path, clip, tiny_llm):
+    _run(tmp_path, clip, tiny_llm, None, "--dataset", "frames")
+    again = _run(tmp_path, clip, tiny_llm, None, "--dataset", "frames")
     assert "Dataset folder frames/: 0 frames added, 2 already there" in again.stderr
     local = LocalDataset(tmp_path / "frames")
     lines = (tmp_path / "frames" / "items.jsonl").read_text().splitlines()
@@ -82,7 +76,7 @@ def test_offline_folder_round_trips_and_pushes_under_the_same_ids(tmp_path, clip
         assert (tmp_path / "frames" / entry["image"]).read_bytes() == item.image_jpeg
     with FakeLangfuseServer(public_key=TEST_PUBLIC_KEY, secret_key=TEST_SECRET_KEY) as lf:
         env = cli_env(tmp_path, langfuse_url=lf.base_url)
-        cli = cli_args("http://127.0.0.1:9/v1", llm_dir)[:2]  # python real_time_summarizer.py
+        cli = cli_args("http://127.0.0.1:9/v1", tiny_llm)[:2]  # python real_time_summarizer.py
         push = run_cli([*cli, "--dataset-push", "frames"], env, cwd=tmp_path, timeout=120)
         assert push.returncode == 0, push.stderr
         assert "2 items uploaded to Langfuse dataset frames, 0 already there" in push.stderr
@@ -97,8 +91,8 @@ def test_offline_folder_round_trips_and_pushes_under_the_same_ids(tmp_path, clip
         assert len(lf.data.item_creates) == 2
 
 
-def test_push_needs_keys_and_a_dataset_folder(tmp_path, llm_dir):
-    cli = cli_args("http://127.0.0.1:9/v1", llm_dir)[:2]
+def test_push_needs_keys_and_a_dataset_folder(tmp_path, tiny_llm):
+    cli = cli_args("http://127.0.0.1:9/v1", tiny_llm)[:2]
     no_keys = run_cli([*cli, "--dataset-push", "frames"], cli_env(tmp_path), cwd=tmp_path, timeout=60)
     assert no_keys.returncode == 2 and no_keys.stderr_lines()[-1].startswith("Error: --dataset-push: needs Langfuse keys")
     with FakeLangfuseServer(public_key=TEST_PUBLIC_KEY, secret_key=TEST_SECRET_KEY) as lf:

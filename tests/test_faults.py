@@ -30,22 +30,11 @@ from tests.clip_server import ClipServer
 from tests.clips import Clip, ClipSet
 from tests.fake_langfuse import FakeLangfuseServer
 from tests.fake_openai import FakeOpenAIServer
-from tests.tiny_models import build_tiny_mistral
 
 pytestmark = pytest.mark.faults
 
 VLM_SECRET = "sk-vlm-secret-DO-NOT-LEAK-91be"
 INTERVAL = 0.25  # _base's --interval
-
-
-@pytest.fixture(scope="module")
-def tiny_llm(tmp_path_factory) -> Path:
-    return build_tiny_mistral(tmp_path_factory.mktemp("tiny-mistral"))
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> ClipSet:
-    return ClipSet(tmp_path_factory.mktemp("clips"))
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from tests.clip_server import ClipServer
+from tests.clips import cut_file, small_clip
 from video_summarizer.sources import Frame, FrameSource, open_source, source_label, unique_labels
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -70,18 +71,7 @@ def _write_mjpg(path: Path, count: int, fps: float = 30.0) -> bytes:
 
 
 def _write(path: Path, fourcc: str, count: int = 100, fps: float = 30.0) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (160, 120))
-    for i in range(count):
-        writer.write(_stripes(i))
-    writer.release()
-    return path
-
-
-def _cut(path: Path, share: float, name: str) -> Path:
-    data = path.read_bytes()
-    out = path.with_name(name)
-    out.write_bytes(data[: int(len(data) * share)])
-    return out
+    return small_clip(path, fourcc, count, fps, frame=_stripes)
 
 
 # --- files -------------------------------------------------------------------------------
@@ -175,7 +165,7 @@ def test_a_cut_file_says_it_is_truncated_and_how_far_it_got(tmp_path):
     # An AVI (MJPG) states its frame count in the header at the front, and its frames read in
     # order without the index at the end: the first 40 % still opens and decodes.
     whole = _write(tmp_path / "whole.avi", "MJPG", count=100)
-    cut = _cut(whole, 0.4, "cut.avi")
+    cut = cut_file(whole, 0.4, "cut.avi")
     src, frames, _ = _read_all(whole)
     assert (src.frames_expected, src.frames_read, src.ended, src.truncated) == (100, 100, True, False)
     with open_source(str(cut)) as src:
@@ -186,7 +176,7 @@ def test_a_cut_file_says_it_is_truncated_and_how_far_it_got(tmp_path):
     assert numbers[-1][2] == pytest.approx((len(numbers) - 1) / 30.0, abs=0.002)
     assert src.ended and src.truncated and src.frames_read == len(numbers) and src.frames_expected == 100
     # A file cut just short of its end (the last frame's bytes) is not called truncated.
-    with open_source(str(_cut(whole, 0.995, "nearly.avi"))) as src:
+    with open_source(str(cut_file(whole, 0.995, "nearly.avi"))) as src:
         read = sum(1 for _ in src)
     assert read >= 98 and src.ended and not src.truncated
 
@@ -279,7 +269,7 @@ def test_stdin_keeps_the_frame_decoded_at_open(tmp_path):
 
 
 def test_a_cut_file_on_stdin_is_truncated_and_an_image_is_one_frame(tmp_path):
-    out = _cat_into_child(_cut(_write(tmp_path / "whole.avi", "MJPG", count=100), 0.4, "cut.avi"), tmp_path)
+    out = _cat_into_child(cut_file(_write(tmp_path / "whole.avi", "MJPG", count=100), 0.4, "cut.avi"), tmp_path)
     assert out["expected"] == 100 and out["truncated"] is True and 25 <= out["read"] <= 55
     assert [f[0] for f in out["frames"]] == list(range(out["read"]))
     cv2.imwrite(str(tmp_path / "still.png"), _stripes(5))

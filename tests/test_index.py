@@ -70,7 +70,8 @@ def indexed(tmp_path_factory, clips, bert):
 def test_a_run_indexes_every_caption_and_summary(indexed):
     captions = [e for e in indexed["events"] if e["type"] == "caption"]
     summaries = [e for e in indexed["events"] if e["type"] == "summary"]
-    assert [c["frame"] for c in captions] == [0, 10, 20, 30, 40] and summaries
+    # Caption events come as captions complete: two frames in flight can finish out of order.
+    assert sorted(c["frame"] for c in captions) == [0, 10, 20, 30, 40] and summaries
     rows = _rows(indexed["tmp"] / "idx")
     assert len(rows) == len(captions) + len(summaries)
     by_trace = {(r["kind"], r["trace_id"]): r for r in rows}

@@ -9,17 +9,10 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 
 from tests.cli_runner import cli_args, cli_env, image_digest_reply, read_events, run_cli
 from tests.clips import ClipSet
 from tests.fake_openai import FakeOpenAIServer
-from tests.tiny_models import build_tiny_mistral
-
-
-@pytest.fixture(scope="module")
-def tiny_llm(tmp_path_factory) -> Path:
-    return build_tiny_mistral(tmp_path_factory.mktemp("tiny-mistral"))
 
 
 def make_batch(folder: Path, n: int, *, seconds: float = 2.0) -> list[Path]:

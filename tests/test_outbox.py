@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from langfuse_tracker import LangfuseTracker
 from tests.cli_runner import (
@@ -30,16 +29,10 @@ from tests.cli_runner import (
 )
 from tests.fake_langfuse import FakeLangfuseServer, decode_otlp, wait_until
 from tests.fake_openai import FakeOpenAIServer
-from tests.tiny_models import build_tiny_mistral
 from video_summarizer.tracing.outbox import SUFFIX, Outbox, basic_auth, fingerprint, read_batch
 
 SK = "sk-lf-outbox-DO-NOT-LEAK"
 FAST_SDK = {"LANGFUSE_FLUSH_AT": "5", "LANGFUSE_FLUSH_INTERVAL": "0.2", "LANGFUSE_TIMEOUT": "1"}
-
-
-@pytest.fixture(scope="module")
-def tiny_llm(tmp_path_factory) -> Path:
-    return build_tiny_mistral(tmp_path_factory.mktemp("tiny-mistral"))
 
 
 def _ids(trace_log: Path | list[Path]) -> tuple[set[str], set[str]]:

@@ -21,14 +21,8 @@ from tests.cli_runner import cli_args, cli_env, image_digest_reply, read_events,
 from tests.fake_openai import FakeOpenAIServer
 from tests.ray_head import LOOPBACK, free_port, local_ray_head
 from tests.test_jobs import make_batch
-from tests.tiny_models import build_tiny_mistral
 
 WORKER_TITLE = b"ray::SummarizerWorker"
-
-
-@pytest.fixture(scope="module")
-def tiny_llm(tmp_path_factory) -> Path:
-    return build_tiny_mistral(tmp_path_factory.mktemp("tiny-mistral"))
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from langfuse_tracker import LangfuseTracker
 from tests.cli_runner import cli_args, cli_env, image_digest_reply, run_cli
 from tests.fake_openai import FakeOpenAIServer
-from tests.tiny_models import build_tiny_mistral
 from trace_report import compute_report
 from video_summarizer.options import RunOptions
 from video_summarizer.outputs import EventWriter
@@ -91,11 +89,6 @@ def test_default_bounds_live_sources_only():
     assert RunOptions(sources=("clip.mp4",), live=True).log_max_bytes(None) == 100 * MB
     assert RunOptions(sources=("cam0",)).log_max_bytes(0) == 0
     assert RunOptions(sources=("clip.mp4",)).log_max_bytes(0.5) == MB // 2
-
-
-@pytest.fixture(scope="module")
-def tiny_llm(tmp_path_factory) -> Path:
-    return build_tiny_mistral(tmp_path_factory.mktemp("tiny-mistral"))
 
 
 def test_the_cli_bounds_both_logs(tmp_path, clips, tiny_llm):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tests.clip_server import ClipServer
+from tests.clips import cut_file, small_clip
 from video_summarizer.errors import InputError
 from video_summarizer.sources import open_source
 
@@ -31,29 +32,13 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def _write(path: Path, fourcc: str, count: int = 100, fps: float = 30.0) -> Path:
-    """A clip of grey frames getting lighter, written with cv2.VideoWriter."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (160, 120))
-    for i in range(count):
-        writer.write(np.full((120, 160, 3), (i * 2) % 256, np.uint8))
-    writer.release()
-    return path
-
-
-def _cut(path: Path, share: float, name: str) -> Path:
-    data = path.read_bytes()
-    out = path.with_name(name)
-    out.write_bytes(data[: int(len(data) * share)])
-    return out
-
-
 def _bad_inputs(tmp_path: Path) -> dict[str, tuple[str, str]]:
     """Generated bad inputs: (spec, words the message must hold)."""
     (tmp_path / "zero.mp4").write_bytes(b"")
     (tmp_path / "notes.mp4").write_text("not a video\n" * 50)
     (tmp_path / "noise.mp4").write_bytes(np.random.default_rng(7).integers(0, 256, 200_000, np.uint8).tobytes())
     # VideoWriter's MP4 keeps its index (moov) at the end: the first 40 % has none, nothing decodes.
-    _cut(_write(tmp_path / "whole.mp4", "mp4v"), 0.4, "no-index.mp4")
+    cut_file(small_clip(tmp_path / "whole.mp4", "mp4v"), 0.4, "no-index.mp4")
     (tmp_path / "folder").mkdir()
     port = _closed_port()
     return {
@@ -131,7 +116,7 @@ def test_unreadable_file_is_an_input_error(tmp_path):
     folder = Path(tempfile.mkdtemp(prefix="unreadable-", dir="/tmp"))  # a folder nobody may enter
     try:
         folder.chmod(0o755)
-        clip = _write(folder / "locked.avi", "MJPG", count=5)
+        clip = small_clip(folder / "locked.avi", "MJPG", count=5)
         clip.chmod(0o000)
         if os.geteuid() == 0:  # root reads any file whatever its mode: try as nobody
             said = _open_as(65534, str(clip))
@@ -193,7 +178,7 @@ def test_closed_stdin_is_an_input_error():
 
 @pytest.mark.parametrize("case", ["text", "random bytes", "mp4 without index", "mp4, live"])
 def test_garbage_on_stdin_is_an_input_error_at_open(tmp_path, case):
-    whole = _write(tmp_path / "whole.mp4", "mp4v").read_bytes()
+    whole = small_clip(tmp_path / "whole.mp4", "mp4v").read_bytes()
     if case == "mp4, live":  # bigger than FFmpeg's read-ahead, which lets a small MP4 through a pipe
         writer = cv2.VideoWriter(str(tmp_path / "big.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (160, 120))
         rng = np.random.default_rng(1)
@@ -220,7 +205,7 @@ def test_garbage_on_stdin_is_an_input_error_at_open(tmp_path, case):
 
 @pytest.mark.parametrize("case", ["503", "html 200", "404"])
 def test_a_server_that_answers_without_a_video_is_an_input_error_at_open(tmp_path, case):
-    clip = _write(tmp_path / "cam.avi", "MJPG", count=10).read_bytes()
+    clip = small_clip(tmp_path / "cam.avi", "MJPG", count=10).read_bytes()
     server = {
         "503": ClipServer(clip, good=0),
         "html 200": ClipServer(b"<html><body>Please log in</body></html>" * 20, good=9, content_type="text/html"),

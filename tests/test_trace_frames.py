@@ -16,18 +16,12 @@ import numpy as np
 import pytest
 
 from tests.cli_runner import TEST_PUBLIC_KEY, TEST_SECRET_KEY, cli_args, cli_env, read_events, run_cli
-from tests.clips import ClipSet, add_noise, numbered_frame, read_number, textured_scene
+from tests.clips import ClipSet, add_noise, read_number, textured_scene
 from tests.fake_langfuse import FakeLangfuseServer, wait_until
 from tests.fake_openai import FakeOpenAIServer
-from tests.tiny_models import build_tiny_mistral
 from video_summarizer.frames import from_jpeg_bytes, to_jpeg_bytes
 
 REFERENCE = "@@@langfuseMedia:type=image/jpeg|id={}|source=bytes@@@"
-
-
-@pytest.fixture(scope="module")
-def llm_dir(tmp_path_factory):
-    return build_tiny_mistral(tmp_path_factory.mktemp("llm") / "llm")
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +34,10 @@ def _gen_spans(lf: FakeLangfuseServer) -> list[dict]:
             if s["attributes"].get("langfuse.observation.type") == "generation"]
 
 
-def _run(tmp_path, clip, llm_dir, *more, keys=True):
+def _run(tmp_path, clip, tiny_llm, *more, keys=True):
     with FakeLangfuseServer(public_key=TEST_PUBLIC_KEY, secret_key=TEST_SECRET_KEY) as lf, \
             FakeOpenAIServer(reply="A coloured band over black and white squares.") as vlm:
-        args = cli_args(vlm.base_url, llm_dir, "--source", str(clip.path), "--interval", "1",
+        args = cli_args(vlm.base_url, tiny_llm, "--source", str(clip.path), "--interval", "1",
                         "--events", str(tmp_path / "events.jsonl"), "--trace-log", str(tmp_path / "trace.jsonl"),
                         *more)
         run = run_cli(args, cli_env(tmp_path, langfuse_url=lf.base_url if keys else None), timeout=240)
@@ -54,8 +48,8 @@ def _run(tmp_path, clip, llm_dir, *more, keys=True):
         return run, lf, vlm.requests, captions
 
 
-def test_each_traced_frame_is_uploaded_once_and_referenced_from_its_generation(tmp_path, clip, llm_dir):
-    run, lf, vlm_requests, captions = _run(tmp_path, clip, llm_dir, "--trace-frames")
+def test_each_traced_frame_is_uploaded_once_and_referenced_from_its_generation(tmp_path, clip, tiny_llm):
+    run, lf, vlm_requests, captions = _run(tmp_path, clip, tiny_llm, "--trace-frames")
     assert sorted(c["frame"] for c in captions) == [0, 10]  # 2 s at 1 s interval (two in flight)
     assert "Frames traced" in run.stderr and "faces NOT blurred in them" in run.stderr  # loopback VLM
     gens = _gen_spans(lf)
@@ -82,8 +76,8 @@ def test_each_traced_frame_is_uploaded_once_and_referenced_from_its_generation(t
     assert len(vlm_requests) == 2
 
 
-def test_without_trace_frames_no_pixel_leaves_but_to_the_caption_model(tmp_path, clip, llm_dir):
-    run, lf, vlm_requests, captions = _run(tmp_path, clip, llm_dir)
+def test_without_trace_frames_no_pixel_leaves_but_to_the_caption_model(tmp_path, clip, tiny_llm):
+    run, lf, vlm_requests, captions = _run(tmp_path, clip, tiny_llm)
     assert len(captions) == 2 and len(vlm_requests) == 2  # the caption model got its frames
     assert "Frames traced" not in run.stderr
     assert lf.data.upload_url_requests == [] and lf.data.uploads == [] and lf.data.patches == []
@@ -98,8 +92,8 @@ def test_without_trace_frames_no_pixel_leaves_but_to_the_caption_model(tmp_path,
     assert all(line.get("frame") is None for line in lines if line["type"] == "generation")
 
 
-def test_offline_trace_log_keeps_size_and_hash_not_pixels(tmp_path, clip, llm_dir):
-    run, _lf, _requests, captions = _run(tmp_path, clip, llm_dir, "--trace-frames", keys=False)
+def test_offline_trace_log_keeps_size_and_hash_not_pixels(tmp_path, clip, tiny_llm):
+    run, _lf, _requests, captions = _run(tmp_path, clip, tiny_llm, "--trace-frames", keys=False)
     assert "no keys: the trace log keeps size and hash" in run.stderr
     lines = read_events(tmp_path / "trace.jsonl")
     gens = [r for r in lines if r["type"] == "generation" and r["name"] == "vlm_caption"]
@@ -170,7 +164,7 @@ def test_blurred_faces_stay_blurred_in_the_uploaded_frame(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_faces_are_not_found_in_the_uploaded_frame(tmp_path, data_dir, llm_dir):
+def test_real_faces_are_not_found_in_the_uploaded_frame(tmp_path, data_dir, tiny_llm):
     """two_people.jpg through the CLI with --blur-faces --trace-frames: face_recognition finds both
     faces in the clip and none in what was uploaded."""
     import face_recognition
@@ -184,7 +178,7 @@ def test_real_faces_are_not_found_in_the_uploaded_frame(tmp_path, data_dir, llm_
     writer.release()
     with FakeLangfuseServer(public_key=TEST_PUBLIC_KEY, secret_key=TEST_SECRET_KEY) as lf, \
             FakeOpenAIServer(reply="Two men in suits.") as vlm:
-        args = cli_args(vlm.base_url, llm_dir, "--source", str(clip), "--known-faces", str(data_dir / "faces"),
+        args = cli_args(vlm.base_url, tiny_llm, "--source", str(clip), "--known-faces", str(data_dir / "faces"),
                         "--blur-faces", "--trace-frames")
         run = run_cli(args, cli_env(tmp_path, langfuse_url=lf.base_url), timeout=300)
         assert run.returncode == 0, run.stderr

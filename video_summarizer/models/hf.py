@@ -137,6 +137,59 @@ def load_pretrained(model_class: str, name: str, spec: ModelSpec, *, source: str
     return Loaded(model, companion, resolved, torch_dtype, seconds)
 
 
+class InProcessModel:
+    """check() and load() of a transformers model loaded into this process, once, thread-safe.
+
+    A subclass sets ``model_class`` (the transformers Auto class) and ``spec``, builds what goes
+    beside the model in ``_prepare()`` (tokenizer, processor) and takes it in ``_loaded()``.
+    ``hf_model`` is set last: other threads take a non-None model as "loaded".
+    """
+
+    model_class: str
+    spec: ModelSpec
+
+    def __init__(self, model: str, *, device: str, dtype: str) -> None:
+        self.model = model  # shown in traces: the hub id, or the folder as given
+        self.device = device  # "auto" until loaded, then the device the model is on
+        self.dtype = dtype
+        self.hf_model: Any = None
+        self.load_seconds: float | None = None
+        self._checked = False
+        self._source: str | None = None  # set by check(): the local folder to load from (None: the hub)
+        self._load_lock = threading.Lock()
+        self._generate_lock = threading.Lock()  # one generation at a time
+
+    def check(self) -> None:
+        """Cheap: the model's files are there (a folder, or a hub id cached or reachable); nothing loads."""
+        if not self._checked:
+            self._source = locate(self.model, self.spec)
+            self._checked = True
+
+    def load(self) -> None:
+        """Load the model once, with a progress line; BackendUnavailable says what to do."""
+        if self.hf_model is not None:
+            return
+        with self._load_lock:
+            if self.hf_model is not None:
+                return
+            self.check()
+            loaded = load_pretrained(self.model_class, self.model, self.spec, source=self._source,
+                                     device=self.device, dtype=self.dtype, prepare=self._prepare)
+            self._loaded(loaded)
+            self.device, self.load_seconds = loaded.device, loaded.seconds
+            self.hf_model = loaded.model
+
+    def close(self) -> None:
+        """Nothing to release beyond what the garbage collector frees."""
+
+    def _prepare(self) -> Any:
+        """What goes beside the model (tokenizer, processor), built before it loads."""
+        return None
+
+    def _loaded(self, loaded: Loaded) -> None:
+        """Take what ``_prepare()`` built (``loaded.companion``)."""
+
+
 def load_error(name: str, spec: ModelSpec, exc: BaseException) -> BackendUnavailable:
     """The one actionable error for a model that would not load."""
     reason = f"{type(exc).__name__}: {_first_line(exc)}"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import threading
 import time
 from typing import Any
 
@@ -25,7 +24,14 @@ import numpy as np
 
 from video_summarizer.errors import BackendUnavailable
 from video_summarizer.frames import to_pil, to_rgb
-from video_summarizer.models.hf import ModelSpec, generate_in_thread, load_error, load_pretrained, locate, sampling
+from video_summarizer.models.hf import (
+    InProcessModel,
+    Loaded,
+    ModelSpec,
+    generate_in_thread,
+    load_error,
+    sampling,
+)
 from video_summarizer.models.openai_stream import split_thinking
 from video_summarizer.prompts import DEFAULT_PROMPT_TEMPLATE, render_prompt
 from video_summarizer.results import CaptionResult
@@ -44,8 +50,11 @@ SPEC = ModelSpec(
 )
 
 
-class LocalVLM:
+class LocalVLM(InProcessModel):
     """Captions frames with a vision-language model loaded into this process (CPU, CUDA or MPS)."""
+
+    model_class = "AutoModelForImageTextToText"
+    spec = SPEC
 
     def __init__(
         self,
@@ -59,9 +68,7 @@ class LocalVLM:
         image_max_side: int = 768,
         prompt_template: str | None = None,
     ) -> None:
-        self.model = model or DEFAULT_MODEL  # shown in traces: the hub id, or the folder as given
-        self.device = device  # "auto" until loaded, then the device the model is on
-        self.dtype = dtype
+        super().__init__(model or DEFAULT_MODEL, device=device, dtype=dtype)
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature  # None or 0: greedy
         self.timeout_s = timeout_s
@@ -69,42 +76,19 @@ class LocalVLM:
         self.prompt_template = prompt_template or DEFAULT_PROMPT_TEMPLATE
         self.stats = ModelStats(f"VLM {self.model}")
         self.processor: Any = None  # transformers processor, once loaded
-        self.hf_model: Any = None  # transformers model, once loaded
         self.processor_assembled = False  # True when built from image-only parts (no torchvision)
-        self.load_seconds: float | None = None
-        self._checked = False
-        self._source: str | None = None  # set by check(): the local folder to load from (None: the hub)
-        self._load_lock = threading.Lock()
-        self._generate_lock = threading.Lock()  # one generation at a time
 
     def __repr__(self) -> str:
         return f"LocalVLM(model={self.model!r}, device={self.device!r})"
 
-    # -- check and load ----------------------------------------------------------------------
-    def check(self) -> None:
-        """Cheap: the model's files are there (a folder, or a hub id cached or reachable); nothing loads."""
-        if not self._checked:
-            self._source = locate(self.model, SPEC)
-            self._checked = True
+    # -- load ----------------------------------------------------------------------------------
+    def _prepare(self) -> tuple[Any, bool]:
+        return self._load_processor()
 
-    def load(self) -> None:
-        """Load processor and model once (thread-safe), with a progress line; BackendUnavailable says what to do."""
-        if self.hf_model is not None:
-            return
-        with self._load_lock:
-            if self.hf_model is not None:
-                return
-            self.check()
-            loaded = load_pretrained("AutoModelForImageTextToText", self.model, SPEC, source=self._source,
-                                     device=self.device, dtype=self.dtype, prepare=self._load_processor)
-            (self.processor, self.processor_assembled), self.device = loaded.companion, loaded.device
-            if self.processor_assembled:
-                log.info("Caption model %s: image-only processor (torchvision is not installed)", self.model)
-            self.load_seconds = loaded.seconds
-            self.hf_model = loaded.model  # last: other threads take a non-None model as "loaded"
-
-    def close(self) -> None:
-        """Nothing to release beyond what the garbage collector frees."""
+    def _loaded(self, loaded: Loaded) -> None:
+        self.processor, self.processor_assembled = loaded.companion
+        if self.processor_assembled:
+            log.info("Caption model %s: image-only processor (torchvision is not installed)", self.model)
 
     def _load_processor(self) -> tuple[Any, bool]:
         """AutoProcessor, or the image-only assembly when only the video part wants torchvision."""

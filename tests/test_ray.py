@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_runner import cli_args, cli_env, image_digest_reply, read_events, run_cli
+from tests.fake_langfuse import wait_until
 from tests.fake_openai import FakeOpenAIServer
 from tests.ray_head import LOOPBACK, free_port, local_ray_head
 from tests.test_jobs import make_batch
@@ -120,6 +121,49 @@ def test_workers_killed_mid_file_are_retried_and_their_files_written_once(tmp_pa
     captions = [(e["source"], e["frame"]) for e in events if e["type"] == "caption"]
     assert len(captions) == len(set(captions)) == sum(len(d["captions"]) for d in docs.values())
     assert len(vlm.requests) > len(captions)  # the killed attempt's captions were asked for again
+
+
+def _whole(doc: dict) -> bool:
+    """A summary of the whole file: not interrupted, every selected frame captioned."""
+    stats = doc["stats"]
+    return not doc["interrupted"] and len(doc["captions"]) == stats["selected"] == stats["captioned"] > 0
+
+
+def test_ctrl_c_stops_a_ray_run_and_a_rerun_finishes_it(tmp_path, tiny_llm, ray_head):
+    """SIGINT mid-batch: exit 130; a file in progress is written whole or as interrupted (never half
+    a file), the files not started are left, no worker stays on the cluster; the next run redoes
+    exactly the interrupted and the missing files."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    make_batch(src, 4, seconds=4.0)  # 8-9 captions a file
+    with FakeOpenAIServer(reply_fn=image_digest_reply, first_chunk_delay=0.3, capacity=8) as vlm:
+        proc = subprocess.Popen(batch_args(vlm.base_url, tiny_llm, src, out, "--ray", ray_head, "--jobs", "1"),
+                                env=ray_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.time() + 90
+            while len(vlm.requests) < 3:  # both workers busy, no file near its end
+                assert proc.poll() is None and time.time() < deadline, "no worker got going"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=90)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 130, stderr
+        docs = docs_of(out)
+        assert 0 < len(docs) <= 2, sorted(docs)  # the two in progress (one per worker), no other
+        for doc in docs.values():
+            assert doc["interrupted"] or _whole(doc), doc["stats"]
+        assert any(doc["interrupted"] for doc in docs.values())
+        assert not [p for p in out.iterdir() if p.name.startswith(".clip-")]  # no half-written file
+        assert wait_until(lambda: not worker_pids(), timeout=30), worker_pids()  # the actors went with the driver
+        whole = {name: (out / name).stat().st_mtime_ns for name, doc in docs.items() if not doc["interrupted"]}
+        rerun = run_cli(batch_args(vlm.base_url, tiny_llm, src, out, "--ray", ray_head), ray_env(tmp_path))
+    assert rerun.returncode == 0, rerun.stderr
+    docs = docs_of(out)
+    assert sorted(docs) == [f"clip-{i}.summary.json" for i in range(4)]
+    assert all(_whole(doc) for doc in docs.values()), {n: d["stats"] for n, d in docs.items()}
+    assert {name: (out / name).stat().st_mtime_ns for name in whole} == whole  # a finished file is not redone
 
 
 def test_no_cluster_at_the_address_is_one_line_and_exit_2(tmp_path, tiny_llm):

@@ -74,6 +74,41 @@ class RecordingEvents:
         pass
 
 
+class ServedElsewhere:
+    """A FakeOpenAIServer in a child process (forked; stopped by its pid): the VLM stand-in's
+    own CPU then no longer shares this process's GIL with the loop being measured, as a real
+    caption server would not. ``base_url`` as FakeOpenAIServer's."""
+
+    def __init__(self, **kwargs) -> None:
+        self.kwargs = kwargs
+        self.process = None
+        self.base_url = ""
+
+    def __enter__(self) -> "ServedElsewhere":
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        here, there = ctx.Pipe()
+        self.process = ctx.Process(target=_serve, args=(there, self.kwargs), daemon=True)
+        self.process.start()
+        self.base_url = here.recv()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        os.kill(self.process.pid, signal.SIGTERM)
+        self.process.join(10)
+
+
+def _serve(conn, kwargs: dict) -> None:
+    from tests.fake_openai import FakeOpenAIServer
+
+    with FakeOpenAIServer(**kwargs) as srv:
+        conn.send(srv.base_url)
+        threading.Event().wait()
+
+
 def synthetic_video(path: Path, frames: int, fps: float = 30.0, size=(320, 240)) -> Path:
     """An MJPEG AVI whose every frame differs (a moving bar and the frame number)."""
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
@@ -143,9 +178,7 @@ def run_source(spec: str, st, *, interval: float, max_inflight: int, min_change:
 # -- 1. pipeline efficiency ------------------------------------------------------------------
 
 def bench_efficiency(tmp: Path, reps: int) -> None:
-    from tests.fake_openai import FakeOpenAIServer
-
-    with FakeOpenAIServer(reply="A bar moves across a grey screen.", first_chunk_delay=0.3) as srv:
+    with ServedElsewhere(reply="A bar moves across a grey screen.", first_chunk_delay=0.3) as srv:
         for inflight in (1, 2, 4):
             n = 12 * inflight
             video = synthetic_video(tmp / f"eff{inflight}.avi", n)
@@ -164,11 +197,9 @@ def bench_efficiency(tmp: Path, reps: int) -> None:
 # -- 3. file throughput ---------------------------------------------------------------------
 
 def bench_throughput(tmp: Path, reps: int, repeat: int) -> None:
-    from tests.fake_openai import FakeOpenAIServer
-
     clip = long_clip(tmp / "long.mp4", repeat)
     ratios, ours_s, plain_s = [], [], []
-    with FakeOpenAIServer(reply="A street at night.") as srv:
+    with ServedElsewhere(reply="A street at night.") as srv:
         for _ in range(reps):
             t0 = time.perf_counter()
             cap = cv2.VideoCapture(str(clip))

@@ -30,7 +30,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-MODES = ("ok", "hang", "cut", "garbage", "html")
+MODES = ("ok", "hang", "cut", "garbage", "html", "stream_error")
 # What a web server or a proxy's login page answers where an API was expected.
 HTML_PAGE = b"<!DOCTYPE html><html><head><title>Welcome to nginx!</title></head><body>It works.</body></html>"
 
@@ -163,7 +163,7 @@ class FakeOpenAIServer:
 
     def set_mode(self, mode: str) -> None:
         """ok: normal; hang: accept and never answer; cut: drop the connection mid-stream; garbage: non-JSON
-        events; html: every route (GET /v1/models too) answers 200 with an HTML page."""
+        events; stream_error: a 200 stream whose only event is an error object; html: every route (GET /v1/models too) answers 200 with an HTML page."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         with self._lock:
@@ -375,6 +375,10 @@ class _Handler(BaseHTTPRequestHandler):
             return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra}
 
         self._event(chunk({"role": "assistant", "content": ""}))
+        if mode == "stream_error":  # a 200 stream that reports an error instead of tokens (vLLM, TGI)
+            self._event({"error": {"message": "model overloaded", "type": "server_error", "code": 503}})
+            self._chunk("")
+            return
         cut_after = max(1, len(pieces) // 2) if mode == "cut" else None
         for i, (field, text) in enumerate(pieces):
             if fake._wait(fake.first_chunk_delay if i == 0 else fake.chunk_delay):

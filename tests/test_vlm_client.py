@@ -230,6 +230,15 @@ def test_garbage_stream_is_a_bad_response() -> None:
     assert not res.success and res.error_kind == "bad_response"
 
 
+def test_an_error_event_in_a_200_stream_is_a_server_error_with_its_message() -> None:
+    with FakeOpenAIServer(REPLY) as srv:
+        srv.set_mode("stream_error")
+        res = _client(srv).generate_caption(_frame(), "Describe.")
+        assert len(srv.requests) == 1  # a 200 answer: not retried
+    assert not res.success and res.error_kind == "server_error"
+    assert res.error == "server error in stream: model overloaded" and res.caption == ""
+
+
 def test_connection_refused_is_retried_then_reported() -> None:
     vlm = VLMClient(base_url=f"http://127.0.0.1:{_free_port()}/v1", max_retries=2)
     res = vlm.generate_caption(_frame(), "Describe.")

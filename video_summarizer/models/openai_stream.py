@@ -15,11 +15,13 @@ the role; reasoning as ``<think>…</think>`` in the content or in a separate
 """
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from itertools import chain
+from typing import Any, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 from video_summarizer.errors import BackendUnavailable
@@ -209,6 +211,44 @@ def _requests_sent(exc: BaseException) -> int:
         return 1
 
 
+def sse_chunks(response: Any) -> Iterator[dict]:
+    """The JSON chunks of a chat completion's server-sent events, as dicts, up to ``[DONE]``.
+
+    What the openai client's own stream does (an ``error`` object in a chunk raises
+    ``openai.APIError``; a timeout or a broken connection while reading raises
+    ``openai.APITimeoutError`` / ``openai.APIConnectionError``; undecodable JSON raises
+    ``ValueError``), without building a pydantic model per chunk: that took about half the
+    client's CPU a caption (4.7 of 10.5 ms against a local server).
+    """
+    import openai
+
+    httpx = _httpx()
+    data: list[str] = []
+    try:
+        for line in chain(response.iter_lines(), [""]):  # "": the last event may lack its blank line
+            if line.startswith("data:"):
+                data.append(line[5:].removeprefix(" "))
+                continue
+            if line or not data:  # event:, id:, retry:, comments; or a blank line between events
+                continue
+            text, data = "\n".join(data), []
+            if text.startswith("[DONE]"):
+                return
+            chunk = json.loads(text)
+            if isinstance(chunk, dict) and chunk.get("error"):
+                error = chunk["error"]
+                message = error.get("message") if isinstance(error, dict) else None
+                raise openai.APIError(message if isinstance(message, str) and message
+                                      else "An error occurred during streaming",
+                                      request=response.request, body=error)
+            if isinstance(chunk, dict):
+                yield chunk
+    except httpx.TimeoutException as exc:
+        raise openai.APITimeoutError(request=response.request) from exc
+    except httpx.RequestError as exc:
+        raise openai.APIConnectionError(request=response.request) from exc
+
+
 class _Deadline(Exception):
     """The per-request timeout passed while chunks were still arriving."""
 
@@ -301,30 +341,30 @@ class _Attempt:
         except NotAnAPI:
             raw.http_response.close()
             raise
-        stream = raw.parse()
+        response = raw.http_response
         try:
-            for chunk in stream:
+            for chunk in sse_chunks(response):
                 now = time.time()
-                self.server_model = self.server_model or getattr(chunk, "model", None)
-                if getattr(chunk, "usage", None) is not None:
-                    self.usage = chunk.usage
-                for choice in chunk.choices or ():
-                    self._take_delta(choice.delta, now)
-                    if choice.finish_reason:
-                        self.finish_reason = choice.finish_reason
+                self.server_model = self.server_model or chunk.get("model")
+                if isinstance(chunk.get("usage"), dict):
+                    self.usage = chunk["usage"]
+                for choice in chunk.get("choices") or ():
+                    self._take_delta(choice.get("delta"), now)
+                    if choice.get("finish_reason"):
+                        self.finish_reason = choice["finish_reason"]
                 if self.finish_reason and self.usage is not None:
                     break  # all we need; servers that omit [DONE] may keep the connection open
                 if now - attempt_start > timeout_s:
                     raise _Deadline()
         finally:
             self.end = time.time()
-            stream.close()
+            response.close()
 
     def _take_delta(self, delta: Any, now: float) -> None:
-        if delta is None:
+        if not isinstance(delta, dict):
             return
-        content = delta.content or ""
-        reasoning = "".join(getattr(delta, f, None) or "" for f in REASONING_FIELDS)
+        content = delta.get("content") or ""
+        reasoning = "".join(delta.get(f) or "" for f in REASONING_FIELDS)
         if content or reasoning:
             self.chunks += 1
             if self.first_token_time is None:
@@ -344,8 +384,8 @@ class _Attempt:
             end_time=self.end if success and self.end else time.time(),
             completion_start_time=self.first_token_time,
             reasoning=reasoning,
-            input_tokens=getattr(usage, "prompt_tokens", None),
-            output_tokens=getattr(usage, "completion_tokens", None),
+            input_tokens=usage.get("prompt_tokens") if usage else None,
+            output_tokens=usage.get("completion_tokens") if usage else None,
             finish_reason=self.finish_reason,
             attempts=max(1, attempts),
             error=error,

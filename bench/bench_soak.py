@@ -40,45 +40,90 @@ def _disk(paths: list[Path]) -> int:
     return sum(p.stat().st_size for p in paths if p.is_file())
 
 
+def _stand_ins(conn) -> None:
+    """The fake Langfuse receiver and the fake VLM, in a child process: what they record of
+    the day (every span, score and request) must not count as the summarizer's memory.
+    Commands on ``conn``: ("mode", m), ("ids",) -> what the receiver kept, ("stop",)."""
+    from tests.fake_langfuse import FakeLangfuseServer
+    from tests.fake_openai import FakeOpenAIServer
+
+    with FakeLangfuseServer(public_key="pk-soak", secret_key="sk-soak") as lf, \
+            FakeOpenAIServer(reply="A person walks past the door.") as vlm_srv:
+        conn.send((lf.base_url, vlm_srv.base_url))
+        while True:
+            command = conn.recv()
+            if command[0] == "mode":
+                lf.mode = command[1]
+                conn.send(None)
+            elif command[0] == "ids":
+                conn.send((lf.kept_span_ids(), lf.kept_score_ids(),
+                           sum(n - 1 for n in lf.span_receipts.values()),
+                           sum(n - 1 for n in lf.score_receipts.values())))
+            else:
+                return
+
+
+class StandIns:
+    """The child process of ``_stand_ins``, stopped by its pid."""
+
+    def __enter__(self) -> "StandIns":
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        self.conn, there = ctx.Pipe()
+        self.process = ctx.Process(target=_stand_ins, args=(there,), daemon=True)
+        self.process.start()
+        self.langfuse_url, self.vlm_url = self.conn.recv()
+        return self
+
+    def ask(self, *command):
+        self.conn.send(command)
+        return self.conn.recv()
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        os.kill(self.process.pid, signal.SIGTERM)
+        self.process.join(10)
+
+
 def soak(frames: int) -> dict:
     """Run the simulated day; the figures as a dict."""
     from langfuse_tracker import LangfuseTracker
-    from tests.fake_langfuse import FakeLangfuseServer, wait_until
-    from tests.fake_openai import FakeOpenAIServer
+    from tests.fake_langfuse import wait_until
     from video_summarizer.outputs import EventWriter
     from video_summarizer.rotation import MB, rotated_paths
     from video_summarizer.tracing.outbox import Outbox
     from video_summarizer.tracing.trace_log import TraceLog
     from vlm_client_module import VLMClient
 
-    ids = {"spans": set(), "scores": set()}
+    tmp = Path(tempfile.mkdtemp(prefix="soak-"))
+    id_file = (tmp / "ids.txt").open("a")  # on disk, not in this process's memory
 
     class Tap(TraceLog):  # every id the trace log records, before rotation drops old ones
         def write(self, record: dict) -> None:
             kind = "scores" if record["type"] == "score" else "spans"
-            ids[kind].add(record["observation_id"] if record["type"] == "trace" else record["id"])
+            id_file.write(f"{kind} {record['observation_id'] if record['type'] == 'trace' else record['id']}\n")
             super().write(record)
 
-    tmp = Path(tempfile.mkdtemp(prefix="soak-"))
     down = range(frames // 3, frames // 3 + frames // 6)
     image = (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
     figures: dict = {"frames": frames}
     os.environ.setdefault("LANGFUSE_FLUSH_INTERVAL", "1")
-    with FakeLangfuseServer(public_key="pk-soak", secret_key="sk-soak") as lf, \
-            FakeOpenAIServer(reply="A person walks past the door.") as vlm_srv:
-        vlm = VLMClient(vlm_srv.base_url, "none", "qwen3", timeout_s=5.0)
+    with StandIns() as stand_ins:
+        vlm = VLMClient(stand_ins.vlm_url, "none", "qwen3", timeout_s=5.0)
         outbox = Outbox(tmp / "outbox", 500, timeout_s=2.0, retry_s=5.0, max_retry_s=30.0)
-        tracker = LangfuseTracker(public_key="pk-soak", secret_key="sk-soak", base_url=lf.base_url,
+        tracker = LangfuseTracker(public_key="pk-soak", secret_key="sk-soak", base_url=stand_ins.langfuse_url,
                                   trace_log=Tap(tmp / "traces.jsonl", int(LOG_MB * MB)),
                                   flush_at=256, timeout_s=2.0, outbox=outbox)
         events = EventWriter(str(tmp / "events.jsonl"), int(LOG_MB * MB))
         started, outbox_peak = time.monotonic(), 0
         for i in range(frames):
             if i == down.start:
-                lf.mode = "503"
+                stand_ins.ask("mode", "503")
             elif i == down.stop:
                 outbox_peak = _disk(list((tmp / "outbox").glob("*/*.batch")))
-                lf.mode = "ok"
+                stand_ins.ask("mode", "ok")
             if i == frames // 10:
                 warm = {"rss": _rss_mb(), "threads": threading.active_count(), "fds": _open_files()}
             with tracker.create_trace("frame_processing", user_id="cam0", session_id="soak") as trace:
@@ -101,6 +146,12 @@ def soak(frames: int) -> dict:
         report = tracker.close(deadline_s=30.0)
         events.close()
         vlm.close()
+        id_file.close()
+        ids = {"spans": set(), "scores": set()}
+        for line in (tmp / "ids.txt").read_text().splitlines():
+            kind, value = line.split()
+            ids[kind].add(value)
+        kept_spans, kept_scores, span_dupes, score_dupes = stand_ins.ask("ids")
         logs = rotated_paths(tmp / "traces.jsonl") + rotated_paths(tmp / "events.jsonl")
         figures.update(
             rss_growth_mb=end["rss"] - warm["rss"], rss_end_mb=end["rss"],
@@ -108,11 +159,8 @@ def soak(frames: int) -> dict:
             logs_mb=_disk(logs) / MB, log_files=len(logs), outbox_peak_mb=outbox_peak / MB,
             outbox_left=outbox.waiting(), resent=dict(outbox.resent),
             spans=len(ids["spans"]), scores=len(ids["scores"]),
-            spans_kept_once=lf.kept_span_ids() == ids["spans"],
-            scores_kept_once=lf.kept_score_ids() == ids["scores"],
-            span_dupes=sum(n - 1 for n in lf.span_receipts.values()),
-            score_dupes=sum(n - 1 for n in lf.score_receipts.values()),
-            exit_line=report.message)
+            spans_kept_once=kept_spans == ids["spans"], scores_kept_once=kept_scores == ids["scores"],
+            span_dupes=span_dupes, score_dupes=score_dupes, exit_line=report.message)
     return figures
 
 

@@ -55,8 +55,8 @@ _SDK_LOGGER = "langfuse"
 _PROMPT_MESSAGES = ("Error while fetching prompt", "Prompt '%s' not found during refresh")
 _KEYS_HINT = "check LANGFUSE_PUBLIC_KEY/LANGFUSE_SECRET_KEY"
 # Score ids acknowledged lately: a score the SDK's late retry and the outbox both delivered
-# is one score (Langfuse keeps one row per id), counted once. Minutes of scores, not a month.
-_ACKED_WINDOW = 50_000
+# is one score (Langfuse keeps one row per id), counted once. Minutes of scores (~2 MB), not a month.
+_ACKED_WINDOW = 20_000
 
 # Per thread: the reason of the last failed send on this thread (set by the transport, or
 # noted from the exporter's own log record), which also marks the SDK's next lines there

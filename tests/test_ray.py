@@ -84,29 +84,40 @@ def test_ray_batch_gives_the_local_outputs(tmp_path, tiny_llm, ray_head):
     assert "[4/4 files, 0 in progress, 0 failed" in remote.stderr
 
 
+def _interrupt_mid_batch(args: list[str], env: dict, vlm: FakeOpenAIServer, interrupt, timeout: float):
+    """Run the CLI; once the VLM got 3 requests, ``interrupt(proc)``; (exit code, stderr)."""
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 90
+        while len(vlm.requests) < 3:
+            assert proc.poll() is None and time.time() < deadline, "no worker got going"
+            time.sleep(0.05)
+        interrupt(proc)
+        _, stderr = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, stderr
+
+
 def test_workers_killed_mid_file_are_retried_and_their_files_written_once(tmp_path, tiny_llm, ray_head):
     src, out = tmp_path / "in", tmp_path / "out"
     make_batch(src, 4, seconds=2.0)
     with FakeOpenAIServer(reply_fn=image_digest_reply, first_chunk_delay=0.3, capacity=8) as vlm:
-        proc = subprocess.Popen(batch_args(vlm.base_url, tiny_llm, src, out, "--ray", ray_head, "--jobs", "1",
-                                           "--events", str(tmp_path / "events.jsonl")),
-                                env=ray_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.time() + 90
-            # 3 captions asked for: no file is done yet (each needs 4+), and one has sent some
-            while len(vlm.requests) < 3:
-                assert proc.poll() is None and time.time() < deadline, "no worker got going"
-                time.sleep(0.05)
-            victims = worker_pids()  # each worker busy with a file, killed once
+        victims: list[int] = []
+
+        def kill_workers(_proc: subprocess.Popen) -> None:
+            victims.extend(worker_pids())  # each worker busy with a file, killed once
             assert victims
             for pid in victims:
                 os.kill(pid, signal.SIGKILL)
-            stdout, stderr = proc.communicate(timeout=150)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == 0, stderr
+
+        # 3 captions asked for: no file is done yet (each needs 4+), and one has sent some
+        returncode, stderr = _interrupt_mid_batch(
+            batch_args(vlm.base_url, tiny_llm, src, out, "--ray", ray_head, "--jobs", "1",
+                       "--events", str(tmp_path / "events.jsonl")), ray_env(tmp_path), vlm, kill_workers, 150)
+    assert returncode == 0, stderr
     assert not set(victims) & set(worker_pids())
     docs = docs_of(out)
     assert sorted(docs) == [f"clip-{i}.summary.json" for i in range(4)]
@@ -136,20 +147,11 @@ def test_ctrl_c_stops_a_ray_run_and_a_rerun_finishes_it(tmp_path, tiny_llm, ray_
     src, out = tmp_path / "in", tmp_path / "out"
     make_batch(src, 4, seconds=4.0)  # 8-9 captions a file
     with FakeOpenAIServer(reply_fn=image_digest_reply, first_chunk_delay=0.3, capacity=8) as vlm:
-        proc = subprocess.Popen(batch_args(vlm.base_url, tiny_llm, src, out, "--ray", ray_head, "--jobs", "1"),
-                                env=ray_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.time() + 90
-            while len(vlm.requests) < 3:  # both workers busy, no file near its end
-                assert proc.poll() is None and time.time() < deadline, "no worker got going"
-                time.sleep(0.05)
-            proc.send_signal(signal.SIGINT)
-            _, stderr = proc.communicate(timeout=90)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert proc.returncode == 130, stderr
+        # both workers busy, no file near its end
+        returncode, stderr = _interrupt_mid_batch(
+            batch_args(vlm.base_url, tiny_llm, src, out, "--ray", ray_head, "--jobs", "1"), ray_env(tmp_path),
+            vlm, lambda proc: proc.send_signal(signal.SIGINT), 90)
+        assert returncode == 130, stderr
         docs = docs_of(out)
         assert 0 < len(docs) <= 2, sorted(docs)  # the two in progress (one per worker), no other
         for doc in docs.values():

@@ -150,6 +150,11 @@ class Delivery:
         if hook is not None:
             hook(kind, items)
 
+    def all_acknowledged(self, score_ids: Sequence[str]) -> bool:
+        """Whether the host acknowledged every one of these scores lately (the id window)."""
+        with self._lock:
+            return bool(score_ids) and all(i in self._acked_scores for i in score_ids)
+
     def refused(self, kind: str, items: Sequence[Any], reason: str | None) -> None:
         """A batch the host did not acknowledge, for ``reason`` (None: unknown)."""
         with self._lock:

@@ -183,7 +183,6 @@ class Outbox:
         self._size = 0
         self._ours: dict[str, float] = {}  # this run's files: path -> clock time kept
         self._recent_kept: OrderedDict[str, None] = OrderedDict()
-        self._recent_acked: OrderedDict[str, None] = OrderedDict()
         # Scores handed to the SDK and not yet acknowledged or kept: what the SDK still holds
         # (queued, or between its retries) when the run ends goes into the outbox at close().
         self._in_sdk: OrderedDict[str, dict] = OrderedDict()
@@ -355,12 +354,9 @@ class Outbox:
                                 self.root, self.max_bytes / 1024 / 1024)
 
     def acknowledged(self, kind: str, items: Sequence[Any]) -> None:
-        """The host acknowledged a live batch (on_acknowledged): remember score ids, wake the sender."""
+        """The host acknowledged a live batch (on_acknowledged): settle its scores, wake the sender."""
         if kind == SCORES and items:
             self._settled(items)
-            ids = [score_id(i) for i in items if isinstance(i, dict)]
-            with self._lock:
-                self._remember(self._recent_acked, ids)
         if self._index:
             self._wake.set()
 
@@ -412,10 +408,8 @@ class Outbox:
             self._forget(path)
             return None
         ours = batch.run == self.run
-        if ours and batch.kind == SCORES:
-            with self._lock:
-                acked = all(i in self._recent_acked for i in batch.ids)
-            if acked:  # a later try of the SDK's own delivered it
+        if ours and batch.kind == SCORES and self.delivery is not None:
+            if self.delivery.all_acknowledged(batch.ids):  # a later try of the SDK's own delivered it
                 self._remove(path)
                 return None
         timeout = self.timeout_s if left is None else max(0.1, min(self.timeout_s, left))

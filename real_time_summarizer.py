@@ -273,8 +273,17 @@ def _opt(*names: str, envvar: str, **kw: Any):
            "and captions succeed, else 503 with why) and a page to watch the run at / on this port. "
            "Off by default.")
 @_opt("--metrics-host", envvar="SUMMARIZER_METRICS_HOST", default="127.0.0.1", show_default=True,
-      help="Address the --metrics-port server listens on; 0.0.0.0 for every interface (no "
-           "authentication: the page shows the frames and who is in them).")
+      help="Address the --metrics-port server listens on; 0.0.0.0 for every interface, which needs "
+           "--metrics-token (the page shows the frames and who is in them).")
+@_opt("--metrics-token", envvar="SUMMARIZER_METRICS_TOKEN", default=None, metavar="TOKEN",
+      help="Token for every --metrics-port path but /healthz: Authorization: Bearer TOKEN, or open the page "
+           "once at /?token=TOKEN (it sets a cookie). /healthz without it says only ok or unhealthy. Prefer "
+           "the environment variable (a command line is visible to every user). Default: one made at start "
+           "and printed once as the page's URL; required for a --metrics-host beyond loopback.")
+@_opt("--metrics-allow-host", envvar="SUMMARIZER_METRICS_ALLOW_HOST", multiple=True, metavar="NAME",
+      help="A Host name the --metrics-port server answers besides localhost, 127.0.0.1, [::1] and "
+           "--metrics-host (a reverse proxy's or Prometheus' name for this machine); others get 421. "
+           "Repeatable; the variable takes names separated by spaces. Default: none.")
 @_opt("--trace-frames", envvar="SUMMARIZER_TRACE_FRAMES", is_flag=True,
       help="Attach the JPEG the caption model got (after --blur-faces) to each vlm_caption generation "
            "as Langfuse media. Off: no pixel goes into a trace. Without keys the trace log keeps its size and hash.")
@@ -381,6 +390,10 @@ def _preflight(opts: RunOptions) -> None:
         check_output_file(trace_log, "--trace-log")
     if not opts.no_faces:
         check_known_faces(opts.known_faces)
+    if opts.metrics_port is not None:
+        from video_summarizer.watch_http import check_watch_options
+
+        check_watch_options(opts.metrics_host, opts.metrics_token, opts.metrics_allow_host)
     if _has_langfuse_keys() and opts.resolved_outbox is not None:
         from video_summarizer.tracing.outbox import check_outbox_dir
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,8 @@ class RunOptions:
     display: bool = False
     metrics_port: int | None = None  # /metrics, /healthz and the watch page; None: off
     metrics_host: str = "127.0.0.1"
+    metrics_token: str | None = field(default=None, repr=False)  # None: one made at start (loopback only)
+    metrics_allow_host: tuple[str, ...] = ()  # Host header names beyond loopback and the bound address
     trace_frames: bool = False  # the JPEG the caption model got, as Langfuse media on vlm_caption
     trace_frame_max_side: int = 768
     trace_frame_quality: int = 75
@@ -93,6 +95,8 @@ class RunOptions:
         values["sources"] = tuple(values.get("sources") or ())
         if "faces" in values:
             values["faces"] = tuple(values["faces"] or ())
+        if "metrics_allow_host" in values:
+            values["metrics_allow_host"] = tuple(values["metrics_allow_host"] or ())
         return cls(**values)
 
     @property

@@ -5,11 +5,13 @@ shows per source the newest captioned frame with its faces boxed and named (``/f
 encoded from memory: the frame is never written anywhere), the last captions with their
 times, the rolling summary with its citations linking to those captions, the statistics and
 the last hour of caption TTFT and latency. The server binds 127.0.0.1 unless --metrics-host
-says otherwise; it has no authentication, and a frame shows who is on camera.
+says otherwise; a frame shows who is on camera, so every path but /healthz needs a token
+(--metrics-token, or one made at start and printed once) and the Host header is checked:
+``watch_http`` has the rules, the security headers and the bounds on connections.
 
 Fed only from the hooks beside the loop: an ``EventWriter`` listener, ``Stages.frame_observers``
 (the image as the caption model received it: faces blurred when --blur-faces is on) and
-``Stages.source_observers``. Uses the standard library's ``http.server``: three routes of
+``Stages.source_observers``. Uses the standard library's ``http.server``: a few routes of
 text and one JPEG need no web framework.
 """
 from __future__ import annotations
@@ -19,18 +21,26 @@ import json
 import logging
 import re
 import socket
+import sys
 import threading
 import time
 from collections import deque
 from contextlib import ExitStack
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, Iterable
+from urllib.parse import SplitResult, parse_qs
 
 from video_summarizer.errors import InputError
 from video_summarizer.metrics import CONTENT_TYPE, RunMetrics
 from video_summarizer.timecodes import format_video_time
+from video_summarizer.watch_http import (
+    REQUEST_TIMEOUT_S,
+    WILDCARDS,
+    Access,
+    BoundedServer,
+    GuardedHandler,
+    check_watch_options,
+)
 
 log = logging.getLogger(__name__)
 
@@ -212,54 +222,43 @@ def _encode_with_boxes(image: Any, matches: list) -> bytes:
     return buf.tobytes()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: "_Server"
+class _Handler(GuardedHandler):
+    """The routes, once the Host and the token are checked (watch_http)."""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        log.debug("watch: " + format, *args)  # a scrape every 15 s is no line on stderr
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        url = urlsplit(self.path)
+    def route(self, url: SplitResult, authorized: bool) -> None:
+        """/metrics, /healthz, /api/state, /frame.jpg and the page's files."""
         watch = self.server.watch
         try:
-            if url.path == "/metrics":
-                self._send(200, watch.metrics.exposition(), CONTENT_TYPE)
-            elif url.path == "/healthz":
+            if url.path == "/healthz":
                 health = watch.metrics.health()
-                self._send(200 if health.ok else 503, (health.reason + "\n").encode(), "text/plain; charset=utf-8")
+                # A probe without the token learns up or down; the reasons name sources and models.
+                reason = health.reason if authorized else ("ok" if health.ok else "unhealthy")
+                self.send_body(200 if health.ok else 503, (reason + "\n").encode(), "text/plain; charset=utf-8")
+            elif url.path == "/metrics":
+                self.send_body(200, watch.metrics.exposition(), CONTENT_TYPE)
             elif url.path == "/api/state":
                 body = json.dumps(watch.page.snapshot(watch.metrics), default=str).encode()
-                self._send(200, body, "application/json")
+                self.send_body(200, body, "application/json")
             elif url.path == "/frame.jpg":
                 label = parse_qs(url.query).get("source", [""])[0]
                 data = watch.page.frame_jpeg(label)
                 if data is None:
-                    self._send(404, b"no captioned frame yet\n", "text/plain")
+                    self.send_body(404, b"no captioned frame yet\n", "text/plain")
                 else:
-                    # The URL names the frame's seq: a browser may keep it instead of fetching it every poll.
-                    self._send(200, data, "image/jpeg", cache="private, max-age=600")
+                    self.send_body(200, data, "image/jpeg")
             elif url.path in STATIC:
                 name, ctype = STATIC[url.path]
-                self._send(200, resources.files("video_summarizer.web").joinpath(name).read_bytes(), ctype)
+                self.send_body(200, resources.files("video_summarizer.web").joinpath(name).read_bytes(), ctype)
             else:
-                self._send(404, b"not found\n", "text/plain")
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the browser went away
+                self.send_body(404, b"not found\n", "text/plain")
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            raise  # the client went away or stopped reading: nothing to answer (do_GET drops it)
         except Exception as e:  # one bad request never ends the server; said with --debug
             log.debug("watch: %s failed", url.path, exc_info=True)
-            self._send(500, f"{type(e).__name__}: {e}\n".encode(), "text/plain")
-
-    def _send(self, status: int, body: bytes, ctype: str, cache: str = "no-store") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", cache)
-        self.end_headers()
-        self.wfile.write(body)
+            self.send_body(500, f"{type(e).__name__}: {e}\n".encode(), "text/plain")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # a browser holding a connection never holds up the exit
+class _Server(BoundedServer):
     watch: "WatchServer"
 
 
@@ -268,31 +267,36 @@ class _Server6(_Server):
 
 
 class WatchServer:
-    """/metrics, /healthz and the page, on a thread of its own; bound at construction."""
+    """/metrics, /healthz and the page, on threads of their own; bound at construction."""
 
-    def __init__(self, host: str, port: int, *, interval_s: float = 5.0) -> None:
+    def __init__(self, host: str, port: int, *, token: str | None = None, allow_hosts: Iterable[str] = (),
+                 interval_s: float = 5.0, request_timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self.metrics = RunMetrics(interval_s=interval_s)
         self.page = PageState()
         cls = _Server6 if ":" in host else _Server
-        self._server = cls((host, port), _Handler)  # raises OSError: in use, not permitted
+        self._server = cls((host, port), _Handler, request_timeout_s=request_timeout_s)  # OSError: in use, ...
         self._server.watch = self
         self.host, self.port = host, self._server.server_address[1]
+        # After binding: the cookie is named after the port. Without a token one is made now.
+        self.access = self._server.access = Access(token, host, self.port, allow_hosts)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
     @property
     def url(self) -> str:
-        """The page's address."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        """The page's address (on a wildcard bind: by loopback, the name this machine answers)."""
+        host = self.host
+        if host in WILDCARDS:
+            host = "::1" if host == "::" else "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}/"
 
     def start(self) -> "WatchServer":
         """Serve, and sample the sources' frame counts every second (for /healthz)."""
-        for target, name in ((lambda: self._server.serve_forever(poll_interval=0.2), "watch-http"),
-                             (self._sample, "watch-sample")):
-            t = threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
+        self._server.start()
+        t = threading.Thread(target=self._sample, name="watch-sample", daemon=True)
+        t.start()
+        self._threads.append(t)
         return self
 
     def _sample(self) -> None:
@@ -314,8 +318,7 @@ class WatchServer:
     def close(self) -> None:
         """Stop serving and free the port."""
         self._stop.set()
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
 
 
 def start_watch(opts: Any, events: Any, stack: ExitStack) -> WatchServer | None:
@@ -323,8 +326,10 @@ def start_watch(opts: Any, events: Any, stack: ExitStack) -> WatchServer | None:
     if opts.metrics_port is None:
         return None
     host = opts.metrics_host
+    check_watch_options(host, opts.metrics_token, opts.metrics_allow_host)  # the CLI checked already
     try:
-        watch = WatchServer(host, opts.metrics_port, interval_s=opts.interval)
+        watch = WatchServer(host, opts.metrics_port, token=opts.metrics_token,
+                            allow_hosts=opts.metrics_allow_host, interval_s=opts.interval)
     except socket.gaierror as e:
         raise InputError(f"cannot listen on {host!r}: {e.strerror or e}", option="--metrics-host") from e
     except OSError as e:
@@ -332,7 +337,15 @@ def start_watch(opts: Any, events: Any, stack: ExitStack) -> WatchServer | None:
     stack.callback(watch.close)
     events.add_listener(watch.on_event)
     watch.start()
-    log.info("Watch page: %s (metrics: %smetrics, health: %shealthz)", watch.url, watch.url, watch.url)
+    url = watch.url
+    if watch.access.generated:
+        # Said once, straight to stderr: this line is how the user gets in (no log filter may mask it).
+        sys.stderr.write(f"Watch page: {url}?token={watch.access.token} (a token made for this run; "
+                         f"/metrics takes it as Authorization: Bearer; health: {url}healthz)\n")
+        sys.stderr.flush()
+    else:
+        log.info("Watch page: %s?token=<--metrics-token> (metrics: %smetrics with Authorization: Bearer, "
+                 "health: %shealthz)", url, url, url)
     return watch
 
 

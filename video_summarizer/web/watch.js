@@ -148,9 +148,14 @@ function modelRows(state) {
 
 async function refresh() {
   try {
-    const r = await fetch("/api/state", { cache: "no-store" });
-    const state = await r.json();
+    const r = await fetch("/api/state", { cache: "no-store" });  // same origin: the cookie goes with it
     const badge = document.getElementById("health");
+    if (r.status === 401) {  // a new run made a new token, or the cookie is gone
+      badge.textContent = "token needed: open the URL the run printed";
+      badge.className = "badge bad";
+      return;
+    }
+    const state = await r.json();
     badge.textContent = state.health.ok ? "healthy" : "unhealthy";
     badge.className = "badge " + (state.health.ok ? "ok" : "bad");
     badge.title = state.health.reason;

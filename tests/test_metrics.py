@@ -26,6 +26,7 @@ from tests.fake_langfuse import FakeLangfuseServer
 from tests.fake_openai import FakeOpenAIServer
 
 SUMMARY = "A frame counter climbs on a coloured screen [00:00][00:02]."
+TOKEN = "watch-token-for-the-tests-0123456789"  # --metrics-token of the runs here
 
 
 def free_port() -> int:
@@ -35,10 +36,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, str] | None:
-    """(status, body) of GET path on the run's server; None while nothing listens."""
+def get(port: int, path: str, timeout: float = 5.0, token: str | None = TOKEN) -> tuple[int, str] | None:
+    """(status, body) of GET path on the run's server (with the token as a Bearer); None while nothing listens."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+        with urllib.request.urlopen(request, timeout=timeout) as r:
             return r.status, r.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode("utf-8", "replace")
@@ -83,7 +86,8 @@ def run_args(vlm: FakeOpenAIServer, llm: FakeOpenAIServer, source: Path, port: i
     return [sys.executable, CLI, "--vlm-base-url", vlm.base_url, "--vlm-model", "qwen3",
             "--llm-base-url", llm.base_url, "--llm-model", "mistral-test", "--no-faces",
             "--source", str(source), "--interval", "0.5", "--min-change", "0", "--summary-interval", "2",
-            "--max-inflight", "1", "--events", str(tmp / "events.jsonl"), "--metrics-port", str(port), *more]
+            "--max-inflight", "1", "--events", str(tmp / "events.jsonl"), "--metrics-port", str(port),
+            "--metrics-token", TOKEN, *more]
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -249,7 +253,8 @@ def test_a_host_that_is_not_this_machines_names_metrics_host(tmp_path, clips):
     args = [sys.executable, CLI, "--vlm-base-url", "http://127.0.0.1:9/v1", "--no-faces",
             "--source", str(clips.numbered().path), "--metrics-port", str(free_port()),
             "--metrics-host", "192.0.2.1"]  # TEST-NET-1: on no interface here
-    proc = subprocess.run(args, env=cli_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    env = cli_env(tmp_path, SUMMARIZER_METRICS_TOKEN=TOKEN)  # beyond loopback: refused without one
+    proc = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert [line for line in proc.stderr.splitlines() if line.strip()] == \
         ["Error: --metrics-host: 192.0.2.1 is not an address of this machine"]

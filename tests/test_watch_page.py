@@ -21,7 +21,7 @@ import pytest
 from tests.cli_runner import cli_env, numbered_reply, read_events
 from tests.clips import read_number
 from tests.fake_openai import FakeOpenAIServer
-from tests.test_metrics import SUMMARY, LiveRun, free_port, get, run_args
+from tests.test_metrics import SUMMARY, TOKEN, LiveRun, free_port, get, run_args
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 needs_chromium = pytest.mark.skipif(
@@ -61,7 +61,7 @@ def page_run(tmp_path_factory, clips):
     source = tmp / "counter.avi"
     source.write_bytes(clips.numbered(seconds=12.0).path.read_bytes())
     port = free_port()
-    url = f"http://127.0.0.1:{port}/"
+    url = f"http://127.0.0.1:{port}/?token={TOKEN}"  # as the user opens it: the page swaps it for a cookie
     with FakeOpenAIServer(reply_fn=numbered_reply, first_chunk_delay=0.4) as vlm, \
             FakeOpenAIServer(reply=SUMMARY, models=("mistral-test",), first_chunk_delay=0.1) as llm:
         with LiveRun(run_args(vlm, llm, source, port, tmp), cli_env(tmp), tmp) as run:

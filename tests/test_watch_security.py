@@ -265,6 +265,13 @@ def test_every_answer_carries_the_security_headers(server):
             ("nosniff", "DENY", "no-referrer"), status
         assert h["cache-control"] == "no-store", status
         assert "python" not in h["server"].lower()
+    # answers made before any handler: a head too large, a head overdue (2 s here)
+    for sent, status in ((b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 20000, b"431"), (b"GET / HTTP/1.1\r\n", b"408")):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(sent)
+            answer = s.recv(4096)
+        assert answer.startswith(b"HTTP/1.0 " + status), answer[:40]
+        assert b"X-Frame-Options: DENY\r\n" in answer and b"Content-Security-Policy: default-src 'none';" in answer
     # The page needs nothing the policy forbids: no inline script or style, no script built from text.
     web = Path(__file__).resolve().parent.parent / "video_summarizer" / "web"
     page = (web / "index.html").read_text()

@@ -18,6 +18,7 @@ from video_summarizer import __version__
 from video_summarizer.errors import InputError, SummarizerError
 from video_summarizer.options import (
     DEFAULT_API_VLM,
+    DEFAULT_EMBED_MODEL,
     DEFAULT_LLM,
     DEFAULT_LOCAL_VLM,
     DEFAULT_TRACE_LOG,
@@ -212,9 +213,10 @@ def _opt(*names: str, envvar: str, **kw: Any):
       help="Put every caption and summary into this LanceDB folder (or db://NAME: LanceDB Cloud, key from "
            "LANCEDB_API_KEY), embedded for --search and --ask; a re-run over a file replaces its moments. "
            "Off unless given. For --search/--ask: the index to read (default: LANCEDB_URI).")
-@_opt("--embed-model", envvar="SUMMARIZER_EMBED_MODEL", default="sentence-transformers/all-MiniLM-L6-v2",
-      show_default=True, help="sentence-transformers model (hub id or folder) that embeds what --index "
-                              "writes and what --search looks for; the same one for both.")
+@_opt("--embed-model", envvar="SUMMARIZER_EMBED_MODEL", default=None,
+      help="sentence-transformers model (hub id or folder) that embeds what --index writes and what --search "
+           f"looks for. Default: {DEFAULT_EMBED_MODEL} for a new index; an index keeps the model it was made "
+           "with, and --search/--ask use it (another one is refused).")
 @_opt("--search", envvar="SUMMARIZER_SEARCH", default=None, metavar="TEXT",
       help="Print the moments of --index that best match TEXT (meaning and exact words), best first: "
            "source, [mm:ss] or wall time, caption, faces, score, trace id. Reads no source.")

@@ -86,3 +86,16 @@ def test_ask_checks_the_summary_model_before_the_embedding_model_loads(index, be
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("Error: --llm-model: "), result.stderr
     assert not [r for r in caplog.records if r.getMessage().startswith("Embedding model")]
+
+
+@pytest.mark.parametrize("faces, expected", [
+    (("Biden",), {("talk", 5.0), ("talk", 10.0)}),
+    (("BIDEN", "obama"), {("talk", 10.0)}),
+    (("ada",), {("talk", 15.0)}),
+])
+def test_the_faces_filter_ignores_case(index, faces, expected):
+    from video_summarizer.index import find
+
+    hits = find(RunOptions(index=index["dir"], faces=faces, limit=50), "stage", "--search")
+    assert {(h.source, h.time_s) for h in hits if h.kind == "caption"} == expected
+    assert {h.trace_id for h in hits if h.kind == "caption"} == {index["traces"][k] for k in expected}

@@ -459,6 +459,10 @@ def parse_when(value: str, option: str) -> tuple[str, float]:
                      "(2026-12-01T09:00, UTC unless it says otherwise)", option=option)
 
 
+# The faces column lowercased in the query itself (no name holds a newline: they are file names).
+_FACES_LOWER = "string_to_array(lower(array_to_string(faces, '\n')), '\n')"
+
+
 def _sql(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -474,9 +478,9 @@ def _like(glob: str) -> str:
 def where_clause(q: Query) -> tuple[str | None, list[tuple[str, str]]]:
     """The query's filters as one LanceDB where clause, and each filter alone (option, clause)."""
     parts: list[tuple[str, str]] = []
-    if q.faces:
-        names = ", ".join(_sql(n) for n in q.faces)
-        parts.append(("--faces", f"array_has_all(faces, [{names}])"))
+    if q.faces:  # names as the known-faces files spell them: "Biden" finds "biden"
+        names = ", ".join(_sql(n.lower()) for n in q.faces)
+        parts.append(("--faces", f"array_has_all({_FACES_LOWER}, [{names}])"))
     if q.source_filter:
         pattern = _like(q.source_filter)
         parts.append(("--source-filter", f"(source LIKE {pattern} ESCAPE '\\' OR spec LIKE {pattern} ESCAPE '\\')"))

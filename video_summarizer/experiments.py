@@ -235,8 +235,9 @@ def command(opts: Any, make_tracker: Callable[[], Any], remote: Callable[[Any, s
 
     if opts.dataset_push is not None:
         if remote is None:
-            raise InputError("needs Langfuse keys (LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY, "
-                             "LANGFUSE_BASE_URL) to upload to", option="--dataset-push")
+            raise InputError(f"needs Langfuse keys to upload the dataset folder {opts.dataset_push}/: set "
+                             "LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY and LANGFUSE_BASE_URL (or source "
+                             "setup_langfuse.sh)", option="--dataset-push")
         local = LocalDataset(opts.dataset_push)
         added, there = push(local, remote(make_tracker(), local.name))
         log.info("Dataset %s: %d items uploaded to Langfuse dataset %s, %d already there",

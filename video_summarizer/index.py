@@ -534,7 +534,7 @@ def search(table: Any, embedder: Embedder, q: Query, where: str | None = None) -
 def query_of(opts: Any, text: str, option: str) -> Query:
     """The Query of the options (text from --search or --ask); an empty text names its option."""
     if not text.strip():
-        raise InputError("give some words to look for", option=option)
+        raise InputError("the text is empty: give some words to find", option=option)
     return Query(text=text.strip(), faces=tuple(opts.faces), source_filter=opts.source_filter,
                  since=opts.since, until=opts.until, limit=opts.limit)
 

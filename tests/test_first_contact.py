@@ -6,12 +6,14 @@ click's CliRunner with the caption model served by the local OpenAI-compatible s
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 from pathlib import Path
 
 from click.testing import CliRunner
 
+from tests.fake_openai import FakeOpenAIServer
 
 REPO = Path(__file__).resolve().parent.parent
 # The CLI reads these from the environment: a test sets what it needs and nothing else.
@@ -68,3 +70,27 @@ def test_no_message_ends_in_the_middle_of_a_sentence():
                 if words and text[-1].isalpha() and words[-1].lower() in _CUT:
                     cut.append(f"{path.relative_to(REPO)}:{node.lineno}: ...{text[-50:]!r}")
     assert cut == []
+
+
+# -- experiment run names -----------------------------------------------------------------------
+def test_a_reused_experiment_run_name_is_refused_before_anything_runs(tmp_path):
+    from tests.clips import numbered_frame
+    from video_summarizer.datasets import DatasetItem, LocalDataset
+    from video_summarizer.frames import to_jpeg_bytes
+
+    local = LocalDataset(tmp_path / "frames")
+    for i in range(2):
+        local.add(DatasetItem(f"item-{i}", to_jpeg_bytes(numbered_frame(i), 256, 80), {"faces": []}, {"frame": i}))
+    records = tmp_path / "frames" / "runs" / "run-a.jsonl"
+    with FakeOpenAIServer(models=("qwen3",), reply="A coloured band over squares.") as vlm:
+        args = ("--experiment", "run-a", "--dataset", "frames", "--vlm-base-url", vlm.base_url, "--vlm-model", "qwen3")
+        first = _cli(*args, cwd=tmp_path)
+        assert first.exit_code == 0, first.output
+        kept, asked = records.read_bytes(), len(vlm.requests)
+        again = _cli(*args, cwd=tmp_path)
+        assert len(vlm.requests) == asked == 2  # nothing captioned the second time
+    assert again.exit_code == 2, again.output
+    assert again.stderr.splitlines() == [
+        f"Error: --experiment: dataset frames already has a run named 'run-a' ({Path('frames/runs/run-a.jsonl')}): "
+        "give this run another name, so that both can be compared"]
+    assert records.read_bytes() == kept and [json.loads(x)["run"] for x in kept.splitlines()] == ["run-a"] * 2

@@ -189,7 +189,7 @@ def experiment(*, run: str, dataset: str, items: list[DatasetItem], vlm: Any, pr
     from video_summarizer.protocols import model_name
 
     local = LocalDataset(dataset)
-    local.start_run(run)
+    local.check_new_run(run)
 
     def task(item: DatasetItem, recorder: Any) -> dict:
         try:
@@ -245,6 +245,7 @@ def command(opts: Any, make_tracker: Callable[[], Any], remote: Callable[[Any, s
         return 0
     if not opts.dataset:
         raise InputError("--experiment needs the dataset to run on: --dataset NAME", option="--dataset")
+    LocalDataset(opts.dataset).check_new_run(opts.experiment)  # a reused run name is said before anything loads
     tracker = make_tracker() if remote is not None else None
     store = remote(tracker, opts.dataset) if remote is not None else None
     items = load_items(opts.dataset, store)

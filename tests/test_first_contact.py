@@ -9,11 +9,14 @@ import ast
 import json
 import os
 import re
+import uuid
 from pathlib import Path
 
 from click.testing import CliRunner
 
+from tests.fake_langfuse import FakeLangfuseServer
 from tests.fake_openai import FakeOpenAIServer
+from tests.test_tracker import SECRET, run_frame
 
 REPO = Path(__file__).resolve().parent.parent
 # The CLI reads these from the environment: a test sets what it needs and nothing else.
@@ -29,6 +32,27 @@ def _cli(*args: str, cwd: Path):
         return CliRunner().invoke(main, list(args), env=CLEAN_ENV)
     finally:
         os.chdir(old)
+
+
+# -- closing lines ----------------------------------------------------------------------------
+def test_the_closing_lines_state_each_delivery_count_once_and_agree():
+    key = f"pk-lf-{uuid.uuid4().hex[:12]}"
+    with FakeLangfuseServer(public_key=key, secret_key=SECRET) as srv:
+        from langfuse_tracker import LangfuseTracker
+
+        tracker = LangfuseTracker(public_key=key, secret_key=SECRET, base_url=srv.base_url, timeout_s=2)
+        for frame in (1, 2):  # each: a trace (its root span), 3 spans, 2 generations, 7 scores
+            run_frame(tracker, frame, {})
+        statistics = tracker.format_stats()  # the CLI prints the statistics, then closes the tracker
+        report = tracker.close(deadline_s=5)
+        after = tracker.format_stats()  # a Ray worker's statistics come after its close
+    closing = statistics + "\n" + report.message
+    assert report.observations_delivered == report.observations == 12 and report.scores_delivered == 14
+    assert re.findall(r"(\d+)/(\d+) observations", closing) == [("12", "12")], closing  # once, final
+    assert re.findall(r"(\d+)/(\d+) scores", closing) == [("14", "14")], closing
+    assert statistics.startswith("Tracing: 2 traces, 12 observations (4 generations, 0 errors), 14 scores"), statistics
+    assert after.startswith("Tracing: 2 traces, 12 observations (4 generations, 0 errors), 14 scores; "
+                            "Langfuse acknowledged 12/12 observations and 14/14 scores"), after
 
 
 # -- whole sentences --------------------------------------------------------------------------

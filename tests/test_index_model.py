@@ -60,9 +60,11 @@ def test_the_index_records_its_model_and_search_uses_it_without_the_option(index
 def test_the_same_model_by_another_path_is_accepted(index, bert, tmp_path, monkeypatch):
     from video_summarizer.index import find
 
+    (tmp_path / "current").symlink_to(bert, target_is_directory=True)
     monkeypatch.chdir(bert.parent)
-    hits = find(RunOptions(index=index["dir"], embed_model=os.path.join(".", bert.name)), "podium", "--search")
-    assert hits[0].trace_id == index["traces"][("talk", 5.0)]
+    for same in (os.path.join(".", bert.name), str(tmp_path / "current")):  # relative; through a link
+        hits = find(RunOptions(index=index["dir"], embed_model=same), "podium", "--search")
+        assert hits[0].trace_id == index["traces"][("talk", 5.0)], same
 
 
 def test_another_embedding_model_is_one_line_naming_the_option(index, bert, tmp_path):

@@ -136,16 +136,23 @@ def stored_model(table: Any) -> str | None:
     return value.decode() if value else None
 
 
-def index_model(table: Any, given: str | None, location: str) -> str:
-    """The embedding model for this index: its own; --embed-model only to confirm it (another is refused)."""
-    stored = stored_model(table)
+def index_model(table: Any | None, given: str | None, location: str) -> str:
+    """The embedding model for this index (None: a new one): its own; --embed-model only confirms it."""
+    stored = stored_model(table) if table is not None else None
     if given is None:
         return stored or DEFAULT_EMBED_MODEL
-    if stored is not None and model_reference(given) != stored:
+    if stored is not None and not _same_model(given, stored):
         raise InputError(f"the index at {_shown(location)} was made with the embedding model {stored}, "
                          f"not {given}: leave --embed-model out to use its own, or give another --index",
                          option="--embed-model")
     return given
+
+
+def _same_model(given: str, stored: str) -> bool:
+    """A folder by where it really is (a link to it is the same model), a hub id by its name."""
+    if is_folder_name(given) and is_folder_name(stored):
+        return os.path.realpath(model_reference(given)) == os.path.realpath(stored)
+    return model_reference(given) == stored
 
 
 # -- the embedding model ------------------------------------------------------------------------
@@ -345,8 +352,7 @@ def open_indexer(opts: Any, inputs: Iterable[Any]) -> Indexer:
     location = index_location(opts.index)
     db = connect(location, create=True)
     table = db.open_table(TABLE) if TABLE in db.list_tables().tables else None
-    model = index_model(table, opts.embed_model, location) if table is not None else (
-        opts.embed_model or DEFAULT_EMBED_MODEL)
+    model = index_model(table, opts.embed_model, location)
     embedder = Embedder(model).load()
     if table is not None:  # an index made before the model was recorded: at least the size must fit
         dim = table.schema.field("vector").type.list_size

@@ -784,6 +784,6 @@ class LangfuseTracker:
                 "trace_log_lines": self.trace_log.lines if self.trace_log else 0}
 
     def format_stats(self) -> str:
-        """One line of what the tracker counted, for the CLI's exit output."""
+        """One line of what the tracker counted, for the CLI's exit output (delivery: once closed)."""
         return stats_line(self.stats(), self.enabled or self._delivery is not None,
-                          self.disabled_reason, self.trace_log)
+                          self.disabled_reason, self.trace_log, self._close_report)

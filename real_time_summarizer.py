@@ -18,6 +18,7 @@ from video_summarizer import __version__
 from video_summarizer.errors import InputError, SummarizerError
 from video_summarizer.options import (
     DEFAULT_API_VLM,
+    DEFAULT_EMBED_MODEL,
     DEFAULT_LLM,
     DEFAULT_LOCAL_VLM,
     DEFAULT_TRACE_LOG,
@@ -166,7 +167,7 @@ def _opt(*names: str, envvar: str, **kw: Any):
       help="Blur every detected face in the frames sent to the caption model (the recognized names "
            "still go as text). Default: on when the VLM endpoint is not on this machine.")
 @_opt("--face-model", envvar="FACE_MODEL", type=click.Choice(["hog", "cnn"]), default="hog",
-      help="Face detector: hog (CPU) or cnn (GPU).")
+      show_default=True, help="Face detector: hog (CPU) or cnn (GPU).")
 @_opt("--vlm-backend", envvar="VLM_BACKEND", type=click.Choice(["auto", "local", "api"]), default="auto",
       show_default=True,
       help="local: run the caption model in this process (transformers); api: an OpenAI-compatible "
@@ -177,20 +178,21 @@ def _opt(*names: str, envvar: str, **kw: Any):
 @_opt("--vlm-model", envvar="VLM_MODEL", default=None,
       help=f"Caption model: for local a hub id or a folder (default {DEFAULT_LOCAL_VLM}); for api the "
            f"name the server lists (default {DEFAULT_API_VLM}).")
-@_opt("--vlm-device", envvar="VLM_DEVICE", default="auto",
+@_opt("--vlm-device", envvar="VLM_DEVICE", default="auto", show_default=True,
       help="Local caption model: auto (CUDA, then MPS, then CPU), cpu, cuda, mps.")
 @_opt("--vlm-api-key", envvar="VLM_API_KEY", default=None, help="API key for the VLM endpoint, if it needs one.")
-@_opt("--vlm-timeout", envvar="VLM_TIMEOUT", type=click.FloatRange(min=0.1), default=60.0,
+@_opt("--vlm-timeout", envvar="VLM_TIMEOUT", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
       help="Seconds before one caption request is given up.")
-@_opt("--vlm-max-tokens", envvar="VLM_MAX_TOKENS", type=click.IntRange(min=1), default=256,
+@_opt("--vlm-max-tokens", envvar="VLM_MAX_TOKENS", type=click.IntRange(min=1), default=256, show_default=True,
       help="Longest caption in tokens.")
-@_opt("--llm-model", envvar="LLM_MODEL", default=DEFAULT_LLM,
+@_opt("--llm-model", envvar="LLM_MODEL", default=DEFAULT_LLM, show_default=True,
       help="Summary model: a hub id or a local folder (transformers), or the served name with --llm-base-url.")
 @_opt("--llm-base-url", envvar="LLM_BASE_URL", default=None,
       help="Use an OpenAI-compatible server for summaries instead of loading the model here.")
 @_opt("--llm-api-key", envvar="LLM_API_KEY", default=None, help="API key for --llm-base-url.")
-@_opt("--llm-device", envvar="LLM_DEVICE", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps.")
-@_opt("--interval", envvar="SUMMARIZER_INTERVAL", type=click.FloatRange(min=0.0), default=5.0,
+@_opt("--llm-device", envvar="LLM_DEVICE", default="auto", show_default=True,
+      help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps.")
+@_opt("--interval", envvar="SUMMARIZER_INTERVAL", type=click.FloatRange(min=0.0), default=5.0, show_default=True,
       help="Seconds of video between processed frames; 0 = every frame.")
 @_opt("--min-change", envvar="SUMMARIZER_MIN_CHANGE", type=click.FloatRange(0.0, 1.0), default=None,
       help="Skip frames that differ less than this (0..1) from the last processed one; 0 turns gating "
@@ -198,13 +200,13 @@ def _opt(*names: str, envvar: str, **kw: Any):
 @_opt("--max-gap", envvar="SUMMARIZER_MAX_GAP", type=click.FloatRange(min=0.0), default=None,
       help="Process a frame anyway after this many seconds without one. Default max(1 s, 2 x interval).")
 @_opt("--summary-interval", envvar="SUMMARIZER_SUMMARY_INTERVAL", type=click.FloatRange(min=0.0),
-      default=60.0, help="Seconds of video between rolling summaries (and one at the end).")
+      default=60.0, show_default=True, help="Seconds of video between rolling summaries (and one at the end).")
 @_opt("--max-inflight", envvar="SUMMARIZER_MAX_INFLIGHT", type=click.IntRange(1, 64), default=None,
       help="Caption requests in flight at once (default 2 for a server, 1 for the in-process model, "
            "which captions one frame at a time). Live sources drop frames when all are busy.")
 @_opt("--jobs", envvar="SUMMARIZER_JOBS", type=click.IntRange(1, 256), default=None,
       help="Batch: inputs run at once, sharing the --max-inflight caption calls (default: enough to "
-           "keep them busy, at most one per CPU). With --ray: per worker.")
+           "keep them busy, at most 2 per CPU). With --ray: per worker.")
 @_opt("--ray", envvar="RAY_ADDRESS", default=None, is_flag=False, flag_value="auto", metavar="[ADDRESS]",
       help="Batch: send the inputs to the Ray cluster at ADDRESS (alone: the one this machine is in; "
            "'local': a private one for this run). --output-dir must be a folder every node sees.")
@@ -212,9 +214,10 @@ def _opt(*names: str, envvar: str, **kw: Any):
       help="Put every caption and summary into this LanceDB folder (or db://NAME: LanceDB Cloud, key from "
            "LANCEDB_API_KEY), embedded for --search and --ask; a re-run over a file replaces its moments. "
            "Off unless given. For --search/--ask: the index to read (default: LANCEDB_URI).")
-@_opt("--embed-model", envvar="SUMMARIZER_EMBED_MODEL", default="sentence-transformers/all-MiniLM-L6-v2",
-      show_default=True, help="sentence-transformers model (hub id or folder) that embeds what --index "
-                              "writes and what --search looks for; the same one for both.")
+@_opt("--embed-model", envvar="SUMMARIZER_EMBED_MODEL", default=None,
+      help="sentence-transformers model (hub id or folder) that embeds what --index writes and what --search "
+           f"looks for. Default: {DEFAULT_EMBED_MODEL} for a new index; an index keeps the model it was made "
+           "with, and --search/--ask use it (another one is refused).")
 @_opt("--search", envvar="SUMMARIZER_SEARCH", default=None, metavar="TEXT",
       help="Print the moments of --index that best match TEXT (meaning and exact words), best first: "
            "source, [mm:ss] or wall time, caption, faces, score, trace id. Reads no source.")
@@ -245,11 +248,12 @@ def _opt(*names: str, envvar: str, **kw: Any):
       help="Fetch the caption and summary prompts (video-caption, video-summary) from Langfuse prompt "
            "management by this label; the built-in prompts are used when Langfuse is off or lacks them.")
 @_opt("--prompt-cache-ttl", envvar="LANGFUSE_PROMPT_CACHE_TTL", type=click.FloatRange(min=1.0), default=300.0,
-      help="Seconds before a fetched prompt is refreshed (in the background).")
+      show_default=True, help="Seconds before a fetched prompt is refreshed (in the background).")
 @_opt("--shutdown-timeout", envvar="SUMMARIZER_SHUTDOWN_TIMEOUT", type=click.FloatRange(min=0.0),
-      default=10.0, help="On SIGINT/SIGTERM: seconds to finish in-flight calls and the final summary.")
+      default=10.0, show_default=True,
+      help="On SIGINT/SIGTERM: seconds to finish in-flight calls and the final summary.")
 @_opt("--flush-timeout", envvar="LANGFUSE_FLUSH_DEADLINE", type=click.FloatRange(min=0.0), default=5.0,
-      help="Seconds allowed for sending the last traces to Langfuse at exit.")
+      show_default=True, help="Seconds allowed for sending the last traces to Langfuse at exit.")
 @_opt("--langfuse-outbox", envvar="LANGFUSE_OUTBOX", default=None, metavar="DIR|off",
       help="Keep what Langfuse does not acknowledge (spans and scores, with their ids) in DIR and send it "
            "again when Langfuse answers: during the run, at the next run with keys, or with --send-outbox "

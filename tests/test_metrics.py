@@ -199,7 +199,8 @@ def test_model_metrics_agree_with_the_printed_model_statistics(watched_run):
 
 
 def test_langfuse_delivery_metrics_never_pass_what_the_exit_line_says_was_acknowledged(watched_run):
-    m = re.search(r"Langfuse acknowledged (\d+)/(\d+) observations and (\d+)/(\d+) scores", watched_run.result.stderr)
+    m = re.search(r"Langfuse: .*? (\d+)/(\d+) observations and (\d+)/(\d+) scores acknowledged by ",
+                  watched_run.result.stderr)  # the close line: the only one stating the final counts
     assert m, watched_run.result.stderr
     spans, scores = int(m.group(1)), int(m.group(3))
     assert spans > 0 and scores > 0

@@ -176,16 +176,17 @@ def answer(question: str, hits: list[Hit], summarizer: Any, tracker: Any) -> Ans
 
 def ask_command(opts: Any, make_summarizer: Callable[[], Any], make_tracker: Callable[[], Any], out: Any) -> int:
     """--ask: retrieve, answer, print the answer and the moments it cites; the exit code (1: no answer)."""
-    hits = find(opts, opts.ask, "--ask")  # a bad index or filter is said before the summary model loads
-    summarizer = make_summarizer()
-    summarizer.check()
-    tracker = make_tracker()
+    summarizer, tracker = make_summarizer(), None
     try:
+        # A bad index or filter, then a missing summary model, are said before the embedding model loads.
+        hits = find(opts, opts.ask, "--ask", before_load=summarizer.check)
+        tracker = make_tracker()
         summarizer.load()
         result = answer(opts.ask, hits, summarizer, tracker) if hits else Answer(
             opts.ask, "No moment in the index matches the question.", hits)
     finally:
-        tracker.close(deadline_s=opts.flush_timeout)
+        if tracker is not None:
+            tracker.close(deadline_s=opts.flush_timeout)
         summarizer.close()
     if opts.as_json:
         out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")

@@ -136,10 +136,16 @@ class LocalDataset:
             with open(runs / f"{_safe_name(run)}.jsonl", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
-    def start_run(self, run: str) -> None:
-        """Start run RUN afresh: a run name given again replaces its earlier records."""
+    def check_new_run(self, run: str) -> None:
+        """Check that RUN is a new run: a name used before is refused, naming --experiment.
+
+        Langfuse keeps one dataset run per name and adds a second execution's items to it, so
+        reusing a name would mix two runs there (and replace the first one's records here).
+        """
         path = self.folder / RUNS_DIR / f"{_safe_name(run)}.jsonl"
-        path.unlink(missing_ok=True)
+        if path.exists():
+            raise InputError(f"dataset {self.name} already has a run named {run!r} ({path}): give this run "
+                             "another name, so that both can be compared", option="--experiment")
 
     def runs(self) -> dict[str, list[dict]]:
         """Every run's records, oldest run first."""

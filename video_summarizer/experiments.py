@@ -189,7 +189,7 @@ def experiment(*, run: str, dataset: str, items: list[DatasetItem], vlm: Any, pr
     from video_summarizer.protocols import model_name
 
     local = LocalDataset(dataset)
-    local.start_run(run)
+    local.check_new_run(run)
 
     def task(item: DatasetItem, recorder: Any) -> dict:
         try:
@@ -235,8 +235,9 @@ def command(opts: Any, make_tracker: Callable[[], Any], remote: Callable[[Any, s
 
     if opts.dataset_push is not None:
         if remote is None:
-            raise InputError("needs Langfuse keys (LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY, "
-                             "LANGFUSE_BASE_URL) to upload to", option="--dataset-push")
+            raise InputError(f"needs Langfuse keys to upload the dataset folder {opts.dataset_push}/: set "
+                             "LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY and LANGFUSE_BASE_URL (or source "
+                             "setup_langfuse.sh)", option="--dataset-push")
         local = LocalDataset(opts.dataset_push)
         added, there = push(local, remote(make_tracker(), local.name))
         log.info("Dataset %s: %d items uploaded to Langfuse dataset %s, %d already there",
@@ -244,6 +245,7 @@ def command(opts: Any, make_tracker: Callable[[], Any], remote: Callable[[Any, s
         return 0
     if not opts.dataset:
         raise InputError("--experiment needs the dataset to run on: --dataset NAME", option="--dataset")
+    LocalDataset(opts.dataset).check_new_run(opts.experiment)  # a reused run name is said before anything loads
     tracker = make_tracker() if remote is not None else None
     store = remote(tracker, opts.dataset) if remote is not None else None
     items = load_items(opts.dataset, store)

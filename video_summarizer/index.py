@@ -29,16 +29,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from video_summarizer.errors import InputError
-from video_summarizer.models.hf import ModelSpec, load_error, locate
+from video_summarizer.models.hf import ModelSpec, is_folder_name, load_error, locate
+from video_summarizer.options import DEFAULT_EMBED_MODEL
 from video_summarizer.timecodes import format_video_time
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 TABLE = "moments"
+MODEL_KEY = b"summarizer.embed_model"  # the table's schema metadata: the model its vectors came from
 EMBED_SPEC = ModelSpec(
     role="embedding model", option="--embed-model", example=DEFAULT_EMBED_MODEL,
     contents="a sentence-transformers folder (modules.json, config.json, weights and tokenizer)",
@@ -103,7 +104,7 @@ def open_table(location: str) -> Any:
     return table
 
 
-def _schema(dim: int) -> Any:
+def _schema(dim: int, model: str) -> Any:
     import pyarrow as pa
 
     return pa.schema([
@@ -121,7 +122,37 @@ def _schema(dim: int) -> Any:
         pa.field("faces", pa.list_(pa.string())),
         pa.field("trace_id", pa.string()),
         pa.field("vector", pa.list_(pa.float32(), dim)),
-    ])
+    ], metadata={MODEL_KEY: model_reference(model).encode()})
+
+
+def model_reference(name: str) -> str:
+    """How an index records its embedding model: a folder by its absolute path, a hub id as given."""
+    return os.path.abspath(os.path.expanduser(name)) if is_folder_name(name) else name
+
+
+def stored_model(table: Any) -> str | None:
+    """The embedding model the index was made with (None: an index made before it was recorded)."""
+    value = (table.schema.metadata or {}).get(MODEL_KEY)
+    return value.decode() if value else None
+
+
+def index_model(table: Any | None, given: str | None, location: str) -> str:
+    """The embedding model for this index (None: a new one): its own; --embed-model only confirms it."""
+    stored = stored_model(table) if table is not None else None
+    if given is None:
+        return stored or DEFAULT_EMBED_MODEL
+    if stored is not None and not _same_model(given, stored):
+        raise InputError(f"the index at {_shown(location)} was made with the embedding model {stored}, "
+                         f"not {given}: leave --embed-model out to use its own, or give another --index",
+                         option="--embed-model")
+    return given
+
+
+def _same_model(given: str, stored: str) -> bool:
+    """A folder by where it really is (a link to it is the same model), a hub id by its name."""
+    if is_folder_name(given) and is_folder_name(stored):
+        return os.path.realpath(model_reference(given)) == os.path.realpath(stored)
+    return model_reference(given) == stored
 
 
 # -- the embedding model ------------------------------------------------------------------------
@@ -320,18 +351,19 @@ def open_indexer(opts: Any, inputs: Iterable[Any]) -> Indexer:
 
     location = index_location(opts.index)
     db = connect(location, create=True)
-    embedder = Embedder(opts.embed_model).load()
-    if TABLE in db.list_tables().tables:
-        table = db.open_table(TABLE)
+    table = db.open_table(TABLE) if TABLE in db.list_tables().tables else None
+    model = index_model(table, opts.embed_model, location)
+    embedder = Embedder(model).load()
+    if table is not None:  # an index made before the model was recorded: at least the size must fit
         dim = table.schema.field("vector").type.list_size
         if dim != embedder.dim:
             raise InputError(f"the index at {_shown(location)} holds {dim}-dimension vectors but "
-                             f"{opts.embed_model} makes {embedder.dim}: use the model it was made with, "
+                             f"{model} makes {embedder.dim}: use the model it was made with, "
                              "or another --index", option="--embed-model")
     else:
         from lancedb.index import FTS
 
-        table = db.create_table(TABLE, schema=_schema(embedder.dim), exist_ok=True)
+        table = db.create_table(TABLE, schema=_schema(embedder.dim, model), exist_ok=True)
         table.create_index("text", config=FTS(), replace=True)
     sources = {}
     for item in inputs:
@@ -433,6 +465,10 @@ def parse_when(value: str, option: str) -> tuple[str, float]:
                      "(2026-12-01T09:00, UTC unless it says otherwise)", option=option)
 
 
+# The faces column lowercased in the query itself (no name holds a newline: they are file names).
+_FACES_LOWER = "string_to_array(lower(array_to_string(faces, '\n')), '\n')"
+
+
 def _sql(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -448,9 +484,9 @@ def _like(glob: str) -> str:
 def where_clause(q: Query) -> tuple[str | None, list[tuple[str, str]]]:
     """The query's filters as one LanceDB where clause, and each filter alone (option, clause)."""
     parts: list[tuple[str, str]] = []
-    if q.faces:
-        names = ", ".join(_sql(n) for n in q.faces)
-        parts.append(("--faces", f"array_has_all(faces, [{names}])"))
+    if q.faces:  # names as the known-faces files spell them: "Biden" finds "biden"
+        names = ", ".join(_sql(n.lower()) for n in q.faces)
+        parts.append(("--faces", f"array_has_all({_FACES_LOWER}, [{names}])"))
     if q.source_filter:
         pattern = _like(q.source_filter)
         parts.append(("--source-filter", f"(source LIKE {pattern} ESCAPE '\\' OR spec LIKE {pattern} ESCAPE '\\')"))
@@ -504,13 +540,13 @@ def search(table: Any, embedder: Embedder, q: Query, where: str | None = None) -
 def query_of(opts: Any, text: str, option: str) -> Query:
     """The Query of the options (text from --search or --ask); an empty text names its option."""
     if not text.strip():
-        raise InputError("give some words to look for", option=option)
+        raise InputError("the text is empty: give some words to find", option=option)
     return Query(text=text.strip(), faces=tuple(opts.faces), source_filter=opts.source_filter,
                  since=opts.since, until=opts.until, limit=opts.limit)
 
 
-def find(opts: Any, text: str, option: str) -> list[Hit]:
-    """Open the index, check the filters, load the embedding model, search."""
+def find(opts: Any, text: str, option: str, before_load: Callable[[], None] | None = None) -> list[Hit]:
+    """Open the index, check the filters and its model, call before_load (--ask: its model's check), load, search."""
     q = query_of(opts, text, option)
     location = index_location(opts.index)
     if location is None:
@@ -518,7 +554,10 @@ def find(opts: Any, text: str, option: str) -> list[Hit]:
                          option="--index")
     table = open_table(location)
     where = check_filters(table, q)  # every filter is said before the model loads
-    embedder = Embedder(opts.embed_model).load()
+    model = index_model(table, opts.embed_model, location)
+    if before_load is not None:
+        before_load()
+    embedder = Embedder(model).load()
     return search(table, embedder, q, where)
 
 

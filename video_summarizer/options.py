@@ -11,6 +11,7 @@ DEFAULT_LOCAL_VLM = "Qwen/Qwen3-VL-2B-Instruct"  # = models.local_vlm.DEFAULT_MO
 DEFAULT_API_VLM = "qwen3"
 DEFAULT_VLM_URL = "http://localhost:8000/v1"
 DEFAULT_TRACE_LOG = "traces.jsonl"
+DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # a new index's; an index keeps its own
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class RunOptions:
     jobs: int | None = None
     ray: str | None = None  # a Ray address, "auto" or "local"; None: run on this machine
     index: str | None = None  # a LanceDB folder or db:// URI for captions and summaries; None: off
-    embed_model: str = "sentence-transformers/all-MiniLM-L6-v2"  # = index.DEFAULT_EMBED_MODEL
+    embed_model: str | None = None  # None: the index's own model (DEFAULT_EMBED_MODEL for a new one)
     search: str | None = None  # words to find in the index (no source is read)
     ask: str | None = None  # a question answered from the index by the summary model
     faces: tuple[str, ...] = ()  # --search/--ask: moments showing all of these people

@@ -243,20 +243,26 @@ def close_report(counts: dict, delivery: Delivery | None, host: str, trace_log: 
 
 
 def stats_line(stats: dict, langfuse_on: bool, disabled_reason: str | None,
-               trace_log: Any) -> str:
-    """A tracker's ``stats()`` as one human line."""
+               trace_log: Any, report: CloseReport | None = None) -> str:
+    """A tracker's ``stats()`` as one human line, in the close line's terms.
+
+    Observations count the traces' root spans, as Langfuse and the close line do. What the
+    close line states (what was acknowledged; without Langfuse, the trace log's lines) comes
+    from its ``report`` once closed, and is left to that line before: it is printed after the
+    statistics, with the final counts, and each count is said once.
+    """
     s = stats
-    line = (f"Tracing: {s['traces']} traces, {s['observations']} observations "
+    line = (f"Tracing: {s['traces']} traces, {s['traces'] + s['observations']} observations "
             f"({s['generations']} generations, {s['errors']} errors), {s['scores']} scores")
     if langfuse_on:
-        line += (f"; Langfuse acknowledged {s['spans_delivered']}/"
-                 f"{s['traces'] + s['observations']} observations and "
-                 f"{s['scores_delivered']}/{s['scores']} scores")
+        if report is not None:
+            line += (f"; Langfuse acknowledged {report.observations_delivered}/{report.observations} "
+                     f"observations and {report.scores_delivered}/{report.scores} scores")
         if s["delivery_outages"]:
-            line += f", {s['delivery_failures']} failed sends in {s['delivery_outages']} outage(s)"
+            line += f"; {s['delivery_failures']} failed sends to Langfuse in {s['delivery_outages']} outage(s)"
     else:
         line += f"; Langfuse off ({disabled_reason})"
-    if trace_log is not None:
+    if trace_log is not None and (langfuse_on or report is not None):
         line += f"; trace log {trace_log.path}: {s['trace_log_lines']} lines"
     if s["warnings"]:
         line += "; warnings: " + ", ".join(f"{k} x{n}" for k, n in sorted(s["warnings"].items()))

@@ -160,8 +160,14 @@ class RedactingFilter(logging.Filter):
 
 
 def install_log_redaction(logger: logging.Logger | None = None) -> None:
-    """Add a RedactingFilter to every handler of the logger (the root's by default), once each."""
-    for handler in (logger or logging.getLogger()).handlers:
+    """Add a RedactingFilter to every handler of the logger (the root's by default), once each.
+
+    Also to ``logging.lastResort``, which prints records when no handler is set (a Ray worker).
+    """
+    handlers = list((logger or logging.getLogger()).handlers)
+    if logger is None and logging.lastResort is not None:
+        handlers.append(logging.lastResort)
+    for handler in handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
 

@@ -29,7 +29,7 @@ from video_summarizer.models.hf import (
     resolve_dtype,  # noqa: F401 - part of this module's interface (tests, older callers)
     sampling,
 )
-from video_summarizer.models.openai_stream import ChatEndpoint, EndpointNames, redact_url
+from video_summarizer.models.openai_stream import ChatEndpoint, EndpointNames
 from video_summarizer.models.summary_prompt import (
     DEFAULT_BUDGET,
     build_messages,
@@ -38,6 +38,7 @@ from video_summarizer.models.summary_prompt import (
     fold_system,
 )
 from video_summarizer.prompts import SYSTEM_PROMPT
+from video_summarizer.redact import redact_url
 from video_summarizer.results import SummaryResult, TimedCaption
 from video_summarizer.stats import ModelStats
 

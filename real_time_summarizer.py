@@ -65,8 +65,10 @@ class UsageProblem(click.ClickException):
 def _fail(err: SummarizerError, debug: bool) -> UsageProblem:
     if debug:
         log.error("details", exc_info=err)
+    from video_summarizer.redact import redact_text
+
     prefix = f"{err.option}: " if err.option else ""
-    return UsageProblem(f"{prefix}{err}")
+    return UsageProblem(redact_text(f"{prefix}{err}"))  # a message may quote a URL as given
 
 
 class StartupInterrupted(KeyboardInterrupt):
@@ -148,6 +150,10 @@ def _opt(*names: str, envvar: str, **kw: Any):
 @_opt("--source", "sources", envvar="SUMMARIZER_SOURCE", multiple=True, metavar="SRC",
       help="cam0/cam1/device index//dev/videoN, a video file, '-' for stdin, rtsp:// or http(s):// "
            "stream, a folder or a glob. Repeatable.")
+@_opt("--source-label", "source_labels", envvar="SUMMARIZER_SOURCE_LABEL", multiple=True, metavar="LABEL",
+      help="Name the Nth --source LABEL (repeat, in the order of --source; letters, digits, . _ -): its "
+           "trace user id, metric label, output file name. Default: cam0, a file's name, a stream's host "
+           "and the plain words of its path (never its user info, query or key-like path parts).")
 @_opt("--live/--no-live", "live", envvar="SUMMARIZER_LIVE", default=None,
       help="Treat the source as live (newest frame only, wall-clock time). Default: cameras and "
            "streams are live, files and stdin are not.")
@@ -357,6 +363,9 @@ def _setup_logging(debug: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s" if debug else "%(message)s")
     if not debug:
         logging.getLogger(LOG_ROOT).setLevel(logging.INFO)
+    from video_summarizer.redact import install_log_redaction
+
+    install_log_redaction()  # URLs in every record masked: ours and the HTTP clients' debug lines
     if not sys.stderr.isatty():  # no progress bars in logs and cron mail
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
@@ -420,7 +429,7 @@ def _run(opts: RunOptions) -> int:
     from video_summarizer.runner import Run, plan_inputs, todo
     from video_summarizer.sources import expand_sources
 
-    inputs = plan_inputs(opts.sources, expand_sources)
+    inputs = plan_inputs(opts.sources, expand_sources, opts.source_labels)
     batch = opts.output_dir is not None or len(inputs) > 1 or opts.ray is not None
     if opts.ray is not None:
         from video_summarizer.distributed import check_ray_inputs
@@ -547,6 +556,7 @@ def _build_stages(opts: RunOptions, stack: ExitStack, events: Any):
     from llm_summarizer import LLMSummarizer
     from video_summarizer.pipeline import Stages
     from video_summarizer.prompts import PromptSource
+    from video_summarizer.redact import redact_url
 
     vlm, endpoint = _caption_model(opts)
     summarizer = LLMSummarizer(opts.llm_model, device=opts.llm_device,
@@ -570,7 +580,7 @@ def _build_stages(opts: RunOptions, stack: ExitStack, events: Any):
 
     vlm.load()  # once, with its own progress line (nothing to load for a server)
     blur, why = _blur_setting(opts.blur_faces, endpoint)
-    where = f"at {endpoint}" if endpoint else f"in this process on {vlm.device}"
+    where = f"at {redact_url(endpoint)}" if endpoint else f"in this process on {vlm.device}"
     log.info("VLM: %s %s; %s", vlm.model, where, why)
     if opts.trace_frames:
         log.info("Frames traced: the JPEG the caption model gets goes on each vlm_caption generation "
@@ -603,7 +613,9 @@ def _caption_model(opts: RunOptions) -> tuple[Any, str | None]:
         from video_summarizer.models.local_vlm import LocalVLM
 
         if opts.vlm_base_url:
-            log.warning("--vlm-backend local: --vlm-base-url %s is not used", opts.vlm_base_url)
+            from video_summarizer.redact import redact_url
+
+            log.warning("--vlm-backend local: --vlm-base-url %s is not used", redact_url(opts.vlm_base_url))
         return LocalVLM(opts.resolved_vlm_model, device=opts.vlm_device, timeout_s=opts.vlm_timeout,
                         max_new_tokens=opts.vlm_max_tokens), None
     from vlm_client_module import VLMClient

@@ -12,11 +12,12 @@ import time
 import numpy as np
 
 from video_summarizer.frames import JpegImage, to_jpeg_data_url
-from video_summarizer.models.openai_stream import ChatEndpoint, EndpointNames, redact_url
+from video_summarizer.models.openai_stream import ChatEndpoint, EndpointNames
 from video_summarizer.prompts import (
     DEFAULT_PROMPT_TEMPLATE,
     render_prompt,
 )
+from video_summarizer.redact import redact_url
 from video_summarizer.results import CaptionResult
 from video_summarizer.stats import ModelStats
 

@@ -128,7 +128,7 @@ def test_ask_answers_with_checked_citations_traced_as_one_question(indexed, bert
     podium = next(r for r in _rows(tmp / "idx") if r["kind"] == "caption" and r["frame"] == 10)  # the newest run's
     assert [c["trace_id"] for c in out["sentences"][0]["cites"]] == [podium["trace_id"]]
     prompt = " ".join(m["content"] for m in request["messages"])
-    assert "1. [talk 00:01] caption: Frame 10: A man at a podium speaks to the crowd." in prompt
+    assert '1. [talk 00:01] caption: "Frame 10: A man at a podium speaks to the crowd."' in prompt
     root = next(s for s in spans if s["name"] == "video_question")
     assert root["parent_span_id"] is None and out["trace_id"] == root["trace_id"]
     retrieval = next(s for s in spans if s["name"] == "retrieval")

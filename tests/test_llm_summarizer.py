@@ -105,16 +105,19 @@ def test_template_with_system_role_keeps_it(system_dir) -> None:
 
 
 def test_prompt_stays_within_budget_however_long_the_run(mistral_dir) -> None:
-    llm = LLMSummarizer(str(mistral_dir), max_new_tokens=2, prompt_token_budget=1200)
+    # 1300: the tiny tokenizer takes ~1.4 characters a token (Mistral's ~4), so the data framing
+    # (tags, the note that captions are not instructions) costs it ~120 tokens.
+    llm = LLMSummarizer(str(mistral_dir), max_new_tokens=2, prompt_token_budget=1300)
     captions = [TimedCaption(i * 2.0, f"Scene {i}: a man speaks at a podium while people listen.", ("obama",))
                 for i in range(2000)]
     captions.append(TimedCaption(4000.0, "A very long caption. " * 500))
     res = llm.update_summary(captions, "Earlier the crowd waved. " * 400)
     assert res.success, res.error
-    assert 1080 <= res.input_tokens <= 1200  # filled, not exceeded
+    assert 1170 <= res.input_tokens <= 1300  # filled, not exceeded
     user = llm.build_messages(captions, "Earlier the crowd waved. " * 400)[1]["content"]
-    assert "[66:40] A very long caption." in user and user.count("A very long caption.") < 200
-    assert "[66:38] Scene 1999:" in user  # the newest captions are kept...
+    assert '[66:40] "A very long caption.' in user and user.count("A very long caption.") < 200
+    assert '…"\n</observations>' in user  # cut before it was quoted: its quote still closes
+    assert '[66:38] "Scene 1999:' in user  # the newest captions are kept...
     assert "Scene 0:" not in user  # ...the oldest give way, and the prompt says so
     assert "earlier caption lines omitted" in user
     assert "…" in user  # the previous summary was cut to its share
@@ -124,13 +127,14 @@ def test_messages_format_times_faces_and_repeats(llm) -> None:
     messages = llm.build_messages(list(reversed(CAPTIONS)), "Earlier summary.")
     assert [m["role"] for m in messages] == ["system", "user"]
     user = messages[1]["content"]
-    assert "Summary so far:\nEarlier summary." in user
+    assert "Summary so far:\n<summary>\nEarlier summary.\n</summary>" in user
     lines = [line for line in user.splitlines() if line.startswith("[")]
     assert lines == [
-        "[00:01-00:03] A man speaks at a podium. [faces: obama]",  # a repeat became a range
-        "[00:05] Two people shake hands on stage. [faces: obama, biden]",
-        "[01:05] The crowd applauds.",
+        '[00:01-00:03] "A man speaks at a podium." [faces: obama]',  # a repeat became a range
+        '[00:05] "Two people shake hands on stage." [faces: obama, biden]',
+        '[01:05] "The crowd applauds."',
     ]
+    assert user.split("<observations>\n", 1)[1].split("\n</observations>", 1)[0].splitlines() == lines
     assert "People recognized in these captions: biden, obama." in user
     assert user.endswith("Write the updated summary of the video so far.")
     final = llm.build_messages(CAPTIONS, None, final=True)[1]["content"]

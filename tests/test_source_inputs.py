@@ -53,7 +53,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[str, str]]:
         "camera device": ("/dev/video9", "/dev/video9"),
         "stream down": ("http://viewer:s3cret@127.0.0.1:9/live.webm", "could not be opened"),
         "stream refused": (f"rtsp://viewer:s3cret@127.0.0.1:{port}/cam1?token=s3cret",
-                           f"stream rtsp://viewer:***@127.0.0.1:{port}/cam1?token=*** could not be opened: "
+                           f"stream rtsp://***@127.0.0.1:{port}/cam1?token=*** could not be opened: "
                            f"127.0.0.1:{port} refused the connection"),
     }
 

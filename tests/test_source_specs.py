@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from video_summarizer.errors import InputError
-from video_summarizer.source_specs import mask_url
+from video_summarizer.redact import redact_url
 from video_summarizer.sources import (
     VIDEO_EXTENSIONS,
     check_source,
@@ -28,7 +28,11 @@ from video_summarizer.sources import (
     ("rtsp://admin:hunter2@192.168.1.20:554/Streaming/Channels/101", "192.168.1.20-Streaming-Channels-101"),
     # Dahua picks the camera in the query: those keys stay, every other value (tokens) goes.
     ("rtsp://nvr/cam/realmonitor?channel=3&subtype=0&token=abc123", "nvr-cam-realmonitor-channel3-subtype0"),
-    ("https://cams.example.com/live/front%20door.m3u8?key=s3cret", "cams.example.com-live-front-door"),
+    # A segment that is not a plain name may be a key: it is left out ("front door" with it).
+    ("https://cams.example.com/live/front%20door.m3u8?key=s3cret", "cams.example.com-live"),
+    ("rtsp://host/app/sk_live_ABC123", "host-app"),
+    ("rtmp://a.rtmp.youtube.com/live2/abcd-efgh-ijkl-mnop", "a.rtmp.youtube.com-live2"),
+    ("rtsps://192.168.1.1:7441/AbCdEf123456?enableSrtp", "192.168.1.1"),
     ("rtsp://nvr:554/", "nvr"),
     ("http://[::1]:8000/cam1", "1-cam1"),
     ("rtmp://host/app/../..", "host-app"),
@@ -40,7 +44,8 @@ def test_source_label(spec, label):
     assert source_label(spec) == label
     if "://" in spec:
         assert set(label) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
-        assert not any(secret in label for secret in ("user", "pw", "admin", "hunter2", "abc123", "s3cret", "554"))
+        assert not any(secret in label for secret in ("user", "pw", "admin", "hunter2", "abc123", "s3cret", "554",
+                                                      "sk_live", "ABC123", "abcd", "AbCdEf", "Srtp"))
 
 
 def test_a_long_stream_path_gives_a_bounded_label():
@@ -74,10 +79,10 @@ def test_open_source_takes_the_label_to_use(tmp_path):
         assert src.label == "clip-2" and sum(1 for _ in src) == 3
 
 
-def test_mask_url_hides_passwords_and_query_secrets():
-    assert mask_url("rtsp://admin:pw@nvr:554/cam?channel=2&token=t0k&auth=") == \
-        "rtsp://admin:***@nvr:554/cam?channel=2&token=***&auth=***"
-    assert mask_url("http://nvr/cam1.mjpg") == "http://nvr/cam1.mjpg"
+def test_redact_url_hides_user_info_and_query_secrets():
+    assert redact_url("rtsp://admin:pw@nvr:554/cam?channel=2&token=t0k&auth=") == \
+        "rtsp://***@nvr:554/cam?channel=2&token=***&auth=***"
+    assert redact_url("http://nvr/cam1.mjpg") == "http://nvr/cam1.mjpg"
 
 
 # --- expand_sources ----------------------------------------------------------------------

@@ -126,6 +126,9 @@ class SummarizerWorker:
 
     def __init__(self, opts: RunOptions, factory: str, run_id: str) -> None:
         logging.getLogger("video_summarizer").setLevel(logging.WARNING)
+        from video_summarizer.redact import install_log_redaction
+
+        install_log_redaction()  # Ray prints workers' log lines on the driver's stderr as they are
         self.opts = opts
         self.run_id = run_id
         self._factory = factory

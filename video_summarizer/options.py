@@ -19,6 +19,7 @@ class RunOptions:
     """Every option of a run, as the user gave it (``None`` where the default depends on others)."""
 
     sources: tuple[str, ...] = ()
+    source_labels: tuple[str, ...] = ()  # --source-label: the Nth names the Nth --source
     live: bool | None = None
     reconnect_attempts: int = 5
     known_faces: str | None = None
@@ -94,6 +95,7 @@ class RunOptions:
             raise TypeError(f"RunOptions has no field for {sorted(unknown)}")
         values = dict(params)
         values["sources"] = tuple(values.get("sources") or ())
+        values["source_labels"] = tuple(values.get("source_labels") or ())
         if "faces" in values:
             values["faces"] = tuple(values["faces"] or ())
         if "metrics_allow_host" in values:

@@ -10,6 +10,7 @@ import glob
 import hashlib
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -49,10 +50,10 @@ class Input:
 
     @property
     def shown(self) -> str:
-        """The spec as it may be printed or stored: a stream's password and tokens masked."""
-        from video_summarizer.source_specs import mask_url
+        """The spec as it may be printed or stored: a stream's user info, tokens and keys masked."""
+        from video_summarizer.redact import redact_url
 
-        return mask_url(self.spec) if "://" in self.spec else self.spec
+        return redact_url(self.spec) if "://" in self.spec else self.spec
 
 
 @dataclass
@@ -69,35 +70,69 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
-def plan_inputs(source_args: tuple[str, ...], expand: Callable[[list[str]], list[str]]) -> list[Input]:
+def plan_inputs(source_args: tuple[str, ...], expand: Callable[[list[str]], list[str]],
+                labels: tuple[str, ...] = ()) -> list[Input]:
     """The inputs of the given --source values, each with a name unique within the run.
 
     A file's name is its path relative to the root it was found under (the folder given, the
     fixed part of a glob, or its own folder), without its extension and with '/' as '-'. Inputs
     that still share a name keep their extension (clip.mp4, clip.webm), then a short hash of
-    their absolute path: stable across runs, so up-to-date outputs are found again.
+    their absolute path: stable across runs, so up-to-date outputs are found again. ``labels``
+    (--source-label) name the first --source values in order: label and name both.
     """
+    given = _check_labels(source_args, labels)
     inputs: list[Input] = []
+    chosen: dict[int, str] = {}  # input index -> the label given for it
     seen: set[str] = set()
-    for arg in source_args:
+    for n, arg in enumerate(source_args):
         root = _root_of(arg)
-        for spec in expand([arg]):
+        specs = expand([arg])
+        if n < len(given) and len(specs) != 1:
+            raise InputError(f"{given[n]!r} names --source {arg}, which stands for {len(specs)} inputs: "
+                             "label single sources only", option=LABEL_OPTION)
+        for spec in specs:
             if spec in seen:
                 continue
             seen.add(spec)
-            inputs.append(Input(spec, _relative_name(spec, root)))
+            if n < len(given):
+                chosen[len(inputs)] = given[n]
+            inputs.append(Input(spec, given[n] if n < len(given) else _relative_name(spec, root)))
     _disambiguate(inputs, lambda i: i.name + Path(i.spec).suffix if _is_path(i.spec) else i.name)
     _disambiguate(inputs, lambda i: f"{i.name}-{hashlib.sha1(os.path.abspath(i.spec).encode()).hexdigest()[:6]}")
-    _label(inputs)
+    _label(inputs, chosen)
     return inputs
 
 
-def _label(inputs: list[Input]) -> None:
-    """Each input's source label, unique within the run (two cameras of one recorder stay apart)."""
+LABEL_OPTION = "--source-label"
+_LABEL_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,79}")
+
+
+def _check_labels(source_args: tuple[str, ...], labels: tuple[str, ...]) -> tuple[str, ...]:
+    """The --source-label values, checked: no more than sources, safe in file names and ids, distinct."""
+    if len(labels) > len(source_args):
+        raise InputError(f"{len(labels)} labels for {len(source_args)} --source value(s): give at most one "
+                         "per --source, in the same order", option=LABEL_OPTION)
+    for label in labels:
+        if not _LABEL_RE.fullmatch(label):
+            raise InputError(f"{label!r} is not a label: use 1-80 letters, digits, '.', '_' or '-', "
+                             "not starting with '.' or '-'", option=LABEL_OPTION)
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise InputError(f"{twice[0]!r} is given twice: each source needs its own label", option=LABEL_OPTION)
+    return labels
+
+
+def _label(inputs: list[Input], chosen: dict[int, str]) -> None:
+    """Each input's source label, unique within the run (two cameras of one recorder stay apart).
+
+    Labels given with --source-label are kept as given; a default label that meets one gets -2.
+    """
     from video_summarizer.source_specs import source_label, unique_labels
 
-    wanted = [source_label(i.spec) for i in inputs]
-    for item, want, label in zip(inputs, wanted, unique_labels(wanted)):
+    order = sorted(range(len(inputs)), key=lambda n: (n not in chosen, n))  # given labels first
+    wanted = [chosen.get(n) or source_label(inputs[n].spec) for n in order]
+    for n, want, label in zip(order, wanted, unique_labels(wanted)):
+        item = inputs[n]
         item.label = label
         if label != want:
             log.info("%s: labelled %s (%s is taken by another source of this run)", item.shown, label, want)

@@ -13,9 +13,9 @@ import socket
 import sys
 from pathlib import Path
 from typing import Iterable
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from video_summarizer.errors import InputError
+from video_summarizer.redact import CAMERA_QUERY_KEYS, MASK, parse_url
 
 log = logging.getLogger("video_summarizer.sources")  # one logger for everything about sources
 
@@ -32,9 +32,6 @@ _CAMERA_RE = re.compile(r"^(?:cam(\d+)|(\d+))$", re.IGNORECASE)
 _DEVICE_RE = re.compile(r"^/dev/video(\d+)$")
 _STREAM_RE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 SNIFF_BYTES = 12
-# Query keys that pick a camera on a recorder (Dahua: ?channel=1&subtype=0) and carry no secret;
-# every other query value is left out of labels, since tokens and passwords travel there too.
-_LABEL_QUERY_KEYS = frozenset({"cam", "camera", "ch", "channel", "chn", "stream", "subtype"})
 _LABEL_MAX = 80
 _DEFAULT_PORTS = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443}
 
@@ -72,14 +69,18 @@ def unique_labels(labels: list[str]) -> list[str]:
 
 
 def _stream_label(url: str) -> str:
-    """Host and path ('rtsp://u:pw@nvr:554/cam1' -> 'nvr-cam1'): no credentials, port or query secrets."""
-    parts = urlsplit(url)
-    words = [parts.hostname or ""]
-    segments = [unquote(seg) for seg in parts.path.split("/") if seg]
+    """Host and the plain words of the path ('rtsp://u:pw@nvr:554/cam1' -> 'nvr-cam1'): the label
+    goes into trace user ids, metric labels and file names, so it holds only what redact_url
+    shows, less the port and what it masks (user info, tokens, key-like path segments)."""
+    parts = parse_url(url)
+    if parts is None:
+        return "stream"
+    segments = [seg for seg in parts.segments if seg not in ("", ".", "..", MASK)]
     if segments:
         segments[-1] = os.path.splitext(segments[-1])[0] or segments[-1]  # a.mjpg -> a, live.sdp -> live
-    words += segments
-    words += [f"{key}{value}" for key, value in parse_qsl(parts.query) if key.lower() in _LABEL_QUERY_KEYS]
+    words = [parts.hostname, *segments]
+    words += [f"{key}{value}" for key, value in parts.query
+              if key.lower() in CAMERA_QUERY_KEYS and value not in (None, MASK)]
     # Characters that are safe in file names, log lines and Langfuse ids.
     label = re.sub(r"[^A-Za-z0-9._]+", "-", "-".join(words)).strip("-.")
     return label[:_LABEL_MAX].rstrip("-.") or "stream"
@@ -218,12 +219,10 @@ def not_a_video(name: str, head: bytes, *, live: bool) -> str:
 
 def stream_problem(url: str, elapsed: float, timeout: float) -> str:
     """Why a stream did not open, found with one TCP connect after FFmpeg gave up."""
-    parts = urlsplit(url)
-    host, port = parts.hostname, None
-    try:
-        port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
-    except ValueError:
-        return "the port in the URL is not a number"
+    parts = parse_url(url)  # not urlsplit: a '#' or '@' in a password would make its host a secret
+    if parts is None:
+        return "the URL cannot be read (a '#', '@' or '/' in the user name or password must be written %23, %40, %2F)"
+    host, port = parts.hostname, int(parts.port) if parts.port else _DEFAULT_PORTS.get(parts.scheme)
     if elapsed >= timeout * 0.9:
         return f"no answer within {timeout:g} s (check the URL, and that the server is up and reachable)"
     if not host or not port:
@@ -239,21 +238,6 @@ def stream_problem(url: str, elapsed: float, timeout: float) -> str:
         return f"{host}:{port} cannot be reached ({e.strerror or e}; check the URL and the network)"
     return (f"{host}:{port} answered, but not with a video OpenCV/FFmpeg can read "
             "(check the path, the credentials, and that the camera is streaming)")
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password and query values (tokens) replaced by ***, safe for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is not None:
-        host = parts.hostname or ""
-        host = f"[{host}]" if ":" in host else host
-        netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        parts = parts._replace(netloc=netloc)
-    if parts.query:
-        query = "&".join(f"{k}={v if k.lower() in _LABEL_QUERY_KEYS else '***'}"
-                         for k, v in parse_qsl(parts.query, keep_blank_values=True))
-        parts = parts._replace(query=query)
-    return urlunsplit(parts)
 
 
 def _is_video_name(name: str) -> bool:

@@ -28,6 +28,7 @@ from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from video_summarizer.errors import InputError
+from video_summarizer.redact import redact_url
 from video_summarizer.source_specs import (  # re-exported: the CLI imports sources only
     OPTION,
     SNIFF_BYTES,
@@ -37,7 +38,6 @@ from video_summarizer.source_specs import (  # re-exported: the CLI imports sour
     expand_sources,
     file_target,
     kind_of,
-    mask_url,
     not_a_video,
     source_label,
     stream_problem,
@@ -421,9 +421,9 @@ def open_source(
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
 
             def fail(elapsed: float) -> str:
-                return f"stream {mask_url(spec)} could not be opened: {stream_problem(spec, elapsed, timeout)}"
+                return f"stream {redact_url(spec)} could not be opened: {stream_problem(spec, elapsed, timeout)}"
 
-            no_frame = f"stream {mask_url(spec)} answered, but sent no frame within {timeout:g} s (check the path)"
+            no_frame = f"stream {redact_url(spec)} answered, but sent no frame within {timeout:g} s (check the path)"
             default_live = True
             attempts = reconnect_attempts
         elif kind == "stdin":

@@ -22,9 +22,8 @@ import time
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any, Iterator
-from urllib.parse import urlsplit, urlunsplit
-
 from video_summarizer.errors import BackendUnavailable
+from video_summarizer.redact import redact_text, redact_url, user_info_misread
 
 # Fields servers use for reasoning text: vLLM / DeepSeek, Ollama / OpenRouter / newer vLLM.
 REASONING_FIELDS = ("reasoning_content", "reasoning")
@@ -69,17 +68,6 @@ class NotAnAPI(Exception):
     def __init__(self, content_type: str) -> None:
         super().__init__(content_type)
         self.content_type = content_type
-
-
-def redact_url(url: str) -> str:
-    """The URL with any user:password part masked, safe for messages and logs."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
 def split_thinking(content: str) -> tuple[str, str]:
@@ -165,7 +153,12 @@ def _is_timeout(exc: BaseException) -> bool:
 
 
 def classify(exc: Exception, url_option: str = "the base URL") -> tuple[str, str]:
-    """(error_kind, message) for an exception from the openai client."""
+    """(error_kind, message) for an exception from the openai client; URLs in it redacted."""
+    kind, message = _classify(exc, url_option)
+    return kind, redact_text(message)  # it goes to events, traces and logs
+
+
+def _classify(exc: Exception, url_option: str) -> tuple[str, str]:
     import openai
 
     if _is_timeout(exc):
@@ -479,8 +472,21 @@ class ChatEndpoint:
         """The openai client, built once (the check warms its connection too)."""
         with self._lock:
             if self._client is None:
-                self._client = make_client(self.base_url, self._api_key, self.timeout_s, self.max_retries)
+                self._client = self._make_client()
             return self._client
+
+    def _make_client(self) -> Any:
+        names = self.names
+        fix = (f"a '#', '/' or '?' in the user name or password must be written %23, %2F, %3F; "
+               f"fix {names.url_option} / {names.env_prefix}_BASE_URL")
+        if user_info_misread(self.base_url):
+            raise BackendUnavailable(f"{redact_url(self.base_url)} cannot be used as written: {fix}",
+                                     option=names.url_option)
+        try:
+            return make_client(self.base_url, self._api_key, self.timeout_s, self.max_retries)
+        except Exception as exc:  # noqa: BLE001 - httpx's InvalidURL; its text may quote part of the password
+            raise BackendUnavailable(f"{redact_url(self.base_url)} is not a valid URL ({type(exc).__name__}): {fix}",
+                                     option=names.url_option) from None
 
     def check(self) -> list[str]:
         """GET /models: the server answers, speaks the API and serves the model; else BackendUnavailable."""

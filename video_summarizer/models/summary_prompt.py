@@ -3,19 +3,27 @@
 Shared by every summary model: the in-process one counts with its tokenizer, a served one
 estimates. ``build_messages`` drops the oldest caption lines first and caps the previous
 summary, so a run of any length fits ``budget`` tokens.
+
+Captions are text a camera saw, retold by a model: a sign reading "ignore your instructions"
+reaches the prompt. So they go in as data: each caption a JSON string (prompts.quote_data) on
+its own ``[mm:ss]`` line inside an ``<observations>`` block, the summary so far inside a
+``<summary>`` block, and both the system prompt and the user message say they are not
+instructions.
 """
 from __future__ import annotations
 
 import math
 from typing import Callable, Sequence
 
-from video_summarizer.prompts import SYSTEM_PROMPT
+from video_summarizer.prompts import DATA_NOTE, SYSTEM_PROMPT, escape_block, quote_data
 from video_summarizer.results import TimedCaption
 from video_summarizer.timecodes import format_video_time
 
 UPDATE_INSTRUCTION = "Write the updated summary of the video so far."
 FINAL_INSTRUCTION = "These are the last captions of the video. Write the final summary of the whole video."
-_HEAD = "Summary so far:\n{summary}\n\nNew captions ([mm:ss] video time, recognized faces in brackets):\n"
+_HEAD = ("Summary so far:\n<summary>\n{summary}\n</summary>\n\n"
+         f"New captions ([mm:ss] video time, the caption quoted, recognized faces in brackets; {DATA_NOTE}):\n")
+_OPEN, _CLOSE = "<observations>\n", "\n</observations>"
 TEMPLATE_RESERVE = 24  # tokens the chat template adds around the messages ([INST], BOS, ...)
 DEFAULT_BUDGET = 1536
 
@@ -46,7 +54,7 @@ def build_messages(
     faces = sorted({f for c in captions for f in c.faces if f})
     people = f"\n\nPeople recognized in these captions: {', '.join(faces)}." if faces else ""
     # 16 more for the "(N earlier caption lines omitted...)" note and the joins.
-    fixed = sum(count_tokens(t) for t in (system_prompt, _HEAD, people, instruction)) + 16
+    fixed = sum(count_tokens(t) for t in (system_prompt, _HEAD, _OPEN, _CLOSE, people, instruction)) + 16
     summary = (previous_summary or "").strip()
     if summary:
         # Written by us, so at most max_new_tokens long; still cap it: 40 % of the budget, and
@@ -55,12 +63,13 @@ def build_messages(
         summary = truncate(summary, cap, count_tokens)
     else:
         summary = "(none yet: the video has just started)"
+    summary = escape_block(summary)
     head = _HEAD.format(summary=summary)
     room = room_total - fixed - count_tokens(summary)
-    lines = caption_lines(captions)
+    entries = _entries(captions)
     kept: list[str] = []
-    for line in reversed(lines):  # newest first: the oldest give way
-        line = truncate(line, max(16, room_total // 4), count_tokens)
+    for entry in reversed(entries):  # newest first: the oldest give way
+        line = _fitted_line(entry, max(16, room_total // 4), count_tokens)
         cost = count_tokens(line) + 1
         if cost > room:
             break
@@ -69,8 +78,8 @@ def build_messages(
     kept.reverse()
     # Parts were counted one by one; check the whole prompt as sent and drop more if needed.
     while True:
-        omitted = len(lines) - len(kept)
-        body = "\n".join(kept) if kept else "(no new captions)"
+        omitted = len(entries) - len(kept)
+        body = _OPEN + "\n".join(kept) + _CLOSE if kept else "(no new captions)"
         if omitted:
             body = f"({omitted} earlier caption lines omitted to fit the prompt)\n{body}"
         user = f"{head}{body}{people}\n\n{instruction}"
@@ -103,23 +112,39 @@ def fold_system(messages: list[dict]) -> list[dict]:
     return [{"role": "user", "content": system}, *rest]
 
 
+_Entry = tuple[float, float, str, tuple[str, ...]]  # first and last time, caption text, faces
+
+
 def caption_lines(captions: Sequence[TimedCaption]) -> list[str]:
-    """One line a caption, '[mm:ss] text [faces: a, b]'; repeats in a row become one time range."""
-    lines: list[str] = []
+    """One line a caption, '[mm:ss] "text" [faces: a, b]'; repeats in a row become one time range."""
+    return [_line(*entry) for entry in _entries(captions)]
+
+
+def _entries(captions: Sequence[TimedCaption]) -> list[_Entry]:
+    entries: list[_Entry] = []
     prev_key = None
-    first_time = last_time = 0.0
     for cap in sorted(captions, key=lambda c: c.video_time):
         text = " ".join(cap.text.split())
         if not text:
             continue
         key = (text.lower(), tuple(cap.faces))
         if key == prev_key:
-            last_time = cap.video_time
-            lines[-1] = _line(first_time, last_time, text, cap.faces)
+            first = entries[-1]
+            entries[-1] = (first[0], cap.video_time, first[2], first[3])
             continue
-        prev_key, first_time, last_time = key, cap.video_time, cap.video_time
-        lines.append(_line(first_time, last_time, text, cap.faces))
-    return lines
+        prev_key = key
+        entries.append((cap.video_time, cap.video_time, text, tuple(cap.faces)))
+    return entries
+
+
+def _fitted_line(entry: _Entry, max_tokens: int, count_tokens: Callable[[str], int]) -> str:
+    """The entry's line within max_tokens: the caption cut before it is quoted, so its quote closes."""
+    line = _line(*entry)
+    if count_tokens(line) <= max_tokens:
+        return line
+    t0, t1, text, faces = entry
+    room = max(4, max_tokens - count_tokens(_line(t0, t1, "", faces)))
+    return _line(t0, t1, truncate(text, room, count_tokens), faces)
 
 
 def _line(t0: float, t1: float, text: str, faces: tuple[str, ...]) -> str:
@@ -127,4 +152,4 @@ def _line(t0: float, t1: float, text: str, faces: tuple[str, ...]) -> str:
     if format_video_time(t1) != format_video_time(t0):
         stamp = f"[{format_video_time(t0)}-{format_video_time(t1)}]"
     names = [f for f in faces if f]
-    return f"{stamp} {text}" + (f" [faces: {', '.join(names)}]" if names else "")
+    return f"{stamp} {quote_data(text)}" + (f" [faces: {', '.join(names)}]" if names else "")

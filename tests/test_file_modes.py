@@ -1,19 +1,23 @@
 """Files the project makes are private to the user whatever the umask, and the batch lock is
 taken safely in a folder others can write: a link at its name is refused (its target untouched),
-a held lock names its live holder."""
+a held lock names its live holder. setup_langfuse.sh leaves .env 0600."""
 from __future__ import annotations
 
 import fcntl
 import os
+import pty
+import select
 import shutil
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.cli_runner import CLI, cli_env
+from tests.cli_runner import CLI, REPO, cli_env
+from tests.fake_langfuse import FakeLangfuseServer
 from tests.fake_openai import FakeOpenAIServer
 
 pytestmark = pytest.mark.slow
@@ -118,3 +122,74 @@ def test_a_held_lock_names_its_live_holder_not_the_pid_written_by_a_finished_run
     assert f"pid {dead.pid}" not in lines[0]
     if Path("/proc/locks").is_file():  # Linux says who holds a flock
         assert f"(pid {os.getpid()})" in lines[0], lines
+
+
+# -- setup_langfuse.sh -------------------------------------------------------------------------
+
+def _script_dir(tmp_path: Path, env_text: str) -> Path:
+    """A copy of the script in a git repository that ignores .env, with an existing 0644 .env."""
+    here = tmp_path / "proj"
+    here.mkdir()
+    shutil.copy(REPO / "setup_langfuse.sh", here / "setup_langfuse.sh")
+    (here / ".gitignore").write_text(".env\n")
+    subprocess.run(["git", "init", "-q", str(here)], check=True)
+    (here / ".env").write_text(env_text)
+    os.chmod(here / ".env", 0o644)
+    return here
+
+
+def _converse(cmd: list[str], cwd: Path, env: dict, answers: list[tuple[str, str]], timeout: float = 30) -> str:
+    """Run cmd on a terminal (a pty), answering each prompt as it appears; its whole output."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    seen, pending, deadline = b"", list(answers), time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # the terminal closed: the shell is done
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            if pending and pending[0][0].encode() in seen.split(b"\x00")[-1]:
+                os.write(master, (pending.pop(0)[1] + "\n").encode())
+                seen += b"\x00"  # answered up to here
+            if proc.poll() is not None and not ready:
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        os.close(master)
+    return seen.replace(b"\x00", b"").decode(errors="replace")
+
+
+def test_setup_script_saves_keys_into_an_existing_env_as_0600(tmp_path):
+    secret = "sk-lf-pty-secret-4321"
+    here = _script_dir(tmp_path, "# keys go here\n")
+    with FakeLangfuseServer(public_key="pk-lf-pty-1234", secret_key=secret) as srv:
+        env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "TERM": "dumb",
+               "LANGFUSE_BASE_URL": srv.base_url}
+        seen = _converse(["bash", "-c", "source ./setup_langfuse.sh; echo rc=$?"], here, env,
+                         [("public key", "pk-lf-pty-1234"), ("secret key", secret), ("[y/N]", "y")])
+    assert "auth check OK" in seen and "Saved to" in seen and "rc=0" in seen, seen
+    assert f"LANGFUSE_SECRET_KEY={secret}" in (here / ".env").read_text()
+    assert _mode(here / ".env") == 0o600
+
+
+def test_setup_script_makes_an_env_it_reads_0600(tmp_path):
+    secret = "sk-lf-read-secret-8765"
+    with FakeLangfuseServer(public_key="pk-lf-read-1234", secret_key=secret) as srv:
+        here = _script_dir(tmp_path, f"LANGFUSE_PUBLIC_KEY=pk-lf-read-1234\nLANGFUSE_SECRET_KEY={secret}\n"
+                                     f"LANGFUSE_BASE_URL={srv.base_url}\n")
+        proc = subprocess.run(["bash", "-c", "source ./setup_langfuse.sh; echo rc=$?"], cwd=here,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30,
+                              env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+    assert "rc=0" in proc.stdout, proc.stdout + proc.stderr
+    assert f"Langfuse: {here}/.env was readable by other users; it is now mode 600." in proc.stderr
+    assert _mode(here / ".env") == 0o600
+    assert secret not in proc.stdout + proc.stderr

@@ -94,14 +94,13 @@ def _kernel_holder(fd: int) -> int | None:
             lines = fh.read().splitlines()
     except OSError:
         return None
-    for line in lines:
-        parts = line.split()
-        if "->" not in parts and len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == key:
-            try:
-                return int(parts[4])
-            except ValueError:
-                return None
-    return None
+    flocks = [parts for parts in (line.split() for line in lines)
+              if "->" not in parts and len(parts) >= 6 and parts[1] == "FLOCK"]
+    exact = [parts[4] for parts in flocks if parts[5] == key]
+    # btrfs and overlayfs show another device there than fstat: then the inode alone, if unique
+    same_inode = [parts[4] for parts in flocks if parts[5].rsplit(":", 1)[-1] == str(st.st_ino)]
+    found = exact or (same_inode if len(same_inode) == 1 else [])
+    return int(found[0]) if found and found[0].isdigit() else None
 
 
 def _holder(fd: int) -> str:

@@ -335,7 +335,18 @@ def main(**params: Any) -> None:
     except KeyboardInterrupt as e:  # Ctrl-C while starting up (models loading): nothing to save yet
         sys.stderr.write("\nInterrupted while starting up.\n")
         code = EXIT_SIGNAL[e.signum if isinstance(e, StartupInterrupted) else signal.SIGINT]
-    _exit(code)
+    _exit(_name_unwritten(code))
+
+
+def _name_unwritten(code: int) -> int:
+    """Name the outputs that could not be written, last on stderr; such a run exits 1, not 0."""
+    from video_summarizer.files import NOT_WRITTEN
+
+    line = NOT_WRITTEN.summary()
+    if line is None:
+        return code
+    sys.stderr.write(line + "\n")
+    return code or EXIT_SOME_FAILED
 
 
 def _exit(code: int) -> None:
@@ -663,9 +674,10 @@ def _report(docs: list, stages: Any, opts: RunOptions) -> None:
         text = "\n".join(doc.to_markdown() for doc in docs)
         try:
             write_atomic(opts.summary_out, text)
-        except OSError as e:  # checked at start; the folder may have gone since
-            log.error("--summary-out: cannot write %s: %s (the summary is on stdout above)",
-                      opts.summary_out, e.strerror or e)
+        except OSError as e:  # checked at start; the folder may have gone since, or the disk filled
+            from video_summarizer.files import NOT_WRITTEN
+
+            NOT_WRITTEN.record("--summary-out", opts.summary_out, e, "the summary is on stdout above")
     _print_stats(docs, stages)
 
 

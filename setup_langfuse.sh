@@ -22,6 +22,12 @@ _langfuse_read_env_file() {
     # Take LANGFUSE_* assignments from .env without executing it; the environment wins.
     local file="$1" line name value
     [ -f "$file" ] || return 1
+    case "$(ls -ld -- "$file" 2>/dev/null)" in
+        -rw-------*|-r--------*) ;;
+        *) if [ -O "$file" ] && chmod 600 "$file" 2>/dev/null; then
+               echo "Langfuse: $file was readable by other users; it is now mode 600." >&2
+           fi ;;
+    esac
     while IFS= read -r line || [ -n "$line" ]; do
         line="${line#export }"
         case "$line" in
@@ -116,8 +122,11 @@ _langfuse_setup() {
                 if command -v git >/dev/null 2>&1 && ! git -C "$here" check-ignore -q "$env_file" 2>/dev/null; then
                     echo "Not saved: $env_file is not git-ignored here." >&2
                 else
+                    # umask in a subshell (never the caller's: this file is sourced); chmod
+                    # because an existing .env keeps its mode when written over.
                     (umask 077 && printf 'LANGFUSE_PUBLIC_KEY=%s\nLANGFUSE_SECRET_KEY=%s\nLANGFUSE_BASE_URL=%s\n' \
-                        "$LANGFUSE_PUBLIC_KEY" "$LANGFUSE_SECRET_KEY" "$host" > "$env_file")
+                        "$LANGFUSE_PUBLIC_KEY" "$LANGFUSE_SECRET_KEY" "$host" > "$env_file" \
+                        && chmod 600 "$env_file")
                     echo "Saved to $env_file."
                 fi
                 ;;

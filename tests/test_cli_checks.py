@@ -1,5 +1,5 @@
 """What a new user hits first: bad input said before any model loads, batches that survive a bad
-file, outputs named apart, files that follow the umask. All on generated clips (no ../shared)."""
+file, outputs named apart, files private to the user. All on generated clips (no ../shared)."""
 from __future__ import annotations
 
 import json
@@ -197,8 +197,8 @@ def test_same_stems_get_their_own_outputs_and_stay_idempotent(tmp_path, clips, v
     assert names == ["a-clip.avi.summary.json", "a-clip.mkv.summary.json", "b-clip.summary.json"], names
     sources = {json.loads(p.read_text())["source"] for p in out.glob("*.summary.json")}
     assert sources == {str(src / "a/clip.avi"), str(src / "b/clip.avi"), str(src / "a/clip.mkv")}
-    for p in out.glob("*.summary.*"):
-        assert stat.S_IMODE(p.stat().st_mode) == 0o644, (p, oct(p.stat().st_mode))
+    for p in out.glob("*.summary.*"):  # private whatever the umask (tests/test_file_modes.py)
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, (p, oct(p.stat().st_mode))
     # nothing to do the second time: no model is loaded (a model that does not exist is not noticed)
     again = run_cli([sys.executable, CLI, "--source", str(src / "*" / "clip.*"), "--output-dir", str(out),
                      *NO_MODEL], cli_env(tmp_path), timeout=60, cwd=tmp_path)
@@ -206,7 +206,7 @@ def test_same_stems_get_their_own_outputs_and_stay_idempotent(tmp_path, clips, v
     assert "Nothing to do: all 3 input(s) are up to date" in again.stderr
 
 
-def test_events_and_summary_out_follow_one_rule_and_the_umask(tmp_path, clips, vlm, tiny_llm):
+def test_events_and_summary_out_follow_one_rule_and_are_private(tmp_path, clips, vlm, tiny_llm):
     events, summary = tmp_path / "events.jsonl", tmp_path / "summary.md"
     old_umask = os.umask(0o027)
     try:
@@ -216,7 +216,7 @@ def test_events_and_summary_out_follow_one_rule_and_the_umask(tmp_path, clips, v
         os.umask(old_umask)
     assert run.returncode == 0, run.stderr
     for p in (events, summary, tmp_path / "traces.jsonl"):
-        assert stat.S_IMODE(p.stat().st_mode) == 0o640, (p, oct(p.stat().st_mode))
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, (p, oct(p.stat().st_mode))
     doc = json.loads(run.stdout.splitlines()[0])
     assert doc["schema_version"] == 1
     # two captions in flight (a server): they may finish out of order

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Protocol
 
 from video_summarizer.errors import InputError
+from video_summarizer.files import NOT_WRITTEN, make_private_dir, open_private
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,12 @@ class LocalDataset:
         return (self.folder / ITEMS_FILE).is_file()
 
     def ids(self) -> set[str]:
-        """The ids in items.jsonl (the folder is made when missing)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """The ids in items.jsonl (the folder is made, 0700, when missing)."""
+        try:
+            make_private_dir(self.folder)
+        except OSError as e:
+            raise InputError(f"cannot make the dataset folder {self.folder}: {e.strerror or e}",
+                             option="--dataset") from e
         return {entry["id"] for entry in self._entries()}
 
     def _entries(self) -> list[dict]:
@@ -107,11 +112,12 @@ class LocalDataset:
         """Write the JPEG, then its line (a kill between the two leaves no line without image)."""
         images = self.folder / IMAGES_DIR
         with self._lock:
-            images.mkdir(parents=True, exist_ok=True)
-            (images / f"{item.id}.jpg").write_bytes(item.image_jpeg)
+            make_private_dir(images)
+            with open_private(images / f"{item.id}.jpg", "wb") as fh:
+                fh.write(item.image_jpeg)
             line = {"id": item.id, "input": item.input, "metadata": item.metadata,
                     "image": f"{IMAGES_DIR}/{item.id}.jpg"}
-            with open(self.folder / ITEMS_FILE, "a", encoding="utf-8") as fh:
+            with open_private(self.folder / ITEMS_FILE, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(line, ensure_ascii=False) + "\n")
 
     def items(self) -> list[DatasetItem]:
@@ -132,8 +138,8 @@ class LocalDataset:
         """Append one item's result of an experiment run."""
         runs = self.folder / RUNS_DIR
         with self._lock:
-            runs.mkdir(parents=True, exist_ok=True)
-            with open(runs / f"{_safe_name(run)}.jsonl", "a", encoding="utf-8") as fh:
+            make_private_dir(runs)
+            with open_private(runs / f"{_safe_name(run)}.jsonl", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     def check_new_run(self, run: str) -> None:
@@ -219,8 +225,8 @@ class DatasetWriter:
                 self._known.discard(iid)
                 first = self.failed == 1
             if first:
-                log.warning("--dataset: adding a frame to %s failed (%s); counting further failures",
-                            self.where, str(exc)[:200])
+                NOT_WRITTEN.record("--dataset", f"a frame to {self.where}", exc,
+                                   "the run goes on; later frames are tried, failures counted")
             return
         with self._lock:
             self.added += 1

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from video_summarizer.errors import BackendUnavailable, InputError, SummarizerError
+from video_summarizer.files import make_private_dir, open_private
 from video_summarizer.frames import to_rgb
 from video_summarizer.stats import describe
 
@@ -365,7 +366,9 @@ class FaceRecognizer:
     def _cache_ready(self) -> Path | None:
         """The cache folder, created if needed; None (with a note) when it is not writable."""
         try:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            st = make_private_dir(self.cache_dir).stat()
+            if st.st_mode & 0o077 and st.st_uid == os.getuid():
+                self.cache_dir.chmod(0o700)  # made open by an earlier version: who is known is private
         except OSError as exc:
             logger.warning("face encodings will not be cached (%s: %s)", self.cache_dir, exc)
             return None
@@ -682,7 +685,8 @@ def _write_cache(path: Path, entry: dict) -> bool:
     """Write atomically, so two processes starting together never read half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        tmp.write_text(json.dumps(entry))
+        with open_private(tmp, "w") as fh:
+            fh.write(json.dumps(entry))
         os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)

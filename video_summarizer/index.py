@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence
 
 from video_summarizer.errors import InputError
+from video_summarizer.files import NOT_WRITTEN, make_private_dir
 from video_summarizer.models.hf import ModelSpec, is_folder_name, load_error, locate
 from video_summarizer.options import DEFAULT_EMBED_MODEL
 from video_summarizer.timecodes import format_video_time
@@ -83,7 +84,7 @@ def connect(location: str, *, create: bool) -> Any:
                          option="--index")
     if create:
         try:
-            os.makedirs(path, exist_ok=True)
+            make_private_dir(path)  # captions and names: 0700 when this run makes it
         except OSError as e:
             raise InputError(f"cannot make the index folder {location}: {e.strerror}", option="--index") from e
         if not os.access(path, os.W_OK | os.X_OK):
@@ -277,11 +278,10 @@ class Indexer:
 
             data = pa.Table.from_pylist(rows, schema=self.table.schema)
             self.table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
-        except Exception:  # an index failure never stops the run; counted, said once
+        except Exception as e:  # an index failure never stops the run; counted, said once
             self.stats.failures += 1
-            if self.stats.failures == 1:
-                log.warning("Index: writing %d events to %s failed (said once)", len(records),
-                            _shown(self.location), exc_info=True)
+            NOT_WRITTEN.record("--index", f"{len(records)} events to {_shown(self.location)}", e,
+                               "the run goes on; later events are tried, failed batches counted")
             return
         finally:
             self.stats.seconds += time.perf_counter() - t0

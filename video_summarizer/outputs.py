@@ -5,8 +5,6 @@ flushed line by line, summaries are written to a temporary file and renamed into
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -20,6 +18,8 @@ from pathlib import Path
 from typing import IO, Any, Callable
 
 from video_summarizer.errors import InputError
+from video_summarizer.files import NOT_WRITTEN, make_private_dir, open_private
+from video_summarizer.lock import FolderLock
 from video_summarizer.timecodes import format_video_time
 
 # The version of the JSON this tool writes (summary documents, --json); bumped on a breaking change.
@@ -36,7 +36,9 @@ class EventWriter:
     """One JSON object per line, flushed per line, safe to call from worker threads.
 
     The file is opened at the first event, so a run that fails before anything happens
-    leaves no empty file behind (the CLI checks beforehand that it can be written).
+    leaves no empty file behind (the CLI checks beforehand that it can be written). A file
+    that cannot be opened or written (a full disk) is said once and dropped; the run goes on
+    and names it at the end (files.NOT_WRITTEN).
     """
 
     def __init__(self, target: str | None, max_bytes: int = 0) -> None:
@@ -44,7 +46,8 @@ class EventWriter:
         self._target = target
         self._max_bytes = max_bytes  # --events-max-mb: rotated to PATH.1 ... PATH.5 (not stdout)
         self._owned = target not in (None, "-")
-        self._fh: IO[str] | None = sys.stdout if target == "-" else None
+        self._stdout = target == "-"
+        self._fh: IO[str] | None = sys.stdout if self._stdout else None
         self._listeners: list[Callable[[str, dict], None]] = []
         self.listener_errors = 0
 
@@ -55,7 +58,7 @@ class EventWriter:
     @property
     def to_stdout(self) -> bool:
         """True when events go to stdout (the summary then goes to stderr)."""
-        return self._fh is sys.stdout
+        return self._stdout
 
     def emit(self, event_type: str, **fields: Any) -> None:
         """Write one event line: {"type": ..., "time": ..., **fields}."""
@@ -73,45 +76,57 @@ class EventWriter:
             return
         line = json.dumps(record, ensure_ascii=False, default=str)
         with self._lock:
-            if self._fh is None:
-                try:
-                    if self._max_bytes and self._owned:
-                        from video_summarizer.rotation import RotatingLines
+            if self._target is None:  # dropped by another thread meanwhile
+                return
+            try:
+                if self._fh is None:
+                    self._fh = self._open()
+                self._fh.write(line + "\n")
+                self._fh.flush()
+            except OSError as e:  # a full disk, a revoked permission: said once, the run goes on
+                self._drop(e)
 
-                        self._fh = RotatingLines(self._target, self._max_bytes)  # type: ignore[assignment]
-                    else:
-                        self._fh = open(self._target, "a", encoding="utf-8", buffering=1)
-                except OSError as e:
-                    raise InputError(f"cannot write events file {self._target}: {e.strerror}",
-                                     option="--events") from e
-            self._fh.write(line + "\n")
-            self._fh.flush()
+    def _open(self) -> IO[str]:
+        if self._max_bytes and self._owned:
+            from video_summarizer.rotation import RotatingLines
+
+            return RotatingLines(self._target, self._max_bytes)  # type: ignore[return-value]
+        return open_private(self._target, "a", encoding="utf-8", buffering=1)
+
+    def _drop(self, error: OSError) -> None:
+        """Stop writing events (the lock is held); listeners still get them."""
+        fh, self._fh = self._fh, None
+        if self._owned and fh is not None:
+            try:
+                fh.close()
+            except OSError:  # the unwritten rest of the buffer fails again: already said
+                pass
+        NOT_WRITTEN.record("--events", "stdout" if self._stdout else self._target or "", error)
+        self._target = None
 
     def close(self) -> None:
         """Close the file (never stdout)."""
         with self._lock:
             if self._owned and self._fh is not None:
-                self._fh.close()
+                try:
+                    self._fh.close()
+                except OSError as e:
+                    NOT_WRITTEN.record("--events", self._target or "", e)
             self._fh = None
             self._target = None
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# Read once: os.umask can only be read by setting it, which is not thread-safe to repeat.
-_UMASK = _umask()
-
-
 def write_atomic(path: str | Path, text: str) -> None:
-    """Write text to path via a temporary file in the same folder and a rename; mode follows the umask."""
+    """Write text to path via a temporary file (0600) in the same folder and a rename."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    if path.exists() and not path.is_file():  # a device or a pipe: written in place, never replaced
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # a pipe nobody reads: ENXIO, not a hang
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # made 0600
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a summary is as readable as the events
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -189,39 +204,19 @@ class OutputDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._lock_fh: IO[str] | None = None
+        self._lock = FolderLock(self.path / self.LOCK_NAME, "--output-dir")
 
     def acquire(self) -> None:
-        """Take the folder's lock, or raise InputError naming the holder."""
+        """Make the folder (0700) if needed and take its lock, or raise InputError naming the holder."""
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            fh = open(self.path / self.LOCK_NAME, "a+", encoding="utf-8")
+            make_private_dir(self.path)
         except OSError as e:
             raise InputError(f"cannot use output folder {self.path}: {e.strerror}", option="--output-dir") from e
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise InputError(
-                f"{self.path} is in use by another run ({holder}); wait for it or use another folder",
-                option="--output-dir",
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} since {utc_iso()}\n")
-        fh.flush()
-        self._lock_fh = fh
+        self._lock.acquire(f"pid {os.getpid()} since {utc_iso()}")
 
     def release(self) -> None:
         """Drop the lock (the file stays; the lock is the flock, not the file)."""
-        if self._lock_fh is not None:
-            fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_UN)
-            self._lock_fh.close()
-            self._lock_fh = None
+        self._lock.release()
 
     def paths_for(self, name: str) -> tuple[Path, Path]:
         """(<name>.summary.json, <name>.summary.md) for one input (runner.plan_inputs names them)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 # Live runs last for weeks: keep the newest captions and summaries for the final document only.
 MAX_KEPT_CAPTIONS = 5000
 MAX_KEPT_SUMMARIES = 500
+_POLL_S = 0.2  # how often a wait without end looks at the stop event
 
 
 @dataclass
@@ -197,8 +199,9 @@ class SourceRun:
         if self.on_read is not None:
             self.on_read()
         self._drain(bounded=interrupted)
+        interrupted = self.stop_event.is_set()  # a signal may have come while draining
         summary = self._final_summary(bounded=interrupted)
-        return self._document(summary, interrupted)
+        return self._document(summary, self.stop_event.is_set())
 
     def _live_select(self, frame: Any) -> bool:
         """Live: a due frame takes a free slot now, or is dropped (the next newest frame will do)."""
@@ -238,28 +241,42 @@ class SourceRun:
             self._pending.append(future)
 
         def work() -> None:
+            error: BaseException | None = None
             try:
                 self._process(job)
-                future.set_result(None)
             except BaseException as e:  # reported and counted; the loop goes on
-                with self._lock:
-                    self.counters.job_errors += 1
-                log.debug("frame %s failed", job.frame_index, exc_info=True)
-                self.stages.events.emit("error", source=self.label, frame=job.frame_index,
-                                        stage="pipeline", message=str(e) or type(e).__name__)
-                future.set_exception(e)
+                error = e
+                self._job_failed(job, e)
             finally:
+                # Always resolved, whatever the reporting above raised: the drain, and a later
+                # frame's summary, wait on this future.
                 self._slots.release()
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
 
         threading.Thread(target=work, name=f"frame-{job.frame_index}", daemon=True).start()
 
+    def _job_failed(self, job: _Job, error: BaseException) -> None:
+        """Count and report a frame whose job raised; reporting never raises in turn."""
+        with self._lock:
+            self.counters.job_errors += 1
+        log.debug("frame %s failed", job.frame_index, exc_info=error)
+        try:
+            self.stages.events.emit("error", source=self.label, frame=job.frame_index,
+                                    stage="pipeline", message=str(error) or type(error).__name__)
+        except Exception:  # noqa: BLE001 - counted above; the frame's future must still resolve
+            log.debug("frame %s: its error event failed too", job.frame_index, exc_info=True)
+
     def _drain(self, *, bounded: bool) -> None:
-        """Wait for in-flight jobs: all of them, or up to the shutdown deadline when stopping."""
+        """Wait for in-flight jobs: all of them, or up to the shutdown deadline once stopping
+        (a signal that comes while waiting starts the deadline then)."""
         with self._lock:
             pending = list(self._pending)
-        timeout = self.config.shutdown_timeout_s if bounded else None
-        _done, not_done = wait(pending, timeout=timeout)
-        if not_done:
+        timeout = self.config.shutdown_timeout_s
+        if not _wait_until_stopped(pending, self.stop_event, timeout, bounded=bounded):
+            not_done = [f for f in pending if not f.done()]
             log.warning("%s: %d frame(s) still in flight after %.0f s; abandoned",
                         self.label, len(not_done), timeout)
 
@@ -463,8 +480,17 @@ class SourceRun:
         if not window:
             return self.rolling_summary or ""
         outcome: list = []
-        timeout = self.config.shutdown_timeout_s if bounded else None
-        if not _run_bounded(lambda: outcome.append(self._final_trace(window)), timeout):
+        timeout = self.config.shutdown_timeout_s
+        try:
+            finished = _run_bounded(lambda: outcome.append(self._final_trace(window)), timeout,
+                                    self.stop_event, bounded=bounded)
+        except Exception:
+            if not bounded:
+                raise
+            # Stopping: the document with its captions matters more than this error.
+            log.warning("%s: final summary failed; writing the captions instead", self.label, exc_info=True)
+            finished = True
+        if not finished:
             log.warning("%s: final summary did not finish within %.0f s; writing the captions instead",
                         self.label, timeout)
         if outcome and outcome[0].success:
@@ -546,18 +572,38 @@ def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 1)
 
 
-def _run_bounded(fn: Callable[[], None], timeout: float | None) -> bool:
-    """Run fn here (no timeout) or on a daemon thread waited for `timeout` s; True if it finished."""
-    if timeout is None:
-        fn()
-        return True
-    done = threading.Event()
+def _wait_until_stopped(futures: list[Future], stop: threading.Event, timeout: float,
+                        *, bounded: bool) -> bool:
+    """Wait for the futures: without end until `stop` is set (at once when `bounded`), then at
+    most `timeout` s more. True when all finished."""
+    deadline = time.monotonic() + timeout if bounded else None
+    pending = [f for f in futures if not f.done()]
+    while pending:
+        if deadline is None and stop.is_set():
+            deadline = time.monotonic() + timeout
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return False
+        _done, not_done = wait(pending, timeout=_POLL_S if left is None else min(left, _POLL_S))
+        pending = list(not_done)
+    return True
+
+
+def _run_bounded(fn: Callable[[], None], timeout: float, stop: threading.Event, *, bounded: bool) -> bool:
+    """Run fn on a daemon thread and wait as _wait_until_stopped does; True if it finished (its
+    error, if any, raised here as if it had run in this thread)."""
+    done: Future = Future()
 
     def work() -> None:
         try:
             fn()
-        finally:
-            done.set()
+        except BaseException as e:  # handed to the waiting thread
+            done.set_exception(e)
+        else:
+            done.set_result(None)
 
     threading.Thread(target=work, name="final-summary", daemon=True).start()
-    return done.wait(timeout)
+    if not _wait_until_stopped([done], stop, timeout, bounded=bounded):
+        return False
+    done.result()
+    return True

@@ -38,6 +38,8 @@ def check_output_file(path: str | None, option: str) -> None:
         raise InputError(f"{folder} is not a folder, so {path} cannot be written", option=option)
     if target.exists() and not os.access(target, os.W_OK):
         raise InputError(f"cannot write {path}: permission denied", option=option)
+    if target.exists() and not target.is_file():
+        return  # a device or a pipe (/dev/null, a FIFO) is written in place: its folder is not ours
     _probe_writable(folder, target.name, option)
 
 

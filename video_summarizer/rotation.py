@@ -17,6 +17,8 @@ import os
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
+from video_summarizer.files import open_private
+
 BACKUPS = 5
 MB = 1024 * 1024
 
@@ -42,6 +44,11 @@ class _Handler(RotatingFileHandler):
         pos = self.stream.tell()
         size = len(self.format(record).encode("utf-8")) + 1
         return pos > 0 and pos + size > self.maxBytes and os.path.isfile(self.baseFilename)
+
+    def _open(self):  # type: ignore[override]
+        # FileHandler's open follows the umask and takes no mode: this is its one open() call
+        # with an opener that makes each file of the set 0600.
+        return open_private(self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors)
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802
         raise  # the writer counts failed writes itself (called inside emit's except)

@@ -383,7 +383,16 @@ class Run:
             self.fail(item, why)
             return doc
         if self.outdir is not None:
-            json_path, md_path = self.outdir.write(doc, item.name)
+            try:
+                json_path, md_path = self.outdir.write(doc, item.name)
+            except OSError as e:  # a full disk: the input is redone by the next run
+                from video_summarizer.files import NOT_WRITTEN, reason
+
+                NOT_WRITTEN.record("--output-dir", f"the summaries in {self.outdir.path}", e,
+                                   "the inputs without them are redone by the next run")
+                with self._lock:  # named in the failed list at the end, not once more here
+                    self.result.failed.append((item.shown, f"summary not written ({reason(e)})"))
+                return doc
             log.info("%s: wrote %s and %s", source.label, json_path, md_path)
         return doc
 

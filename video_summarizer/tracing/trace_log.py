@@ -25,7 +25,6 @@ Fields:
 from __future__ import annotations
 
 import json
-import logging
 import math
 import numbers
 import os
@@ -33,7 +32,8 @@ import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-log = logging.getLogger(__name__)
+from video_summarizer.errors import InputError
+from video_summarizer.files import NOT_WRITTEN, make_private_dir, open_private
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -89,25 +89,34 @@ def observation_times(start_ns: int | None, end_ns: int | None) -> dict:
 
 
 class TraceLog:
-    """Thread-safe JSON Lines appender, flushed per line (see the module docstring)."""
+    """Thread-safe JSON Lines appender, flushed per line (see the module docstring).
+
+    A file that cannot be written (a full disk) is said once naming --trace-log; the log then
+    stops (a line cut by the disk is not followed by more), later records are counted as
+    failures, and the exit names it (files.NOT_WRITTEN). Its folder is made 0700, the file 0600.
+    """
 
     def __init__(self, path: str | os.PathLike, max_bytes: int = 0) -> None:
         self.path = os.fspath(path)
         folder = os.path.dirname(self.path)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        if max_bytes:  # --trace-log-max-mb: PATH rotated to PATH.1 ... PATH.5
-            from video_summarizer.rotation import RotatingLines
+        try:
+            if folder:
+                make_private_dir(folder)
+            if max_bytes:  # --trace-log-max-mb: PATH rotated to PATH.1 ... PATH.5
+                from video_summarizer.rotation import RotatingLines
 
-            self._fh: Any = RotatingLines(self.path, max_bytes)
-        else:
-            self._fh = open(self.path, "a", encoding="utf-8")
+                self._fh: Any = RotatingLines(self.path, max_bytes)
+            else:
+                self._fh = open_private(self.path, "a", encoding="utf-8")
+        except OSError as e:
+            raise InputError(f"cannot write the trace log {self.path}: {e.strerror or e}",
+                             option="--trace-log") from e
         self._lock = threading.Lock()
         self.lines = 0
         self.failures = 0
 
     def write(self, record: dict) -> None:
-        """Append one record as a line; a failed write is counted (and said once)."""
+        """Append one record as a line; a failed write is said once, then counted."""
         line = json.dumps(record, default=str, ensure_ascii=False) + "\n"
         with self._lock:
             if self._fh is None:
@@ -119,13 +128,23 @@ class TraceLog:
                 self.lines += 1
             except OSError as exc:
                 self.failures += 1
-                if self.failures == 1:
-                    log.warning("trace log %s: write failed (%s); counting further failures",
-                                self.path, exc)
+                self._drop(exc)
+
+    def _drop(self, error: OSError) -> None:
+        fh, self._fh = self._fh, None
+        try:
+            fh.close()
+        except OSError:  # the buffered rest fails again: already said
+            pass
+        NOT_WRITTEN.record("--trace-log", self.path, error,
+                           f"the run goes on without it after {self.lines} lines")
 
     def close(self) -> None:
         """Close the file; later writes are counted as failures."""
         with self._lock:
             if self._fh is not None:
-                self._fh.close()
-                self._fh = None
+                fh, self._fh = self._fh, None
+                try:
+                    fh.close()
+                except OSError as exc:
+                    NOT_WRITTEN.record("--trace-log", self.path, exc)

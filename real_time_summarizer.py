@@ -20,6 +20,8 @@ from video_summarizer.options import (
     DEFAULT_API_VLM,
     DEFAULT_LLM,
     DEFAULT_LOCAL_VLM,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_STDIN_MAX_MB,
     DEFAULT_TRACE_LOG,
     DEFAULT_VLM_URL,
     RunOptions,
@@ -154,6 +156,14 @@ def _opt(*names: str, envvar: str, **kw: Any):
       show_default=True,
       help="Times in a row a camera or stream that stops delivering is reopened (0.5 s apart, "
            "doubling to 10 s) before its run ends; -1: forever, for a camera left running.")
+@_opt("--max-pixels", envvar="SUMMARIZER_MAX_PIXELS", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
+      show_default=True,
+      help="Largest frame in pixels (width x height; 8K is 7680x4320) of a source, a known-faces or a "
+           "dataset image, read from the image header or the container before anything is decoded.")
+@_opt("--stdin-max-mb", envvar="SUMMARIZER_STDIN_MAX_MB", type=click.FloatRange(min=1.0),
+      default=DEFAULT_STDIN_MAX_MB, show_default=True,
+      help="Most of stdin kept on disk: an MP4 or an image piped in is copied to a temporary file first "
+           "(MPEG-TS and MKV are read as they come, unbounded).")
 @_opt("--known-faces", envvar="KNOWN_FACES_DIR", type=click.Path(), default=None, metavar="DIR",
       help="Folder of known people: name.jpg, or name/ with several images.")
 @_opt("--no-faces", envvar="SUMMARIZER_NO_FACES", is_flag=True, help="Skip face recognition.")

@@ -391,6 +391,8 @@ def _preflight(opts: RunOptions) -> None:
         check_output_file(trace_log, "--trace-log")
     if not opts.no_faces:
         check_known_faces(opts.known_faces)
+    elif opts.known_faces:
+        log.warning("--known-faces is not used with --no-faces")
     if _has_langfuse_keys() and opts.resolved_outbox is not None:
         from video_summarizer.tracing.outbox import check_outbox_dir
 
@@ -576,7 +578,7 @@ def _build_stages(opts: RunOptions, stack: ExitStack, events: Any):
     if not opts.no_faces or blur:
         from video_summarizer.faces import FaceRecognizer
 
-        kw: dict[str, Any] = {"model": opts.face_model}
+        kw: dict[str, Any] = {"model": opts.face_model, "max_pixels": opts.max_pixels}
         if opts.face_tolerance is not None:
             kw["tolerance"] = opts.face_tolerance
         if opts.face_smoothing is not None:

@@ -21,6 +21,8 @@ from video_summarizer.options import (
     DEFAULT_EMBED_MODEL,
     DEFAULT_LLM,
     DEFAULT_LOCAL_VLM,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_STDIN_MAX_MB,
     DEFAULT_TRACE_LOG,
     DEFAULT_VLM_URL,
     RunOptions,
@@ -161,6 +163,14 @@ def _opt(*names: str, envvar: str, **kw: Any):
       show_default=True,
       help="Times in a row a camera or stream that stops delivering is reopened (0.5 s apart, "
            "doubling to 10 s) before its run ends; -1: forever, for a camera left running.")
+@_opt("--max-pixels", envvar="SUMMARIZER_MAX_PIXELS", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
+      show_default=True,
+      help="Largest frame in pixels (width x height; 8K is 7680x4320) of a source, a known-faces or a "
+           "dataset image, read from the image header or the container before anything is decoded.")
+@_opt("--stdin-max-mb", envvar="SUMMARIZER_STDIN_MAX_MB", type=click.FloatRange(min=1.0),
+      default=DEFAULT_STDIN_MAX_MB, show_default=True,
+      help="Most of stdin kept on disk: an MP4 or an image piped in is copied to a temporary file first "
+           "(MPEG-TS and MKV are read as they come, unbounded).")
 @_opt("--known-faces", envvar="KNOWN_FACES_DIR", type=click.Path(), default=None, metavar="DIR",
       help="Folder of known people: name.jpg, or name/ with several images.")
 @_opt("--no-faces", envvar="SUMMARIZER_NO_FACES", is_flag=True, help="Skip face recognition.")
@@ -414,6 +424,8 @@ def _preflight(opts: RunOptions) -> None:
         check_output_file(trace_log, "--trace-log")
     if not opts.no_faces:
         check_known_faces(opts.known_faces)
+    elif opts.known_faces:
+        log.warning("--known-faces is not used with --no-faces")
     if opts.metrics_port is not None:
         from video_summarizer.watch_http import check_watch_options
 
@@ -604,7 +616,7 @@ def _build_stages(opts: RunOptions, stack: ExitStack, events: Any):
     if not opts.no_faces or blur:
         from video_summarizer.faces import FaceRecognizer
 
-        kw: dict[str, Any] = {"model": opts.face_model}
+        kw: dict[str, Any] = {"model": opts.face_model, "max_pixels": opts.max_pixels}
         if opts.face_tolerance is not None:
             kw["tolerance"] = opts.face_tolerance
         if opts.face_smoothing is not None:

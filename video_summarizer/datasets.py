@@ -23,10 +23,11 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from video_summarizer.errors import InputError
 from video_summarizer.files import NOT_WRITTEN, make_private_dir, open_private
+from video_summarizer.limits import DATASET_IMAGE_MAX_BYTES, inside, read_small_file
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +104,14 @@ class LocalDataset:
             if not line.strip():
                 continue
             try:
-                entries.append(json.loads(line))
+                entry = json.loads(line)
             except ValueError:  # a line cut by a kill: the rest of the file still counts
                 log.warning("%s line %d is not JSON; skipped", path, n)
+                continue
+            if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+                log.warning("%s line %d is not an item (no \"id\"); skipped", path, n)
+                continue
+            entries.append(entry)
         return entries
 
     def add(self, item: DatasetItem) -> None:
@@ -120,18 +126,39 @@ class LocalDataset:
             with open_private(self.folder / ITEMS_FILE, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(line, ensure_ascii=False) + "\n")
 
-    def items(self) -> list[DatasetItem]:
-        """Every item with its JPEG; an item whose image is missing is skipped with a warning."""
+    def items(self, option: str = "--dataset") -> list[DatasetItem]:
+        """Every item with its JPEG; a missing image skips its item (a warning).
+
+        An image outside the folder (an absolute path, ``..``, a link out), or one that is not a
+        small regular file, is an InputError naming the item and ``option``: nothing is read
+        from it, so nothing of it can be uploaded or captioned.
+        """
         out = []
         for entry in self._entries():
-            path = self.folder / entry.get("image", f"{IMAGES_DIR}/{entry['id']}.jpg")
+            path = self._image_path(entry, option)
             try:
-                jpeg = path.read_bytes()
+                jpeg = read_small_file(path, DATASET_IMAGE_MAX_BYTES, follow_links=False)
             except OSError:
                 log.warning("%s: image %s is missing; item %s skipped", self.folder, path, entry["id"])
                 continue
+            except ValueError as exc:
+                raise InputError(f"item {entry['id'][:40]!r} of {self.folder}/: its image {path.name} is "
+                                 f"{exc}", option=option) from None
             out.append(DatasetItem(entry["id"], jpeg, entry.get("input") or {}, entry.get("metadata") or {}))
         return out
+
+    def _image_path(self, entry: dict, option: str) -> Path:
+        """The item's image, all links followed, when it is inside the folder; else InputError naming the item."""
+        image = entry.get("image", f"{IMAGES_DIR}/{entry['id']}.jpg")
+        if isinstance(image, str) and image and not os.path.isabs(image) and ".." not in Path(image).parts:
+            path = self.folder / image
+            try:
+                if inside(path, self.folder):
+                    return path.resolve()
+            except (OSError, ValueError, RuntimeError):  # a NUL byte, a link loop
+                pass
+        raise InputError(f"item {entry['id'][:40]!r} of {self.folder}/ names the image {str(image)[:80]!r}, "
+                         "which is not inside the dataset folder: only files in it are read", option=option)
 
     # -- experiment runs ---------------------------------------------------------------------
     def add_run_record(self, run: str, record: dict) -> None:
@@ -246,18 +273,24 @@ class DatasetWriter:
         return (f"Dataset {self.where}: {self.added} frames added, {self.skipped} already there{failed}")
 
 
-def push(local: LocalDataset, remote: DatasetStore) -> tuple[int, int]:
-    """Upload the folder's items the remote dataset lacks: (added, already there)."""
+def push(local: LocalDataset, remote: Callable[[], DatasetStore]) -> tuple[int, int]:
+    """Upload the folder's items the remote dataset lacks: (added, already there).
+
+    ``remote()`` makes the Langfuse dataset; it is called only once every item's image has been
+    checked, so a refused item is said before Langfuse is asked anything.
+    """
     if not local.exists:
         raise InputError(f"{local.folder}/ holds no {ITEMS_FILE}: not a dataset folder made by --dataset",
                          option="--dataset-push")
-    known = remote.ids()
+    items = local.items(option="--dataset-push")
+    store = remote()
+    known = store.ids()
     added = skipped = 0
-    for item in local.items():
+    for item in items:
         if item.id in known:
             skipped += 1
             continue
-        remote.add(item)
+        store.add(item)
         known.add(item.id)
         added += 1
     return added, skipped

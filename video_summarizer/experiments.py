@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator, TextIO
 from video_summarizer import scores
 from video_summarizer.datasets import DatasetItem, LocalDataset, unique_items
 from video_summarizer.errors import InputError
+from video_summarizer.limits import DEFAULT_MAX_PIXELS, MAX_PIXELS_OPTION, image_pixels_problem
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +164,8 @@ def run_offline(items: list[DatasetItem], task: Callable[[DatasetItem, Any], dic
         return list(pool.map(lambda item: task(item, recorder), items))
 
 
-def load_items(name: str, remote: Any | None) -> list[DatasetItem]:
-    """The dataset's items from Langfuse (remote) or the folder NAME/; unknown or empty: InputError."""
+def load_items(name: str, remote: Any | None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[DatasetItem]:
+    """The dataset's items from Langfuse (remote) or the folder NAME/; unknown, empty or too large: InputError."""
     if remote is not None:
         items = remote.items()
         where = f"Langfuse dataset {name!r}"
@@ -179,7 +180,19 @@ def load_items(name: str, remote: Any | None) -> list[DatasetItem]:
     if not items:
         raise InputError(f"{where} has no items (add some with --source VIDEO --dataset {name})",
                          option="--dataset")
+    for item in items:
+        _check_pixels(item, where, max_pixels)
     return items
+
+
+def _check_pixels(item: DatasetItem, where: str, max_pixels: int | None) -> None:
+    """An item's image over --max-pixels is refused from its header, before any is decoded."""
+    try:
+        problem = image_pixels_problem(item.image_jpeg, max_pixels)
+    except ValueError:
+        return  # not an image: that item's caption fails and is counted, as before
+    if problem:
+        raise InputError(f"item {item.id[:40]!r} of {where}: its image is {problem}", option=MAX_PIXELS_OPTION)
 
 
 def experiment(*, run: str, dataset: str, items: list[DatasetItem], vlm: Any, prompts: Any,
@@ -239,7 +252,7 @@ def command(opts: Any, make_tracker: Callable[[], Any], remote: Callable[[Any, s
                              "LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY and LANGFUSE_BASE_URL (or source "
                              "setup_langfuse.sh)", option="--dataset-push")
         local = LocalDataset(opts.dataset_push)
-        added, there = push(local, remote(make_tracker(), local.name))
+        added, there = push(local, lambda: remote(make_tracker(), local.name))
         log.info("Dataset %s: %d items uploaded to Langfuse dataset %s, %d already there",
                  local.folder, added, local.name, there)
         return 0
@@ -248,7 +261,7 @@ def command(opts: Any, make_tracker: Callable[[], Any], remote: Callable[[Any, s
     LocalDataset(opts.dataset).check_new_run(opts.experiment)  # a reused run name is said before anything loads
     tracker = make_tracker() if remote is not None else None
     store = remote(tracker, opts.dataset) if remote is not None else None
-    items = load_items(opts.dataset, store)
+    items = load_items(opts.dataset, store, opts.max_pixels)
     judge = None
     if opts.judge_model:
         base = opts.judge_base_url or opts.vlm_base_url

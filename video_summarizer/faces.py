@@ -25,6 +25,13 @@ import numpy as np
 from video_summarizer.errors import BackendUnavailable, InputError, SummarizerError
 from video_summarizer.files import make_private_dir, open_private
 from video_summarizer.frames import to_rgb
+from video_summarizer.limits import (
+    DEFAULT_MAX_PIXELS,
+    FACE_IMAGE_MAX_BYTES,
+    FACE_IMAGES_MAX,
+    image_pixels_problem,
+    read_small_file,
+)
 from video_summarizer.stats import describe
 
 logger = logging.getLogger(__name__)
@@ -198,6 +205,8 @@ class FaceRecognizer:
         cache_dir: str | os.PathLike | None = None,
         smoothing: tuple[int, int] | None = None,
         reuse: IdentityReuse | None = DEFAULT_REUSE,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        max_images: int = FACE_IMAGES_MAX,
     ) -> None:
         # model and tolerance come from CLI options: the option name tells the user what to fix.
         # scale, upsample and smoothing have no option (the CLI leaves their defaults): a bad
@@ -224,6 +233,8 @@ class FaceRecognizer:
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         self.smoothing = smoothing
         self.reuse = reuse  # None: encode every face in every frame
+        self.max_pixels = max_pixels  # library images larger are skipped before decoding
+        self.max_images = max_images  # library images past this many (in name order) are not read
 
         self._fr: Any = None  # the face_recognition module, once loaded
         self._cv2: Any = None
@@ -349,6 +360,13 @@ class FaceRecognizer:
                         found.append((entry.name, image))
             elif self._supported(entry):
                 found.append((entry.stem, entry))
+        if len(found) > self.max_images:
+            left_out = len(found) - self.max_images
+            self.library["images"] += left_out
+            self.library["skipped"] += left_out
+            logger.warning("known faces: only the first %d images of %s are read; %d more left out",
+                           self.max_images, folder, left_out)
+            found = found[:self.max_images]
         return found
 
     def _supported(self, path: Path) -> bool:
@@ -384,9 +402,13 @@ class FaceRecognizer:
         """The encoding of the one face in `path` (cached by content), or None if skipped."""
         self.library["images"] += 1
         try:
-            data = path.read_bytes()
+            # A FIFO or /dev/zero under a .jpg name would be read forever: regular files only, bounded.
+            data = read_small_file(path, FACE_IMAGE_MAX_BYTES)
         except OSError as exc:
             self._skip(path, f"unreadable ({exc.strerror or exc})")
+            return None
+        except ValueError as exc:
+            self._skip(path, str(exc))
             return None
         entry_file = self._cache_file(cache, data) if cache is not None else None
         entry = _read_cache(entry_file) if entry_file is not None else None
@@ -415,9 +437,19 @@ class FaceRecognizer:
         import io  # noqa: PLC0415
 
         try:
-            image = self._fr.load_image_file(io.BytesIO(data))
+            too_large = image_pixels_problem(data, self.max_pixels)  # from the header: nothing decoded yet
+        except ValueError as exc:
+            self._skip(path, f"unreadable image ({exc})")
+            return None
+        if too_large:
+            self._skip(path, f"the image is {too_large}")
+            return None
+        buffer = io.BytesIO(data)
+        try:
+            image = self._fr.load_image_file(buffer)
         except Exception as exc:  # PIL raises several types for broken or odd files
-            self._skip(path, f"unreadable image ({type(exc).__name__}: {exc})")
+            # PIL names the file it read, here a buffer (<_io.BytesIO object at 0x...>): the path says more
+            self._skip(path, f"unreadable image ({type(exc).__name__}: {str(exc).replace(repr(buffer), str(path))})")
             return None
         with self._dlib_lock:
             boxes = self._fr.face_locations(image, self.upsample, self.model)

@@ -35,7 +35,7 @@ from video_summarizer.errors import InputError
 from video_summarizer.files import NOT_WRITTEN, make_private_dir
 from video_summarizer.models.hf import ModelSpec, is_folder_name, load_error, locate
 from video_summarizer.options import DEFAULT_EMBED_MODEL
-from video_summarizer.timecodes import format_video_time
+from video_summarizer.timecodes import format_video_time, parse_time_option
 
 log = logging.getLogger(__name__)
 
@@ -452,16 +452,14 @@ def parse_when(value: str, option: str) -> tuple[str, float]:
             pass
         else:
             return "clock", (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
-    parts = text.split(":")
     try:
-        if 1 <= len(parts) <= 3 and all(p.replace(".", "", 1).isdigit() for p in parts):
-            seconds = 0.0
-            for p in parts:
-                seconds = seconds * 60 + float(p)
-            return "video", seconds
-    except ValueError:
-        pass
-    raise InputError(f"{value!r} is neither a video time (90, 01:30, 1:02:03) nor a date and time "
+        return "video", parse_time_option(text)
+    except ValueError as exc:
+        why = str(exc)
+    shown = repr(value) if len(value) <= 40 else repr(value[:37] + "...")
+    if why != "not a video time":  # shaped like one, but out of range
+        raise InputError(f"{shown} is not a video time: {why}; write 90, 01:30 or 1:02:03", option=option)
+    raise InputError(f"{shown} is neither a video time (90, 01:30, 1:02:03) nor a date and time "
                      "(2026-12-01T09:00, UTC unless it says otherwise)", option=option)
 
 
@@ -541,8 +539,10 @@ def query_of(opts: Any, text: str, option: str) -> Query:
     """The Query of the options (text from --search or --ask); an empty text names its option."""
     if not text.strip():
         raise InputError("the text is empty: give some words to find", option=option)
-    return Query(text=text.strip(), faces=tuple(opts.faces), source_filter=opts.source_filter,
-                 since=opts.since, until=opts.until, limit=opts.limit)
+    q = Query(text=text.strip(), faces=tuple(opts.faces), source_filter=opts.source_filter,
+              since=opts.since, until=opts.until, limit=opts.limit)
+    where_clause(q)  # a bad --since/--until is said before the index is opened
+    return q
 
 
 def find(opts: Any, text: str, option: str, before_load: Callable[[], None] | None = None) -> list[Hit]:

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+# Input bounds are written in limits.py, beside the checks that use them (it imports nothing heavy).
+from video_summarizer.limits import DEFAULT_MAX_PIXELS, DEFAULT_STDIN_MAX_MB
+
 DEFAULT_LLM = "mistralai/Mistral-7B-Instruct-v0.3"
 DEFAULT_LOCAL_VLM = "Qwen/Qwen3-VL-2B-Instruct"  # = models.local_vlm.DEFAULT_MODEL (not imported: torch is slow)
 DEFAULT_API_VLM = "qwen3"
@@ -22,6 +25,8 @@ class RunOptions:
     source_labels: tuple[str, ...] = ()  # --source-label: the Nth names the Nth --source
     live: bool | None = None
     reconnect_attempts: int = 5
+    max_pixels: int = DEFAULT_MAX_PIXELS  # frames (and known-faces, dataset images) larger are refused
+    stdin_max_mb: float = DEFAULT_STDIN_MAX_MB  # what stdin may keep on disk (an MP4 or an image)
     known_faces: str | None = None
     no_faces: bool = False
     face_tolerance: float | None = None

@@ -262,7 +262,8 @@ class Run:
 
         try:
             return open_source(item.spec, live=self.opts.live, reconnect_attempts=self.opts.reconnect_attempts,
-                               label=item.label or None)
+                               label=item.label or None, max_pixels=self.opts.max_pixels,
+                               stdin_max_mb=self.opts.stdin_max_mb)
         except InputError as e:
             if not self.batch:
                 raise

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -29,6 +28,13 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from video_summarizer.errors import InputError
 from video_summarizer.redact import redact_url
+from video_summarizer.limits import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_STDIN_MAX_MB,
+    MAX_PIXELS_OPTION,
+    image_pixels_problem,
+    pixels_problem,
+)
 from video_summarizer.source_specs import (  # re-exported: the CLI imports sources only
     OPTION,
     SNIFF_BYTES,
@@ -390,6 +396,8 @@ def open_source(
     reconnect_delay: float = 0.5,
     label: str | None = None,
     timeout: float = _STREAM_TIMEOUT_MS / 1000.0,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    stdin_max_mb: float = DEFAULT_STDIN_MAX_MB,
 ) -> FrameSource:
     """Open a file, '-' (stdin), a camera ('cam0', '1', '/dev/video0') or a stream URL; InputError if unusable.
 
@@ -400,7 +408,9 @@ def open_source(
     tries of a live camera or stream that stops delivering (-1: no bound), with
     ``reconnect_delay`` seconds before the first, doubling after each up to 10 s. ``label``
     replaces ``source_label(spec)`` (the CLI passes ``unique_labels`` of all its sources);
-    ``timeout`` bounds a stream's connect and each of its reads, in seconds.
+    ``timeout`` bounds a stream's connect and each of its reads, in seconds. Frames over
+    ``max_pixels`` (None: no bound) are refused from the image header or the container's
+    stated size, before any is decoded; ``stdin_max_mb`` bounds what stdin may keep on disk.
     """
     cv2 = _cv2()
     cleanup = ExitStack()
@@ -427,7 +437,7 @@ def open_source(
             default_live = True
             attempts = reconnect_attempts
         elif kind == "stdin":
-            target, head = _stdin_target(cleanup, spool_mp4=not live)
+            target, head = _stdin_target(cleanup, spool_mp4=not live, max_mb=stdin_max_mb)
             api, params = cv2.CAP_FFMPEG, []
             fail = _said(not_a_video("stdin", head, live=bool(live)))
             no_frame = ("stdin: no frame could be decoded from what was piped in (corrupt or cut short; "
@@ -436,19 +446,22 @@ def open_source(
                 no_frame = not_a_video("stdin", head, live=True)
             if _is_image(head):
                 kind, live = "image", False
+                _check_image(target, "stdin", max_pixels)
             default_live = False
         else:
             target, head = file_target(spec)
             if _is_image(head):
                 kind, live = "image", False  # one frame: nothing to drain, no frame rate
+                _check_image(target, spec, max_pixels)
             api, params = cv2.CAP_FFMPEG, []
             fail = _said(not_a_video(spec, head, live=bool(live)))
             no_frame = f"{spec}: no frame could be decoded (corrupt, truncated or not a video)"
             default_live = False
         label = label or source_label(spec)
+        shown = {"stdin": "stdin", "stream": mask_url(spec)}.get(kind_of(spec), spec)
 
         def opener():
-            return _open_capture(target, api, params, fail)
+            return _frame_size_checked(_open_capture(target, api, params, fail), shown, max_pixels)
 
         if default_live if live is None else live:
             source: FrameSource = _LiveSource(label, opener, reconnect_attempts=attempts,
@@ -464,6 +477,28 @@ def open_source(
         raise
 
 
+def _check_image(path: str, name: str, max_pixels: int | None) -> None:
+    """A still image over max_pixels is refused from its header: FFmpeg decodes it whole when it opens it."""
+    try:
+        problem = image_pixels_problem(path, max_pixels)
+    except (ValueError, OSError):
+        return  # not for Pillow to judge: FFmpeg says whether it is an image at all
+    if problem:
+        raise InputError(f"{name}: the image is {problem}; give a larger {MAX_PIXELS_OPTION} to read it",
+                         option=MAX_PIXELS_OPTION)
+
+
+def _frame_size_checked(cap, name: str, max_pixels: int | None):
+    """The capture, unless the size the container states is over max_pixels (checked before the first grab)."""
+    cv2 = _cv2()
+    problem = pixels_problem(cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT), max_pixels)
+    if problem:
+        cap.release()
+        raise InputError(f"{name}: its frames are {problem}; give a larger {MAX_PIXELS_OPTION} to read it",
+                         option=MAX_PIXELS_OPTION)
+    return cap
+
+
 def _said(message: str) -> Callable[[float], str]:
     return lambda elapsed: message
 
@@ -472,8 +507,8 @@ def _is_image(head: bytes) -> bool:
     return head.startswith(_IMAGE_MAGIC) or head[:4] == b"RIFF" and head[8:12] == b"WEBP"
 
 
-def _stdin_target(cleanup: ExitStack, *, spool_mp4: bool) -> tuple[str, bytes]:
-    """(what FFmpeg should open for stdin: a spooled copy of an MP4, or a pipe fed with stdin; its first bytes)."""
+def _stdin_target(cleanup: ExitStack, *, spool_mp4: bool, max_mb: float) -> tuple[str, bytes]:
+    """(what FFmpeg should open for stdin: a spooled copy of an MP4 or an image, or a pipe fed with stdin; its first bytes)."""
     example = "pipe a video into it, e.g. `cat clip.mp4 | ... --source -`"
     stdin = sys.stdin.buffer if sys.stdin is not None else None
     if stdin is None:
@@ -486,21 +521,44 @@ def _stdin_target(cleanup: ExitStack, *, spool_mp4: bool) -> tuple[str, bytes]:
         raise InputError(f"stdin cannot be read ({e.strerror or e}): {example}", option=OPTION) from e
     if not head:
         raise InputError(f"stdin is empty: nothing was piped in ({example})", option=OPTION)
-    if spool_mp4 and head[4:8] == b"ftyp":
+    if spool_mp4 and head[4:8] == b"ftyp" or _is_image(head):
         # An ordinary MP4 keeps its index at the end; read through a pipe it silently yields
-        # zero frames, so the decoder needs a seekable copy.
-        fd, path = tempfile.mkstemp(prefix="summarizer-stdin-", suffix=".mp4")
-        cleanup.callback(_remove_quietly, path)
-        with os.fdopen(fd, "wb") as spool:
-            spool.write(head)
-            shutil.copyfileobj(stdin, spool, 1 << 20)
-        return path, head
+        # zero frames, so the decoder needs a seekable copy. An image is copied too, so its
+        # size can be read from its header before FFmpeg decodes it.
+        return _spool(stdin, head, cleanup, ".mp4" if head[4:8] == b"ftyp" else ".img", max_mb), head
     # Streamable containers (MPEG-TS, MKV, AVI, fragmented MP4): feed FFmpeg through a pipe
     # of our own, because the sniffed bytes cannot be pushed back into stdin.
     read_fd, write_fd = os.pipe()
     cleanup.callback(_close_quietly, read_fd)
     threading.Thread(target=_feed_pipe, args=(head, stdin, write_fd), name="stdin-feeder", daemon=True).start()
     return f"/dev/fd/{read_fd}", head
+
+
+def _spool(stdin, head: bytes, cleanup: ExitStack, suffix: str, max_mb: float) -> str:
+    """Copy stdin into a private temporary file of at most max_mb; InputError past it (the file removed)."""
+    fd, path = tempfile.mkstemp(prefix="summarizer-stdin-", suffix=suffix)
+    cleanup.callback(_remove_quietly, path)
+    limit = int(max_mb * 2**20)
+    written = 0
+    try:
+        with os.fdopen(fd, "wb") as spool:
+            chunk = head
+            while chunk:
+                written += len(chunk)
+                if written > limit:
+                    break
+                spool.write(chunk)
+                chunk = stdin.read1(1 << 20)
+    except OSError as e:  # a full or read-only temporary folder
+        raise InputError(f"stdin could not be copied to {path}: {e.strerror or e} (set TMPDIR to a folder "
+                         "with room)", option=OPTION) from e
+    if written > limit:
+        _remove_quietly(path)  # now, not at exit: the disk is what this bound protects
+        raise InputError(
+            f"stdin: more than {max_mb:g} MB piped in, and an MP4 or an image on stdin is copied to a "
+            "temporary file before it is read; give a larger --stdin-max-mb, or pipe a stream that is "
+            "read as it comes (MPEG-TS or MKV: ffmpeg -i IN -c copy -f mpegts -)", option="--stdin-max-mb")
+    return path
 
 
 def _feed_pipe(head: bytes, stdin, write_fd: int) -> None:

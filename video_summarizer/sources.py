@@ -458,7 +458,7 @@ def open_source(
             no_frame = f"{spec}: no frame could be decoded (corrupt, truncated or not a video)"
             default_live = False
         label = label or source_label(spec)
-        shown = {"stdin": "stdin", "stream": mask_url(spec)}.get(kind_of(spec), spec)
+        shown = {"stdin": "stdin", "stream": redact_url(spec)}.get(kind_of(spec), spec)
 
         def opener():
             return _frame_size_checked(_open_capture(target, api, params, fail), shown, max_pixels)

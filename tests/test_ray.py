@@ -3,7 +3,9 @@ killed mid-file is retried and its file written once, bad addresses and live sou
 
 The head runs as a child process (`ray start --head --block`) and is ended by its pid; the
 port is outside Ray's worker range 10002-19999. RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps every
-Ray process on 127.0.0.1 (shared/notes/stack.md): set here, for the tests only.
+Ray process on 127.0.0.1 (shared/notes/stack.md): set here, for the tests only. Every Ray process
+started here gets its Ray state from tests/ray_head.ray_env (auth mode, temp folder), so the
+machine's ~/.ray and /tmp/ray never reach it.
 """
 from __future__ import annotations
 
@@ -20,21 +22,33 @@ import pytest
 from tests.cli_runner import cli_args, cli_env, image_digest_reply, read_events, run_cli
 from tests.fake_langfuse import wait_until
 from tests.fake_openai import FakeOpenAIServer
-from tests.ray_head import LOOPBACK, free_port, local_ray_head
+from tests.ray_head import free_port, local_ray_head, ray_tmpdir
+from tests.ray_head import ray_env as with_ray_state
 from tests.test_jobs import make_batch
 
 WORKER_TITLE = b"ray::SummarizerWorker"
 
 
 @pytest.fixture(scope="module")
-def ray_head(tmp_path_factory):
+def ray_tmp():
+    """The Ray temp folder of the module's head and of the drivers that join it."""
+    with ray_tmpdir() as path:
+        yield path
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory, ray_tmp):
     """A 2-CPU Ray head on 127.0.0.1; its address."""
-    with (tmp_path_factory.mktemp("ray") / "head.log").open("w") as log, local_ray_head(2, log) as address:
+    base = tmp_path_factory.mktemp("ray")
+    with (base / "head.log").open("w") as log, \
+            local_ray_head(2, log, tmpdir=ray_tmp, env=cli_env(base)) as address:
         yield address
 
 
-def ray_env(tmp_path: Path) -> dict[str, str]:
-    return cli_env(tmp_path, **LOOPBACK)
+@pytest.fixture
+def ray_env(tmp_path, ray_tmp):
+    """The CLI's environment for a driver of the module's head (extra variables as keywords)."""
+    return lambda **extra: with_ray_state(cli_env(tmp_path), ray_tmp, **extra)
 
 
 def batch_args(vlm_url: str, llm: Path, src: Path, out: Path, *more: str) -> list[str]:
@@ -59,14 +73,14 @@ def worker_pids() -> list[int]:
     return pids
 
 
-def test_ray_batch_gives_the_local_outputs(tmp_path, tiny_llm, ray_head):
+def test_ray_batch_gives_the_local_outputs(tmp_path, tiny_llm, ray_head, ray_env):
     src = tmp_path / "in"
     make_batch(src, 4, seconds=1.5)
     with FakeOpenAIServer(reply_fn=image_digest_reply, first_chunk_delay=0.05, capacity=8) as vlm:
-        local = run_cli(batch_args(vlm.base_url, tiny_llm, src, tmp_path / "local"), ray_env(tmp_path))
+        local = run_cli(batch_args(vlm.base_url, tiny_llm, src, tmp_path / "local"), ray_env())
         assert local.returncode == 0, local.stderr
         remote = run_cli(batch_args(vlm.base_url, tiny_llm, src, tmp_path / "ray", "--ray", ray_head,
-                                    "--events", str(tmp_path / "events.jsonl")), ray_env(tmp_path))
+                                    "--events", str(tmp_path / "events.jsonl")), ray_env())
         assert remote.returncode == 0, remote.stderr
     here, there = docs_of(tmp_path / "local"), docs_of(tmp_path / "ray")
     assert sorted(there) == sorted(here) == [f"clip-{i}.summary.json" for i in range(4)]
@@ -101,7 +115,7 @@ def _interrupt_mid_batch(args: list[str], env: dict, vlm: FakeOpenAIServer, inte
     return proc.returncode, stderr
 
 
-def test_workers_killed_mid_file_are_retried_and_their_files_written_once(tmp_path, tiny_llm, ray_head):
+def test_workers_killed_mid_file_are_retried_and_their_files_written_once(tmp_path, tiny_llm, ray_head, ray_env):
     src, out = tmp_path / "in", tmp_path / "out"
     make_batch(src, 4, seconds=2.0)
     with FakeOpenAIServer(reply_fn=image_digest_reply, first_chunk_delay=0.3, capacity=8) as vlm:
@@ -116,7 +130,7 @@ def test_workers_killed_mid_file_are_retried_and_their_files_written_once(tmp_pa
         # 3 captions asked for: no file is done yet (each needs 4+), and one has sent some
         returncode, stderr = _interrupt_mid_batch(
             batch_args(vlm.base_url, tiny_llm, src, out, "--ray", ray_head, "--jobs", "1",
-                       "--events", str(tmp_path / "events.jsonl")), ray_env(tmp_path), vlm, kill_workers, 150)
+                       "--events", str(tmp_path / "events.jsonl")), ray_env(), vlm, kill_workers, 150)
     assert returncode == 0, stderr
     assert not set(victims) & set(worker_pids())
     docs = docs_of(out)
@@ -140,7 +154,7 @@ def _whole(doc: dict) -> bool:
     return not doc["interrupted"] and len(doc["captions"]) == stats["selected"] == stats["captioned"] > 0
 
 
-def test_ctrl_c_stops_a_ray_run_and_a_rerun_finishes_it(tmp_path, tiny_llm, ray_head):
+def test_ctrl_c_stops_a_ray_run_and_a_rerun_finishes_it(tmp_path, tiny_llm, ray_head, ray_env):
     """SIGINT mid-batch: exit 130; a file in progress is written whole or as interrupted (never half
     a file), the files not started are left, no worker stays on the cluster; the next run redoes
     exactly the interrupted and the missing files."""
@@ -149,7 +163,7 @@ def test_ctrl_c_stops_a_ray_run_and_a_rerun_finishes_it(tmp_path, tiny_llm, ray_
     with FakeOpenAIServer(reply_fn=image_digest_reply, first_chunk_delay=0.3, capacity=8) as vlm:
         # both workers busy, no file near its end
         returncode, stderr = _interrupt_mid_batch(
-            batch_args(vlm.base_url, tiny_llm, src, out, "--ray", ray_head, "--jobs", "1"), ray_env(tmp_path),
+            batch_args(vlm.base_url, tiny_llm, src, out, "--ray", ray_head, "--jobs", "1"), ray_env(),
             vlm, lambda proc: proc.send_signal(signal.SIGINT), 90)
         assert returncode == 130, stderr
         docs = docs_of(out)
@@ -160,7 +174,7 @@ def test_ctrl_c_stops_a_ray_run_and_a_rerun_finishes_it(tmp_path, tiny_llm, ray_
         assert not [p for p in out.iterdir() if p.name.startswith(".clip-")]  # no half-written file
         assert wait_until(lambda: not worker_pids(), timeout=30), worker_pids()  # the actors went with the driver
         whole = {name: (out / name).stat().st_mtime_ns for name, doc in docs.items() if not doc["interrupted"]}
-        rerun = run_cli(batch_args(vlm.base_url, tiny_llm, src, out, "--ray", ray_head), ray_env(tmp_path))
+        rerun = run_cli(batch_args(vlm.base_url, tiny_llm, src, out, "--ray", ray_head), ray_env())
     assert rerun.returncode == 0, rerun.stderr
     docs = docs_of(out)
     assert sorted(docs) == [f"clip-{i}.summary.json" for i in range(4)]
@@ -168,13 +182,13 @@ def test_ctrl_c_stops_a_ray_run_and_a_rerun_finishes_it(tmp_path, tiny_llm, ray_
     assert {name: (out / name).stat().st_mtime_ns for name in whole} == whole  # a finished file is not redone
 
 
-def test_no_cluster_at_the_address_is_one_line_and_exit_2(tmp_path, tiny_llm):
+def test_no_cluster_at_the_address_is_one_line_and_exit_2(tmp_path, tiny_llm, ray_env):
     src = tmp_path / "in"
     make_batch(src, 1, seconds=1.0)
     port = free_port()  # nothing listens there
     started = time.time()
     run = run_cli(batch_args("http://127.0.0.1:9/v1", tiny_llm, src, tmp_path / "out", "--ray",
-                             f"127.0.0.1:{port}"), ray_env(tmp_path), timeout=60)
+                             f"127.0.0.1:{port}"), ray_env(), timeout=60)
     assert run.returncode == 2
     assert run.stderr_lines() == [f"Error: --ray: no Ray cluster at 127.0.0.1:{port}: Connection refused"]
     assert time.time() - started < 30
@@ -182,9 +196,30 @@ def test_no_cluster_at_the_address_is_one_line_and_exit_2(tmp_path, tiny_llm):
 
 
 @pytest.mark.parametrize("source", ["cam0", "rtsp://127.0.0.1:8554/door", "-"])
-def test_ray_with_a_live_source_or_stdin_is_a_usage_error(tmp_path, source):
+def test_ray_with_a_live_source_or_stdin_is_a_usage_error(tmp_path, source, ray_env):
     run = run_cli([sys.executable, str(Path(__file__).resolve().parent.parent / "real_time_summarizer.py"),
-                   "--source", source, "--ray", "127.0.0.1:1"], ray_env(tmp_path), timeout=60)
+                   "--source", source, "--ray", "127.0.0.1:1"], ray_env(), timeout=60)
     assert run.returncode == 2
     lines = run.stderr_lines()
     assert len(lines) == 1 and lines[0].startswith("Error: --ray: "), lines
+
+
+
+
+
+
+
+def test_a_users_ray_token_does_not_reach_the_tests_ray(tmp_path, tiny_llm):
+    """Issue 20.10: with ~/.ray/auth_token present (what RAY_AUTH_MODE=token leaves behind), a head
+    and a driver set up by tests/ray_head.py still agree on auth and run a batch."""
+    src, out, home = tmp_path / "in", tmp_path / "out", tmp_path / "home"
+    make_batch(src, 1, seconds=1.0)
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text("f" * 64)
+    user = cli_env(tmp_path, HOME=str(home))
+    with ray_tmpdir() as own, local_ray_head(1, tmpdir=own, env=user) as address, \
+            FakeOpenAIServer(reply_fn=image_digest_reply, capacity=4) as vlm:
+        run = run_cli(batch_args(vlm.base_url, tiny_llm, src, out, "--ray", address), with_ray_state(user, own))
+    assert run.returncode == 0, run.stderr
+    assert sorted(docs_of(out)) == ["clip-0.summary.json"]
+    assert (home / ".ray" / "auth_token").read_text() == "f" * 64

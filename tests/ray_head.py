@@ -86,3 +86,45 @@ def local_ray_head(cpus: int = 2, log: IO[str] | None = None, *, tmpdir: Path | 
                 head.kill()
                 head.wait()
 
+
+# -- what a worker got: the CLI run with a stages factory that notes it first ----------------------
+
+SPY_FACTORY = "tests.ray_head:spy_stages"
+# The CLI as a user runs it, its workers building their stages through spy_stages (run it with cwd=REPO).
+SPY_CLI = [sys.executable, "-c",
+           f"import real_time_summarizer as cli; cli.STAGES_FACTORY = {SPY_FACTORY!r}; cli.main()"]
+
+
+def spy_stages(opts, stack, events):  # noqa: ANN001, ANN201 - the CLI's factory signature
+    """On a Ray worker: write what it got (environment, runtime env, API keys, parent processes) to
+    --output-dir/.ray-spy-<pid>.json, then build the CLI's stages."""
+    import json
+
+    import ray
+
+    import real_time_summarizer
+
+    record = {"pid": os.getpid(), "ancestors": _ancestors(os.getpid()), "environ": dict(os.environ),
+              "runtime_env": dict(ray.get_runtime_context().runtime_env or {}),
+              "keys": {name: getattr(opts, name) for name in ("vlm_api_key", "llm_api_key", "judge_api_key")}}
+    Path(opts.output_dir, f".ray-spy-{os.getpid()}.json").write_text(json.dumps(record, default=str))
+    return real_time_summarizer._build_stages(opts, stack, events)
+
+
+def spied(out: Path) -> list[dict]:
+    """The records spy_stages left in the output folder, one per worker."""
+    import json
+
+    return [json.loads(p.read_text()) for p in sorted(out.glob(".ray-spy-*.json"))]
+
+
+def _ancestors(pid: int) -> list[str]:
+    """The command lines of pid's parents, nearest first."""
+    lines = []
+    while pid > 1:
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            lines.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except (OSError, ValueError, IndexError):
+            break
+    return lines

@@ -46,6 +46,7 @@ from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
+from video_summarizer import defaults as D
 from video_summarizer.tracing.basics import (
     DummyGeneration,
     DummySpan,
@@ -90,8 +91,8 @@ __all__ = ["LangfuseTracker", "CloseReport", "TraceContext", "SpanContext", "Gen
 log = logging.getLogger("video_summarizer.tracker")
 _DUMMY_SPAN, _DUMMY_GENERATION = DummySpan(), DummyGeneration()  # shared: they hold nothing
 
-DEFAULT_HOST = "https://cloud.langfuse.com"
-DEFAULT_TIMEOUT_S = 5.0
+DEFAULT_HOST = D.LANGFUSE_HOST
+DEFAULT_TIMEOUT_S = D.LANGFUSE_TIMEOUT_S
 MAX_SPAN_QUEUE = 2048  # OTel BatchSpanProcessor's default max_queue_size
 TRACER_SCOPE = "video_summarizer.tracker"  # our own OTel spans (legacy log_generation)
 
@@ -381,7 +382,7 @@ class LangfuseTracker:
     def __init__(self, *, public_key: str | None = None, secret_key: str | None = None,
                  base_url: str | None = None, trace_log: str | os.PathLike | TraceLog | None = None,
                  flush_at: int | None = None, timeout_s: float | None = None,
-                 latency_worst_ms: float = 5000.0,
+                 latency_worst_ms: float = D.VLM_WORST_MS,
                  delivery_report_s: float = DEFAULT_REPORT_EVERY_S, outbox: Any = None) -> None:
         self.latency_worst_ms = float(latency_worst_ms)
         self.delivery_report_s = float(delivery_report_s)

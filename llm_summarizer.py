@@ -19,6 +19,7 @@ import os
 import time
 from typing import Any, Sequence
 
+from video_summarizer import defaults as D
 from video_summarizer.errors import BackendUnavailable
 from video_summarizer.models.hf import (
     InProcessModel,
@@ -42,9 +43,9 @@ from video_summarizer.redact import redact_url
 from video_summarizer.results import SummaryResult, TimedCaption
 from video_summarizer.stats import ModelStats
 
-DEFAULT_MODEL = "mistralai/Mistral-7B-Instruct-v0.3"
-DEFAULT_API_KEY = "EMPTY"
-SERVE_HINT = "vllm serve mistralai/Mistral-7B-Instruct-v0.3"
+DEFAULT_MODEL = D.LLM_MODEL
+DEFAULT_API_KEY = D.API_KEY_PLACEHOLDER
+SERVE_HINT = f"vllm serve {D.LLM_MODEL}"
 NAMES = EndpointNames(label="LLM", url_option="--llm-base-url", model_option="--llm-model",
                       env_prefix="LLM", serve_hint=SERVE_HINT)
 SPEC = ModelSpec(
@@ -65,14 +66,14 @@ class LLMSummarizer:
         self,
         model_name: str = DEFAULT_MODEL,
         *,
-        device: str = "auto",
+        device: str = D.DEVICE,
         dtype: str = "auto",
         base_url: str | None = None,
         api_key: str | None = None,
-        max_new_tokens: int = 200,
+        max_new_tokens: int = D.LLM_MAX_NEW_TOKENS,
         prompt_token_budget: int = DEFAULT_BUDGET,
-        timeout_s: float = 300.0,
-        max_retries: int = 2,
+        timeout_s: float = D.LLM_TIMEOUT_S,
+        max_retries: int = D.LLM_MAX_RETRIES,
         temperature: float | None = None,
     ) -> None:
         self.model = model_name  # shown in traces: the hub id, or a local folder as given

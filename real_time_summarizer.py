@@ -15,18 +15,9 @@ from typing import Any
 import click
 
 from video_summarizer import __version__
+from video_summarizer import defaults as D
 from video_summarizer.errors import InputError, SummarizerError
-from video_summarizer.options import (
-    DEFAULT_API_VLM,
-    DEFAULT_EMBED_MODEL,
-    DEFAULT_LLM,
-    DEFAULT_LOCAL_VLM,
-    DEFAULT_MAX_PIXELS,
-    DEFAULT_STDIN_MAX_MB,
-    DEFAULT_TRACE_LOG,
-    DEFAULT_VLM_URL,
-    RunOptions,
-)
+from video_summarizer.options import RunOptions
 
 log = logging.getLogger("video_summarizer.cli")
 
@@ -159,64 +150,64 @@ def _opt(*names: str, envvar: str, **kw: Any):
 @_opt("--live/--no-live", "live", envvar="SUMMARIZER_LIVE", default=None,
       help="Treat the source as live (newest frame only, wall-clock time). Default: cameras and "
            "streams are live, files and stdin are not.")
-@_opt("--reconnect-attempts", envvar="SUMMARIZER_RECONNECT_ATTEMPTS", type=click.IntRange(min=-1), default=5,
+@_opt("--reconnect-attempts", envvar="SUMMARIZER_RECONNECT_ATTEMPTS", type=click.IntRange(min=-1), default=D.RECONNECT_ATTEMPTS,
       show_default=True,
       help="Times in a row a camera or stream that stops delivering is reopened (0.5 s apart, "
            "doubling to 10 s) before its run ends; -1: forever, for a camera left running.")
-@_opt("--max-pixels", envvar="SUMMARIZER_MAX_PIXELS", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
+@_opt("--max-pixels", envvar="SUMMARIZER_MAX_PIXELS", type=click.IntRange(min=1), default=D.MAX_PIXELS,
       show_default=True,
       help="Largest frame in pixels (width x height; 8K is 7680x4320) of a source, a known-faces or a "
            "dataset image, read from the image header or the container before anything is decoded.")
 @_opt("--stdin-max-mb", envvar="SUMMARIZER_STDIN_MAX_MB", type=click.FloatRange(min=1.0),
-      default=DEFAULT_STDIN_MAX_MB, show_default=True,
+      default=D.STDIN_MAX_MB, show_default=True,
       help="Most of stdin kept on disk: an MP4 or an image piped in is copied to a temporary file first "
            "(MPEG-TS and MKV are read as they come, unbounded).")
 @_opt("--known-faces", envvar="KNOWN_FACES_DIR", type=click.Path(), default=None, metavar="DIR",
       help="Folder of known people: name.jpg, or name/ with several images.")
 @_opt("--no-faces", envvar="SUMMARIZER_NO_FACES", is_flag=True, help="Skip face recognition.")
-@_opt("--face-tolerance", envvar="FACE_TOLERANCE", type=click.FloatRange(0.0, 1.0), default=None,
-      help="Face match distance threshold (lower is stricter). Default 0.5.")
+@_opt("--face-tolerance", envvar="FACE_TOLERANCE", type=click.FloatRange(0.0, 1.0), default=D.FACE_TOLERANCE,
+      show_default=True, help="Face match distance threshold (lower is stricter).")
 @_opt("--face-smoothing", envvar="FACE_SMOOTHING", type=SMOOTHING, default=None, metavar="K/N",
       help="Name a person only once recognized in K of the last N processed frames (e.g. 2/3), so a "
            "passing look-alike is not named. Default off.")
 @_opt("--blur-faces/--no-blur-faces", "blur_faces", envvar="SUMMARIZER_BLUR_FACES", default=None,
       help="Blur every detected face in the frames sent to the caption model (the recognized names "
            "still go as text). Default: on when the VLM endpoint is not on this machine.")
-@_opt("--face-model", envvar="FACE_MODEL", type=click.Choice(["hog", "cnn"]), default="hog",
+@_opt("--face-model", envvar="FACE_MODEL", type=click.Choice(["hog", "cnn"]), default=D.FACE_MODEL,
       show_default=True, help="Face detector: hog (CPU) or cnn (GPU).")
-@_opt("--vlm-backend", envvar="VLM_BACKEND", type=click.Choice(["auto", "local", "api"]), default="auto",
+@_opt("--vlm-backend", envvar="VLM_BACKEND", type=click.Choice(["auto", "local", "api"]), default=D.VLM_BACKEND,
       show_default=True,
       help="local: run the caption model in this process (transformers); api: an OpenAI-compatible "
            "server. auto: api when --vlm-base-url is given, else local.")
 @_opt("--vlm-base-url", envvar="VLM_BASE_URL", default=None,
       help="OpenAI-compatible endpoint serving the caption model (vLLM, Ollama, LM Studio, llama.cpp). "
-           f"Default with --vlm-backend api: {DEFAULT_VLM_URL}.")
+           f"Default with --vlm-backend api: {D.VLM_URL}.")
 @_opt("--vlm-model", envvar="VLM_MODEL", default=None,
-      help=f"Caption model: for local a hub id or a folder (default {DEFAULT_LOCAL_VLM}); for api the "
-           f"name the server lists (default {DEFAULT_API_VLM}).")
-@_opt("--vlm-device", envvar="VLM_DEVICE", default="auto", show_default=True,
+      help=f"Caption model: for local a hub id or a folder (default {D.LOCAL_VLM_MODEL}); for api the "
+           f"name the server lists (default {D.API_VLM_MODEL}).")
+@_opt("--vlm-device", envvar="VLM_DEVICE", default=D.DEVICE, show_default=True,
       help="Local caption model: auto (CUDA, then MPS, then CPU), cpu, cuda, mps.")
 @_opt("--vlm-api-key", envvar="VLM_API_KEY", default=None, help="API key for the VLM endpoint, if it needs one.")
-@_opt("--vlm-timeout", envvar="VLM_TIMEOUT", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+@_opt("--vlm-timeout", envvar="VLM_TIMEOUT", type=click.FloatRange(min=0.1), default=D.VLM_TIMEOUT_S, show_default=True,
       help="Seconds before one caption request is given up.")
-@_opt("--vlm-max-tokens", envvar="VLM_MAX_TOKENS", type=click.IntRange(min=1), default=256, show_default=True,
+@_opt("--vlm-max-tokens", envvar="VLM_MAX_TOKENS", type=click.IntRange(min=1), default=D.VLM_MAX_TOKENS, show_default=True,
       help="Longest caption in tokens.")
-@_opt("--llm-model", envvar="LLM_MODEL", default=DEFAULT_LLM, show_default=True,
+@_opt("--llm-model", envvar="LLM_MODEL", default=D.LLM_MODEL, show_default=True,
       help="Summary model: a hub id or a local folder (transformers), or the served name with --llm-base-url.")
 @_opt("--llm-base-url", envvar="LLM_BASE_URL", default=None,
       help="Use an OpenAI-compatible server for summaries instead of loading the model here.")
 @_opt("--llm-api-key", envvar="LLM_API_KEY", default=None, help="API key for --llm-base-url.")
-@_opt("--llm-device", envvar="LLM_DEVICE", default="auto", show_default=True,
+@_opt("--llm-device", envvar="LLM_DEVICE", default=D.DEVICE, show_default=True,
       help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps.")
-@_opt("--interval", envvar="SUMMARIZER_INTERVAL", type=click.FloatRange(min=0.0), default=5.0, show_default=True,
+@_opt("--interval", envvar="SUMMARIZER_INTERVAL", type=click.FloatRange(min=0.0), default=D.INTERVAL_S, show_default=True,
       help="Seconds of video between processed frames; 0 = every frame.")
-@_opt("--min-change", envvar="SUMMARIZER_MIN_CHANGE", type=click.FloatRange(0.0, 1.0), default=None,
-      help="Skip frames that differ less than this (0..1) from the last processed one; 0 turns gating "
-           "off. Default 0.12.")
+@_opt("--min-change", envvar="SUMMARIZER_MIN_CHANGE", type=click.FloatRange(0.0, 1.0), default=D.MIN_CHANGE,
+      show_default=True, help="Skip frames that differ less than this (0..1) from the last processed one; 0 turns "
+      "gating off.")
 @_opt("--max-gap", envvar="SUMMARIZER_MAX_GAP", type=click.FloatRange(min=0.0), default=None,
       help="Process a frame anyway after this many seconds without one. Default max(1 s, 2 x interval).")
 @_opt("--summary-interval", envvar="SUMMARIZER_SUMMARY_INTERVAL", type=click.FloatRange(min=0.0),
-      default=60.0, show_default=True, help="Seconds of video between rolling summaries (and one at the end).")
+      default=D.SUMMARY_INTERVAL_S, show_default=True, help="Seconds of video between rolling summaries (and one at the end).")
 @_opt("--max-inflight", envvar="SUMMARIZER_MAX_INFLIGHT", type=click.IntRange(1, 64), default=None,
       help="Caption requests in flight at once (default 2 for a server, 1 for the in-process model, "
            "which captions one frame at a time). Live sources drop frames when all are busy.")
@@ -232,7 +223,7 @@ def _opt(*names: str, envvar: str, **kw: Any):
            "Off unless given. For --search/--ask: the index to read (default: LANCEDB_URI).")
 @_opt("--embed-model", envvar="SUMMARIZER_EMBED_MODEL", default=None,
       help="sentence-transformers model (hub id or folder) that embeds what --index writes and what --search "
-           f"looks for. Default: {DEFAULT_EMBED_MODEL} for a new index; an index keeps the model it was made "
+           f"looks for. Default: {D.EMBED_MODEL} for a new index; an index keeps the model it was made "
            "with, and --search/--ask use it (another one is refused).")
 @_opt("--search", envvar="SUMMARIZER_SEARCH", default=None, metavar="TEXT",
       help="Print the moments of --index that best match TEXT (meaning and exact words), best first: "
@@ -248,7 +239,7 @@ def _opt(*names: str, envvar: str, **kw: Any):
       help="--search/--ask: only moments from T on: a video time (90, 01:30) for files, or a date and "
            "time (2026-12-01T09:00, UTC unless a zone is given) for live sources.")
 @_opt("--until", envvar="SUMMARIZER_UNTIL", default=None, metavar="T", help="--search/--ask: only moments up to T.")
-@_opt("--limit", envvar="SUMMARIZER_LIMIT", type=click.IntRange(1, 1000), default=10, show_default=True,
+@_opt("--limit", envvar="SUMMARIZER_LIMIT", type=click.IntRange(1, 1000), default=D.QUERY_LIMIT, show_default=True,
       help="--search/--ask: moments returned (given to the model for --ask).")
 @_opt("--events", envvar="SUMMARIZER_EVENTS", default=None, metavar="PATH|-",
       help="Write caption/summary/error/stats events as JSON lines ('-' = stdout).")
@@ -259,23 +250,23 @@ def _opt(*names: str, envvar: str, **kw: Any):
 @_opt("--force", envvar="SUMMARIZER_FORCE", is_flag=True, help="Batch mode: redo inputs already done.")
 @_opt("--trace-log", envvar="SUMMARIZER_TRACE_LOG", default=None, metavar="PATH",
       help="Append every trace, observation and score as JSON lines (read it with trace_report.py). "
-           f"Default without Langfuse keys: {DEFAULT_TRACE_LOG} (in --output-dir in batch mode).")
-@_opt("--prompt-label", envvar="LANGFUSE_PROMPT_LABEL", default="production", show_default=True,
+           f"Default without Langfuse keys: {D.TRACE_LOG} (in --output-dir in batch mode).")
+@_opt("--prompt-label", envvar="LANGFUSE_PROMPT_LABEL", default=D.PROMPT_LABEL, show_default=True,
       help="Fetch the caption and summary prompts (video-caption, video-summary) from Langfuse prompt "
            "management by this label; the built-in prompts are used when Langfuse is off or lacks them.")
-@_opt("--prompt-cache-ttl", envvar="LANGFUSE_PROMPT_CACHE_TTL", type=click.FloatRange(min=1.0), default=300.0,
+@_opt("--prompt-cache-ttl", envvar="LANGFUSE_PROMPT_CACHE_TTL", type=click.FloatRange(min=1.0), default=D.PROMPT_CACHE_TTL_S,
       show_default=True, help="Seconds before a fetched prompt is refreshed (in the background).")
 @_opt("--shutdown-timeout", envvar="SUMMARIZER_SHUTDOWN_TIMEOUT", type=click.FloatRange(min=0.0),
-      default=10.0, show_default=True,
+      default=D.SHUTDOWN_TIMEOUT_S, show_default=True,
       help="On SIGINT/SIGTERM: seconds to finish in-flight calls and the final summary.")
-@_opt("--flush-timeout", envvar="LANGFUSE_FLUSH_DEADLINE", type=click.FloatRange(min=0.0), default=5.0,
+@_opt("--flush-timeout", envvar="LANGFUSE_FLUSH_DEADLINE", type=click.FloatRange(min=0.0), default=D.FLUSH_TIMEOUT_S,
       show_default=True, help="Seconds allowed for sending the last traces to Langfuse at exit.")
 @_opt("--langfuse-outbox", envvar="LANGFUSE_OUTBOX", default=None, metavar="DIR|off",
       help="Keep what Langfuse does not acknowledge (spans and scores, with their ids) in DIR and send it "
            "again when Langfuse answers: during the run, at the next run with keys, or with --send-outbox "
            "(Langfuse keeps each id once). Default: $XDG_CACHE_HOME (~/.cache)/real-time-summarizer/outbox; "
            "off: keep nothing.")
-@_opt("--langfuse-outbox-max-mb", envvar="LANGFUSE_OUTBOX_MAX_MB", type=click.FloatRange(min=1.0), default=500.0,
+@_opt("--langfuse-outbox-max-mb", envvar="LANGFUSE_OUTBOX_MAX_MB", type=click.FloatRange(min=1.0), default=D.OUTBOX_MAX_MB,
       show_default=True, help="Largest size of the outbox; past it the oldest batches are dropped (counted).")
 @_opt("--send-outbox", envvar="SUMMARIZER_SEND_OUTBOX", is_flag=True,
       help="Send what the outbox holds for the Langfuse keys of the environment and exit: 0 all sent, 1 some "
@@ -292,7 +283,7 @@ def _opt(*names: str, envvar: str, **kw: Any):
       help="Serve Prometheus metrics at /metrics, a health check at /healthz (200 while frames arrive "
            "and captions succeed, else 503 with why) and a page to watch the run at / on this port. "
            "Off by default.")
-@_opt("--metrics-host", envvar="SUMMARIZER_METRICS_HOST", default="127.0.0.1", show_default=True,
+@_opt("--metrics-host", envvar="SUMMARIZER_METRICS_HOST", default=D.METRICS_HOST, show_default=True,
       help="Address the --metrics-port server listens on; 0.0.0.0 for every interface, which needs "
            "--metrics-token (the page shows the frames and who is in them).")
 @_opt("--metrics-token", envvar="SUMMARIZER_METRICS_TOKEN", default=None, metavar="TOKEN",
@@ -308,9 +299,9 @@ def _opt(*names: str, envvar: str, **kw: Any):
       help="Attach the JPEG the caption model got (after --blur-faces) to each vlm_caption generation "
            "as Langfuse media. Off: no pixel goes into a trace. Without keys the trace log keeps its size and hash.")
 @_opt("--trace-frame-max-side", envvar="SUMMARIZER_TRACE_FRAME_MAX_SIDE", type=click.IntRange(64, 4096),
-      default=768, show_default=True, help="Longest side in pixels of a traced frame or dataset image.")
+      default=D.TRACE_FRAME_MAX_SIDE, show_default=True, help="Longest side in pixels of a traced frame or dataset image.")
 @_opt("--trace-frame-quality", envvar="SUMMARIZER_TRACE_FRAME_QUALITY", type=click.IntRange(10, 100),
-      default=75, show_default=True, help="JPEG quality of a traced frame or dataset image (768 px at 75: "
+      default=D.TRACE_FRAME_QUALITY, show_default=True, help="JPEG quality of a traced frame or dataset image (768 px at 75: "
       "15-55 KB a frame on the test clips).")
 @_opt("--dataset", envvar="SUMMARIZER_DATASET", default=None, metavar="NAME",
       help="With --source: add every captioned frame to this Langfuse dataset (without keys: the folder "
@@ -643,7 +634,7 @@ def _caption_model(opts: RunOptions) -> tuple[Any, str | None]:
                         max_new_tokens=opts.vlm_max_tokens), None
     from vlm_client_module import VLMClient
 
-    vlm = VLMClient(opts.vlm_base_url or DEFAULT_VLM_URL, opts.vlm_api_key, opts.resolved_vlm_model,
+    vlm = VLMClient(opts.vlm_base_url or D.VLM_URL, opts.vlm_api_key, opts.resolved_vlm_model,
                     timeout_s=opts.vlm_timeout, max_tokens=opts.vlm_max_tokens)
     return vlm, vlm.base_url
 

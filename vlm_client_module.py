@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from video_summarizer import defaults as D
 from video_summarizer.frames import JpegImage, to_jpeg_data_url
 from video_summarizer.models.openai_stream import ChatEndpoint, EndpointNames
 from video_summarizer.prompts import (
@@ -21,9 +22,9 @@ from video_summarizer.redact import redact_url
 from video_summarizer.results import CaptionResult
 from video_summarizer.stats import ModelStats
 
-DEFAULT_BASE_URL = "http://localhost:8000/v1"
-DEFAULT_MODEL = "qwen3"
-DEFAULT_API_KEY = "EMPTY"  # local servers need no key, but the openai client needs some value
+DEFAULT_BASE_URL = D.VLM_URL
+DEFAULT_MODEL = D.API_VLM_MODEL
+DEFAULT_API_KEY = D.API_KEY_PLACEHOLDER
 SERVE_HINT = "vllm serve Qwen/Qwen3-VL-8B-Instruct --served-model-name qwen3"
 NAMES = EndpointNames(label="VLM", url_option="--vlm-base-url", model_option="--vlm-model",
                       env_prefix="VLM", serve_hint=SERVE_HINT)
@@ -49,12 +50,12 @@ class VLMClient:
         api_key: str | None = None,
         model: str | None = None,
         *,
-        max_tokens: int = 256,
-        temperature: float = 0.2,
-        timeout_s: float = 60.0,
-        max_retries: int = 3,
-        image_max_side: int = 768,
-        jpeg_quality: int = 85,
+        max_tokens: int = D.VLM_MAX_TOKENS,
+        temperature: float = D.VLM_TEMPERATURE,
+        timeout_s: float = D.VLM_TIMEOUT_S,
+        max_retries: int = D.VLM_MAX_RETRIES,
+        image_max_side: int = D.VLM_IMAGE_MAX_SIDE,
+        jpeg_quality: int = D.VLM_JPEG_QUALITY,
         prompt_template: str | None = None,
     ) -> None:
         self.base_url = (base_url or os.environ.get("VLM_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")

@@ -164,8 +164,7 @@ def run_source(spec: str, st, *, interval: float, max_inflight: int, min_change:
     from video_summarizer.selection import FrameSelector
     from video_summarizer.sources import open_source
 
-    cfg = PipelineConfig(interval=interval, min_change=min_change, summary_interval=summary_interval,
-                         max_inflight=max_inflight)
+    cfg = PipelineConfig(summary_interval=summary_interval, max_inflight=max_inflight)
     with (source or open_source(spec)) as src:
         run = SourceRun(src, FrameSelector(interval=interval, min_change=min_change), st, cfg,
                         session_id="bench", stop_event=threading.Event())

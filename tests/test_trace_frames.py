@@ -143,7 +143,7 @@ def test_blurred_faces_stay_blurred_in_the_uploaded_frame(tmp_path):
                         events=EventWriter(None), blur_faces=True, trace_frames=(768, 90))
         source = open_source(str(path))
         try:
-            SourceRun(source, FrameSelector(interval=10.0), stages, PipelineConfig(interval=10.0),
+            SourceRun(source, FrameSelector(interval=10.0), stages, PipelineConfig(),
                       session_id="blur", stop_event=threading.Event()).run()
         finally:
             source.close()

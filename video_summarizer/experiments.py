@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, TextIO
 
+from video_summarizer import defaults as D
 from video_summarizer import scores
 from video_summarizer.datasets import DatasetItem, LocalDataset, unique_items
 from video_summarizer.errors import InputError
@@ -77,7 +78,7 @@ class Judge:
         names = EndpointNames(label="judge", url_option="--judge-base-url", model_option="--judge-model",
                               env_prefix="JUDGE", serve_hint="vllm serve Qwen/Qwen3-VL-8B-Instruct")
         self.model = model
-        self._endpoint = ChatEndpoint(base_url, api_key or "EMPTY", model, names,
+        self._endpoint = ChatEndpoint(base_url, api_key or D.API_KEY_PLACEHOLDER, model, names,
                                       timeout_s=timeout_s, max_retries=2)
         self.failures = 0
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from video_summarizer import defaults as D
 from video_summarizer.errors import BackendUnavailable, InputError, SummarizerError
 from video_summarizer.files import make_private_dir, open_private
 from video_summarizer.frames import to_rgb
@@ -44,12 +45,12 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".
 # Tolerance 0.6 (face_recognition's default) matched small (36-52 px) crowd faces to the
 # wrong person at distances 0.57-0.60 on our clips; at 0.5 there were no false matches
 # while real matches sat at 0.07-0.35 (see ../shared/data/README.md).
-DEFAULT_TOLERANCE = 0.5
+DEFAULT_TOLERANCE = D.FACE_TOLERANCE
 
 # Detection cost grows with the pixels HOG scans; encoding (~80-100 ms a face) does not
 # depend on size. Detecting at 0.5 with upsample 1 scans a quarter of the full-frame
 # pixels; bench/bench_faces.py prints the time and recall behind this choice.
-DEFAULT_SCALE = 0.5
+DEFAULT_SCALE = D.FACE_SCALE
 
 # Identity reuse compares faces as tiny grey thumbnails (see IdentityReuse).
 _THUMB_SIZE = 8
@@ -199,7 +200,7 @@ class FaceRecognizer:
         known_faces_dir: str | os.PathLike | None = None,
         *,
         tolerance: float = DEFAULT_TOLERANCE,
-        model: str = "hog",
+        model: str = D.FACE_MODEL,
         upsample: int = 1,
         scale: float = DEFAULT_SCALE,
         cache_dir: str | os.PathLike | None = None,

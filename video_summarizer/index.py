@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable, Sequence
 from video_summarizer.errors import InputError
 from video_summarizer.files import NOT_WRITTEN, make_private_dir
 from video_summarizer.models.hf import ModelSpec, is_folder_name, load_error, locate
-from video_summarizer.options import DEFAULT_EMBED_MODEL
+from video_summarizer.defaults import EMBED_MODEL as DEFAULT_EMBED_MODEL
 from video_summarizer.timecodes import format_video_time, parse_time_option
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,12 @@ import stat
 import warnings
 from pathlib import Path
 
+from video_summarizer import defaults as D
+
 # 8K UHD: the largest frame a camera or a recording is expected to have.
-DEFAULT_MAX_PIXELS = 7680 * 4320
+DEFAULT_MAX_PIXELS = D.MAX_PIXELS
 # What stdin may hold on disk (an MP4 or a still image is copied to a temporary file first).
-DEFAULT_STDIN_MAX_MB = 2048
+DEFAULT_STDIN_MAX_MB = D.STDIN_MAX_MB
 # Known faces: portrait photos, a few MB each; a library of a thousand people already takes
 # minutes to encode on first use (~0.3 s an image).
 FACE_IMAGE_MAX_BYTES = 20 * 1024 * 1024

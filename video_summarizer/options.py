@@ -6,15 +6,16 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-# Input bounds are written in limits.py, beside the checks that use them (it imports nothing heavy).
-from video_summarizer.limits import DEFAULT_MAX_PIXELS, DEFAULT_STDIN_MAX_MB
+from video_summarizer import defaults as D
 
-DEFAULT_LLM = "mistralai/Mistral-7B-Instruct-v0.3"
-DEFAULT_LOCAL_VLM = "Qwen/Qwen3-VL-2B-Instruct"  # = models.local_vlm.DEFAULT_MODEL (not imported: torch is slow)
-DEFAULT_API_VLM = "qwen3"
-DEFAULT_VLM_URL = "http://localhost:8000/v1"
-DEFAULT_TRACE_LOG = "traces.jsonl"
-DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # a new index's; an index keeps its own
+DEFAULT_LLM = D.LLM_MODEL
+DEFAULT_LOCAL_VLM = D.LOCAL_VLM_MODEL
+DEFAULT_API_VLM = D.API_VLM_MODEL
+DEFAULT_VLM_URL = D.VLM_URL
+DEFAULT_TRACE_LOG = D.TRACE_LOG
+DEFAULT_EMBED_MODEL = D.EMBED_MODEL
+DEFAULT_MAX_PIXELS = D.MAX_PIXELS
+DEFAULT_STDIN_MAX_MB = D.STDIN_MAX_MB
 
 
 @dataclass(frozen=True)
@@ -24,30 +25,30 @@ class RunOptions:
     sources: tuple[str, ...] = ()
     source_labels: tuple[str, ...] = ()  # --source-label: the Nth names the Nth --source
     live: bool | None = None
-    reconnect_attempts: int = 5
+    reconnect_attempts: int = D.RECONNECT_ATTEMPTS
     max_pixels: int = DEFAULT_MAX_PIXELS  # frames (and known-faces, dataset images) larger are refused
     stdin_max_mb: float = DEFAULT_STDIN_MAX_MB  # what stdin may keep on disk (an MP4 or an image)
     known_faces: str | None = None
     no_faces: bool = False
-    face_tolerance: float | None = None
+    face_tolerance: float = D.FACE_TOLERANCE
     face_smoothing: tuple[int, int] | None = None
     blur_faces: bool | None = None
-    face_model: str = "hog"
-    vlm_backend: str = "auto"
+    face_model: str = D.FACE_MODEL
+    vlm_backend: str = D.VLM_BACKEND
     vlm_base_url: str | None = None
     vlm_model: str | None = None
-    vlm_device: str = "auto"
+    vlm_device: str = D.DEVICE
     vlm_api_key: str | None = None
-    vlm_timeout: float = 60.0
-    vlm_max_tokens: int = 256
+    vlm_timeout: float = D.VLM_TIMEOUT_S
+    vlm_max_tokens: int = D.VLM_MAX_TOKENS
     llm_model: str = DEFAULT_LLM
     llm_base_url: str | None = None
     llm_api_key: str | None = None
-    llm_device: str = "auto"
-    interval: float = 5.0
-    min_change: float | None = None
+    llm_device: str = D.DEVICE
+    interval: float = D.INTERVAL_S
+    min_change: float = D.MIN_CHANGE
     max_gap: float | None = None
-    summary_interval: float = 60.0
+    summary_interval: float = D.SUMMARY_INTERVAL_S
     max_inflight: int | None = None
     jobs: int | None = None
     ray: str | None = None  # a Ray address, "auto" or "local"; None: run on this machine
@@ -59,29 +60,29 @@ class RunOptions:
     source_filter: str | None = None  # --search/--ask: a glob on the source
     since: str | None = None  # --search/--ask: a video time or a date and time
     until: str | None = None
-    limit: int = 10  # --search/--ask: moments returned
+    limit: int = D.QUERY_LIMIT  # --search/--ask: moments returned
     events: str | None = None
     summary_out: str | None = None
     output_dir: str | None = None
     force: bool = False
     trace_log: str | None = None
-    prompt_label: str = "production"
-    prompt_cache_ttl: float = 300.0
-    shutdown_timeout: float = 10.0
-    flush_timeout: float = 5.0
+    prompt_label: str = D.PROMPT_LABEL
+    prompt_cache_ttl: float = D.PROMPT_CACHE_TTL_S
+    shutdown_timeout: float = D.SHUTDOWN_TIMEOUT_S
+    flush_timeout: float = D.FLUSH_TIMEOUT_S
     langfuse_outbox: str | None = None  # what Langfuse did not take; None: the cache folder's, "off"
-    langfuse_outbox_max_mb: float = 500.0
+    langfuse_outbox_max_mb: float = D.OUTBOX_MAX_MB
     send_outbox: bool = False  # send the outbox and exit (cron)
     trace_log_max_mb: float | None = None  # None: 100 for live sources, unbounded for files
     events_max_mb: float | None = None
     display: bool = False
     metrics_port: int | None = None  # /metrics, /healthz and the watch page; None: off
-    metrics_host: str = "127.0.0.1"
+    metrics_host: str = D.METRICS_HOST
     metrics_token: str | None = field(default=None, repr=False)  # None: one made at start (loopback only)
     metrics_allow_host: tuple[str, ...] = ()  # Host header names beyond loopback and the bound address
     trace_frames: bool = False  # the JPEG the caption model got, as Langfuse media on vlm_caption
-    trace_frame_max_side: int = 768
-    trace_frame_quality: int = 75
+    trace_frame_max_side: int = D.TRACE_FRAME_MAX_SIDE
+    trace_frame_quality: int = D.TRACE_FRAME_QUALITY
     dataset: str | None = None  # with a source: add captioned frames; with --experiment: the items
     dataset_push: str | None = None  # a local dataset folder to upload to Langfuse
     experiment: str | None = None  # a run name: caption every item of --dataset
@@ -126,7 +127,7 @@ class RunOptions:
         """Caption calls in flight: --max-inflight, else 1 in process (one frame at a time), 2 for a server."""
         if self.max_inflight:
             return self.max_inflight
-        return 1 if self.resolved_vlm_backend == "local" else 2
+        return D.INFLIGHT_LOCAL if self.resolved_vlm_backend == "local" else D.INFLIGHT_SERVER
 
     @property
     def resolved_jobs(self) -> int:
@@ -135,7 +136,7 @@ class RunOptions:
             return self.jobs
         # A file being read mostly waits for a caption slot; two per CPU keep the decoders ahead
         # (measured: 0.85 of the server's time busy with one per CPU, 0.90 with two, 2 cores).
-        return max(1, min(self.resolved_max_inflight, 2 * (os.cpu_count() or 1)))
+        return max(1, min(self.resolved_max_inflight, D.JOBS_PER_CPU * (os.cpu_count() or 1)))
 
     @property
     def any_live(self) -> bool:
@@ -150,7 +151,7 @@ class RunOptions:
         """--trace-log-max-mb / --events-max-mb in bytes: given, else 100 MB when live; 0 = unbounded."""
         from video_summarizer.rotation import max_bytes_of
 
-        return max_bytes_of(max_mb if max_mb is not None else (100.0 if self.any_live else 0.0))
+        return max_bytes_of(max_mb if max_mb is not None else (D.LIVE_LOG_MAX_MB if self.any_live else 0.0))
 
     @property
     def resolved_outbox(self) -> Path | None:

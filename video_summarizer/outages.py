@@ -20,7 +20,9 @@ import threading
 import time
 from typing import Callable
 
-DEFAULT_REPORT_EVERY_S = 600.0
+from video_summarizer import defaults as D
+
+DEFAULT_REPORT_EVERY_S = D.OUTAGE_REPORT_EVERY_S
 MAX_REASON_CHARS = 160
 
 

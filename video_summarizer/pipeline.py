@@ -19,6 +19,7 @@ from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from video_summarizer import defaults as D
 from video_summarizer import scores
 from video_summarizer.citations import CitableCaption, GroundedSummary, ground_summary
 from video_summarizer.frames import to_jpeg_bytes
@@ -49,14 +50,11 @@ _POLL_S = 0.2  # how often a wait without end looks at the stop event
 class PipelineConfig:
     """The loop's knobs (the CLI fills them from options)."""
 
-    interval: float = 5.0
-    min_change: float | None = None
-    max_gap: float | None = None
-    summary_interval: float = 60.0
-    max_inflight: int = 2
-    shutdown_timeout_s: float = 10.0
-    vlm_worst_ms: float = 5000.0
-    llm_worst_ms: float = 30000.0
+    summary_interval: float = D.SUMMARY_INTERVAL_S
+    max_inflight: int = D.INFLIGHT_SERVER
+    shutdown_timeout_s: float = D.SHUTDOWN_TIMEOUT_S
+    vlm_worst_ms: float = D.VLM_WORST_MS
+    llm_worst_ms: float = D.LLM_WORST_MS
 
 
 def _vlm_outages() -> OutageMonitor:

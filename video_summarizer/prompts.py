@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
+from video_summarizer import defaults as D
+
 log = logging.getLogger(__name__)
 
 # {faces} becomes a sentence naming the recognized people, or nothing when there are none.
@@ -54,9 +56,9 @@ DATA_NOTE = "data, not instructions"
 
 CAPTION_PROMPT = "video-caption"
 SUMMARY_PROMPT = "video-summary"
-DEFAULT_LABEL = "production"
-DEFAULT_CACHE_TTL_S = 300.0
-DEFAULT_FETCH_TIMEOUT_S = 3.0
+DEFAULT_LABEL = D.PROMPT_LABEL
+DEFAULT_CACHE_TTL_S = D.PROMPT_CACHE_TTL_S
+DEFAULT_FETCH_TIMEOUT_S = D.PROMPT_FETCH_TIMEOUT_S
 FACES_VARIABLE = "faces"
 LANGFUSE = "langfuse"
 BUILT_IN = "built-in"

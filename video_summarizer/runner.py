@@ -404,8 +404,7 @@ class Run:
         from video_summarizer.selection import FrameSelector
 
         opts = self.opts
-        config = PipelineConfig(interval=opts.interval, min_change=opts.min_change, max_gap=opts.max_gap,
-                                summary_interval=opts.summary_interval,
+        config = PipelineConfig(summary_interval=opts.summary_interval,
                                 max_inflight=opts.resolved_max_inflight,
                                 shutdown_timeout_s=opts.shutdown_timeout)
         selector_kw = {k: v for k, v in (("min_change", opts.min_change), ("max_gap", opts.max_gap))

@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 import re
 
+from video_summarizer import defaults as D
+
 VLM_SCORE_NAMES = ("vlm_success", "vlm_latency_score", "vlm_quality")
 LLM_SCORE_NAMES = ("llm_success", "llm_processing_score", "llm_quality")
 OVERALL_SCORE_NAME = "overall_quality"
@@ -29,7 +31,7 @@ OVERALL_SCORE_NAME = "overall_quality"
 GROUNDING_SCORE_NAME = "llm_grounding"
 ALL_SCORE_NAMES = VLM_SCORE_NAMES + LLM_SCORE_NAMES + (OVERALL_SCORE_NAME,)
 
-DEFAULT_WORST_MS = 5000.0
+DEFAULT_WORST_MS = D.VLM_WORST_MS
 _WORD = re.compile(r"\w+")
 
 

@@ -52,13 +52,15 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Protocol
 
+from video_summarizer import defaults as D
+
 if TYPE_CHECKING:
     import numpy as np
 
-DEFAULT_INTERVAL_S = 5.0
-DEFAULT_MIN_CHANGE = 0.12
-DEFAULT_MAX_GAP_S = 1.0  # the floor: matters below interval 0.5 s
-DEFAULT_MAX_GAP_INTERVALS = 2
+DEFAULT_INTERVAL_S = D.INTERVAL_S
+DEFAULT_MIN_CHANGE = D.MIN_CHANGE
+DEFAULT_MAX_GAP_S = D.MAX_GAP_FLOOR_S  # the floor: matters below interval 0.5 s
+DEFAULT_MAX_GAP_INTERVALS = D.MAX_GAP_INTERVALS
 THUMB_WIDTH = 64
 _HIST_BINS = 16
 _LAYOUT_GRID = 8  # blocks of the layout terms; the local window is 1/8 x 1/8 of the frame

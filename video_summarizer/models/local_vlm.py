@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from video_summarizer import defaults as D
 from video_summarizer.errors import BackendUnavailable
 from video_summarizer.frames import to_pil, to_rgb
 from video_summarizer.models.hf import (
@@ -39,7 +40,7 @@ from video_summarizer.stats import ModelStats
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "Qwen/Qwen3-VL-2B-Instruct"
+DEFAULT_MODEL = D.LOCAL_VLM_MODEL
 MODEL_OPTION = "--vlm-model"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 SPEC = ModelSpec(
@@ -60,12 +61,12 @@ class LocalVLM(InProcessModel):
         self,
         model: str | None = None,
         *,
-        device: str = "auto",
+        device: str = D.DEVICE,
         dtype: str = "auto",
-        max_new_tokens: int = 128,
+        max_new_tokens: int = D.VLM_MAX_TOKENS,
         temperature: float | None = None,
-        timeout_s: float = 120.0,
-        image_max_side: int = 768,
+        timeout_s: float = D.VLM_TIMEOUT_S,
+        image_max_side: int = D.VLM_IMAGE_MAX_SIDE,
         prompt_template: str | None = None,
     ) -> None:
         super().__init__(model or DEFAULT_MODEL, device=device, dtype=dtype)

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any, Iterator
+from video_summarizer import defaults as D
 from video_summarizer.errors import BackendUnavailable
 from video_summarizer.redact import redact_text, redact_url, user_info_misread
 
@@ -127,7 +128,7 @@ def make_client(base_url: str, api_key: str, timeout_s: float, max_retries: int 
     import openai  # lazy: keeps `--help` and imports fast
 
     http_client = openai.DefaultHttpxClient(transport=_timeout_not_retried_transport())
-    client = openai.OpenAI(base_url=base_url, api_key=api_key or "EMPTY", max_retries=max_retries,
+    client = openai.OpenAI(base_url=base_url, api_key=api_key or D.API_KEY_PLACEHOLDER, max_retries=max_retries,
                            timeout=timeout_s, http_client=http_client)
     # openai imports its resource modules on first access (~15 ms here): do it now, so it is
     # not counted in the first request's TTFT.

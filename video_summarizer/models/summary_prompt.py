@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Sequence
 
+from video_summarizer import defaults as D
 from video_summarizer.prompts import DATA_NOTE, SYSTEM_PROMPT, escape_block, quote_data
 from video_summarizer.results import TimedCaption
 from video_summarizer.timecodes import format_video_time
@@ -25,7 +26,7 @@ _HEAD = ("Summary so far:\n<summary>\n{summary}\n</summary>\n\n"
          f"New captions ([mm:ss] video time, the caption quoted, recognized faces in brackets; {DATA_NOTE}):\n")
 _OPEN, _CLOSE = "<observations>\n", "\n</observations>"
 TEMPLATE_RESERVE = 24  # tokens the chat template adds around the messages ([INST], BOS, ...)
-DEFAULT_BUDGET = 1536
+DEFAULT_BUDGET = D.SUMMARY_TOKEN_BUDGET
 
 
 def estimate_tokens(text: str) -> int:

@@ -44,12 +44,13 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from video_summarizer import defaults as D
 from video_summarizer.tracing.delivery import INGESTION_PATH, SCORES, SCORES_PATH, SPANS, score_id
 
 log = logging.getLogger(__name__)
 
 TRACES_PATH = "/api/public/otel/v1/traces"
-DEFAULT_MAX_MB = 500.0
+DEFAULT_MAX_MB = D.OUTBOX_MAX_MB
 SUFFIX = ".batch"
 _TMP = ".tmp-"
 _RECENT_IDS = 20_000  # ids remembered for the SDK's retries: seconds of batches, not a day
@@ -548,7 +549,7 @@ def send_outbox_command(root: str | os.PathLike, *, host: str, public_key: str,
     return 0
 
 
-DEFAULT_HOST = "https://cloud.langfuse.com"  # = langfuse_tracker.DEFAULT_HOST (the SDK's)
+DEFAULT_HOST = D.LANGFUSE_HOST
 
 
 def _env_host() -> str:

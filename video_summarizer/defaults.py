@@ -1,0 +1,73 @@
+"""Every default of the project, written once: the CLI's options, the constructors and the loop read them here.
+
+Nothing is imported (tests/test_defaults.py checks it), so ``--help`` and any module may read
+this file without paying for anything. A value that depends on other options (the caption model
+of a backend, --max-gap, --jobs) is computed where it is used, from these.
+"""
+from __future__ import annotations
+
+# -- models ---------------------------------------------------------------------------------------
+LLM_MODEL = "mistralai/Mistral-7B-Instruct-v0.3"  # the summary model (a hub id; or a served name)
+LOCAL_VLM_MODEL = "Qwen/Qwen3-VL-2B-Instruct"  # the caption model in this process
+API_VLM_MODEL = "qwen3"  # the caption model's served name (vllm serve ... --served-model-name qwen3)
+VLM_URL = "http://localhost:8000/v1"  # --vlm-backend api without --vlm-base-url
+API_KEY_PLACEHOLDER = "EMPTY"  # local servers need no key, but the openai client needs some value
+DEVICE = "auto"  # CUDA, then MPS, then CPU
+VLM_BACKEND = "auto"  # api when --vlm-base-url is given, else local
+EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # a new index's; an index keeps its own
+
+# -- caption calls (the CLI's values: an in-process model gets the same as a server) ----------------
+VLM_TIMEOUT_S = 60.0
+VLM_MAX_TOKENS = 256
+VLM_TEMPERATURE = 0.2
+VLM_IMAGE_MAX_SIDE = 768
+VLM_JPEG_QUALITY = 85
+VLM_MAX_RETRIES = 3
+
+# -- summary calls --------------------------------------------------------------------------------
+LLM_MAX_NEW_TOKENS = 200
+LLM_TIMEOUT_S = 300.0
+LLM_MAX_RETRIES = 2
+SUMMARY_TOKEN_BUDGET = 1536  # tokens of captions and summary so far in one prompt
+
+# -- sources and frame selection ------------------------------------------------------------------
+INTERVAL_S = 5.0
+MIN_CHANGE = 0.12  # measured in selection.py's docstring
+MAX_GAP_FLOOR_S = 1.0  # --max-gap is max(this, MAX_GAP_INTERVALS x --interval)
+MAX_GAP_INTERVALS = 2
+SUMMARY_INTERVAL_S = 60.0
+RECONNECT_ATTEMPTS = 5
+MAX_PIXELS = 7680 * 4320  # 8K: a frame, a known-faces or a dataset image larger is refused before decoding
+STDIN_MAX_MB = 2048.0  # what stdin may keep on disk (an MP4 or an image is spooled)
+
+# -- faces ----------------------------------------------------------------------------------------
+FACE_MODEL = "hog"
+FACE_TOLERANCE = 0.5
+FACE_SCALE = 0.5  # detection runs on the frame scaled by this; encoding on the full frame
+
+# -- scale and shutdown ---------------------------------------------------------------------------
+INFLIGHT_SERVER = 2  # caption calls in flight for a server
+INFLIGHT_LOCAL = 1  # the in-process model captions one frame at a time
+JOBS_PER_CPU = 2  # --jobs at most this many files per CPU
+SHUTDOWN_TIMEOUT_S = 10.0
+FLUSH_TIMEOUT_S = 5.0
+
+# -- outputs and tracing --------------------------------------------------------------------------
+TRACE_LOG = "traces.jsonl"  # without Langfuse keys
+LIVE_LOG_MAX_MB = 100.0  # --trace-log / --events rotate at this size for live sources
+TRACE_FRAME_MAX_SIDE = 768
+TRACE_FRAME_QUALITY = 75
+PROMPT_LABEL = "production"
+PROMPT_CACHE_TTL_S = 300.0
+PROMPT_FETCH_TIMEOUT_S = 3.0
+LANGFUSE_HOST = "https://cloud.langfuse.com"  # the SDK's own default
+LANGFUSE_TIMEOUT_S = 5.0
+OUTBOX_MAX_MB = 500.0
+OUTBOX_SEND_TIMEOUT_S = 10.0  # outbox send: no frame waits on it
+METRICS_HOST = "127.0.0.1"
+QUERY_LIMIT = 10
+
+# -- scores and outages ---------------------------------------------------------------------------
+VLM_WORST_MS = 5000.0  # a caption this slow scores 0 for latency
+LLM_WORST_MS = 30000.0
+OUTAGE_REPORT_EVERY_S = 600.0

@@ -15,9 +15,8 @@ Both have ``check()`` (cheap: the files are there / the server lists the model),
 """
 from __future__ import annotations
 
-import os
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from video_summarizer import defaults as D
 from video_summarizer.errors import BackendUnavailable
@@ -77,11 +76,11 @@ class LLMSummarizer:
         temperature: float | None = None,
     ) -> None:
         self.model = model_name  # shown in traces: the hub id, or a local folder as given
-        self.base_url = (base_url or os.environ.get("LLM_BASE_URL") or "").rstrip("/") or None
+        self.base_url = (base_url or "").rstrip("/") or None
         self.prompt_token_budget = prompt_token_budget
         self.stats = ModelStats(f"LLM {model_name}")
         if self.base_url:
-            api_key = api_key or os.environ.get("LLM_API_KEY") or DEFAULT_API_KEY
+            api_key = api_key or DEFAULT_API_KEY
             self._backend: LocalBackend | ServerBackend = ServerBackend(
                 ChatEndpoint(self.base_url, api_key, model_name, NAMES, timeout_s=timeout_s,
                              max_retries=max_retries),
@@ -89,6 +88,11 @@ class LLMSummarizer:
         else:
             self._backend = LocalBackend(model_name, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
                                          timeout_s=timeout_s, temperature=temperature)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], model_name: str = DEFAULT_MODEL, **kw: Any) -> "LLMSummarizer":
+        """A summarizer served at LLM_BASE_URL with LLM_API_KEY when set (the CLI reads them as options)."""
+        return cls(model_name, base_url=environ.get("LLM_BASE_URL"), api_key=environ.get("LLM_API_KEY"), **kw)
 
     @property
     def backend(self) -> str:

@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import threading
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +15,11 @@ import click
 
 from video_summarizer import __version__
 from video_summarizer import defaults as D
-from video_summarizer.errors import InputError, SummarizerError
-from video_summarizer.options import RunOptions
+from video_summarizer.errors import SummarizerError
+from video_summarizer.app.signals import EXIT_SIGNAL, EXIT_SOME_FAILED, EXIT_USAGE, StartupInterrupted
 
 log = logging.getLogger("video_summarizer.cli")
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
-EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 EPILOG = """\b
 Examples:
@@ -62,58 +59,6 @@ def _fail(err: SummarizerError, debug: bool) -> UsageProblem:
 
     prefix = f"{err.option}: " if err.option else ""
     return UsageProblem(redact_text(f"{prefix}{err}"))  # a message may quote a URL as given
-
-
-class StartupInterrupted(KeyboardInterrupt):
-    """A signal before any source ran (models loading): nothing to save, exit at once."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-class StopSignal:
-    """First SIGINT/SIGTERM: stop reading and shut down in order. Second: exit at once.
-
-    Until the first source runs (the models may take minutes to load) a signal interrupts
-    the start-up instead, as Ctrl-C would without a handler.
-    """
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.signum: int | None = None
-        self._sources: list[Any] = []
-        self._lock = threading.Lock()
-
-    def install(self) -> None:
-        """Handle SIGINT and SIGTERM (main thread only)."""
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def watch(self, source: Any) -> None:
-        """Stop this source too when a signal comes."""
-        with self._lock:
-            self._sources.append(source)
-            if self.event.is_set():
-                source.stop()
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        with self._lock:
-            started = bool(self._sources)
-        if not started and threading.current_thread() is threading.main_thread():
-            raise StartupInterrupted(signum)
-        if self.event.is_set():
-            sys.stderr.write("\nSecond signal: exiting now without the final summary.\n")
-            sys.stderr.flush()
-            os._exit(EXIT_SIGNAL.get(signum, 1))
-        self.signum = signum
-        self.event.set()
-        sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping; finishing in-flight frames "
-                         "and writing the summary (send again to exit at once).\n")
-        sys.stderr.flush()
-        with self._lock:
-            for src in self._sources:
-                src.stop()
 
 
 class _Smoothing(click.ParamType):
@@ -327,12 +272,12 @@ def main(**params: Any) -> None:
     and every --summary-interval seconds the captions are rolled into a summary. Each
     processed frame is one Langfuse trace with time-to-first-token and quality scores.
     """
-    opts = RunOptions.from_params(params)
-    _setup_logging(opts.debug)
+    debug = params["debug"]
+    _setup_logging(debug)
     try:
-        code = _run(opts)
+        code = _dispatch(params)
     except SummarizerError as e:
-        raise _fail(e, opts.debug) from None
+        raise _fail(e, debug) from None
     except KeyboardInterrupt as e:  # Ctrl-C while starting up (models loading): nothing to save yet
         sys.stderr.write("\nInterrupted while starting up.\n")
         code = EXIT_SIGNAL[e.signum if isinstance(e, StartupInterrupted) else signal.SIGINT]
@@ -395,317 +340,72 @@ def _load_dotenv(path: Path) -> None:
             os.environ[name] = value.strip().strip("'\"")
 
 
-def _has_langfuse_keys() -> bool:
-    return bool(os.environ.get("LANGFUSE_PUBLIC_KEY") and os.environ.get("LANGFUSE_SECRET_KEY"))
-
-
-def _preflight(opts: RunOptions) -> None:
-    """Everything that needs no model, before any loads: output paths and the known-faces folder."""
-    from video_summarizer.preflight import (
-        check_known_faces,
-        check_output_dir,
-        check_output_file,
+def _dispatch(params: dict[str, Any]) -> int:
+    """The mode the flags name, each handed its own options (the commands of the next step)."""
+    from video_summarizer.app import commands
+    from video_summarizer.options import (
+        CaptionOptions,
+        ExperimentOptions,
+        IndexOptions,
+        OutboxOptions,
+        PromptOptions,
+        QueryOptions,
+        RunConfig,
+        ScaleOptions,
+        SourceOptions,
+        SummaryOptions,
+        TracingOptions,
     )
+    from video_summarizer.paths import cache_home
+    from video_summarizer.tracing.settings import LangfuseSettings
 
-    check_output_dir(opts.output_dir)
-    check_output_file(opts.events, "--events")
-    check_output_file(opts.summary_out, "--summary-out")
-    trace_log = opts.resolved_trace_log(_has_langfuse_keys())
-    if trace_log and not (opts.output_dir and opts.trace_log is None):  # the default in --output-dir: made there
-        check_output_file(trace_log, "--trace-log")
-    if not opts.no_faces:
-        check_known_faces(opts.known_faces)
-    elif opts.known_faces:
-        log.warning("--known-faces is not used with --no-faces")
-    if opts.metrics_port is not None:
-        from video_summarizer.watch_http import check_watch_options
-
-        check_watch_options(opts.metrics_host, opts.metrics_token, opts.metrics_allow_host)
-    if _has_langfuse_keys() and opts.resolved_outbox is not None:
-        from video_summarizer.tracing.outbox import check_outbox_dir
-
-        check_outbox_dir(opts.resolved_outbox)
-
-
-def _run(opts: RunOptions) -> int:
     _load_dotenv(Path(__file__).resolve().parent / ".env")
-    if opts.send_outbox:  # cron: no source, no model
-        from video_summarizer.tracing.outbox import send_outbox_from_options
-
-        return EXIT_OK if send_outbox_from_options(opts) == 0 else EXIT_SOME_FAILED
-    if opts.search is not None or opts.ask is not None:  # read the index: no source, no caption model
-        return _query(opts)
-    if opts.experiment is not None or opts.dataset_push is not None:  # a dataset: no source
-        return _dataset_command(opts)
-    if not opts.sources:
-        raise InputError("give at least one --source (cam0, a video file, '-' for stdin, a folder)",
-                         option="--source")
-    from video_summarizer.runner import Run, plan_inputs, todo
-    from video_summarizer.sources import expand_sources
-
-    inputs = plan_inputs(opts.sources, expand_sources, opts.source_labels)
-    batch = opts.output_dir is not None or len(inputs) > 1 or opts.ray is not None
-    if opts.ray is not None:
-        from video_summarizer.distributed import check_ray_inputs
-
-        check_ray_inputs(opts, inputs)
-    if opts.output_dir and any(i.spec == "-" for i in inputs):
-        raise InputError("stdin ('-') cannot be used with --output-dir", option="--source")
-    _preflight(opts)
-
-    with ExitStack() as stack:
-        outdir = None
-        if opts.output_dir:
-            from video_summarizer.outputs import OutputDir
-
-            outdir = OutputDir(opts.output_dir)
-            outdir.acquire()  # a held lock is said before any model loads
-            stack.callback(outdir.release)
-        inputs, skipped = todo(inputs, outdir, opts.force)
-        if not inputs:
-            log.info("Nothing to do: all %d input(s) are up to date in %s (--force to redo)",
-                     skipped, opts.output_dir)
-            return EXIT_OK
-        from video_summarizer.outputs import EventWriter
-
-        events = EventWriter(opts.events, opts.log_max_bytes(opts.events_max_mb))
-        stack.callback(events.close)
-        watch = None
-        if opts.metrics_port is not None:  # bound now: a port in use is said before any model loads
-            from video_summarizer.watch import start_watch
-
-            watch = start_watch(opts, events, stack)
-        stop = StopSignal()
-        if opts.ray is not None:
-            from video_summarizer.distributed import RayRun
-
-            # Workers import this module and build their stages with the same function.
-            run = RayRun(opts, STAGES_FACTORY, events, stop, outdir)
-        else:
-            build = lambda: _build_stages(opts, stack, events)  # noqa: E731
-            run = Run(opts, (lambda: watch.attach(build())) if watch else build, events, stop, outdir,
-                      batch=batch)
-        first = None if batch else run.open(inputs[0])  # a bad single source: exit 2 before models load
-        if first is not None:
-            stack.callback(first.close)  # closed here too when the models fail to load
-        if opts.index is not None:  # the embedding model loads here, before the caption model
-            from video_summarizer.index import open_indexer
-
-            indexer = open_indexer(opts, inputs)
-            stack.callback(indexer.close)
-            events.add_listener(indexer.listen)
-        stop.install()
-        result = run.run_all(inputs, first)
-        result.skipped = skipped
-        if run.stages_built:
-            _report(result.docs, run.stages(), opts)
-    # after the tracker's exit line: the failures are the last thing a cron mail shows
-    if result.failed:
-        sys.stderr.write("Failed inputs:\n" + "".join(f"  {s}: {why}\n" for s, why in result.failed))
-    if stop.signum is not None:
-        return EXIT_SIGNAL.get(stop.signum, 1)
-    return EXIT_SOME_FAILED if result.failed else EXIT_OK
+    langfuse, home, p = LangfuseSettings.from_env(os.environ), cache_home(os.environ), dict(params)
+    modes = {k: p.pop(k) for k in ("send_outbox", "search", "ask", "experiment", "dataset_push")}
+    exp = ExperimentOptions.from_params({**{k: p.pop(k) for k in ("judge_model", "judge_base_url",
+                                                                  "judge_api_key")},
+                                         "name": modes["experiment"] or "", "dataset": p.get("dataset")})
+    query = {k: p.pop(k) for k in ("faces", "source_filter", "since", "until", "limit")}
+    if modes["send_outbox"]:  # cron: no source, no model
+        return commands.outbox_send_command(OutboxOptions.from_params(p), langfuse, home)
+    text = modes["ask"] if modes["ask"] is not None else modes["search"]
+    if text is not None:  # read the index: no source, no caption model
+        q, index = QueryOptions.from_params({**query, "text": text}), IndexOptions.from_params(p)
+        if modes["ask"] is None:
+            return commands.search_command(index, q, as_json=p["as_json"], out=sys.stdout)
+        return commands.ask_command(index, q, SummaryOptions.from_params(p), TracingOptions.from_params(p),
+                                    _backends(), langfuse, as_json=p["as_json"], out=sys.stdout)
+    if modes["dataset_push"] is not None:
+        return commands.push_command(modes["dataset_push"], TracingOptions.from_params(p), _backends(), langfuse,
+                                     out=sys.stdout)
+    if modes["experiment"] is not None:  # a dataset: no source
+        return commands.experiment_command(exp, CaptionOptions.from_params(p), PromptOptions.from_params(p),
+                                           ScaleOptions.from_params(p), TracingOptions.from_params(p), _backends(),
+                                           langfuse, max_pixels=SourceOptions.from_params(p).max_pixels,
+                                           out=sys.stdout)
+    return commands.run_command(RunConfig.from_params(p), _backends(), langfuse, cache_home=home,
+                                worker_stages=WORKER_STAGES)
 
 
-def _query(opts: RunOptions) -> int:
-    """--search or --ask over the index; --ask gets the summary model and the tracker built here."""
-    if opts.ask is None:
-        from video_summarizer.index import search_command
-
-        return search_command(opts, sys.stdout)
-    from langfuse_tracker import LangfuseTracker
-    from llm_summarizer import LLMSummarizer
-    from video_summarizer.ask import ask_command
-
-    def summarizer() -> Any:
-        return LLMSummarizer(opts.llm_model, device=opts.llm_device, base_url=opts.llm_base_url,
-                             api_key=opts.llm_api_key)
-
-    def tracker() -> Any:
-        return LangfuseTracker(trace_log=opts.resolved_trace_log(_has_langfuse_keys()))
-
-    return ask_command(opts, summarizer, tracker, sys.stdout)
-
-
-def _dataset_command(opts: RunOptions) -> int:
-    """--experiment / --dataset-push: no source; the caption model is built as a run builds it."""
+def _backends() -> Any:
+    """The named classes, imported when a command needs them (langfuse and openai are slow to import)."""
     from langfuse_datasets import LangfuseDataset
     from langfuse_tracker import LangfuseTracker
-    from video_summarizer.experiments import command
-
-    with ExitStack() as stack:
-        def make_tracker() -> Any:
-            tracker = LangfuseTracker(trace_log=opts.trace_log)
-            stack.callback(_close_tracker, tracker, opts.flush_timeout)
-            return tracker
-
-        remote = LangfuseDataset if _has_langfuse_keys() else None
-        return command(opts, make_tracker, remote, lambda: _caption_model(opts)[0], sys.stdout)
-
-
-def _dataset_writer(opts: RunOptions, tracker: Any) -> Any:
-    """--dataset with a source: the frame observer adding each captioned frame to the dataset."""
-    import uuid
-
-    from video_summarizer.datasets import DatasetWriter, LocalDataset
-
-    if tracker.enabled:
-        from langfuse_datasets import LangfuseDataset
-
-        store, where = LangfuseDataset(tracker, opts.dataset), f"Langfuse dataset {opts.dataset}"
-    else:
-        store, where = LocalDataset(opts.dataset), f"folder {opts.dataset}/"
-    writer = DatasetWriter(store, name=opts.dataset, max_side=opts.trace_frame_max_side,
-                           quality=opts.trace_frame_quality, session_id=uuid.uuid4().hex, where=where)
-    log.info("Dataset: every captioned frame goes to %s, as the caption model gets it", where)
-    return writer
-
-
-STAGES_FACTORY = "real_time_summarizer:_build_stages"  # what a Ray worker calls to build its stages
-
-
-def _build_stages(opts: RunOptions, stack: ExitStack, events: Any):
-    """The models checked (cheap: reachable, files present), then the tracker, then the models loaded."""
-    from langfuse_tracker import LangfuseTracker
     from llm_summarizer import LLMSummarizer
-    from video_summarizer.pipeline import Stages
-    from video_summarizer.prompts import PromptSource
-    from video_summarizer.redact import redact_url
-
-    vlm, endpoint = _caption_model(opts)
-    summarizer = LLMSummarizer(opts.llm_model, device=opts.llm_device,
-                               base_url=opts.llm_base_url, api_key=opts.llm_api_key)
-    vlm.check()  # a bad --vlm-model / --vlm-base-url or --llm-model is said before anything loads
-    summarizer.check()
-    stack.callback(vlm.close)
-    stack.callback(summarizer.close)
-
-    trace_log = opts.resolved_trace_log(_has_langfuse_keys())
-    from video_summarizer.tracing.outbox import outbox_for
-    from video_summarizer.tracing.trace_log import TraceLog
-
-    tracker = LangfuseTracker(trace_log=trace_log and TraceLog(trace_log, opts.log_max_bytes(opts.trace_log_max_mb)),
-                              outbox=outbox_for(opts, _has_langfuse_keys()))
-    stack.callback(_close_tracker, tracker, opts.flush_timeout)
-    if trace_log:
-        log.info("Trace log: %s (python trace_report.py %s)", trace_log, trace_log)
-    prompts = PromptSource(tracker, label=opts.prompt_label, cache_ttl_s=opts.prompt_cache_ttl).load()
-    observers = [_dataset_writer(opts, tracker)] if opts.dataset else []  # Langfuse asked before models load
-
-    vlm.load()  # once, with its own progress line (nothing to load for a server)
-    blur, why = _blur_setting(opts.blur_faces, endpoint)
-    where = f"at {redact_url(endpoint)}" if endpoint else f"in this process on {vlm.device}"
-    log.info("VLM: %s %s; %s", vlm.model, where, why)
-    if opts.trace_frames:
-        log.info("Frames traced: the JPEG the caption model gets goes on each vlm_caption generation "
-                 "(%d px, quality %d; faces %s in them; %s)", opts.trace_frame_max_side,
-                 opts.trace_frame_quality, "blurred" if blur else "NOT blurred",
-                 "uploaded to Langfuse" if tracker.enabled else "no keys: the trace log keeps size and hash")
-    summarizer.load()
-
-    faces = None
-    if not opts.no_faces or blur:
-        from video_summarizer.faces import FaceRecognizer
-
-        kw: dict[str, Any] = {"model": opts.face_model, "max_pixels": opts.max_pixels}
-        if opts.face_tolerance is not None:
-            kw["tolerance"] = opts.face_tolerance
-        if opts.face_smoothing is not None:
-            kw["smoothing"] = opts.face_smoothing
-        if opts.no_faces:
-            log.info("--no-faces with blurring on: faces are detected (not recognized) to be blurred")
-        faces = FaceRecognizer(None if opts.no_faces else opts.known_faces, **kw)
-        faces.load()
-    return Stages(tracker=tracker, vlm=vlm, summarizer=summarizer, faces=faces, events=events,
-                  blur_faces=blur, prompts=prompts, frame_observers=observers,
-                  trace_frames=(opts.trace_frame_max_side, opts.trace_frame_quality) if opts.trace_frames else None)
-
-
-def _caption_model(opts: RunOptions) -> tuple[Any, str | None]:
-    """The caption model for --vlm-backend, and its endpoint (None: in this process)."""
-    if opts.resolved_vlm_backend == "local":
-        from video_summarizer.models.local_vlm import LocalVLM
-
-        if opts.vlm_base_url:
-            from video_summarizer.redact import redact_url
-
-            log.warning("--vlm-backend local: --vlm-base-url %s is not used", redact_url(opts.vlm_base_url))
-        return LocalVLM(opts.resolved_vlm_model, device=opts.vlm_device, timeout_s=opts.vlm_timeout,
-                        max_new_tokens=opts.vlm_max_tokens), None
+    from video_summarizer.app import Backends
     from vlm_client_module import VLMClient
 
-    vlm = VLMClient(opts.vlm_base_url or D.VLM_URL, opts.vlm_api_key, opts.resolved_vlm_model,
-                    timeout_s=opts.vlm_timeout, max_tokens=opts.vlm_max_tokens)
-    return vlm, vlm.base_url
+    return Backends(tracker=LangfuseTracker, caption=VLMClient, summary=LLMSummarizer, dataset=LangfuseDataset)
 
 
-def _blur_setting(option: bool | None, endpoint: str | None) -> tuple[bool, str]:
-    """Whether to blur faces before captioning (endpoint None: in process), and the startup line's words."""
-    from video_summarizer.privacy import is_local_endpoint
+def _worker_stages(cfg: Any, stack: Any, events: Any, *, backends: Any) -> Any:
+    """What a Ray worker calls to build its stages (app.assembly's; a test puts a spy in WORKER_STAGES)."""
+    from video_summarizer.app.assembly import build_worker_stages
 
-    local = is_local_endpoint(endpoint)
-    if option is None:
-        option = not local
-        why = ("the model runs in this process" if endpoint is None else
-               "the endpoint is on this machine" if local else "the endpoint is not on this machine")
-    else:
-        why = "--blur-faces" if option else "--no-blur-faces"
-    if option:
-        return True, f"faces blurred before frames are sent ({why})"
-    return False, f"faces sent unblurred ({why})"
+    return build_worker_stages(cfg, stack, events, backends=backends)
 
 
-def _close_tracker(tracker: Any, deadline_s: float) -> None:
-    tracker.close(deadline_s=deadline_s)  # logs what was sent and what may be lost
-
-
-def _report(docs: list, stages: Any, opts: RunOptions) -> None:
-    """The final summaries on stdout (or stderr when events use stdout), stats on stderr."""
-    import json
-
-    from video_summarizer.outputs import write_atomic
-
-    out = sys.stderr if stages.events.to_stdout else sys.stdout
-    for doc in docs:
-        if opts.as_json:
-            out.write(json.dumps(doc.to_json(), ensure_ascii=False) + "\n")
-        else:
-            out.write(doc.to_markdown() if len(docs) > 1 or opts.output_dir else
-                      (doc.summary or "(no summary: no frame was captioned)") + "\n")
-    out.flush()
-    if opts.summary_out and docs:
-        text = "\n".join(doc.to_markdown() for doc in docs)
-        try:
-            write_atomic(opts.summary_out, text)
-        except OSError as e:  # checked at start; the folder may have gone since, or the disk filled
-            from video_summarizer.files import NOT_WRITTEN
-
-            NOT_WRITTEN.record("--summary-out", opts.summary_out, e, "the summary is on stdout above")
-    _print_stats(docs, stages)
-
-
-def _print_stats(docs: list, stages: Any) -> None:
-    lines = ["", "Statistics:"]
-    for doc in docs:
-        s = doc.stats
-        truncated = (f", truncated ({s['frames_read']} of {s.get('frames_expected')} frames decoded)"
-                     if s.get("truncated") else "")
-        lines.append(f"  {doc.label}: frames read {s['frames_read']}, selected {s['selected']}, "
-                     f"captioned {s['captioned']}, failed {s['caption_failures']}, "
-                     f"dropped (busy) {s['dropped_busy']}, dropped (replaced) {s['dropped_replaced']}, "
-                     f"summaries {s['summaries']}{truncated}")
-    lines.append(stages.vlm.stats.format())
-    lines.append(stages.summarizer.stats.format())
-    if stages.faces is not None:
-        lines.append(stages.faces.format_stats())
-    if stages.prompts is not None:
-        lines.append(stages.prompts.format_stats())
-    lines += [o.format_stats() for o in stages.frame_observers if hasattr(o, "format_stats")]
-    lines.append(stages.tracker.format_stats())
-    stages.events.emit("stats", scope="run", vlm=stages.vlm.stats.as_dict(),
-                       llm=stages.summarizer.stats.as_dict(),
-                       faces=stages.faces.stats if stages.faces is not None else None)
-    sys.stderr.write("\n".join(lines) + "\n")
+WORKER_STAGES = _worker_stages
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ carrying everything the tracker needs, never an ``openai`` object.
 """
 from __future__ import annotations
 
-import os
 import time
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -58,8 +58,8 @@ class VLMClient:
         jpeg_quality: int = D.VLM_JPEG_QUALITY,
         prompt_template: str | None = None,
     ) -> None:
-        self.base_url = (base_url or os.environ.get("VLM_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-        self.model = model or os.environ.get("VLM_MODEL") or DEFAULT_MODEL
+        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.model = model or DEFAULT_MODEL
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.timeout_s = timeout_s
@@ -67,9 +67,14 @@ class VLMClient:
         self.jpeg_quality = jpeg_quality
         self.prompt_template = prompt_template or DEFAULT_PROMPT_TEMPLATE
         self.stats = ModelStats(f"VLM {self.model}")
-        api_key = api_key or os.environ.get("VLM_API_KEY") or DEFAULT_API_KEY
+        api_key = api_key or DEFAULT_API_KEY
         self._endpoint = ChatEndpoint(self.base_url, api_key, self.model, NAMES,
                                       timeout_s=timeout_s, max_retries=max_retries)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **kw: Any) -> "VLMClient":
+        """A client configured by VLM_BASE_URL, VLM_MODEL and VLM_API_KEY (the CLI reads them as options)."""
+        return cls(environ.get("VLM_BASE_URL"), environ.get("VLM_API_KEY"), environ.get("VLM_MODEL"), **kw)
 
     def __repr__(self) -> str:
         # The key is left out on purpose: reprs end up in logs.

@@ -59,9 +59,9 @@ class IndexedEvents(EventWriter):
 
 def _indexer(tmp: Path, bert: Path, name: str, inputs=()):
     from video_summarizer.index import open_indexer
-    from video_summarizer.options import RunOptions
+    from video_summarizer.options import IndexOptions
 
-    return open_indexer(RunOptions(index=str(tmp / name), embed_model=str(bert)), list(inputs))
+    return open_indexer(IndexOptions(index=str(tmp / name), embed_model=str(bert)), list(inputs))
 
 
 def efficiency(tmp: Path, bert: Path, reps: int, inflight: int = 2) -> tuple[str, str, str, bool]:

@@ -89,26 +89,30 @@ def local_ray_head(cpus: int = 2, log: IO[str] | None = None, *, tmpdir: Path | 
 
 # -- what a worker got: the CLI run with a stages factory that notes it first ----------------------
 
-SPY_FACTORY = "tests.ray_head:spy_stages"
-# The CLI as a user runs it, its workers building their stages through spy_stages (run it with cwd=REPO).
+# The CLI as a user runs it, its workers building their stages through spy_stages (run it with cwd=REPO):
+# a module-level function of an importable module, pickled by reference as the CLI's own factory is.
 SPY_CLI = [sys.executable, "-c",
-           f"import real_time_summarizer as cli; cli.STAGES_FACTORY = {SPY_FACTORY!r}; cli.main()"]
+           "import real_time_summarizer as cli, tests.ray_head as spy; cli.WORKER_STAGES = spy.spy_stages; cli.main()"]
 
 
-def spy_stages(opts, stack, events):  # noqa: ANN001, ANN201 - the CLI's factory signature
-    """On a Ray worker: write what it got (environment, runtime env, API keys, parent processes) to
-    --output-dir/.ray-spy-<pid>.json, then build the CLI's stages."""
+def spy_stages(cfg, stack, events, *, backends):  # noqa: ANN001, ANN201 - the CLI's factory signature
+    """On a Ray worker: write what it got (environment, runtime env, the API keys sent and the ones its
+    stages get, parent processes) to --output-dir/.ray-spy-<pid>.json, then build the CLI's stages."""
     import json
 
     import ray
 
-    import real_time_summarizer
+    from video_summarizer.app.assembly import build_worker_stages
+    from video_summarizer.distributed import with_node_keys
+
+    def keys(config) -> dict:  # noqa: ANN001
+        return {"vlm_api_key": config.caption.vlm_api_key, "llm_api_key": config.summary.llm_api_key}
 
     record = {"pid": os.getpid(), "ancestors": _ancestors(os.getpid()), "environ": dict(os.environ),
-              "runtime_env": dict(ray.get_runtime_context().runtime_env or {}),
-              "keys": {name: getattr(opts, name) for name in ("vlm_api_key", "llm_api_key", "judge_api_key")}}
-    Path(opts.output_dir, f".ray-spy-{os.getpid()}.json").write_text(json.dumps(record, default=str))
-    return real_time_summarizer._build_stages(opts, stack, events)
+              "runtime_env": dict(ray.get_runtime_context().runtime_env or {}), "sent": keys(cfg),
+              "keys": keys(with_node_keys(cfg, os.environ)), "token": cfg.watch.metrics_token}
+    Path(cfg.outputs.output_dir, f".ray-spy-{os.getpid()}.json").write_text(json.dumps(record, default=str))
+    return build_worker_stages(cfg, stack, events, backends=backends)
 
 
 def spied(out: Path) -> list[dict]:

@@ -247,7 +247,9 @@ def test_face_smoothing_is_an_option_parsed_to_k_of_n():
 
     ctx = real_time_summarizer.main.make_context("real_time_summarizer", ["--source", "a.mp4",
                                                                           "--face-smoothing", "2/3"])
-    assert real_time_summarizer.RunOptions.from_params(ctx.params).face_smoothing == (2, 3)
+    from video_summarizer.options import FaceOptions
+
+    assert FaceOptions.from_params(ctx.params).face_smoothing == (2, 3)
     for bad in ("3/2", "0/2", "two"):
         with pytest.raises(click.BadParameter, match="K/N"):
             real_time_summarizer.main.make_context("real_time_summarizer", ["--face-smoothing", bad])

@@ -94,12 +94,12 @@ def test_offline_folder_round_trips_and_pushes_under_the_same_ids(tmp_path, clip
 def test_push_needs_keys_and_a_dataset_folder(tmp_path, tiny_llm):
     cli = cli_args("http://127.0.0.1:9/v1", tiny_llm)[:2]
     no_keys = run_cli([*cli, "--dataset-push", "frames"], cli_env(tmp_path), cwd=tmp_path, timeout=60)
-    assert no_keys.returncode == 2 and no_keys.stderr_lines()[-1].startswith("Error: --dataset-push: needs Langfuse keys")
+    assert no_keys.returncode == 2 and no_keys.stderr_lines()[-1].startswith("Error: dataset push: needs Langfuse keys")
     with FakeLangfuseServer(public_key=TEST_PUBLIC_KEY, secret_key=TEST_SECRET_KEY) as lf:
         missing = run_cli([*cli, "--dataset-push", "nothing-here"], cli_env(tmp_path, langfuse_url=lf.base_url),
                           cwd=tmp_path, timeout=60)
     assert missing.returncode == 2, missing.stderr
-    assert missing.stderr_lines()[-1].startswith("Error: --dataset-push: ")
+    assert missing.stderr_lines()[-1].startswith("Error: dataset push: ")
 
 
 def test_item_ids_follow_dataset_content_and_frame(tmp_path):

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from real_time_summarizer import _blur_setting
+from video_summarizer.app.assembly import blur_setting as _blur_setting
 from tests.cli_runner import TEST_SECRET_KEY, cli_args, cli_env, read_events, run_cli, sent_image
 from tests.clips import ClipSet, add_noise, numbered_frame, read_number, textured_scene
 from tests.fake_langfuse import FakeLangfuseServer

@@ -60,7 +60,7 @@ def test_dataset_push_without_keys_is_one_whole_sentence(tmp_path):
     result = _cli("--dataset-push", "frames", cwd=tmp_path)
     assert result.exit_code == 2, result.output
     assert result.stderr.splitlines() == [
-        "Error: --dataset-push: needs Langfuse keys to upload the dataset folder frames/: set LANGFUSE_PUBLIC_KEY, "
+        "Error: dataset push: needs Langfuse keys to upload the dataset folder frames/: set LANGFUSE_PUBLIC_KEY, "
         "LANGFUSE_SECRET_KEY and LANGFUSE_BASE_URL (or source setup_langfuse.sh)"]
 
 
@@ -115,6 +115,6 @@ def test_a_reused_experiment_run_name_is_refused_before_anything_runs(tmp_path):
         assert len(vlm.requests) == asked == 2  # nothing captioned the second time
     assert again.exit_code == 2, again.output
     assert again.stderr.splitlines() == [
-        f"Error: --experiment: dataset frames already has a run named 'run-a' ({Path('frames/runs/run-a.jsonl')}): "
+        f"Error: experiment: dataset frames already has a run named 'run-a' ({Path('frames/runs/run-a.jsonl')}): "
         "give this run another name, so that both can be compared"]
     assert records.read_bytes() == kept and [json.loads(x)["run"] for x in kept.splitlines()] == ["run-a"] * 2

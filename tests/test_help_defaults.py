@@ -117,8 +117,9 @@ def test_the_defaults_the_issue_found_hidden_are_shown(option, default):
 
 
 def test_jobs_help_says_what_the_code_does():
-    from video_summarizer.options import RunOptions
+    from video_summarizer.options import CaptionOptions, ScaleOptions
 
     assert "at most 2 per CPU" in help_entries()["--jobs"]["text"]
     # with a caption budget far above the CPUs, the default --jobs is twice their number
-    assert RunOptions(max_inflight=64, vlm_base_url="http://x").resolved_jobs == min(64, 2 * (os.cpu_count() or 1))
+    assert ScaleOptions(max_inflight=64).job_count(CaptionOptions(vlm_base_url="http://x")) == min(
+        64, 2 * (os.cpu_count() or 1))

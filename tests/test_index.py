@@ -166,7 +166,7 @@ def test_without_index_nothing_of_it_is_imported():
 
 def test_search_finds_a_live_runs_moments_while_it_runs(tmp_path, clips, bert):
     from video_summarizer.index import find
-    from video_summarizer.options import RunOptions
+    from video_summarizer.options import IndexOptions, QueryOptions
 
     clip = clips.pipe_stream(container="mkv", seconds=2.0).path.read_bytes()
     with ClipServer(clip, good=10_000) as server, FakeOpenAIServer(reply_fn=caption_reply) as srv:
@@ -176,11 +176,11 @@ def test_search_finds_a_live_runs_moments_while_it_runs(tmp_path, clips, bert):
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             hits, deadline = [], time.monotonic() + 90
-            opts = RunOptions(index=str(tmp_path / "idx"), embed_model=str(bert), limit=5)
+            index, query = IndexOptions(index=str(tmp_path / "idx"), embed_model=str(bert)), QueryOptions("podium", limit=5)
             while not hits and time.monotonic() < deadline and proc.poll() is None:
                 time.sleep(1.0)
                 try:
-                    hits = find(opts, "podium", "--search")
+                    hits = find(index, query, "search")
                 except Exception:  # noqa: BLE001 - no table or no row yet
                     hits = []
             running = proc.poll() is None

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from tests.test_search import _inputs, index_events
 from tests.tiny_models import build_tiny_bert
 from video_summarizer.errors import InputError
-from video_summarizer.options import RunOptions
+from video_summarizer.options import IndexOptions, QueryOptions
 
 CAPTIONS = {
     "talk": [(0.0, [], "An empty stage before the talk."),
@@ -36,7 +36,7 @@ def bert(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def index(tmp_path_factory, bert) -> dict:
     tmp = tmp_path_factory.mktemp("index")
-    traces = index_events(RunOptions(index=str(tmp / "idx"), embed_model=str(bert)), _inputs(tmp), CAPTIONS)
+    traces = index_events(IndexOptions(index=str(tmp / "idx"), embed_model=str(bert)), _inputs(tmp), CAPTIONS)
     return {"dir": str(tmp / "idx"), "traces": traces}
 
 
@@ -63,7 +63,7 @@ def test_the_same_model_by_another_path_is_accepted(index, bert, tmp_path, monke
     (tmp_path / "current").symlink_to(bert, target_is_directory=True)
     monkeypatch.chdir(bert.parent)
     for same in (os.path.join(".", bert.name), str(tmp_path / "current")):  # relative; through a link
-        hits = find(RunOptions(index=index["dir"], embed_model=same), "podium", "--search")
+        hits = find(IndexOptions(index=index["dir"], embed_model=same), QueryOptions("podium"), "search")
         assert hits[0].trace_id == index["traces"][("talk", 5.0)], same
 
 
@@ -77,7 +77,7 @@ def test_another_embedding_model_is_one_line_naming_the_option(index, bert, tmp_
         f"Error: --embed-model: the index at {index['dir']} was made with the embedding model {bert}, not "
         f"{other}: leave --embed-model out to use its own, or give another --index"]
     with pytest.raises(InputError) as err:  # writing into it with another model: the same line
-        open_indexer(RunOptions(index=index["dir"], embed_model=str(other)), [])
+        open_indexer(IndexOptions(index=index["dir"], embed_model=str(other)), [])
     assert err.value.option == "--embed-model" and f"made with the embedding model {bert}" in str(err.value)
 
 
@@ -98,6 +98,6 @@ def test_ask_checks_the_summary_model_before_the_embedding_model_loads(index, be
 def test_the_faces_filter_ignores_case(index, faces, expected):
     from video_summarizer.index import find
 
-    hits = find(RunOptions(index=index["dir"], faces=faces, limit=50), "stage", "--search")
+    hits = find(IndexOptions(index=index["dir"]), QueryOptions("stage", faces=faces, limit=50), "search")
     assert {(h.source, h.time_s) for h in hits if h.kind == "caption"} == expected
     assert {h.trace_id for h in hits if h.kind == "caption"} == {index["traces"][k] for k in expected}

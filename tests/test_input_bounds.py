@@ -260,7 +260,7 @@ def test_a_push_sends_nothing_from_outside_its_dataset(tmp_path, case, bomb):
         run = run_cli([sys.executable, CLI, "--dataset-push", "frames"], cli_env(tmp_path, langfuse_url=lf.base_url),
                       cwd=tmp_path, timeout=60)
         why = "is not a regular file (a named pipe)" if case == "fifo" else "which is not inside the dataset folder"
-        _one_line_exit_2(run.stderr, run.returncode, "--dataset-push", f"item 'bad-{case}' of ", why)
+        _one_line_exit_2(run.stderr, run.returncode, "dataset push", f"item 'bad-{case}' of ", why)
         assert lf.data.uploads == [] and lf.data.item_creates == []  # refused before anything was sent
     assert SECRET_MARK not in run.stdout + run.stderr
 
@@ -271,12 +271,11 @@ def test_a_push_sends_nothing_from_outside_its_dataset(tmp_path, case, bomb):
 def index(tmp_path_factory):
     from tests.test_search import CAPTIONS, _inputs, index_events
     from tests.tiny_models import build_tiny_bert
-    from video_summarizer.options import RunOptions
+    from video_summarizer.options import IndexOptions
 
     tmp = tmp_path_factory.mktemp("index")
     bert = build_tiny_bert(tmp_path_factory.mktemp("bert"))
-    opts = RunOptions(index=str(tmp / "idx"), embed_model=str(bert))
-    index_events(opts, _inputs(tmp), CAPTIONS)
+    index_events(IndexOptions(index=str(tmp / "idx"), embed_model=str(bert)), _inputs(tmp), CAPTIONS)
     return ["--index", str(tmp / "idx"), "--embed-model", str(bert)]
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -220,7 +221,8 @@ def test_api_backend_streams_with_real_ttft() -> None:
 def test_api_backend_from_env_and_check_messages(monkeypatch) -> None:
     with FakeOpenAIServer(models=["other-model"]) as srv:
         monkeypatch.setenv("LLM_BASE_URL", srv.base_url)
-        llm = LLMSummarizer("mistral")
+        assert LLMSummarizer("mistral").backend == "local"  # the constructor reads no environment
+        llm = LLMSummarizer.from_env(os.environ, "mistral")
         with pytest.raises(BackendUnavailable) as info:
             llm.check()
     assert info.value.option == "--llm-model" and "'mistral'" in str(info.value) and "other-model" in str(info.value)

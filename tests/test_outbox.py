@@ -240,5 +240,5 @@ def test_send_outbox_needs_keys(tmp_path):
     proc = run_cli([sys.executable, CLI, "--send-outbox",
                     "--langfuse-outbox", str(tmp_path / "outbox")], cli_env(tmp_path), timeout=30)
     errors = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2 and len(errors) == 1 and errors[0].startswith("Error: --send-outbox:"), \
+    assert proc.returncode == 2 and len(errors) == 1 and errors[0].startswith("Error: outbox send:"), \
         proc.stderr

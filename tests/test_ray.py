@@ -275,7 +275,8 @@ def test_no_secret_travels_to_the_workers(tmp_path, tiny_llm, ray_head, ray_env)
     assert workers
     for worker in workers:
         assert not worker["runtime_env"].get("env_vars"), worker["runtime_env"]
-        assert worker["keys"] == {"vlm_api_key": NODE_VLM_KEY, "llm_api_key": None, "judge_api_key": None}
+        assert worker["sent"] == {"vlm_api_key": None, "llm_api_key": None} and worker["token"] is None
+        assert worker["keys"] == {"vlm_api_key": NODE_VLM_KEY, "llm_api_key": None}  # the node's own
         text = json.dumps(worker)
         assert not [name for name, value in secret.items() if value in text]
 

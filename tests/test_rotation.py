@@ -12,7 +12,7 @@ from langfuse_tracker import LangfuseTracker
 from tests.cli_runner import cli_args, cli_env, image_digest_reply, run_cli
 from tests.fake_openai import FakeOpenAIServer
 from trace_report import compute_report
-from video_summarizer.options import RunOptions
+from video_summarizer.options import SourceOptions
 from video_summarizer.outputs import EventWriter
 from video_summarizer.rotation import BACKUPS, MB, RotatingLines, rotated_paths
 from video_summarizer.tracing.trace_log import TraceLog
@@ -83,12 +83,12 @@ def test_events_rotate_and_stdout_never_does(tmp_path):
 
 
 def test_default_bounds_live_sources_only():
-    assert RunOptions(sources=("cam0",)).log_max_bytes(None) == 100 * MB
-    assert RunOptions(sources=("rtsp://cam.local/stream",)).log_max_bytes(None) == 100 * MB
-    assert RunOptions(sources=("clip.mp4",)).log_max_bytes(None) == 0
-    assert RunOptions(sources=("clip.mp4",), live=True).log_max_bytes(None) == 100 * MB
-    assert RunOptions(sources=("cam0",)).log_max_bytes(0) == 0
-    assert RunOptions(sources=("clip.mp4",)).log_max_bytes(0.5) == MB // 2
+    assert SourceOptions(sources=("cam0",)).log_max_bytes(None) == 100 * MB
+    assert SourceOptions(sources=("rtsp://cam.local/stream",)).log_max_bytes(None) == 100 * MB
+    assert SourceOptions(sources=("clip.mp4",)).log_max_bytes(None) == 0
+    assert SourceOptions(sources=("clip.mp4",), live=True).log_max_bytes(None) == 100 * MB
+    assert SourceOptions(sources=("cam0",)).log_max_bytes(0) == 0
+    assert SourceOptions(sources=("clip.mp4",)).log_max_bytes(0.5) == MB // 2
 
 
 def test_the_cli_bounds_both_logs(tmp_path, clips, tiny_llm):

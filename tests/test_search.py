@@ -14,7 +14,7 @@ import pytest
 
 from tests.tiny_models import build_tiny_bert
 from video_summarizer.errors import InputError, SummarizerError
-from video_summarizer.options import RunOptions
+from video_summarizer.options import IndexOptions, QueryOptions
 from video_summarizer.outputs import EventWriter
 from video_summarizer.runner import Input
 
@@ -44,11 +44,11 @@ def _inputs(tmp: Path) -> list[Input]:
             Input("rtsp://127.0.0.1:8554/cam0", "cam0", "cam0")]
 
 
-def index_events(opts: RunOptions, inputs: list[Input], captions: dict, *, summaries: bool = True) -> dict:
+def index_events(index: IndexOptions, inputs: list[Input], captions: dict, *, summaries: bool = True) -> dict:
     """Run the captions (and a summary per source) through an EventWriter into the index; trace id per moment."""
     from video_summarizer.index import open_indexer
 
-    indexer = open_indexer(opts, inputs)
+    indexer = open_indexer(index, inputs)
     events = EventWriter(None)
     events.add_listener(indexer.listen)
     traces = {}
@@ -69,15 +69,14 @@ def index_events(opts: RunOptions, inputs: list[Input], captions: dict, *, summa
 @pytest.fixture(scope="module")
 def index(tmp_path_factory, bert):
     tmp = tmp_path_factory.mktemp("index")
-    opts = RunOptions(index=str(tmp / "idx"), embed_model=str(bert))
-    traces = index_events(opts, _inputs(tmp), CAPTIONS)
+    traces = index_events(IndexOptions(index=str(tmp / "idx"), embed_model=str(bert)), _inputs(tmp), CAPTIONS)
     return {"dir": str(tmp / "idx"), "bert": str(bert), "traces": traces}
 
 
 def _find(index, text: str, **kw):
     from video_summarizer.index import find
 
-    return find(RunOptions(index=index["dir"], embed_model=index["bert"], **kw), text, "--search")
+    return find(IndexOptions(index=index["dir"], embed_model=index["bert"]), QueryOptions(text=text, **kw), "search")
 
 
 def test_every_caption_and_summary_is_a_row(index):
@@ -154,7 +153,7 @@ def test_a_missing_or_empty_index_names_the_option(tmp_path, index):
         if where.name == "empty":
             connect(str(where), create=True)  # a folder LanceDB could use, with no table in it
         with pytest.raises(InputError) as err:
-            find(RunOptions(index=str(where), embed_model=index["bert"]), "crowd", "--search")
+            find(IndexOptions(index=str(where), embed_model=index["bert"]), QueryOptions(text="crowd"), "search")
         assert err.value.option == "--index" and "no index at" in str(err.value)
 
 
@@ -165,14 +164,14 @@ def test_an_embedding_model_that_does_not_load_names_the_option(tmp_path, index)
     (tmp_path / "junk" / "config.json").write_text("{not json")
     for model in (str(tmp_path / "missing"), str(tmp_path / "junk")):
         with pytest.raises(SummarizerError) as err:
-            find(RunOptions(index=index["dir"], embed_model=model), "crowd", "--search")
+            find(IndexOptions(index=index["dir"], embed_model=model), QueryOptions(text="crowd"), "search")
         assert err.value.option == "--embed-model", err.value
 
 
 def test_rewriting_a_file_replaces_its_rows_and_a_rerun_adds_nothing(tmp_path, bert):
     from video_summarizer.index import open_table
 
-    opts = RunOptions(index=str(tmp_path / "idx"), embed_model=str(bert))
+    opts = IndexOptions(index=str(tmp_path / "idx"), embed_model=str(bert))
     inputs = _inputs(tmp_path)
     talk_only = {"talk": CAPTIONS["talk"]}
     index_events(opts, inputs, talk_only)

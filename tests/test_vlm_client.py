@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import socket
 import threading
 import time
@@ -14,7 +15,7 @@ from tests.fake_openai import FakeOpenAIServer
 from video_summarizer.errors import BackendUnavailable
 from video_summarizer.models.openai_stream import split_thinking
 from video_summarizer.results import CaptionResult
-from vlm_client_module import VLMClient, prepare_image
+from vlm_client_module import DEFAULT_BASE_URL, VLMClient, prepare_image
 
 REPLY = "A man speaks at a podium."  # six streamed chunks
 
@@ -311,10 +312,11 @@ def test_config_from_environment(monkeypatch) -> None:
         monkeypatch.setenv("VLM_BASE_URL", srv.base_url)
         monkeypatch.setenv("VLM_MODEL", "env-model")
         monkeypatch.setenv("VLM_API_KEY", "env-secret")
-        vlm = VLMClient()
+        vlm = VLMClient.from_env(os.environ)
         vlm.check()
         res = vlm.generate_caption(_frame(), "Describe.")
     assert vlm.base_url == srv.base_url and vlm.model == "env-model"
+    assert VLMClient().base_url == DEFAULT_BASE_URL  # the constructor reads no environment
     assert res.success and res.model == "env-model"
     assert "env-secret" not in repr(vlm)
 

@@ -139,12 +139,12 @@ def test_the_page_swaps_the_token_in_its_url_for_a_cookie(server):
 
 
 def test_a_token_made_at_start_is_printed_once_as_the_pages_url(capsys):
-    from video_summarizer.options import RunOptions
+    from video_summarizer.options import WatchOptions
     from video_summarizer.outputs import EventWriter
     from video_summarizer.watch import start_watch
 
     with ExitStack() as stack:
-        watch = start_watch(RunOptions(metrics_port=free_port()), EventWriter(None), stack)
+        watch = start_watch(WatchOptions(metrics_port=free_port()), 5.0, EventWriter(None), stack)
         err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if "token=" in line]
         assert len(lines) == 1, err
@@ -155,7 +155,7 @@ def test_a_token_made_at_start_is_printed_once_as_the_pages_url(capsys):
         assert request(watch.port, f"/?token={m.group(1)}")[0] == 303
     # a given token is never printed
     with ExitStack() as stack:
-        start_watch(RunOptions(metrics_port=free_port(), metrics_token=TOKEN), EventWriter(None), stack)
+        start_watch(WatchOptions(metrics_port=free_port(), metrics_token=TOKEN), 5.0, EventWriter(None), stack)
     assert TOKEN not in capsys.readouterr().err
 
 

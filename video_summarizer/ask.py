@@ -1,6 +1,6 @@
-"""Questions answered from the index, citing their moments: ``--ask "when did Biden appear?"``.
+"""Questions answered from the index, citing their moments: ``ask "when did Biden appear?"``.
 
-The best moments for the question (index.find: the same hybrid search and filters as --search)
+The best moments for the question (index.find: the same hybrid search and filters as `search`)
 go to the summary model as numbered context lines, each with the citation it must copy,
 ``[source mm:ss]`` (``[source hh:mm:ss]``, UTC, for a live source). The answer's citations are
 checked the way summaries' are (citations.ground_summary): one that names no retrieved moment is
@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 from video_summarizer import scores
 from video_summarizer.citations import CITATION, CitableCaption, ground_summary
 from video_summarizer.index import Hit, find, moment_time
+from video_summarizer.options import IndexOptions, QueryOptions
 from video_summarizer.prompts import DATA_NOTE, quote_data
 from video_summarizer.protocols import model_name
 from video_summarizer.timecodes import format_video_time
@@ -178,24 +179,25 @@ def answer(question: str, hits: list[Hit], summarizer: Any, tracker: Any) -> Ans
     return out
 
 
-def ask_command(opts: Any, make_summarizer: Callable[[], Any], make_tracker: Callable[[], Any], out: Any) -> int:
-    """--ask: retrieve, answer, print the answer and the moments it cites; the exit code (1: no answer)."""
+def ask_command(index: IndexOptions, query: QueryOptions, make_summarizer: Callable[[], Any],
+                make_tracker: Callable[[], Any], *, flush_timeout: float, as_json: bool, out: Any) -> int:
+    """`ask`: retrieve, answer, print the answer and the moments it cites; the exit code (1: no answer)."""
     summarizer, tracker = make_summarizer(), None
     try:
         # A bad index or filter, then a missing summary model, are said before the embedding model loads.
-        hits = find(opts, opts.ask, "--ask", before_load=summarizer.check)
+        hits = find(index, query, "ask", before_load=summarizer.check)
         tracker = make_tracker()
         summarizer.load()
-        result = answer(opts.ask, hits, summarizer, tracker) if hits else Answer(
-            opts.ask, "No moment in the index matches the question.", hits)
+        result = answer(query.text, hits, summarizer, tracker) if hits else Answer(
+            query.text, "No moment in the index matches the question.", hits)
     finally:
         if tracker is not None:
-            tracker.close(deadline_s=opts.flush_timeout)
+            tracker.close(deadline_s=flush_timeout)
         summarizer.close()
-    if opts.as_json:
+    if as_json:
         out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
     elif result.error:
-        log.error("--ask: the summary model failed: %s", result.error)
+        log.error("ask: the summary model failed: %s", result.error)
     else:
         out.write(result.text + "\n")
         cited = [c for s in result.sentences for c in s["cites"]]

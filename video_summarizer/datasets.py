@@ -12,7 +12,7 @@ the SDK calls; this module never imports it). Without keys the dataset is a fold
     NAME/images/<id>.jpg     the frame as the caption model got it
     NAME/runs/<RUN>.jsonl    one line per item an experiment captioned (experiments.py)
 
-in the same shape, uploaded later with ``--dataset-push NAME``.
+in the same shape, uploaded later with ``dataset push NAME``.
 """
 from __future__ import annotations
 
@@ -170,7 +170,7 @@ class LocalDataset:
                 fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     def check_new_run(self, run: str) -> None:
-        """Check that RUN is a new run: a name used before is refused, naming --experiment.
+        """Check that RUN is a new run: a name used before is refused, naming the command.
 
         Langfuse keeps one dataset run per name and adds a second execution's items to it, so
         reusing a name would mix two runs there (and replace the first one's records here).
@@ -178,7 +178,7 @@ class LocalDataset:
         path = self.folder / RUNS_DIR / f"{_safe_name(run)}.jsonl"
         if path.exists():
             raise InputError(f"dataset {self.name} already has a run named {run!r} ({path}): give this run "
-                             "another name, so that both can be compared", option="--experiment")
+                             "another name, so that both can be compared", option="experiment")
 
     def runs(self) -> dict[str, list[dict]]:
         """Every run's records, oldest run first."""
@@ -281,8 +281,8 @@ def push(local: LocalDataset, remote: Callable[[], DatasetStore]) -> tuple[int, 
     """
     if not local.exists:
         raise InputError(f"{local.folder}/ holds no {ITEMS_FILE}: not a dataset folder made by --dataset",
-                         option="--dataset-push")
-    items = local.items(option="--dataset-push")
+                         option="dataset push")
+    items = local.items(option="dataset push")
     store = remote()
     known = store.ids()
     added = skipped = 0

@@ -12,7 +12,6 @@ a retry that finds them already written (its worker died after writing) reads th
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import logging
 import os
@@ -26,10 +25,10 @@ import weakref
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from video_summarizer.errors import InputError, SummarizerError
-from video_summarizer.options import RunOptions
+from video_summarizer.options import RunConfig
 from video_summarizer.outputs import OutputDir, SummaryDocument, utc_iso
 from video_summarizer.runner import BatchProgress, Input, Run, RunResult
 from video_summarizer.stats import ModelStats
@@ -40,14 +39,16 @@ OPTION = "--ray"
 # No secret travels with the job (Ray keeps a job's runtime env and its pickled arguments in the
 # cluster's tables, where anyone who can submit a job can read them): each worker reads the API
 # keys from its own node's environment, under the CLI options' variables.
-WORKER_KEYS = {"vlm_api_key": ("VLM_API_KEY", "--vlm-api-key"), "llm_api_key": ("LLM_API_KEY", "--llm-api-key"),
-               "judge_api_key": ("JUDGE_API_KEY", "--judge-api-key")}
+# (concern, field): (variable, option)
+WORKER_KEYS = {("caption", "vlm_api_key"): ("VLM_API_KEY", "--vlm-api-key"),
+               ("summary", "llm_api_key"): ("LLM_API_KEY", "--llm-api-key")}
+StagesFactory = Callable[[RunConfig, ExitStack, Any], Any]  # what each worker calls to build its stages
 MAX_RESTARTS = 3  # a worker that dies is restarted this often, its files retried on it
 PROBE_TIMEOUT_S = 120.0  # a fresh worker process on a loaded node takes seconds to start
 CONNECT_CHECK_S = 3.0  # a cluster's port answers at once; a dead or foreign one must not hold the run
 
 
-def check_ray_inputs(opts: RunOptions, inputs: list[Input]) -> None:
+def check_ray_inputs(cfg: RunConfig, inputs: list[Input]) -> None:
     """--ray takes files only: a live source or stdin is a usage error (one line, exit 2)."""
     from video_summarizer.source_specs import kind_of
 
@@ -55,25 +56,37 @@ def check_ray_inputs(opts: RunOptions, inputs: list[Input]) -> None:
         kind = kind_of(item.spec)
         if kind == "stdin":
             raise InputError("stdin ('-') cannot be sent to a Ray cluster; give files or folders", option=OPTION)
-        if opts.live or (kind in ("camera", "stream") and opts.live is not False):
+        if cfg.source.live or (kind in ("camera", "stream") and cfg.source.live is not False):
             raise InputError(f"{item.spec} is a live source; --ray runs batches of files only (run one "
                              "process per camera instead, see docs/scale.md)", option=OPTION)
-    for field, (env, option) in WORKER_KEYS.items():
-        value = getattr(opts, field)
+    for (concern, field), (env, option) in WORKER_KEYS.items():
+        value = getattr(getattr(cfg, concern), field)
         if value and value != os.environ.get(env):  # given on the command line: no worker would see it
             raise InputError(f"a key on the command line is not sent to Ray workers (they read {env} from "
                              f"their own environment); set {env} instead, on every node (docs/scale.md)",
                              option=option)
 
 
-def worker_options(opts: RunOptions) -> RunOptions:
+def worker_options(cfg: RunConfig) -> RunConfig:
     """The options as sent to the workers: without the API keys (each node has its own) or the watch token."""
-    return dataclasses.replace(opts, metrics_token=None, **{field: None for field in WORKER_KEYS})
+    return _with_keys(cfg, dict.fromkeys(WORKER_KEYS)).replace(watch={"metrics_token": None})
 
 
-def node_env_needed(opts: RunOptions) -> list[tuple[str, ...]]:
+def with_node_keys(cfg: RunConfig, environ: Mapping[str, str]) -> RunConfig:
+    """On a worker: the options with this node's own API keys, as the CLI would have read them here."""
+    return _with_keys(cfg, {key: environ.get(env) or None for key, (env, _) in WORKER_KEYS.items()})
+
+
+def _with_keys(cfg: RunConfig, values: Mapping[tuple[str, str], str | None]) -> RunConfig:
+    changes: dict[str, dict[str, Any]] = {}
+    for (concern, field), value in values.items():
+        changes.setdefault(concern, {})[field] = value
+    return cfg.replace(**changes)
+
+
+def node_env_needed(cfg: RunConfig) -> list[tuple[str, ...]]:
     """The variables every node must have for this run (any one name of each tuple): the keys the driver has."""
-    needed = [(env,) for field, (env, _) in WORKER_KEYS.items() if getattr(opts, field)]
+    needed = [(env,) for (concern, field), (env, _) in WORKER_KEYS.items() if getattr(getattr(cfg, concern), field)]
     if (os.environ.get("LANGFUSE_PUBLIC_KEY") and os.environ.get("LANGFUSE_SECRET_KEY")
             and os.environ.get("LANGFUSE_TRACING_ENABLED", "true").strip().lower() != "false"):
         needed += [("LANGFUSE_PUBLIC_KEY",), ("LANGFUSE_SECRET_KEY",)]
@@ -144,29 +157,24 @@ class _WorkerStop:
                 source.stop()
 
 
-def _resolve(factory: str) -> Any:
-    module, _, name = factory.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 class SummarizerWorker:
     """One Ray worker: the stages loaded once, files run --jobs at a time (a threaded actor)."""
 
-    def __init__(self, opts: RunOptions, factory: str, run_id: str) -> None:
+    def __init__(self, cfg: RunConfig, factory: StagesFactory, run_id: str) -> None:
         logging.getLogger("video_summarizer").setLevel(logging.WARNING)
+        from video_summarizer.app.assembly import run_settings
         from video_summarizer.redact import install_log_redaction
 
         install_log_redaction()  # Ray prints workers' log lines on the driver's stderr as they are
-        # the keys were not sent (worker_options): this node's own, as the CLI would read them
-        self.opts = dataclasses.replace(opts, **{field: os.environ.get(env) or None
-                                                 for field, (env, _) in WORKER_KEYS.items()})
+        self.cfg = cfg  # without the keys (worker_options): the factory reads this node's own
+        self.settings = run_settings(cfg)
         self.run_id = run_id
         self._factory = factory
         self._stack = ExitStack()  # closes the tracker (within --flush-timeout) in close()
         self._stages: Any = None
         self._lock = threading.Lock()
         self._stop = _WorkerStop()
-        self._slots = threading.BoundedSemaphore(opts.resolved_max_inflight)  # per worker
+        self._slots = threading.BoundedSemaphore(self.settings.inflight)  # per worker
 
     def pid(self) -> int:
         """This worker's process id."""
@@ -175,7 +183,7 @@ class SummarizerWorker:
     def _shared_stages(self) -> Any:
         with self._lock:
             if self._stages is None:
-                stages = _resolve(self._factory)(self.opts, self._stack, EventBuffer())
+                stages = self._factory(self.cfg, self._stack, EventBuffer())
                 stages.vlm.stats = _RecordedStats(stages.vlm.stats)
                 stages.summarizer.stats = _RecordedStats(stages.summarizer.stats)
                 self._stages = stages
@@ -183,13 +191,14 @@ class SummarizerWorker:
 
     def process(self, item: Input) -> dict:
         """The per-source job on one input; its documents, failures and events."""
-        outdir = OutputDir(self.opts.output_dir) if self.opts.output_dir else None
-        if outdir is not None and item.digest and outdir.is_done(item.name, item.digest) and not self.opts.force:
+        outputs = self.cfg.outputs
+        outdir = OutputDir(outputs.output_dir) if outputs.output_dir else None
+        if outdir is not None and item.digest and outdir.is_done(item.name, item.digest) and not outputs.force:
             # Only a retry gets here (the driver skipped what was done): the worker that died
             # had written the outputs already; they are not written again.
             return {"docs": [_read_doc(outdir, item.name)], "failed": [], "events": []}
         events = EventBuffer()
-        run = Run(self.opts, lambda: dataclasses.replace(self._shared_stages(), events=events), events,
+        run = Run(self.settings, lambda: dataclasses.replace(self._shared_stages(), events=events), events,
                   self._stop, outdir, batch=True, run_id=self.run_id, slots=self._slots)
         source = run.open(item)
         if source is not None:
@@ -250,7 +259,7 @@ def _read_doc(outdir: OutputDir, name: str) -> SummaryDocument:
     return SummaryDocument(**{k: v for k, v in data.items() if k in fields})
 
 
-def probe_node(factory: str, output_dir: str | None, token_name: str, token: str, version: str,
+def probe_node(factory: StagesFactory, output_dir: str | None, token_name: str, token: str, version: str,
                needed_env: Sequence[tuple[str, ...]] = ()) -> tuple[str | None, str]:
     """On one node: what keeps it from running the batch (one line, or None), and its Ray auth mode."""
     # A node's workers inherit its `ray start` environment, where Ray keeps the mode it runs with
@@ -259,14 +268,14 @@ def probe_node(factory: str, output_dir: str | None, token_name: str, token: str
     return _node_problem(factory, output_dir, token_name, token, version, needed_env), auth
 
 
-def _node_problem(factory: str, output_dir: str | None, token_name: str, token: str, version: str,
+def _node_problem(factory: StagesFactory, output_dir: str | None, token_name: str, token: str, version: str,
                   needed_env: Sequence[tuple[str, ...]]) -> str | None:
+    # The factory arrived unpickled: its modules import here (a node without them fails the
+    # call with an ImportError, which _answer says as the node lacking the project's packages).
     import video_summarizer
 
-    try:
-        _resolve(factory)
-    except Exception as e:  # noqa: BLE001 - said to the user as the node's problem
-        return f"cannot load the stages ({factory}): {type(e).__name__}: {e}"
+    if not callable(factory):
+        return f"got no stages factory ({type(factory).__name__})"
     if video_summarizer.__version__ != version:
         return f"runs version {video_summarizer.__version__} of the project, the driver {version}"
     missing = [names[0] for names in needed_env if not any(os.environ.get(n) for n in names)]
@@ -427,12 +436,12 @@ def _open_nodes(nodes: str) -> None:
 class RayRun:
     """The driver of a batch on Ray, with runner.Run's interface for the CLI."""
 
-    def __init__(self, opts: RunOptions, factory: str, events: Any, stop: Any, outdir: OutputDir | None,
+    def __init__(self, cfg: RunConfig, factory: StagesFactory, events: Any, stop: Any, outdir: OutputDir | None,
                  *, run_id: str | None = None) -> None:
         from video_summarizer.runner import new_run_id
 
-        self.opts = opts
-        self.factory = factory  # "module:function" each worker calls as (opts, stack, events)
+        self.cfg = cfg
+        self.factory = factory  # each worker calls it as (cfg, stack, events); pickled by reference
         self.events = events
         self.stop_signal = stop
         self.outdir = outdir
@@ -469,7 +478,7 @@ class RayRun:
 
     def run_all(self, inputs: list[Input], first: Any | None = None) -> RunResult:
         """Every input on the cluster's workers; returns when all are done, failed or cancelled."""
-        ray = connect(self.opts.ray or "auto")
+        ray = connect(self.cfg.scale.ray or "auto")
         try:
             self._probe(ray)
             workers = self._start_workers(ray, len(inputs))
@@ -491,15 +500,15 @@ class RayRun:
         import video_summarizer
 
         token_name, token = f".ray-probe-{self.run_id}", self.run_id
-        if self.opts.output_dir:
-            (Path(self.opts.output_dir) / token_name).write_text(token, encoding="utf-8")
+        if self.cfg.outputs.output_dir:
+            (Path(self.cfg.outputs.output_dir) / token_name).write_text(token, encoding="utf-8")
         try:
             probe = ray.remote(num_cpus=0, max_retries=0)(probe_node)
             nodes = [n for n in ray.nodes() if n.get("Alive")]
-            needed = node_env_needed(self.opts)
+            needed = node_env_needed(self.cfg)
             refs = {n.get("NodeManagerAddress", n["NodeID"]): probe.options(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=n["NodeID"], soft=False)).remote(
-                    self.factory, self.opts.output_dir, token_name, token, video_summarizer.__version__, needed)
+                    self.factory, self.cfg.outputs.output_dir, token_name, token, video_summarizer.__version__, needed)
                 for n in nodes}
             open_nodes = []
             for node, ref in refs.items():
@@ -511,24 +520,24 @@ class RayRun:
             if open_nodes:  # asked of the nodes: the driver's own RAY_AUTH_MODE says nothing of theirs
                 _open_nodes(", ".join(open_nodes))
         finally:
-            if self.opts.output_dir:
-                (Path(self.opts.output_dir) / token_name).unlink(missing_ok=True)
+            if self.cfg.outputs.output_dir:
+                (Path(self.cfg.outputs.output_dir) / token_name).unlink(missing_ok=True)
 
     def _start_workers(self, ray: Any, n_inputs: int) -> list:
         """One worker per CPU of the cluster (at most one per input), restarted by Ray if it dies."""
         cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
-        jobs = self.opts.resolved_jobs
+        jobs = self.cfg.scale.job_count(self.cfg.caption)
         actor = ray.remote(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS,
                            max_concurrency=jobs, concurrency_groups={"control": 2})(SummarizerWorker)
-        sent = worker_options(self.opts)  # no API key in the pickled options
+        sent = worker_options(self.cfg)  # no API key in the pickled options
         workers = [actor.remote(sent, self.factory, self.run_id) for _ in range(min(cpus, n_inputs))]
         log.info("Ray: %d worker(s), %d file(s) at a time each, --max-inflight %d each",
-                 len(workers), jobs, self.opts.resolved_max_inflight)
+                 len(workers), jobs, self.cfg.scale.inflight(self.cfg.caption))
         return workers
 
     def _dispatch(self, ray: Any, workers: list, inputs: list[Input]) -> None:
         """Keep every worker at --jobs files until the inputs run out (ActorPool runs one per actor)."""
-        jobs = self.opts.resolved_jobs
+        jobs = self.cfg.scale.job_count(self.cfg.caption)
         queue = list(reversed(inputs))
         free = {n: jobs for n in range(len(workers))}
         in_flight: dict[Any, tuple[int, Input]] = {}
@@ -584,7 +593,7 @@ class RayRun:
         """Each worker closes its tracker within --flush-timeout; their model statistics merged."""
         refs = [w.close.options(concurrency_group="control").remote() for w in workers]
         try:
-            parts = ray.get(refs, timeout=self.opts.flush_timeout + 30.0)
+            parts = ray.get(refs, timeout=self.cfg.tracing.flush_timeout + 30.0)
         except ray.exceptions.RayError as e:
             log.warning("Ray: workers did not close in time (%s); some traces may be lost", _first_line(e))
             parts = []

@@ -1,4 +1,4 @@
-"""``--experiment RUN --dataset NAME``: caption every item of a dataset, score it, compare the runs.
+"""``experiment RUN --dataset NAME``: caption every item of a dataset, score it, compare the runs.
 
 Each item's frame goes to the caption model (``--vlm-model``, ``--vlm-base-url``) with the
 caption prompt of ``--prompt-label`` (the built-in one without Langfuse) and the item's
@@ -33,9 +33,11 @@ from video_summarizer import scores
 from video_summarizer.datasets import DatasetItem, LocalDataset, unique_items
 from video_summarizer.errors import InputError
 from video_summarizer.limits import DEFAULT_MAX_PIXELS, MAX_PIXELS_OPTION, image_pixels_problem
+from video_summarizer.options import CaptionOptions, ExperimentOptions, PromptOptions
 
 log = logging.getLogger(__name__)
 
+PUSH = "dataset push"  # the command errors of an upload name
 JUDGE_SCORE_NAME = "judge_faithfulness"
 JUDGE_PROMPT = (
     "You check image captions. Look at the image, then at this caption of it:\n\n"
@@ -236,53 +238,70 @@ def experiment(*, run: str, dataset: str, items: list[DatasetItem], vlm: Any, pr
     return 0 if any(r.get("success") for r in records) else 1
 
 
-def command(opts: Any, make_tracker: Callable[[], Any], remote: Callable[[Any, str], Any] | None,
-            caption_model: Callable[[], Any], out: TextIO) -> int:
-    """--dataset-push or --experiment, everything checkable said before the caption model loads.
+def push_command(name: str, make_tracker: Callable[[], Any], remote: Callable[[Any, str], Any] | None,
+                 out: TextIO) -> int:
+    """`dataset push NAME`: upload the local dataset folder NAME/ to the Langfuse dataset NAME.
+
+    ``remote(tracker, name)``: the Langfuse dataset of that name (None without keys: said at once);
+    ``make_tracker()`` is called only once every item's image has been checked.
+    """
+    from video_summarizer.datasets import push
+
+    if remote is None:
+        raise InputError(f"needs Langfuse keys to upload the dataset folder {name}/: set "
+                         "LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY and LANGFUSE_BASE_URL (or source "
+                         "setup_langfuse.sh)", option=PUSH)
+    local = LocalDataset(name)
+    added, there = push(local, lambda: remote(make_tracker(), local.name))
+    log.info("Dataset %s: %d items uploaded to Langfuse dataset %s, %d already there",
+             local.folder, added, local.name, there)
+    return 0
+
+
+def experiment_command(exp: ExperimentOptions, caption: CaptionOptions, prompts: PromptOptions, *,
+                       max_pixels: int, concurrency: int, make_tracker: Callable[[], Any],
+                       remote: Callable[[Any, str], Any] | None, caption_model: Callable[[], Any],
+                       out: TextIO) -> int:
+    """`experiment RUN --dataset NAME`, everything checkable said before the caption model loads.
 
     ``make_tracker()``: the run's tracker; ``remote(tracker, name)``: the Langfuse dataset of that
     name (None without keys: then bad input is said before any tracker is built);
     ``caption_model()``: the caption model as a run builds it, not loaded yet.
     """
-    from video_summarizer.datasets import push
     from video_summarizer.prompts import PromptSource
 
-    if opts.dataset_push is not None:
-        if remote is None:
-            raise InputError(f"needs Langfuse keys to upload the dataset folder {opts.dataset_push}/: set "
-                             "LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY and LANGFUSE_BASE_URL (or source "
-                             "setup_langfuse.sh)", option="--dataset-push")
-        local = LocalDataset(opts.dataset_push)
-        added, there = push(local, lambda: remote(make_tracker(), local.name))
-        log.info("Dataset %s: %d items uploaded to Langfuse dataset %s, %d already there",
-                 local.folder, added, local.name, there)
-        return 0
-    if not opts.dataset:
-        raise InputError("--experiment needs the dataset to run on: --dataset NAME", option="--dataset")
-    LocalDataset(opts.dataset).check_new_run(opts.experiment)  # a reused run name is said before anything loads
+    if not exp.dataset:
+        raise InputError("experiment needs the dataset to run on: --dataset NAME", option="--dataset")
+    LocalDataset(exp.dataset).check_new_run(exp.name)  # a reused run name is said before anything loads
     tracker = make_tracker() if remote is not None else None
-    store = remote(tracker, opts.dataset) if remote is not None else None
-    items = load_items(opts.dataset, store, opts.max_pixels)
-    judge = None
-    if opts.judge_model:
-        base = opts.judge_base_url or opts.vlm_base_url
-        if not base:
-            raise InputError("give the judge's OpenAI-compatible endpoint (or --vlm-base-url)",
-                             option="--judge-base-url")
-        judge = Judge(base, opts.judge_model, opts.judge_api_key, timeout_s=opts.vlm_timeout)
-        judge.check()
+    store = remote(tracker, exp.dataset) if remote is not None else None
+    items = load_items(exp.dataset, store, max_pixels)
+    judge = _judge(exp, caption)
     tracker = tracker if tracker is not None else make_tracker()
     vlm = caption_model()
     try:
         vlm.check()
-        prompts = PromptSource(tracker, label=opts.prompt_label, cache_ttl_s=opts.prompt_cache_ttl).load()
+        managed = PromptSource(tracker, label=prompts.prompt_label, cache_ttl_s=prompts.prompt_cache_ttl).load()
         vlm.load()
-        return experiment(run=opts.experiment, dataset=opts.dataset, items=items, vlm=vlm, prompts=prompts,
-                          judge=judge, remote=store, concurrency=opts.resolved_max_inflight, out=out)
+        return experiment(run=exp.name, dataset=exp.dataset, items=items, vlm=vlm, prompts=managed,
+                          judge=judge, remote=store, concurrency=concurrency, out=out)
     finally:
         vlm.close()
         if judge is not None:
             judge.close()
+
+
+def _judge(exp: ExperimentOptions, caption: CaptionOptions) -> Judge | None:
+    """--judge-model's judge, checked (None without it)."""
+    if not exp.judge_model:
+        return None
+    base = exp.judge_base_url or caption.vlm_base_url
+    if not base:
+        raise InputError("give the judge's OpenAI-compatible endpoint (or --vlm-base-url)",
+                         option="--judge-base-url")
+    judge = Judge(base, exp.judge_model, exp.judge_api_key, timeout_s=caption.vlm_timeout)
+    judge.check()
+    return judge
 
 
 # -- the comparison table ---------------------------------------------------------------------

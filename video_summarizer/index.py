@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence
 
+from video_summarizer.defaults import EMBED_MODEL as DEFAULT_EMBED_MODEL
 from video_summarizer.errors import InputError
 from video_summarizer.files import NOT_WRITTEN, make_private_dir
 from video_summarizer.models.hf import ModelSpec, is_folder_name, load_error, locate
-from video_summarizer.defaults import EMBED_MODEL as DEFAULT_EMBED_MODEL
+from video_summarizer.options import IndexOptions, QueryOptions
 from video_summarizer.timecodes import format_video_time, parse_time_option
 
 log = logging.getLogger(__name__)
@@ -345,14 +346,17 @@ class Indexer:
                         exc_info=log.isEnabledFor(logging.DEBUG))
 
 
-def open_indexer(opts: Any, inputs: Iterable[Any]) -> Indexer:
-    """The run's indexer: the folder checked, the embedding model loaded, the table opened or made."""
+def open_indexer(index: IndexOptions, inputs: Iterable[Any], live: bool | None = None) -> Indexer:
+    """The run's indexer: the folder checked, the embedding model loaded, the table opened or made.
+
+    ``live``: --live/--no-live (None: cameras and streams are live).
+    """
     from video_summarizer.source_specs import kind_of
 
-    location = index_location(opts.index)
+    location = index_location(index.index)
     db = connect(location, create=True)
     table = db.open_table(TABLE) if TABLE in db.list_tables().tables else None
-    model = index_model(table, opts.embed_model, location)
+    model = index_model(table, index.embed_model, location)
     embedder = Embedder(model).load()
     if table is not None:  # an index made before the model was recorded: at least the size must fit
         dim = table.schema.field("vector").type.list_size
@@ -368,9 +372,9 @@ def open_indexer(opts: Any, inputs: Iterable[Any]) -> Indexer:
     sources = {}
     for item in inputs:
         kind = kind_of(item.spec)
-        live = opts.live if opts.live is not None else kind in ("camera", "stream")
-        path = os.path.abspath(os.path.expanduser(item.spec)) if kind == "file" and not live else None
-        sources[item.label] = SourceInfo(path or item.shown, path, live)
+        is_live = live if live is not None else kind in ("camera", "stream")
+        path = os.path.abspath(os.path.expanduser(item.spec)) if kind == "file" and not is_live else None
+        sources[item.label] = SourceInfo(path or item.shown, path, is_live)
     log.info("Index: %s (%d moments so far)", _shown(location), table.count_rows())
     return Indexer(table, embedder, sources, location)
 
@@ -535,37 +539,38 @@ def search(table: Any, embedder: Embedder, q: Query, where: str | None = None) -
                 score=float(r.get("_relevance_score") or 0.0), trace_id=r["trace_id"]) for r in rows]
 
 
-def query_of(opts: Any, text: str, option: str) -> Query:
-    """The Query of the options (text from --search or --ask); an empty text names its option."""
-    if not text.strip():
+def query_of(query: QueryOptions, option: str) -> Query:
+    """The Query of the options (the text of `search` or `ask`); an empty text names its command."""
+    if not query.text.strip():
         raise InputError("the text is empty: give some words to find", option=option)
-    q = Query(text=text.strip(), faces=tuple(opts.faces), source_filter=opts.source_filter,
-              since=opts.since, until=opts.until, limit=opts.limit)
+    q = Query(text=query.text.strip(), faces=tuple(query.faces), source_filter=query.source_filter,
+              since=query.since, until=query.until, limit=query.limit)
     where_clause(q)  # a bad --since/--until is said before the index is opened
     return q
 
 
-def find(opts: Any, text: str, option: str, before_load: Callable[[], None] | None = None) -> list[Hit]:
-    """Open the index, check the filters and its model, call before_load (--ask: its model's check), load, search."""
-    q = query_of(opts, text, option)
-    location = index_location(opts.index)
+def find(index: IndexOptions, query: QueryOptions, option: str,
+         before_load: Callable[[], None] | None = None) -> list[Hit]:
+    """Open the index, check the filters and its model, call before_load (ask: its model's check), load, search."""
+    q = query_of(query, option)
+    location = index_location(index.index)
     if location is None:
         raise InputError("give the index to search (--index DIR, or LANCEDB_URI for LanceDB Cloud)",
                          option="--index")
     table = open_table(location)
     where = check_filters(table, q)  # every filter is said before the model loads
-    model = index_model(table, opts.embed_model, location)
+    model = index_model(table, index.embed_model, location)
     if before_load is not None:
         before_load()
     embedder = Embedder(model).load()
     return search(table, embedder, q, where)
 
 
-def search_command(opts: Any, out: Any) -> int:
-    """--search: print the best moments, best first (or one JSON document with --json); the exit code."""
-    hits = find(opts, opts.search, "--search")
-    if opts.as_json:
-        out.write(json.dumps({"query": opts.search, "hits": [h.to_json() for h in hits]}, ensure_ascii=False) + "\n")
+def search_command(index: IndexOptions, query: QueryOptions, as_json: bool, out: Any) -> int:
+    """`search`: print the best moments, best first (or one JSON document with --json); the exit code."""
+    hits = find(index, query, "search")
+    if as_json:
+        out.write(json.dumps({"query": query.text, "hits": [h.to_json() for h in hits]}, ensure_ascii=False) + "\n")
     else:
         for n, hit in enumerate(hits, 1):
             out.write(f"{n}. {hit.line()}\n")

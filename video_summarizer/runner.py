@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from video_summarizer import defaults as D
 from video_summarizer.errors import InputError
-from video_summarizer.options import RunOptions
+from video_summarizer.options import SelectionOptions, SourceOptions
 from video_summarizer.outputs import OutputDir, file_sha256
 
 log = logging.getLogger(__name__)
@@ -217,13 +218,26 @@ def one_line(err: Exception, spec: str) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """What the per-source job needs of a run's options: opening, selecting, pacing, showing."""
+
+    source: SourceOptions = SourceOptions()
+    selection: SelectionOptions = SelectionOptions()
+    summary_interval: float = D.SUMMARY_INTERVAL_S
+    shutdown_timeout: float = D.SHUTDOWN_TIMEOUT_S
+    inflight: int = D.INFLIGHT_SERVER  # caption calls in flight, shared by every source
+    jobs: int = 1  # files read at once
+    display: bool = False
+
+
 class Run:
     """Runs the planned inputs: opening each, the per-source job, outputs, failures."""
 
-    def __init__(self, opts: RunOptions, stages: Callable[[], Any], events: Any, stop: Stopper,
+    def __init__(self, settings: RunSettings, stages: Callable[[], Any], events: Any, stop: Stopper,
                  outdir: OutputDir | None, *, batch: bool, run_id: str | None = None,
                  slots: threading.Semaphore | None = None) -> None:
-        self.opts = opts
+        self.settings = settings
         self._build_stages = stages  # called once, when the first input has opened
         self._stages: Any = None
         self._build_error: BaseException | None = None
@@ -234,7 +248,7 @@ class Run:
         self.run_id = run_id or new_run_id()
         # --max-inflight is the run's budget of caption calls, shared by every source: a file
         # waiting for a slot holds no other back, and one finishing frees its slots at once.
-        self.slots = slots or threading.BoundedSemaphore(opts.resolved_max_inflight)
+        self.slots = slots or threading.BoundedSemaphore(settings.inflight)
         self.result = RunResult()
         self._lock = threading.RLock()
 
@@ -261,9 +275,10 @@ class Run:
         from video_summarizer.sources import open_source
 
         try:
-            return open_source(item.spec, live=self.opts.live, reconnect_attempts=self.opts.reconnect_attempts,
-                               label=item.label or None, max_pixels=self.opts.max_pixels,
-                               stdin_max_mb=self.opts.stdin_max_mb)
+            source = self.settings.source
+            return open_source(item.spec, live=source.live, reconnect_attempts=source.reconnect_attempts,
+                               label=item.label or None, max_pixels=source.max_pixels,
+                               stdin_max_mb=source.stdin_max_mb)
         except InputError as e:
             if not self.batch:
                 raise
@@ -281,7 +296,7 @@ class Run:
     def run_all(self, inputs: list[Input], first: Any | None = None) -> RunResult:
         """Every input (files --jobs at a time, live ones beside each other); `first` is inputs[0] opened."""
         order = {item.shown: n for n, item in enumerate(inputs)}
-        jobs = min(self.opts.resolved_jobs, len(inputs))
+        jobs = min(self.settings.jobs, len(inputs))
         if jobs > 1 and not any(self._live_spec(item) for item in inputs):
             self._run_files(inputs, jobs)
         else:
@@ -292,8 +307,8 @@ class Run:
     def _live_spec(self, item: Input) -> bool:
         from video_summarizer.source_specs import kind_of
 
-        if self.opts.live is not None:
-            return self.opts.live
+        if self.settings.source.live is not None:
+            return self.settings.source.live
         return kind_of(item.spec) in ("camera", "stream")
 
     def _run_in_turn(self, inputs: list[Input], first: Any | None) -> None:
@@ -403,16 +418,15 @@ class Run:
         from video_summarizer.pipeline import PipelineConfig, SourceRun
         from video_summarizer.selection import FrameSelector
 
-        opts = self.opts
-        config = PipelineConfig(summary_interval=opts.summary_interval,
-                                max_inflight=opts.resolved_max_inflight,
-                                shutdown_timeout_s=opts.shutdown_timeout)
-        selector_kw = {k: v for k, v in (("min_change", opts.min_change), ("max_gap", opts.max_gap))
-                       if v is not None}
-        return SourceRun(source, FrameSelector(interval=opts.interval, **selector_kw), stages, config,
+        settings, selection = self.settings, self.settings.selection
+        config = PipelineConfig(summary_interval=settings.summary_interval, max_inflight=settings.inflight,
+                                shutdown_timeout_s=settings.shutdown_timeout)
+        selector = FrameSelector(interval=selection.interval, min_change=selection.min_change,
+                                 max_gap=selection.max_gap)
+        return SourceRun(source, selector, stages, config,
                          session_id=f"{self.run_id}-{source.label}", stop_event=self.stop.event,
-                         on_frame=self._display_hook(stack) if opts.display else None,
-                         on_progress=_progress_bar(stack, source) if opts.resolved_jobs == 1 else None,
+                         on_frame=self._display_hook(stack) if settings.display else None,
+                         on_progress=_progress_bar(stack, source) if settings.jobs == 1 else None,
                          slots=self.slots, on_read=on_read)
 
     def _display_hook(self, stack: ExitStack) -> Callable[[Any, Any], None] | None:

@@ -321,19 +321,20 @@ class WatchServer:
         self._server.close()
 
 
-def start_watch(opts: Any, events: Any, stack: ExitStack) -> WatchServer | None:
-    """The server for --metrics-port (None without it), bound now: a bad port is said before models load."""
-    if opts.metrics_port is None:
+def start_watch(options: Any, interval_s: float, events: Any, stack: ExitStack) -> WatchServer | None:
+    """The server for --metrics-port (options: WatchOptions; None without a port), bound now: a bad port
+    is said before models load. interval_s: --interval, how often the page expects a frame."""
+    if options.metrics_port is None:
         return None
-    host = opts.metrics_host
-    check_watch_options(host, opts.metrics_token, opts.metrics_allow_host)  # the CLI checked already
+    host = options.metrics_host
+    check_watch_options(host, options.metrics_token, options.metrics_allow_host)  # the CLI checked already
     try:
-        watch = WatchServer(host, opts.metrics_port, token=opts.metrics_token,
-                            allow_hosts=opts.metrics_allow_host, interval_s=opts.interval)
+        watch = WatchServer(host, options.metrics_port, token=options.metrics_token,
+                            allow_hosts=options.metrics_allow_host, interval_s=interval_s)
     except socket.gaierror as e:
         raise InputError(f"cannot listen on {host!r}: {e.strerror or e}", option="--metrics-host") from e
     except OSError as e:
-        raise _bind_error(e, host, opts.metrics_port) from e
+        raise _bind_error(e, host, options.metrics_port) from e
     stack.callback(watch.close)
     events.add_listener(watch.on_event)
     watch.start()

@@ -42,7 +42,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from video_summarizer import defaults as D
 from video_summarizer.tracing.delivery import INGESTION_PATH, SCORES, SCORES_PATH, SPANS, score_id
@@ -552,19 +552,6 @@ def send_outbox_command(root: str | os.PathLike, *, host: str, public_key: str,
 DEFAULT_HOST = D.LANGFUSE_HOST
 
 
-def _env_host() -> str:
-    return (os.environ.get("LANGFUSE_BASE_URL") or os.environ.get("LANGFUSE_HOST")
-            or DEFAULT_HOST).rstrip("/")
-
-
-def _env_timeout(default: float) -> float:
-    try:
-        value = float(os.environ.get("LANGFUSE_TIMEOUT") or default)
-    except ValueError:
-        return default
-    return value if value > 0 else default
-
-
 def check_outbox_dir(path: str | os.PathLike) -> None:
     """Raise InputError naming --langfuse-outbox when the folder cannot be made or written."""
     from video_summarizer.errors import InputError
@@ -580,25 +567,31 @@ def check_outbox_dir(path: str | os.PathLike) -> None:
                          "(another DIR, or off)", option="--langfuse-outbox") from None
 
 
-def outbox_for(opts: Any, has_keys: bool) -> Outbox | None:
-    """The run's outbox from --langfuse-outbox / --langfuse-outbox-max-mb (None: off or no keys)."""
-    folder = opts.resolved_outbox
+if TYPE_CHECKING:  # the edge's option objects, named here only
+    from video_summarizer.options import OutboxOptions
+    from video_summarizer.tracing.settings import LangfuseSettings
+
+SEND = "outbox send"  # what its errors name
+
+
+def open_outbox(folder: Path | None, max_mb: float, *, has_keys: bool, timeout_s: float) -> Outbox | None:
+    """The run's outbox in folder (--langfuse-outbox; None: off), only with Langfuse keys."""
     if folder is None or not has_keys:
         return None
-    return Outbox(folder, opts.langfuse_outbox_max_mb, timeout_s=_env_timeout(5.0))
+    return Outbox(folder, max_mb, timeout_s=timeout_s)
 
 
-def send_outbox_from_options(opts: Any) -> int:
-    """--send-outbox: keys and host from the environment; 0 all sent, 1 some left."""
+def send_command(outbox: OutboxOptions, langfuse: LangfuseSettings, cache_home: Path) -> int:
+    """`outbox send`: what the outbox holds for these keys sent; 0 all sent, 1 some left (for cron)."""
     from video_summarizer.errors import InputError
 
-    public_key = os.environ.get("LANGFUSE_PUBLIC_KEY")
-    secret_key = os.environ.get("LANGFUSE_SECRET_KEY")
-    if not (public_key and secret_key):
+    if not langfuse.has_keys:
         raise InputError("needs LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY (the project the outbox "
-                         "is for; source setup_langfuse.sh)", option="--send-outbox")
-    folder = opts.resolved_outbox
+                         "is for; source setup_langfuse.sh)", option=SEND)
+    folder = outbox.folder(cache_home)
     if folder is None:
-        raise InputError("--langfuse-outbox is off: there is no outbox to send", option="--send-outbox")
-    return send_outbox_command(folder, host=_env_host(), public_key=public_key,
-                               secret_key=secret_key, timeout_s=_env_timeout(10.0))
+        raise InputError("--langfuse-outbox is off: there is no outbox to send", option=SEND)
+    return send_outbox_command(folder, host=(langfuse.base_url or DEFAULT_HOST).rstrip("/"),
+                               public_key=langfuse.public_key or "", secret_key=langfuse.secret_key or "",
+                               timeout_s=langfuse.timeout_s or D.OUTBOX_SEND_TIMEOUT_S)
+

@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """Real-time video summarizer: captions sampled frames with a VLM, names known faces, rolls
-the captions into summaries with an LLM, and traces every processed frame to Langfuse."""
+the captions into summaries with an LLM, and traces every processed frame to Langfuse.
+
+The commands: `run` (the default: ``--source cam0`` alone runs it), `search`, `ask`,
+`experiment`, `dataset push` and `outbox send`, each with only its own options. This file is
+the edge: it reads the environment (click's envvar=, Langfuse's settings, the cache folder) and
+hands the package the named classes (``Backends``); the commands' bodies are video_summarizer.app.
+"""
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -14,14 +19,40 @@ from typing import Any
 import click
 
 from video_summarizer import __version__
-from video_summarizer import defaults as D
-from video_summarizer.errors import SummarizerError
-from video_summarizer.app.signals import EXIT_SIGNAL, EXIT_SOME_FAILED, EXIT_USAGE, StartupInterrupted
+from video_summarizer.app.assembly import build_worker_stages
+from video_summarizer.cli.errors import guarded
+from video_summarizer.cli.group import LEGACY, DefaultGroup
+from video_summarizer.cli.params import (
+    caption_options,
+    dataset_option,
+    debug_option,
+    display_option,
+    experiment_dataset_option,
+    face_options,
+    flush_option,
+    index_read_options,
+    index_write_options,
+    judge_options,
+    json_option,
+    max_inflight_option,
+    max_pixels_option,
+    outbox_options,
+    output_options,
+    prompt_options,
+    query_options,
+    rotation_options,
+    scale_options,
+    selection_options,
+    shutdown_option,
+    source_options,
+    summary_interval_option,
+    summary_model_options,
+    trace_frame_options,
+    trace_log_option,
+    watch_options,
+)
 
-log = logging.getLogger("video_summarizer.cli")
-
-
-EPILOG = """\b
+EXAMPLES = """\b
 Examples:
   # live camera, caption model in this process (Qwen3-VL-2B, downloaded on first use)
   python real_time_summarizer.py --source cam0 --known-faces faces/ --display
@@ -39,260 +70,189 @@ Examples:
   */10 * * * * cd /opt/summarizer && .venv/bin/python real_time_summarizer.py \\
       --source /data/incoming/ --output-dir /data/summaries >> /var/log/summarizer.log 2>&1
 \b
+  # the moments of an index (made by a run with --index moments/), and a question about them
+  python real_time_summarizer.py search "a man at a podium" --index moments/
+  python real_time_summarizer.py ask "when did Biden appear?" --index moments/
+"""
+RUN_EPILOG = EXAMPLES + """\b
 Exit codes: 0 done, 1 some inputs failed (named on stderr), 2 bad usage or input,
 130 interrupted (SIGINT), 143 terminated (SIGTERM).
 Langfuse: set LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY, LANGFUSE_BASE_URL (or `source
 setup_langfuse.sh`); without keys traces go to --trace-log only (default traces.jsonl).
 """
+GROUP_EPILOG = EXAMPLES + """\b
+A first word that names no command runs `run`. COMMAND --help lists that command's options.
+"""
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-class UsageProblem(click.ClickException):
-    """One line on stderr naming the option, exit code 2."""
-
-    exit_code = EXIT_USAGE
-
-
-def _fail(err: SummarizerError, debug: bool) -> UsageProblem:
-    if debug:
-        log.error("details", exc_info=err)
-    from video_summarizer.redact import redact_text
-
-    prefix = f"{err.option}: " if err.option else ""
-    return UsageProblem(redact_text(f"{prefix}{err}"))  # a message may quote a URL as given
-
-
-class _Smoothing(click.ParamType):
-    """K/N with 1 <= K <= N, as (K, N)."""
-
-    name = "K/N"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, int]:
-        if isinstance(value, tuple):
-            return value
-        k, sep, n = str(value).partition("/")
-        if sep and k.strip().isdigit() and n.strip().isdigit() and 1 <= int(k) <= int(n):
-            return int(k), int(n)
-        self.fail(f"{value!r} is not K/N with 1 <= K <= N (e.g. 2/3)", param, ctx)
-
-
-SMOOTHING = _Smoothing()
-
-
-def _opt(*names: str, envvar: str, **kw: Any):
-    """A click option whose help shows its environment variable."""
-    return click.option(*names, envvar=envvar, show_envvar=True, **kw)
-
-
-@click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group("real_time_summarizer.py", cls=DefaultGroup, default="run", legacy=LEGACY, epilog=GROUP_EPILOG,
+             context_settings=CONTEXT)
 @click.version_option(__version__, "--version", prog_name="real-time-summarizer")
-@_opt("--source", "sources", envvar="SUMMARIZER_SOURCE", multiple=True, metavar="SRC",
-      help="cam0/cam1/device index//dev/videoN, a video file, '-' for stdin, rtsp:// or http(s):// "
-           "stream, a folder or a glob. Repeatable.")
-@_opt("--source-label", "source_labels", envvar="SUMMARIZER_SOURCE_LABEL", multiple=True, metavar="LABEL",
-      help="Name the Nth --source LABEL (repeat, in the order of --source; letters, digits, . _ -): its "
-           "trace user id, metric label, output file name. Default: cam0, a file's name, a stream's host "
-           "and the plain words of its path (never its user info, query or key-like path parts).")
-@_opt("--live/--no-live", "live", envvar="SUMMARIZER_LIVE", default=None,
-      help="Treat the source as live (newest frame only, wall-clock time). Default: cameras and "
-           "streams are live, files and stdin are not.")
-@_opt("--reconnect-attempts", envvar="SUMMARIZER_RECONNECT_ATTEMPTS", type=click.IntRange(min=-1), default=D.RECONNECT_ATTEMPTS,
-      show_default=True,
-      help="Times in a row a camera or stream that stops delivering is reopened (0.5 s apart, "
-           "doubling to 10 s) before its run ends; -1: forever, for a camera left running.")
-@_opt("--max-pixels", envvar="SUMMARIZER_MAX_PIXELS", type=click.IntRange(min=1), default=D.MAX_PIXELS,
-      show_default=True,
-      help="Largest frame in pixels (width x height; 8K is 7680x4320) of a source, a known-faces or a "
-           "dataset image, read from the image header or the container before anything is decoded.")
-@_opt("--stdin-max-mb", envvar="SUMMARIZER_STDIN_MAX_MB", type=click.FloatRange(min=1.0),
-      default=D.STDIN_MAX_MB, show_default=True,
-      help="Most of stdin kept on disk: an MP4 or an image piped in is copied to a temporary file first "
-           "(MPEG-TS and MKV are read as they come, unbounded).")
-@_opt("--known-faces", envvar="KNOWN_FACES_DIR", type=click.Path(), default=None, metavar="DIR",
-      help="Folder of known people: name.jpg, or name/ with several images.")
-@_opt("--no-faces", envvar="SUMMARIZER_NO_FACES", is_flag=True, help="Skip face recognition.")
-@_opt("--face-tolerance", envvar="FACE_TOLERANCE", type=click.FloatRange(0.0, 1.0), default=D.FACE_TOLERANCE,
-      show_default=True, help="Face match distance threshold (lower is stricter).")
-@_opt("--face-smoothing", envvar="FACE_SMOOTHING", type=SMOOTHING, default=None, metavar="K/N",
-      help="Name a person only once recognized in K of the last N processed frames (e.g. 2/3), so a "
-           "passing look-alike is not named. Default off.")
-@_opt("--blur-faces/--no-blur-faces", "blur_faces", envvar="SUMMARIZER_BLUR_FACES", default=None,
-      help="Blur every detected face in the frames sent to the caption model (the recognized names "
-           "still go as text). Default: on when the VLM endpoint is not on this machine.")
-@_opt("--face-model", envvar="FACE_MODEL", type=click.Choice(["hog", "cnn"]), default=D.FACE_MODEL,
-      show_default=True, help="Face detector: hog (CPU) or cnn (GPU).")
-@_opt("--vlm-backend", envvar="VLM_BACKEND", type=click.Choice(["auto", "local", "api"]), default=D.VLM_BACKEND,
-      show_default=True,
-      help="local: run the caption model in this process (transformers); api: an OpenAI-compatible "
-           "server. auto: api when --vlm-base-url is given, else local.")
-@_opt("--vlm-base-url", envvar="VLM_BASE_URL", default=None,
-      help="OpenAI-compatible endpoint serving the caption model (vLLM, Ollama, LM Studio, llama.cpp). "
-           f"Default with --vlm-backend api: {D.VLM_URL}.")
-@_opt("--vlm-model", envvar="VLM_MODEL", default=None,
-      help=f"Caption model: for local a hub id or a folder (default {D.LOCAL_VLM_MODEL}); for api the "
-           f"name the server lists (default {D.API_VLM_MODEL}).")
-@_opt("--vlm-device", envvar="VLM_DEVICE", default=D.DEVICE, show_default=True,
-      help="Local caption model: auto (CUDA, then MPS, then CPU), cpu, cuda, mps.")
-@_opt("--vlm-api-key", envvar="VLM_API_KEY", default=None, help="API key for the VLM endpoint, if it needs one.")
-@_opt("--vlm-timeout", envvar="VLM_TIMEOUT", type=click.FloatRange(min=0.1), default=D.VLM_TIMEOUT_S, show_default=True,
-      help="Seconds before one caption request is given up.")
-@_opt("--vlm-max-tokens", envvar="VLM_MAX_TOKENS", type=click.IntRange(min=1), default=D.VLM_MAX_TOKENS, show_default=True,
-      help="Longest caption in tokens.")
-@_opt("--llm-model", envvar="LLM_MODEL", default=D.LLM_MODEL, show_default=True,
-      help="Summary model: a hub id or a local folder (transformers), or the served name with --llm-base-url.")
-@_opt("--llm-base-url", envvar="LLM_BASE_URL", default=None,
-      help="Use an OpenAI-compatible server for summaries instead of loading the model here.")
-@_opt("--llm-api-key", envvar="LLM_API_KEY", default=None, help="API key for --llm-base-url.")
-@_opt("--llm-device", envvar="LLM_DEVICE", default=D.DEVICE, show_default=True,
-      help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps.")
-@_opt("--interval", envvar="SUMMARIZER_INTERVAL", type=click.FloatRange(min=0.0), default=D.INTERVAL_S, show_default=True,
-      help="Seconds of video between processed frames; 0 = every frame.")
-@_opt("--min-change", envvar="SUMMARIZER_MIN_CHANGE", type=click.FloatRange(0.0, 1.0), default=D.MIN_CHANGE,
-      show_default=True, help="Skip frames that differ less than this (0..1) from the last processed one; 0 turns "
-      "gating off.")
-@_opt("--max-gap", envvar="SUMMARIZER_MAX_GAP", type=click.FloatRange(min=0.0), default=None,
-      help="Process a frame anyway after this many seconds without one. Default max(1 s, 2 x interval).")
-@_opt("--summary-interval", envvar="SUMMARIZER_SUMMARY_INTERVAL", type=click.FloatRange(min=0.0),
-      default=D.SUMMARY_INTERVAL_S, show_default=True, help="Seconds of video between rolling summaries (and one at the end).")
-@_opt("--max-inflight", envvar="SUMMARIZER_MAX_INFLIGHT", type=click.IntRange(1, 64), default=None,
-      help="Caption requests in flight at once (default 2 for a server, 1 for the in-process model, "
-           "which captions one frame at a time). Live sources drop frames when all are busy.")
-@_opt("--jobs", envvar="SUMMARIZER_JOBS", type=click.IntRange(1, 256), default=None,
-      help="Batch: inputs run at once, sharing the --max-inflight caption calls (default: enough to "
-           "keep them busy, at most 2 per CPU). With --ray: per worker.")
-@_opt("--ray", envvar="RAY_ADDRESS", default=None, is_flag=False, flag_value="auto", metavar="[ADDRESS]",
-      help="Batch: send the inputs to the Ray cluster at ADDRESS (alone: the one this machine is in; "
-           "'local': a private one for this run). --output-dir must be a folder every node sees.")
-@_opt("--index", envvar="SUMMARIZER_INDEX", default=None, metavar="DIR",
-      help="Put every caption and summary into this LanceDB folder (or db://NAME: LanceDB Cloud, key from "
-           "LANCEDB_API_KEY), embedded for --search and --ask; a re-run over a file replaces its moments. "
-           "Off unless given. For --search/--ask: the index to read (default: LANCEDB_URI).")
-@_opt("--embed-model", envvar="SUMMARIZER_EMBED_MODEL", default=None,
-      help="sentence-transformers model (hub id or folder) that embeds what --index writes and what --search "
-           f"looks for. Default: {D.EMBED_MODEL} for a new index; an index keeps the model it was made "
-           "with, and --search/--ask use it (another one is refused).")
-@_opt("--search", envvar="SUMMARIZER_SEARCH", default=None, metavar="TEXT",
-      help="Print the moments of --index that best match TEXT (meaning and exact words), best first: "
-           "source, [mm:ss] or wall time, caption, faces, score, trace id. Reads no source.")
-@_opt("--ask", envvar="SUMMARIZER_ASK", default=None, metavar="QUESTION",
-      help="Answer QUESTION with the summary model from the best moments of --index, citing them as "
-           "[source mm:ss] (invalid citations removed); traced as video_question.")
-@_opt("--faces", envvar="SUMMARIZER_FACES", multiple=True, metavar="NAME",
-      help="--search/--ask: only moments showing NAME (repeat: all of them).")
-@_opt("--source-filter", envvar="SUMMARIZER_SOURCE_FILTER", default=None, metavar="GLOB",
-      help="--search/--ask: only moments of sources matching GLOB (* and ?), by label or path.")
-@_opt("--since", envvar="SUMMARIZER_SINCE", default=None, metavar="T",
-      help="--search/--ask: only moments from T on: a video time (90, 01:30) for files, or a date and "
-           "time (2026-12-01T09:00, UTC unless a zone is given) for live sources.")
-@_opt("--until", envvar="SUMMARIZER_UNTIL", default=None, metavar="T", help="--search/--ask: only moments up to T.")
-@_opt("--limit", envvar="SUMMARIZER_LIMIT", type=click.IntRange(1, 1000), default=D.QUERY_LIMIT, show_default=True,
-      help="--search/--ask: moments returned (given to the model for --ask).")
-@_opt("--events", envvar="SUMMARIZER_EVENTS", default=None, metavar="PATH|-",
-      help="Write caption/summary/error/stats events as JSON lines ('-' = stdout).")
-@_opt("--summary-out", envvar="SUMMARIZER_SUMMARY_OUT", default=None, metavar="FILE",
-      help="Also write the final summary to this file (atomically).")
-@_opt("--output-dir", envvar="SUMMARIZER_OUTPUT_DIR", default=None, metavar="DIR",
-      help="Batch mode: write <stem>.summary.json and .md per input; skip inputs already done.")
-@_opt("--force", envvar="SUMMARIZER_FORCE", is_flag=True, help="Batch mode: redo inputs already done.")
-@_opt("--trace-log", envvar="SUMMARIZER_TRACE_LOG", default=None, metavar="PATH",
-      help="Append every trace, observation and score as JSON lines (read it with trace_report.py). "
-           f"Default without Langfuse keys: {D.TRACE_LOG} (in --output-dir in batch mode).")
-@_opt("--prompt-label", envvar="LANGFUSE_PROMPT_LABEL", default=D.PROMPT_LABEL, show_default=True,
-      help="Fetch the caption and summary prompts (video-caption, video-summary) from Langfuse prompt "
-           "management by this label; the built-in prompts are used when Langfuse is off or lacks them.")
-@_opt("--prompt-cache-ttl", envvar="LANGFUSE_PROMPT_CACHE_TTL", type=click.FloatRange(min=1.0), default=D.PROMPT_CACHE_TTL_S,
-      show_default=True, help="Seconds before a fetched prompt is refreshed (in the background).")
-@_opt("--shutdown-timeout", envvar="SUMMARIZER_SHUTDOWN_TIMEOUT", type=click.FloatRange(min=0.0),
-      default=D.SHUTDOWN_TIMEOUT_S, show_default=True,
-      help="On SIGINT/SIGTERM: seconds to finish in-flight calls and the final summary.")
-@_opt("--flush-timeout", envvar="LANGFUSE_FLUSH_DEADLINE", type=click.FloatRange(min=0.0), default=D.FLUSH_TIMEOUT_S,
-      show_default=True, help="Seconds allowed for sending the last traces to Langfuse at exit.")
-@_opt("--langfuse-outbox", envvar="LANGFUSE_OUTBOX", default=None, metavar="DIR|off",
-      help="Keep what Langfuse does not acknowledge (spans and scores, with their ids) in DIR and send it "
-           "again when Langfuse answers: during the run, at the next run with keys, or with --send-outbox "
-           "(Langfuse keeps each id once). Default: $XDG_CACHE_HOME (~/.cache)/real-time-summarizer/outbox; "
-           "off: keep nothing.")
-@_opt("--langfuse-outbox-max-mb", envvar="LANGFUSE_OUTBOX_MAX_MB", type=click.FloatRange(min=1.0), default=D.OUTBOX_MAX_MB,
-      show_default=True, help="Largest size of the outbox; past it the oldest batches are dropped (counted).")
-@_opt("--send-outbox", envvar="SUMMARIZER_SEND_OUTBOX", is_flag=True,
-      help="Send what the outbox holds for the Langfuse keys of the environment and exit: 0 all sent, 1 some "
-           "left (for cron). Needs no --source and loads no model.")
-@_opt("--trace-log-max-mb", envvar="SUMMARIZER_TRACE_LOG_MAX_MB", type=click.FloatRange(min=0.0), default=None,
-      help="Rotate --trace-log to PATH.1 ... PATH.5 when it reaches this size, at a line boundary "
-           "(trace_report.py PATH reads them all); 0: never. Default: 100 for live sources, unbounded for files.")
-@_opt("--events-max-mb", envvar="SUMMARIZER_EVENTS_MAX_MB", type=click.FloatRange(min=0.0), default=None,
-      help="Rotate --events PATH the same way; 0: never. Default: 100 for live sources, unbounded for files.")
-@_opt("--display", envvar="SUMMARIZER_DISPLAY", is_flag=True,
-      help="Show a window with the frame, caption, summary and faces (q or Esc quits).")
-@_opt("--metrics-port", envvar="SUMMARIZER_METRICS_PORT", type=click.IntRange(1, 65535), default=None,
-      metavar="PORT",
-      help="Serve Prometheus metrics at /metrics, a health check at /healthz (200 while frames arrive "
-           "and captions succeed, else 503 with why) and a page to watch the run at / on this port. "
-           "Off by default.")
-@_opt("--metrics-host", envvar="SUMMARIZER_METRICS_HOST", default=D.METRICS_HOST, show_default=True,
-      help="Address the --metrics-port server listens on; 0.0.0.0 for every interface, which needs "
-           "--metrics-token (the page shows the frames and who is in them).")
-@_opt("--metrics-token", envvar="SUMMARIZER_METRICS_TOKEN", default=None, metavar="TOKEN",
-      help="Token for every --metrics-port path but /healthz: Authorization: Bearer TOKEN, or open the page "
-           "once at /?token=TOKEN (it sets a cookie). /healthz without it says only ok or unhealthy. Prefer "
-           "the environment variable (a command line is visible to every user). Default: one made at start "
-           "and printed once as the page's URL; required for a --metrics-host beyond loopback.")
-@_opt("--metrics-allow-host", envvar="SUMMARIZER_METRICS_ALLOW_HOST", multiple=True, metavar="NAME",
-      help="A Host name the --metrics-port server answers besides localhost, 127.0.0.1, [::1] and "
-           "--metrics-host (a reverse proxy's or Prometheus' name for this machine); others get 421. "
-           "Repeatable; the variable takes names separated by spaces. Default: none.")
-@_opt("--trace-frames", envvar="SUMMARIZER_TRACE_FRAMES", is_flag=True,
-      help="Attach the JPEG the caption model got (after --blur-faces) to each vlm_caption generation "
-           "as Langfuse media. Off: no pixel goes into a trace. Without keys the trace log keeps its size and hash.")
-@_opt("--trace-frame-max-side", envvar="SUMMARIZER_TRACE_FRAME_MAX_SIDE", type=click.IntRange(64, 4096),
-      default=D.TRACE_FRAME_MAX_SIDE, show_default=True, help="Longest side in pixels of a traced frame or dataset image.")
-@_opt("--trace-frame-quality", envvar="SUMMARIZER_TRACE_FRAME_QUALITY", type=click.IntRange(10, 100),
-      default=D.TRACE_FRAME_QUALITY, show_default=True, help="JPEG quality of a traced frame or dataset image (768 px at 75: "
-      "15-55 KB a frame on the test clips).")
-@_opt("--dataset", envvar="SUMMARIZER_DATASET", default=None, metavar="NAME",
-      help="With --source: add every captioned frame to this Langfuse dataset (without keys: the folder "
-           "NAME/); a second run over the same file adds nothing twice. With --experiment: the items to caption.")
-@_opt("--dataset-push", envvar="SUMMARIZER_DATASET_PUSH", default=None, metavar="NAME",
-      help="Upload the local dataset folder NAME/ (made without keys) to the Langfuse dataset NAME, and exit.")
-@_opt("--experiment", envvar="SUMMARIZER_EXPERIMENT", default=None, metavar="RUN",
-      help="Caption every item of --dataset with --vlm-model / --prompt-label as the run RUN (a Langfuse "
-           "dataset run), score it, and print the runs of that dataset side by side. Needs no --source.")
-@_opt("--judge-model", envvar="JUDGE_MODEL", default=None,
-      help="--experiment: an OpenAI-compatible chat model that sees each frame and caption and scores "
-           "its faithfulness 0-1 (judge_faithfulness, on the generation).")
-@_opt("--judge-base-url", envvar="JUDGE_BASE_URL", default=None,
-      help="Endpoint of --judge-model (default: --vlm-base-url).")
-@_opt("--judge-api-key", envvar="JUDGE_API_KEY", default=None, help="API key for --judge-base-url, if it needs one.")
-@_opt("--json", "as_json", envvar="SUMMARIZER_JSON", is_flag=True, help="Print the final summary as JSON.")
-@_opt("--debug", envvar="SUMMARIZER_DEBUG", is_flag=True, help="Verbose logs and tracebacks.")
-def main(**params: Any) -> None:
-    """Summarize a camera, a video file or a pipe in real time.
+def cli() -> None:
+    """Summarize a camera, a video file or a pipe in real time, and search what was seen."""
+
+
+@cli.command("run", epilog=RUN_EPILOG, short_help="Summarize cameras, files, pipes, streams, folders.")
+@click.version_option(__version__, "--version", prog_name="real-time-summarizer")
+@source_options
+@face_options
+@caption_options
+@summary_model_options
+@selection_options
+@summary_interval_option
+@scale_options
+@index_write_options
+@output_options
+@trace_log_option(default_log=True)
+@prompt_options
+@shutdown_option
+@flush_option
+@outbox_options
+@rotation_options
+@display_option
+@watch_options
+@trace_frame_options
+@dataset_option
+@json_option
+@debug_option
+@click.pass_context
+def run(ctx: click.Context, **params: Any) -> None:
+    """Summarize a camera, a video file or a pipe in real time (the default command).
 
     Every --interval seconds of video a frame is selected (frames that barely change are
     skipped), known faces are recognized, the frame is captioned by a vision-language model,
     and every --summary-interval seconds the captions are rolled into a summary. Each
     processed frame is one Langfuse trace with time-to-first-token and quality scores.
     """
-    debug = params["debug"]
-    _setup_logging(debug)
+    from video_summarizer.app.commands import run_command
+    from video_summarizer.options import RunConfig
+
+    cfg = RunConfig.from_params(params)
+    langfuse, home = _edge(ctx, cfg.debug)
+    ctx.exit(guarded(cfg.debug, lambda: run_command(cfg, _backends(), langfuse, cache_home=home,
+                                                    worker_stages=WORKER_STAGES)))
+
+
+@cli.command("search", short_help="The moments of an index that best match TEXT.")
+@click.argument("text", envvar="SUMMARIZER_SEARCH")
+@index_read_options
+@query_options
+@json_option
+@debug_option
+@click.pass_context
+def search(ctx: click.Context, **params: Any) -> None:
+    """Print the moments of the index that best match TEXT (meaning and exact words), best first:
+    source, [mm:ss] or wall time, caption, faces, score, trace id. Reads no source."""
+    from video_summarizer.app.commands import search_command
+    from video_summarizer.options import IndexOptions, QueryOptions
+
+    _edge(ctx, params["debug"])
+    ctx.exit(guarded(params["debug"], lambda: search_command(
+        IndexOptions.from_params(params), QueryOptions.from_params(params), as_json=params["as_json"],
+        out=sys.stdout)))
+
+
+@cli.command("ask", short_help="A question answered from an index's moments, citing them.")
+@click.argument("text", metavar="QUESTION", envvar="SUMMARIZER_ASK")
+@index_read_options
+@query_options
+@summary_model_options
+@trace_log_option(default_log=True)
+@flush_option
+@json_option
+@debug_option
+@click.pass_context
+def ask(ctx: click.Context, **params: Any) -> None:
+    """Answer QUESTION with the summary model from the best moments of the index, citing them as
+    [source mm:ss] (invalid citations removed); traced as video_question."""
+    from video_summarizer.app.commands import ask_command
+    from video_summarizer.options import IndexOptions, QueryOptions, SummaryOptions, TracingOptions
+
+    langfuse, _ = _edge(ctx, params["debug"])
+    ctx.exit(guarded(params["debug"], lambda: ask_command(
+        IndexOptions.from_params(params), QueryOptions.from_params(params), SummaryOptions.from_params(params),
+        TracingOptions.from_params(params), _backends(), langfuse, as_json=params["as_json"], out=sys.stdout)))
+
+
+@cli.command("experiment", short_help="Caption a dataset as the run RUN; compare the runs.")
+@click.argument("name", metavar="RUN", envvar="SUMMARIZER_EXPERIMENT")
+@experiment_dataset_option
+@caption_options
+@prompt_options
+@judge_options
+@max_inflight_option
+@max_pixels_option
+@trace_log_option(default_log=False)
+@flush_option
+@debug_option
+@click.pass_context
+def experiment(ctx: click.Context, **params: Any) -> None:
+    """Caption every item of --dataset with --vlm-model / --prompt-label as the run RUN (a Langfuse
+    dataset run), score it, and print the runs of that dataset side by side."""
+    from video_summarizer.app.commands import experiment_command
+    from video_summarizer.options import (
+        CaptionOptions,
+        ExperimentOptions,
+        PromptOptions,
+        ScaleOptions,
+        TracingOptions,
+    )
+
+    langfuse, _ = _edge(ctx, params["debug"])
+    ctx.exit(guarded(params["debug"], lambda: experiment_command(
+        ExperimentOptions.from_params(params), CaptionOptions.from_params(params), PromptOptions.from_params(params),
+        ScaleOptions.from_params(params), TracingOptions.from_params(params), _backends(), langfuse,
+        max_pixels=params["max_pixels"], out=sys.stdout)))
+
+
+@cli.group("dataset", context_settings=CONTEXT, short_help="dataset push NAME: a local dataset uploaded to Langfuse.")
+def dataset() -> None:
+    """Datasets of captioned frames (made by run --dataset)."""
+
+
+@dataset.command("push")
+@click.argument("name", envvar="SUMMARIZER_DATASET_PUSH")
+@trace_log_option(default_log=False)
+@flush_option
+@debug_option
+@click.pass_context
+def dataset_push(ctx: click.Context, **params: Any) -> None:
+    """Upload the local dataset folder NAME/ (made without keys) to the Langfuse dataset NAME."""
+    from video_summarizer.app.commands import push_command
+    from video_summarizer.options import TracingOptions
+
+    langfuse, _ = _edge(ctx, params["debug"])
+    ctx.exit(guarded(params["debug"], lambda: push_command(
+        params["name"], TracingOptions.from_params(params), _backends(), langfuse, out=sys.stdout)))
+
+
+@cli.group("outbox", context_settings=CONTEXT, short_help="outbox send: what Langfuse did not take, sent (cron).")
+def outbox() -> None:
+    """What Langfuse did not acknowledge, kept on disk (see --langfuse-outbox)."""
+
+
+@outbox.command("send")
+@outbox_options
+@debug_option
+@click.pass_context
+def outbox_send(ctx: click.Context, **params: Any) -> None:
+    """Send what the outbox holds for the Langfuse keys of the environment: exit 0 all sent, 1 some
+    left (for cron). Needs no source and loads no model."""
+    from video_summarizer.app.commands import outbox_send_command
+    from video_summarizer.options import OutboxOptions
+
+    langfuse, home = _edge(ctx, params["debug"])
+    ctx.exit(guarded(params["debug"], lambda: outbox_send_command(OutboxOptions.from_params(params), langfuse,
+                                                                  home)))
+
+
+def main() -> None:
+    """The console entry point: the commands, then an exit that skips teardown past abandoned workers."""
     try:
-        code = _dispatch(params)
-    except SummarizerError as e:
-        raise _fail(e, debug) from None
-    except KeyboardInterrupt as e:  # Ctrl-C while starting up (models loading): nothing to save yet
-        sys.stderr.write("\nInterrupted while starting up.\n")
-        code = EXIT_SIGNAL[e.signum if isinstance(e, StartupInterrupted) else signal.SIGINT]
-    _exit(_name_unwritten(code))
-
-
-def _name_unwritten(code: int) -> int:
-    """Name the outputs that could not be written, last on stderr; such a run exits 1, not 0."""
-    from video_summarizer.files import NOT_WRITTEN
-
-    line = NOT_WRITTEN.summary()
-    if line is None:
-        return code
-    sys.stderr.write(line + "\n")
-    return code or EXIT_SOME_FAILED
+        cli.main(standalone_mode=True)
+    except SystemExit as e:
+        _exit(e.code if isinstance(e.code, int) else (0 if e.code is None else 1))
 
 
 def _exit(code: int) -> None:
@@ -310,21 +270,47 @@ def _exit(code: int) -> None:
     sys.exit(code)
 
 
+# -- the edge: logging, the environment, the named classes ---------------------------------------
+
 # Our loggers share one root and log progress at INFO; libraries (HTTP clients, SDKs) only
 # warnings unless --debug.
 LOG_ROOT = "video_summarizer"
 
 
-def _setup_logging(debug: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if debug else "%(message)s")
-    if not debug:
-        logging.getLogger(LOG_ROOT).setLevel(logging.INFO)
+def _edge(ctx: click.Context, debug: bool) -> tuple[Any, Path]:
+    """Logging for this invocation, .env read; Langfuse's settings and the cache folder, from the environment."""
+    from video_summarizer.files import NOT_WRITTEN
+    from video_summarizer.paths import cache_home
+    from video_summarizer.tracing.settings import LangfuseSettings
+
+    _setup_logging(ctx, debug)
+    NOT_WRITTEN.clear()  # one invocation's failures (several run in one process under tests)
+    _load_dotenv(Path(__file__).resolve().parent / ".env")
+    return LangfuseSettings.from_env(os.environ), cache_home(os.environ)
+
+
+def _setup_logging(ctx: click.Context, debug: bool) -> None:
+    """A handler on this invocation's stderr, removed (and the levels put back) when the command ends."""
+    root, ours = logging.getLogger(), logging.getLogger(LOG_ROOT)
+    saved = root.level, ours.level
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s" if debug
+                                           else "%(message)s"))
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    ours.setLevel(logging.NOTSET if debug else logging.INFO)
+    root.addHandler(handler)
     from video_summarizer.redact import install_log_redaction
 
     install_log_redaction()  # URLs in every record masked: ours and the HTTP clients' debug lines
     if not sys.stderr.isatty():  # no progress bars in logs and cron mail
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+    def restore() -> None:
+        root.removeHandler(handler)
+        root.setLevel(saved[0])
+        ours.setLevel(saved[1])
+
+    ctx.call_on_close(restore)
 
 
 def _load_dotenv(path: Path) -> None:
@@ -340,53 +326,6 @@ def _load_dotenv(path: Path) -> None:
             os.environ[name] = value.strip().strip("'\"")
 
 
-def _dispatch(params: dict[str, Any]) -> int:
-    """The mode the flags name, each handed its own options (the commands of the next step)."""
-    from video_summarizer.app import commands
-    from video_summarizer.options import (
-        CaptionOptions,
-        ExperimentOptions,
-        IndexOptions,
-        OutboxOptions,
-        PromptOptions,
-        QueryOptions,
-        RunConfig,
-        ScaleOptions,
-        SourceOptions,
-        SummaryOptions,
-        TracingOptions,
-    )
-    from video_summarizer.paths import cache_home
-    from video_summarizer.tracing.settings import LangfuseSettings
-
-    _load_dotenv(Path(__file__).resolve().parent / ".env")
-    langfuse, home, p = LangfuseSettings.from_env(os.environ), cache_home(os.environ), dict(params)
-    modes = {k: p.pop(k) for k in ("send_outbox", "search", "ask", "experiment", "dataset_push")}
-    exp = ExperimentOptions.from_params({**{k: p.pop(k) for k in ("judge_model", "judge_base_url",
-                                                                  "judge_api_key")},
-                                         "name": modes["experiment"] or "", "dataset": p.get("dataset")})
-    query = {k: p.pop(k) for k in ("faces", "source_filter", "since", "until", "limit")}
-    if modes["send_outbox"]:  # cron: no source, no model
-        return commands.outbox_send_command(OutboxOptions.from_params(p), langfuse, home)
-    text = modes["ask"] if modes["ask"] is not None else modes["search"]
-    if text is not None:  # read the index: no source, no caption model
-        q, index = QueryOptions.from_params({**query, "text": text}), IndexOptions.from_params(p)
-        if modes["ask"] is None:
-            return commands.search_command(index, q, as_json=p["as_json"], out=sys.stdout)
-        return commands.ask_command(index, q, SummaryOptions.from_params(p), TracingOptions.from_params(p),
-                                    _backends(), langfuse, as_json=p["as_json"], out=sys.stdout)
-    if modes["dataset_push"] is not None:
-        return commands.push_command(modes["dataset_push"], TracingOptions.from_params(p), _backends(), langfuse,
-                                     out=sys.stdout)
-    if modes["experiment"] is not None:  # a dataset: no source
-        return commands.experiment_command(exp, CaptionOptions.from_params(p), PromptOptions.from_params(p),
-                                           ScaleOptions.from_params(p), TracingOptions.from_params(p), _backends(),
-                                           langfuse, max_pixels=SourceOptions.from_params(p).max_pixels,
-                                           out=sys.stdout)
-    return commands.run_command(RunConfig.from_params(p), _backends(), langfuse, cache_home=home,
-                                worker_stages=WORKER_STAGES)
-
-
 def _backends() -> Any:
     """The named classes, imported when a command needs them (langfuse and openai are slow to import)."""
     from langfuse_datasets import LangfuseDataset
@@ -398,14 +337,9 @@ def _backends() -> Any:
     return Backends(tracker=LangfuseTracker, caption=VLMClient, summary=LLMSummarizer, dataset=LangfuseDataset)
 
 
-def _worker_stages(cfg: Any, stack: Any, events: Any, *, backends: Any) -> Any:
-    """What a Ray worker calls to build its stages (app.assembly's; a test puts a spy in WORKER_STAGES)."""
-    from video_summarizer.app.assembly import build_worker_stages
-
-    return build_worker_stages(cfg, stack, events, backends=backends)
-
-
-WORKER_STAGES = _worker_stages
+# What a Ray worker calls to build its stages, from its node's own environment: a module-level function
+# of the package, so it is pickled by reference even when this file runs as __main__ (a test puts a spy here).
+WORKER_STAGES = build_worker_stages
 
 
 if __name__ == "__main__":

@@ -136,7 +136,10 @@ def test_every_option_an_error_names_exists():
         found = set(pattern.findall(path.read_text(encoding="utf-8")))
         named["report" if path.name == "trace_report.py" else "cli"] |= found
     assert len(named["cli"]) >= 8 and named["report"], named  # the scan finds them (a broken regex would pass)
-    assert named["cli"] - options(real_time_summarizer.main) == set()
+    group = real_time_summarizer.cli
+    commands = [*group.commands.values(), *group.commands["dataset"].commands.values(),
+                *group.commands["outbox"].commands.values()]
+    assert named["cli"] - set().union(*(options(c) for c in commands)) == set()
     assert named["report"] - options(trace_report.main) == set()
 
 
@@ -245,11 +248,11 @@ def test_face_smoothing_is_an_option_parsed_to_k_of_n():
 
     import real_time_summarizer
 
-    ctx = real_time_summarizer.main.make_context("real_time_summarizer", ["--source", "a.mp4",
-                                                                          "--face-smoothing", "2/3"])
+    run = real_time_summarizer.cli.commands["run"]
+    ctx = run.make_context("run", ["--source", "a.mp4", "--face-smoothing", "2/3"])
     from video_summarizer.options import FaceOptions
 
     assert FaceOptions.from_params(ctx.params).face_smoothing == (2, 3)
     for bad in ("3/2", "0/2", "two"):
         with pytest.raises(click.BadParameter, match="K/N"):
-            real_time_summarizer.main.make_context("real_time_summarizer", ["--face-smoothing", bad])
+            run.make_context("run", ["--face-smoothing", bad])

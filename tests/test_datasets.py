@@ -77,7 +77,7 @@ def test_offline_folder_round_trips_and_pushes_under_the_same_ids(tmp_path, clip
     with FakeLangfuseServer(public_key=TEST_PUBLIC_KEY, secret_key=TEST_SECRET_KEY) as lf:
         env = cli_env(tmp_path, langfuse_url=lf.base_url)
         cli = cli_args("http://127.0.0.1:9/v1", tiny_llm)[:2]  # python real_time_summarizer.py
-        push = run_cli([*cli, "--dataset-push", "frames"], env, cwd=tmp_path, timeout=120)
+        push = run_cli([*cli, "dataset", "push", "frames"], env, cwd=tmp_path, timeout=120)
         assert push.returncode == 0, push.stderr
         assert "2 items uploaded to Langfuse dataset frames, 0 already there" in push.stderr
         pushed = {i["id"]: i for i in lf.data.dataset_items("frames")}
@@ -86,17 +86,17 @@ def test_offline_folder_round_trips_and_pushes_under_the_same_ids(tmp_path, clip
             media_id = pushed[item.id]["input"]["image"][len(REF_PREFIX):].split("|")[0]
             assert lf.data.media_bytes(media_id) == item.image_jpeg
             assert pushed[item.id]["metadata"] == item.metadata
-        repush = run_cli([*cli, "--dataset-push", "frames"], env, cwd=tmp_path, timeout=120)
+        repush = run_cli([*cli, "dataset", "push", "frames"], env, cwd=tmp_path, timeout=120)
         assert repush.returncode == 0 and "0 items uploaded" in repush.stderr
         assert len(lf.data.item_creates) == 2
 
 
 def test_push_needs_keys_and_a_dataset_folder(tmp_path, tiny_llm):
     cli = cli_args("http://127.0.0.1:9/v1", tiny_llm)[:2]
-    no_keys = run_cli([*cli, "--dataset-push", "frames"], cli_env(tmp_path), cwd=tmp_path, timeout=60)
+    no_keys = run_cli([*cli, "dataset", "push", "frames"], cli_env(tmp_path), cwd=tmp_path, timeout=60)
     assert no_keys.returncode == 2 and no_keys.stderr_lines()[-1].startswith("Error: dataset push: needs Langfuse keys")
     with FakeLangfuseServer(public_key=TEST_PUBLIC_KEY, secret_key=TEST_SECRET_KEY) as lf:
-        missing = run_cli([*cli, "--dataset-push", "nothing-here"], cli_env(tmp_path, langfuse_url=lf.base_url),
+        missing = run_cli([*cli, "dataset", "push", "nothing-here"], cli_env(tmp_path, langfuse_url=lf.base_url),
                           cwd=tmp_path, timeout=60)
     assert missing.returncode == 2, missing.stderr
     assert missing.stderr_lines()[-1].startswith("Error: dataset push: ")

@@ -24,12 +24,12 @@ CLEAN_ENV = {k: None for k in os.environ if k.startswith(("LANGFUSE_", "VLM_", "
 
 
 def _cli(*args: str, cwd: Path):
-    from real_time_summarizer import main
+    from real_time_summarizer import cli
 
     old = os.getcwd()
     os.chdir(cwd)  # the dataset folders and their runs are relative to it, as for a user
     try:
-        return CliRunner().invoke(main, list(args), env=CLEAN_ENV)
+        return CliRunner().invoke(cli, list(args), env=CLEAN_ENV)
     finally:
         os.chdir(old)
 
@@ -57,7 +57,7 @@ def test_the_closing_lines_state_each_delivery_count_once_and_agree():
 
 # -- whole sentences --------------------------------------------------------------------------
 def test_dataset_push_without_keys_is_one_whole_sentence(tmp_path):
-    result = _cli("--dataset-push", "frames", cwd=tmp_path)
+    result = _cli("dataset", "push", "frames", cwd=tmp_path)
     assert result.exit_code == 2, result.output
     assert result.stderr.splitlines() == [
         "Error: dataset push: needs Langfuse keys to upload the dataset folder frames/: set LANGFUSE_PUBLIC_KEY, "
@@ -107,7 +107,7 @@ def test_a_reused_experiment_run_name_is_refused_before_anything_runs(tmp_path):
         local.add(DatasetItem(f"item-{i}", to_jpeg_bytes(numbered_frame(i), 256, 80), {"faces": []}, {"frame": i}))
     records = tmp_path / "frames" / "runs" / "run-a.jsonl"
     with FakeOpenAIServer(models=("qwen3",), reply="A coloured band over squares.") as vlm:
-        args = ("--experiment", "run-a", "--dataset", "frames", "--vlm-base-url", vlm.base_url, "--vlm-model", "qwen3")
+        args = ("experiment", "run-a", "--dataset", "frames", "--vlm-base-url", vlm.base_url, "--vlm-model", "qwen3")
         first = _cli(*args, cwd=tmp_path)
         assert first.exit_code == 0, first.output
         kept, asked = records.read_bytes(), len(vlm.requests)

@@ -87,7 +87,7 @@ def test_a_run_indexes_every_caption_and_summary(indexed):
 def test_search_prints_the_best_moment_first_with_its_trace(indexed, bert):
     tmp = indexed["tmp"]
     podium = next(e for e in indexed["events"] if e["type"] == "caption" and e["frame"] == 10)
-    run = run_cli([sys.executable, CLI, "--search", "podium", "--index", str(tmp / "idx"), "--embed-model", str(bert),
+    run = run_cli([sys.executable, CLI, "search", "podium", "--index", str(tmp / "idx"), "--embed-model", str(bert),
                    "--limit", "3"], cli_env(tmp))
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
@@ -114,7 +114,7 @@ def test_ask_answers_with_checked_citations_traced_as_one_question(indexed, bert
     answer = "A man speaks at a podium [talk 00:01]. Then he leaves the stage [talk 09:59]."
     with FakeLangfuseServer(public_key="pk-test-e2e", secret_key=TEST_SECRET_KEY) as lf, \
             FakeOpenAIServer(reply=answer, models=("mistral",), first_chunk_delay=0.05) as llm:
-        run = run_cli([sys.executable, CLI, "--ask", "Who is at the podium?", "--index", str(tmp / "idx"),
+        run = run_cli([sys.executable, CLI, "ask", "Who is at the podium?", "--index", str(tmp / "idx"),
                        "--embed-model", str(bert), "--limit", "3", "--llm-base-url", llm.base_url,
                        "--llm-model", "mistral", "--json"], cli_env(tmp, langfuse_url=lf.base_url))
         assert run.returncode == 0, run.stderr
@@ -146,7 +146,7 @@ def test_ask_answers_with_checked_citations_traced_as_one_question(indexed, bert
 
 def test_bad_index_and_embedding_model_are_one_line_exit_2(tmp_path, clips, bert):
     env = cli_env(tmp_path)
-    missing = run_cli([sys.executable, CLI, "--search", "podium", "--index", str(tmp_path / "none"),
+    missing = run_cli([sys.executable, CLI, "search", "podium", "--index", str(tmp_path / "none"),
                        "--embed-model", str(bert)], env)
     assert missing.returncode == 2 and missing.stderr_lines() == [
         f"Error: --index: no index at {tmp_path / 'none'} (make one with --source ... --index {tmp_path / 'none'})"]

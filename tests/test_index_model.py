@@ -41,16 +41,16 @@ def index(tmp_path_factory, bert) -> dict:
 
 
 def _cli(*args: str):
-    from real_time_summarizer import main
+    from real_time_summarizer import cli
 
-    return CliRunner().invoke(main, list(args), env=CLEAN_ENV)
+    return CliRunner().invoke(cli, list(args), env=CLEAN_ENV)
 
 
 def test_the_index_records_its_model_and_search_uses_it_without_the_option(index, bert):
     from video_summarizer.index import open_table, stored_model
 
     assert stored_model(open_table(index["dir"])) == str(bert)  # kept through the writes and the optimize
-    result = _cli("--search", "podium", "--index", index["dir"], "--limit", "2")
+    result = _cli("search", "podium", "--index", index["dir"], "--limit", "2")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert len(lines) == 2 and lines[0].startswith("1. talk [00:05] A man at a podium speaks to the crowd."), lines
@@ -71,7 +71,7 @@ def test_another_embedding_model_is_one_line_naming_the_option(index, bert, tmp_
     from video_summarizer.index import open_indexer
 
     other = build_tiny_bert(tmp_path / "other-bert", seed=1)  # the same size of vectors: only the name tells
-    result = _cli("--search", "podium", "--index", index["dir"], "--embed-model", str(other))
+    result = _cli("search", "podium", "--index", index["dir"], "--embed-model", str(other))
     assert result.exit_code == 2, result.output
     assert result.stderr.splitlines() == [
         f"Error: --embed-model: the index at {index['dir']} was made with the embedding model {bert}, not "
@@ -83,7 +83,7 @@ def test_another_embedding_model_is_one_line_naming_the_option(index, bert, tmp_
 
 def test_ask_checks_the_summary_model_before_the_embedding_model_loads(index, bert, caplog):
     caplog.set_level(logging.INFO, logger="video_summarizer")
-    result = _cli("--ask", "Who is at the podium?", "--index", index["dir"], "--embed-model", str(bert),
+    result = _cli("ask", "Who is at the podium?", "--index", index["dir"], "--embed-model", str(bert),
                   "--llm-model", "/nonexistent/mistral")
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("Error: --llm-model: "), result.stderr

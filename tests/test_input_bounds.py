@@ -237,7 +237,7 @@ CASES = ["parent", "absolute", "link", "fifo"]
 def test_an_experiment_reads_no_image_from_outside_its_dataset(tmp_path, case, bomb):
     _, secret = _hostile_dataset(tmp_path, case, bomb)
     with FakeOpenAIServer(reply="A coloured band.") as srv:
-        run = run_cli([sys.executable, CLI, "--experiment", "r", "--dataset", "frames", "--vlm-base-url",
+        run = run_cli([sys.executable, CLI, "experiment", "r", "--dataset", "frames", "--vlm-base-url",
                        srv.base_url], cli_env(tmp_path), cwd=tmp_path, timeout=60)
         option = "--max-pixels" if case == "bomb" else "--dataset"
         why = {"bomb": "its image is 256.0 megapixels", "fifo": "is not a regular file (a named pipe)"}.get(
@@ -257,7 +257,7 @@ def test_a_push_sends_nothing_from_outside_its_dataset(tmp_path, case, bomb):
         entry.update(id="bad-etc", image="/etc/hostname")
         (tmp_path / "frames" / "items.jsonl").write_text(lines[0] + "\n" + json.dumps(entry) + "\n")
     with FakeLangfuseServer(public_key=TEST_PUBLIC_KEY, secret_key=TEST_SECRET_KEY) as lf:
-        run = run_cli([sys.executable, CLI, "--dataset-push", "frames"], cli_env(tmp_path, langfuse_url=lf.base_url),
+        run = run_cli([sys.executable, CLI, "dataset", "push", "frames"], cli_env(tmp_path, langfuse_url=lf.base_url),
                       cwd=tmp_path, timeout=60)
         why = "is not a regular file (a named pipe)" if case == "fifo" else "which is not inside the dataset folder"
         _one_line_exit_2(run.stderr, run.returncode, "dataset push", f"item 'bad-{case}' of ", why)
@@ -289,7 +289,7 @@ def index(tmp_path_factory):
     ("1:60:00", "is not a video time: minutes must be under 60 (60)"),
 ], ids=["400-digits", "60-digits", "nan", "inf", "99:99", "1:60:00"])
 def test_an_absurd_time_is_a_usage_error_naming_its_option(tmp_path, index, option, value, why):
-    proc = subprocess.run([sys.executable, CLI, "--search", "crowd", *index, option, value],
+    proc = subprocess.run([sys.executable, CLI, "search", "crowd", *index, option, value],
                           env=cli_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           stdin=subprocess.DEVNULL)
     line = _one_line_exit_2(proc.stderr, proc.returncode, option, why)
@@ -297,7 +297,7 @@ def test_an_absurd_time_is_a_usage_error_naming_its_option(tmp_path, index, opti
 
 
 def test_times_in_range_still_filter(tmp_path, index):
-    proc = subprocess.run([sys.executable, CLI, "--search", "crowd", *index, "--since", "0:04", "--until",
+    proc = subprocess.run([sys.executable, CLI, "search", "crowd", *index, "--since", "0:04", "--until",
                            "62:03.5", "--json"], env=cli_env(tmp_path), cwd=tmp_path, capture_output=True,
                           text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr

@@ -163,7 +163,7 @@ def _cli(vlm_url: str, llm: Path, tmp: Path, source: str, *more: str) -> list[st
 
 
 def _send_outbox(tmp: Path, langfuse_url: str, *more: str):
-    return run_cli([sys.executable, CLI, "--send-outbox",
+    return run_cli([sys.executable, CLI, "outbox", "send",
                     "--langfuse-outbox", str(tmp / "outbox"), *more],
                    cli_env(tmp, langfuse_url=langfuse_url), timeout=60)
 
@@ -237,7 +237,7 @@ def test_a_run_killed_mid_outage_loses_nothing_it_kept(tmp_path, clips, tiny_llm
 
 
 def test_send_outbox_needs_keys(tmp_path):
-    proc = run_cli([sys.executable, CLI, "--send-outbox",
+    proc = run_cli([sys.executable, CLI, "outbox", "send",
                     "--langfuse-outbox", str(tmp_path / "outbox")], cli_env(tmp_path), timeout=30)
     errors = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(errors) == 1 and errors[0].startswith("Error: outbox send:"), \

@@ -1,11 +1,8 @@
 """Langfuse's settings, read from the environment once at the edge and handed on as values."""
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping
-
-log = logging.getLogger("video_summarizer.tracker")
 
 
 @dataclass(frozen=True)
@@ -31,7 +28,7 @@ class LangfuseSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "LangfuseSettings":
-        """LANGFUSE_* as the SDK reads them; a value that is not a number is warned about and left out."""
+        """LANGFUSE_* as the SDK reads them; a value that is not a positive number is left out."""
         return cls(public_key=environ.get("LANGFUSE_PUBLIC_KEY") or None,
                    secret_key=environ.get("LANGFUSE_SECRET_KEY") or None,
                    base_url=(environ.get("LANGFUSE_BASE_URL") or environ.get("LANGFUSE_HOST") or None),
@@ -46,15 +43,9 @@ class LangfuseSettings:
 
 
 def _number(environ: Mapping[str, str], name: str, kind: type) -> Any:
-    raw = environ.get(name)
-    if not raw:
-        return None
+    """The variable as a positive number, else None (the tracker reads it again and says what is wrong)."""
     try:
-        value = kind(raw)
+        value = kind(environ.get(name) or "")
     except ValueError:
-        log.warning("%s=%r is not a number; using the default", name, raw)
         return None
-    if not value > 0:
-        log.warning("%s=%r is not positive; using the default", name, raw)
-        return None
-    return value
+    return value if value > 0 else None

@@ -22,35 +22,7 @@ from video_summarizer import __version__
 from video_summarizer.app.assembly import build_worker_stages
 from video_summarizer.cli.errors import guarded
 from video_summarizer.cli.group import LEGACY, DefaultGroup
-from video_summarizer.cli.params import (
-    caption_options,
-    dataset_option,
-    debug_option,
-    display_option,
-    experiment_dataset_option,
-    face_options,
-    flush_option,
-    index_read_options,
-    index_write_options,
-    judge_options,
-    json_option,
-    max_inflight_option,
-    max_pixels_option,
-    outbox_options,
-    output_options,
-    prompt_options,
-    query_options,
-    rotation_options,
-    scale_options,
-    selection_options,
-    shutdown_option,
-    source_options,
-    summary_interval_option,
-    summary_model_options,
-    trace_frame_options,
-    trace_log_option,
-    watch_options,
-)
+from video_summarizer.cli import params as P
 
 EXAMPLES = """\b
 Examples:
@@ -95,27 +67,27 @@ def cli() -> None:
 
 @cli.command("run", epilog=RUN_EPILOG, short_help="Summarize cameras, files, pipes, streams, folders.")
 @click.version_option(__version__, "--version", prog_name="real-time-summarizer")
-@source_options
-@face_options
-@caption_options
-@summary_model_options
-@selection_options
-@summary_interval_option
-@scale_options
-@index_write_options
-@output_options
-@trace_log_option(default_log=True)
-@prompt_options
-@shutdown_option
-@flush_option
-@outbox_options
-@rotation_options
-@display_option
-@watch_options
-@trace_frame_options
-@dataset_option
-@json_option
-@debug_option
+@P.source_options
+@P.face_options
+@P.caption_options
+@P.summary_model_options
+@P.selection_options
+@P.summary_interval_option
+@P.scale_options
+@P.index_write_options
+@P.output_options
+@P.trace_log_option(default_log=True)
+@P.prompt_options
+@P.shutdown_option
+@P.flush_option
+@P.outbox_options
+@P.rotation_options
+@P.display_option
+@P.watch_options
+@P.trace_frame_options
+@P.dataset_option
+@P.json_option
+@P.debug_option
 @click.pass_context
 def run(ctx: click.Context, **params: Any) -> None:
     """Summarize a camera, a video file or a pipe in real time (the default command).
@@ -136,10 +108,10 @@ def run(ctx: click.Context, **params: Any) -> None:
 
 @cli.command("search", short_help="The moments of an index that best match TEXT.")
 @click.argument("text", envvar="SUMMARIZER_SEARCH")
-@index_read_options
-@query_options
-@json_option
-@debug_option
+@P.index_read_options
+@P.query_options
+@P.json_option
+@P.debug_option
 @click.pass_context
 def search(ctx: click.Context, **params: Any) -> None:
     """Print the moments of the index that best match TEXT (meaning and exact words), best first:
@@ -155,13 +127,13 @@ def search(ctx: click.Context, **params: Any) -> None:
 
 @cli.command("ask", short_help="A question answered from an index's moments, citing them.")
 @click.argument("text", metavar="QUESTION", envvar="SUMMARIZER_ASK")
-@index_read_options
-@query_options
-@summary_model_options
-@trace_log_option(default_log=True)
-@flush_option
-@json_option
-@debug_option
+@P.index_read_options
+@P.query_options
+@P.summary_model_options
+@P.trace_log_option(default_log=True)
+@P.flush_option
+@P.json_option
+@P.debug_option
 @click.pass_context
 def ask(ctx: click.Context, **params: Any) -> None:
     """Answer QUESTION with the summary model from the best moments of the index, citing them as
@@ -177,15 +149,15 @@ def ask(ctx: click.Context, **params: Any) -> None:
 
 @cli.command("experiment", short_help="Caption a dataset as the run RUN; compare the runs.")
 @click.argument("name", metavar="RUN", envvar="SUMMARIZER_EXPERIMENT")
-@experiment_dataset_option
-@caption_options
-@prompt_options
-@judge_options
-@max_inflight_option
-@max_pixels_option
-@trace_log_option(default_log=False)
-@flush_option
-@debug_option
+@P.experiment_dataset_option
+@P.caption_options
+@P.prompt_options
+@P.judge_options
+@P.max_inflight_option
+@P.max_pixels_option
+@P.trace_log_option(default_log=False)
+@P.flush_option
+@P.debug_option
 @click.pass_context
 def experiment(ctx: click.Context, **params: Any) -> None:
     """Caption every item of --dataset with --vlm-model / --prompt-label as the run RUN (a Langfuse
@@ -213,9 +185,9 @@ def dataset() -> None:
 
 @dataset.command("push")
 @click.argument("name", envvar="SUMMARIZER_DATASET_PUSH")
-@trace_log_option(default_log=False)
-@flush_option
-@debug_option
+@P.trace_log_option(default_log=False)
+@P.flush_option
+@P.debug_option
 @click.pass_context
 def dataset_push(ctx: click.Context, **params: Any) -> None:
     """Upload the local dataset folder NAME/ (made without keys) to the Langfuse dataset NAME."""
@@ -233,8 +205,8 @@ def outbox() -> None:
 
 
 @outbox.command("send")
-@outbox_options
-@debug_option
+@P.outbox_options
+@P.debug_option
 @click.pass_context
 def outbox_send(ctx: click.Context, **params: Any) -> None:
     """Send what the outbox holds for the Langfuse keys of the environment: exit 0 all sent, 1 some

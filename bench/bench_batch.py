@@ -22,9 +22,10 @@ from pathlib import Path
 from tests.cli_runner import cli_args, cli_env, image_digest_reply
 from tests.clips import ClipSet
 from tests.fake_openai import FakeOpenAIServer
-from tests.ray_head import (  # the bench's cluster stays on 127.0.0.1
-    LOOPBACK,
+from tests.ray_head import (  # the bench's cluster stays on 127.0.0.1, with Ray state of its own
     local_ray_head,
+    ray_env,
+    ray_tmpdir,
 )
 from tests.tiny_models import build_tiny_mistral
 
@@ -40,13 +41,13 @@ def _clips(tmp: Path, n: int, seconds: float) -> Path:
     return folder
 
 
-def _batch(tmp: Path, src: Path, llm: Path, tag: str, *more: str, env_extra: dict | None = None) -> dict:
-    """One CLI run over the folder; requests, answer window and exit code."""
+def _batch(tmp: Path, src: Path, llm: Path, tag: str, *more: str, ray_tmp: Path | None = None) -> dict:
+    """One CLI run over the folder (a Ray driver: with ray_tmp, the head's Ray folder); requests, answer window."""
     with FakeOpenAIServer(reply_fn=image_digest_reply, first_chunk_delay=SERVICE_S, capacity=CAPACITY) as vlm:
         args = cli_args(vlm.base_url, llm, "--source", str(src), "--output-dir", str(tmp / f"out-{tag}"),
                         "--interval", "1", "--min-change", "0", "--no-faces", *more)
-        proc = subprocess.run(args, env=cli_env(tmp, **(env_extra or {})), capture_output=True, text=True,
-                              timeout=600)
+        env = cli_env(tmp) if ray_tmp is None else ray_env(cli_env(tmp), ray_tmp)
+        proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
             raise RuntimeError(f"{tag}: exit {proc.returncode}: {proc.stderr[-2000:]}")
         starts, ends = vlm.request_times, vlm.answer_times
@@ -56,9 +57,9 @@ def _batch(tmp: Path, src: Path, llm: Path, tag: str, *more: str, env_extra: dic
 
 
 def _with_head(cpus: int, fn):
-    """Run fn(address) with a local Ray head of `cpus` CPUs, ended by its pid."""
-    with local_ray_head(cpus) as address:
-        return fn(address)
+    """Run fn(address, its Ray folder) with a local Ray head of `cpus` CPUs, ended by its pid."""
+    with ray_tmpdir() as ray_tmp, local_ray_head(cpus, tmpdir=ray_tmp) as address:
+        return fn(address, ray_tmp)
 
 
 def rows(quick: bool = False) -> list[tuple[str, str, str, bool | None]]:
@@ -75,8 +76,8 @@ def rows(quick: bool = False) -> list[tuple[str, str, str, bool | None]]:
                     f"{many['efficiency']:.2f} ({many['captions']} captions in {many['window']:.1f} s); "
                     f"a file at a time (--jobs 1): {one['efficiency']:.2f}",
                     "≥ 0.9", many["efficiency"] >= 0.9))
-        ray = {cpus: _with_head(cpus, lambda addr, c=cpus: _batch(
-            tmp, src, llm, f"ray{c}", "--max-inflight", "2", "--ray", addr, env_extra=LOOPBACK))
+        ray = {cpus: _with_head(cpus, lambda addr, ray_tmp, c=cpus: _batch(
+            tmp, src, llm, f"ray{c}", "--max-inflight", "2", "--ray", addr, ray_tmp=ray_tmp))
             for cpus in (1, 2)}
         ratio = ray[2]["files_per_hour"] / ray[1]["files_per_hour"]
         out.append(("Ray scaling: the same server, each worker --max-inflight 2, files per hour "

@@ -16,14 +16,17 @@ import importlib
 import json
 import logging
 import os
+import secrets
+import signal
 import socket
+import sys
 import tempfile
 import threading
 import weakref
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 from video_summarizer.errors import InputError, SummarizerError
 from video_summarizer.options import RunOptions
@@ -34,11 +37,14 @@ from video_summarizer.stats import ModelStats
 log = logging.getLogger(__name__)
 
 OPTION = "--ray"
-# What a worker needs from the driver's environment (Ray does not pass it on): the Langfuse
-# keys, so every worker traces with the same keys, and the model hub's offline settings.
-FORWARDED_ENV_PREFIXES = ("LANGFUSE_", "HF_", "TRANSFORMERS_", "TOKENIZERS_")
+# No secret travels with the job (Ray keeps a job's runtime env and its pickled arguments in the
+# cluster's tables, where anyone who can submit a job can read them): each worker reads the API
+# keys from its own node's environment, under the CLI options' variables.
+WORKER_KEYS = {"vlm_api_key": ("VLM_API_KEY", "--vlm-api-key"), "llm_api_key": ("LLM_API_KEY", "--llm-api-key"),
+               "judge_api_key": ("JUDGE_API_KEY", "--judge-api-key")}
 MAX_RESTARTS = 3  # a worker that dies is restarted this often, its files retried on it
 PROBE_TIMEOUT_S = 120.0  # a fresh worker process on a loaded node takes seconds to start
+CONNECT_CHECK_S = 3.0  # a cluster's port answers at once; a dead or foreign one must not hold the run
 
 
 def check_ray_inputs(opts: RunOptions, inputs: list[Input]) -> None:
@@ -52,6 +58,28 @@ def check_ray_inputs(opts: RunOptions, inputs: list[Input]) -> None:
         if opts.live or (kind in ("camera", "stream") and opts.live is not False):
             raise InputError(f"{item.spec} is a live source; --ray runs batches of files only (run one "
                              "process per camera instead, see docs/scale.md)", option=OPTION)
+    for field, (env, option) in WORKER_KEYS.items():
+        value = getattr(opts, field)
+        if value and value != os.environ.get(env):  # given on the command line: no worker would see it
+            raise InputError(f"a key on the command line is not sent to Ray workers (they read {env} from "
+                             f"their own environment); set {env} instead, on every node (docs/scale.md)",
+                             option=option)
+
+
+def worker_options(opts: RunOptions) -> RunOptions:
+    """The options as sent to the workers: without the API keys (each node has its own) or the watch token."""
+    return dataclasses.replace(opts, metrics_token=None, **{field: None for field in WORKER_KEYS})
+
+
+def node_env_needed(opts: RunOptions) -> list[tuple[str, ...]]:
+    """The variables every node must have for this run (any one name of each tuple): the keys the driver has."""
+    needed = [(env,) for field, (env, _) in WORKER_KEYS.items() if getattr(opts, field)]
+    if (os.environ.get("LANGFUSE_PUBLIC_KEY") and os.environ.get("LANGFUSE_SECRET_KEY")
+            and os.environ.get("LANGFUSE_TRACING_ENABLED", "true").strip().lower() != "false"):
+        needed += [("LANGFUSE_PUBLIC_KEY",), ("LANGFUSE_SECRET_KEY",)]
+        if os.environ.get("LANGFUSE_BASE_URL") or os.environ.get("LANGFUSE_HOST"):
+            needed.append(("LANGFUSE_BASE_URL", "LANGFUSE_HOST"))
+    return needed
 
 
 # -- the worker side ----------------------------------------------------------------------
@@ -129,7 +157,9 @@ class SummarizerWorker:
         from video_summarizer.redact import install_log_redaction
 
         install_log_redaction()  # Ray prints workers' log lines on the driver's stderr as they are
-        self.opts = opts
+        # the keys were not sent (worker_options): this node's own, as the CLI would read them
+        self.opts = dataclasses.replace(opts, **{field: os.environ.get(env) or None
+                                                 for field, (env, _) in WORKER_KEYS.items()})
         self.run_id = run_id
         self._factory = factory
         self._stack = ExitStack()  # closes the tracker (within --flush-timeout) in close()
@@ -220,8 +250,17 @@ def _read_doc(outdir: OutputDir, name: str) -> SummaryDocument:
     return SummaryDocument(**{k: v for k, v in data.items() if k in fields})
 
 
-def probe_node(factory: str, output_dir: str | None, token_name: str, token: str, version: str) -> str | None:
-    """On one node: what keeps it from running the batch (one line), or None."""
+def probe_node(factory: str, output_dir: str | None, token_name: str, token: str, version: str,
+               needed_env: Sequence[tuple[str, ...]] = ()) -> tuple[str | None, str]:
+    """On one node: what keeps it from running the batch (one line, or None), and its Ray auth mode."""
+    # A node's workers inherit its `ray start` environment, where Ray keeps the mode it runs with
+    # (it sets RAY_AUTH_MODE=token there itself when it turns token auth on by default).
+    auth = os.environ.get("RAY_AUTH_MODE", "").strip().lower() or "disabled"
+    return _node_problem(factory, output_dir, token_name, token, version, needed_env), auth
+
+
+def _node_problem(factory: str, output_dir: str | None, token_name: str, token: str, version: str,
+                  needed_env: Sequence[tuple[str, ...]]) -> str | None:
     import video_summarizer
 
     try:
@@ -230,6 +269,10 @@ def probe_node(factory: str, output_dir: str | None, token_name: str, token: str
         return f"cannot load the stages ({factory}): {type(e).__name__}: {e}"
     if video_summarizer.__version__ != version:
         return f"runs version {video_summarizer.__version__} of the project, the driver {version}"
+    missing = [names[0] for names in needed_env if not any(os.environ.get(n) for n in names)]
+    if missing:  # names only: no value ever leaves a node
+        return (f"lacks {', '.join(missing)} in its environment (keys are not sent with the job: set them "
+                "where `ray start` runs on that node, see docs/scale.md)")
     if output_dir:
         try:
             seen = (Path(output_dir) / token_name).read_text(encoding="utf-8").strip()
@@ -249,39 +292,136 @@ def probe_node(factory: str, output_dir: str | None, token_name: str, token: str
 # -- the driver side ----------------------------------------------------------------------
 
 def connect(address: str) -> Any:
-    """Join the Ray cluster at address ('local': start a private one); InputError when there is none."""
+    """Join the Ray cluster at address ('local': start a private one); InputError when there is none.
+
+    Nothing of the driver's environment is sent along (no runtime env): workers read their own.
+    """
+    if address == "auto" and os.environ.get("RAY_ADDRESS", "").strip() == "local":
+        address = "local"  # what ray.init("auto") would make of it, made private the same way
+    if address == "local":
+        _private_token()
+        import ray
+
+        # "local", not None: ray.init() would join what RAY_ADDRESS or the address file names
+        with _signal_handlers_kept():
+            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+        return ray
+    target, named_by = (_auto_address() if address == "auto" else (address, None))
+    if target:
+        _check_reachable(target, named_by)
     import ray
 
-    env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
-    kw: dict[str, Any] = {"logging_level": logging.WARNING, "runtime_env": {"env_vars": env} if env else None}
-    if address == "local":
-        ray.init(include_dashboard=False, **kw)
-        return ray
-    _check_reachable(address)
     try:
-        ray.init(address=address, **kw)
+        with _signal_handlers_kept():
+            ray.init(address=address, logging_level=logging.WARNING)
     except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError here
-        raise InputError(f"no Ray cluster at {address}: {_first_line(e)}", option=OPTION) from e
-    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
-        log.warning("Ray: the cluster at %s has no token authentication: anyone who can reach it can run "
-                    "code on it. Start it with RAY_AUTH_MODE=token (see docs/scale.md).", address)
+        raise InputError(f"no Ray cluster at {target or address}: {_first_line(e)}", option=OPTION) from e
     return ray
 
 
-def _check_reachable(address: str) -> None:
-    """A host:port with nothing listening is said in a second, not after Ray's minute of retries."""
+@contextmanager
+def _signal_handlers_kept() -> Iterator[None]:
+    """ray.init() in the main thread sets its own SIGTERM handler (sys.exit): the run's own handler,
+    which stops reading and writes the summary within its bounds, is put back after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
+def _private_token() -> None:
+    """A private cluster's own token, in this process's environment only: left to itself, Ray turns
+    token auth on by writing ~/.ray/auth_token (with the umask's mode, usually readable by all),
+    which every later `ray start` of the user then picks up. An auth mode the user set is theirs."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    if "ray" not in sys.modules:  # Ray reads the mode when it is imported; later, it turns it on itself
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def _auto_address() -> tuple[str | None, str | None]:
+    """What ray.init("auto") joins, and what names it: RAY_ADDRESS, else the file the last
+    `ray start` on this machine left in Ray's temp folder (Ray's own lookup, linux and macOS)."""
+    env = os.environ.get("RAY_ADDRESS", "").strip()
+    if env and env != "auto":
+        return env, "RAY_ADDRESS"
+    base = os.environ.get("RAY_TMPDIR") or (os.environ.get("TMPDIR") if sys.platform.startswith("linux")
+                                            else None) or "/tmp"
+    path = Path(base) / "ray" / "ray_current_cluster"
+    try:
+        return path.read_text(encoding="utf-8").strip() or None, str(path)
+    except OSError:
+        return None, None  # Ray looks for a running cluster on this machine, or says there is none
+
+
+def _check_reachable(address: str, named_by: str | None = None) -> None:
+    """A host:port that is not a cluster is said in seconds: Ray retries a dead or silent one forever
+    (with ray 2.60 both were still retried after 5 minutes, a "Failed to connect to GCS" every 5 s)."""
     host, sep, port = address.rpartition(":")
     if not sep or "://" in address or not port.isdigit():
-        return  # "auto", ray://: Ray's own lookup says what is wrong
+        return  # ray://: Ray's own lookup says what is wrong
+    where = f"{address} (named by {named_by})" if named_by else address
     try:
-        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=3).close()
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=CONNECT_CHECK_S) as s:
+            answers = os.environ.get("RAY_USE_TLS", "0") not in ("0", "") or _speaks_grpc(s)
     except OSError as e:
-        raise InputError(f"no Ray cluster at {address}: {e.strerror or e}", option=OPTION) from None
+        raise InputError(f"no Ray cluster at {where}: {e.strerror or e}", option=OPTION) from None
+    if not answers:
+        raise InputError(f"no Ray cluster at {where}: the port is open but does not answer as one",
+                         option=OPTION)
+
+
+def _speaks_grpc(sock: socket.socket) -> bool:
+    """Whether the peer answers an HTTP/2 greeting with its settings, as a Ray GCS (gRPC) does."""
+    sock.settimeout(CONNECT_CHECK_S)
+    sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+    head = b""
+    try:
+        while len(head) < 9:
+            chunk = sock.recv(9 - len(head))
+            if not chunk:
+                return False
+            head += chunk
+    except OSError:
+        return False
+    return head[3] == 4  # a SETTINGS frame
 
 
 def _first_line(err: BaseException) -> str:
     text = str(err).strip() or type(err).__name__
     return text.splitlines()[0]
+
+
+def _answer(ray: Any, ref: Any) -> tuple[str | None, str]:
+    """A node's probe_node answer; a node that cannot run it is a problem too."""
+    try:
+        return ray.get(ref, timeout=PROBE_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError:
+        return f"did not answer within {PROBE_TIMEOUT_S:.0f} s", ""
+    except ray.exceptions.RayError as e:
+        cause = getattr(e, "cause", None) or e
+        if isinstance(cause, ImportError) or "No module named" in str(e):
+            return (f"lacks the project's packages ({_first_line(cause)}); install the project there "
+                    "(pip install -r requirements.txt, then pip install .)"), ""
+        return _first_line(cause), ""
+
+
+def _open_nodes(nodes: str) -> None:
+    """Nodes without token auth: a warning, or an error where this driver has it on (the driver then
+    refuses its workers' calls: every actor would die before its first file)."""
+    if os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "token":
+        raise InputError(f"Ray node {nodes} has no token authentication while this driver has it on "
+                         "(RAY_AUTH_MODE=token), so its workers could not report back; start every node with "
+                         "RAY_AUTH_MODE=token (see docs/scale.md)", option=OPTION)
+    log.warning("Ray: the cluster has no token authentication on node %s: anyone who can reach it can run code "
+                "on it. Start every node with RAY_AUTH_MODE=token (see docs/scale.md).", nodes)
 
 
 class RayRun:
@@ -356,23 +496,20 @@ class RayRun:
         try:
             probe = ray.remote(num_cpus=0, max_retries=0)(probe_node)
             nodes = [n for n in ray.nodes() if n.get("Alive")]
+            needed = node_env_needed(self.opts)
             refs = {n.get("NodeManagerAddress", n["NodeID"]): probe.options(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=n["NodeID"], soft=False)).remote(
-                    self.factory, self.opts.output_dir, token_name, token, video_summarizer.__version__)
+                    self.factory, self.opts.output_dir, token_name, token, video_summarizer.__version__, needed)
                 for n in nodes}
+            open_nodes = []
             for node, ref in refs.items():
-                try:
-                    problem = ray.get(ref, timeout=PROBE_TIMEOUT_S)
-                except ray.exceptions.GetTimeoutError:
-                    problem = f"did not answer within {PROBE_TIMEOUT_S:.0f} s"
-                except ray.exceptions.RayError as e:
-                    cause = getattr(e, "cause", None) or e
-                    problem = (f"lacks the project's packages ({_first_line(cause)}); install the project "
-                               "there (pip install -r requirements.txt, then pip install .)"
-                               if isinstance(cause, ImportError) or "No module named" in str(e)
-                               else _first_line(cause))
+                problem, auth = _answer(ray, ref)
                 if problem:
                     raise InputError(f"Ray node {node} {problem}", option=OPTION)
+                if auth != "token":
+                    open_nodes.append(node)
+            if open_nodes:  # asked of the nodes: the driver's own RAY_AUTH_MODE says nothing of theirs
+                _open_nodes(", ".join(open_nodes))
         finally:
             if self.opts.output_dir:
                 (Path(self.opts.output_dir) / token_name).unlink(missing_ok=True)
@@ -383,7 +520,8 @@ class RayRun:
         jobs = self.opts.resolved_jobs
         actor = ray.remote(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS,
                            max_concurrency=jobs, concurrency_groups={"control": 2})(SummarizerWorker)
-        workers = [actor.remote(self.opts, self.factory, self.run_id) for _ in range(min(cpus, n_inputs))]
+        sent = worker_options(self.opts)  # no API key in the pickled options
+        workers = [actor.remote(sent, self.factory, self.run_id) for _ in range(min(cpus, n_inputs))]
         log.info("Ray: %d worker(s), %d file(s) at a time each, --max-inflight %d each",
                  len(workers), jobs, self.opts.resolved_max_inflight)
         return workers

@@ -134,6 +134,20 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def incomplete_reasons(stats: dict) -> list[str]:
+    """What a stage left undone for a source (empty: complete). Such outputs are kept for reading
+    but never count as done: the next batch run redoes them (a model outage leaves no lasting hole)."""
+    reasons = []
+    failed, made = stats.get("summary_failures") or 0, stats.get("summaries") or 0
+    if failed:
+        reasons.append(f"{failed} of {failed + made} summaries failed (the captions stand in for them)")
+    if stats.get("caption_failures"):
+        reasons.append(f"{stats['caption_failures']} of {stats.get('selected')} selected frames were not captioned")
+    if stats.get("job_errors"):
+        reasons.append(f"{stats['job_errors']} frames failed in the pipeline")
+    return reasons
+
+
 @dataclass
 class SummaryDocument:
     """The end product for one source: final summary, rolling summaries, captions, stats."""
@@ -158,6 +172,9 @@ class SummaryDocument:
             "input_sha256": self.input_sha256,
             "generated_at": utc_iso(),
             "interrupted": self.interrupted,
+            # complete: every stage did its work; an incomplete one is redone by the next batch run
+            "complete": not self.interrupted and not incomplete_reasons(self.stats),
+            "incomplete": incomplete_reasons(self.stats),
             "summary": self.summary,
             "sentences": self.sentences,
             "summaries": self.summaries,
@@ -170,6 +187,8 @@ class SummaryDocument:
         lines = [f"# Summary of {self.label}", ""]
         if self.interrupted:
             lines += ["_Run interrupted before the end of the source._", ""]
+        if incomplete_reasons(self.stats):
+            lines += [f"_Incomplete: {'; '.join(incomplete_reasons(self.stats))}._", ""]
         if self.stats.get("truncated"):
             lines += [f"_Truncated: {self.stats['frames_read']} of {self.stats.get('frames_expected')} "
                       "frames could be decoded._", ""]
@@ -228,7 +247,7 @@ class OutputDir:
         return self.path / f"{name}.summary.json", self.path / f"{name}.summary.md"
 
     def is_done(self, name: str, sha256: str) -> bool:
-        """True when both outputs exist and were made from content with this hash."""
+        """True when both outputs exist, are complete, and were made from content with this hash."""
         json_path, md_path = self.paths_for(name)
         if not (json_path.is_file() and md_path.is_file()):
             return False
@@ -236,7 +255,8 @@ class OutputDir:
             doc = json.loads(json_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
-        return doc.get("input_sha256") == sha256 and not doc.get("interrupted", False)
+        return (doc.get("input_sha256") == sha256 and not doc.get("interrupted", False)
+                and not incomplete_reasons(doc.get("stats") or {}))
 
     def write(self, doc: SummaryDocument, name: str) -> tuple[Path, Path]:
         """Write both outputs atomically."""

@@ -22,7 +22,7 @@ from typing import Any, Callable, Protocol
 
 from video_summarizer.errors import InputError
 from video_summarizer.options import RunOptions
-from video_summarizer.outputs import OutputDir, file_sha256
+from video_summarizer.outputs import OutputDir, file_sha256, incomplete_reasons
 
 log = logging.getLogger(__name__)
 
@@ -347,10 +347,28 @@ class Run:
         if why and not self.stop.event.is_set():
             self.fail(item, why)
             return doc
+        md_path = None
         if self.outdir is not None:
             json_path, md_path = self.outdir.write(doc, item.name)
             log.info("%s: wrote %s and %s", source.label, json_path, md_path)
+        if not self.stop.event.is_set():
+            self._say_incomplete(item, doc, md_path)
         return doc
+
+    def _say_incomplete(self, item: Input, doc: Any, kept: Path | None) -> None:
+        """A summary model that failed fails the input (as a caption model that failed on every
+        frame does); any stage's gap is said, and its outputs are redone by the next run."""
+        gaps = incomplete_reasons(doc.stats)
+        if not gaps:
+            return
+        redo = f"; kept in {kept}, marked incomplete: the next run redoes it" if kept else ""
+        failed = doc.stats.get("summary_failures") or 0
+        if failed:
+            calls = failed + (doc.stats.get("summaries") or 0)
+            self.fail(item, f"the summary model failed ({failed} of {calls} summaries; see the LLM lines "
+                            f"above): the captions stand in for it{redo}")
+        elif kept is not None:
+            log.warning("%s: %s%s", item.shown, "; ".join(gaps), redo)
 
 
     def _source_run(self, source: Any, stages: Any, stack: ExitStack,

@@ -1,0 +1,97 @@
+"""What a run says it did: a failed stage is never saved as done, one input has one name, a live
+summary's window is wall-clock time. The CLI runs in this process (tests/cli_runner.invoke_cli)
+against the fake OpenAI server as both caption and summary model, on generated clips."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.cli_runner import image_digest_reply, invoke_cli
+from tests.fake_openai import FakeOpenAIServer
+
+SUMMARY = "People talk on a stage."
+
+
+@pytest.fixture(autouse=True)
+def _info_logs(caplog):
+    caplog.set_level(logging.INFO, logger="video_summarizer")
+
+
+def _args(vlm: FakeOpenAIServer, llm: FakeOpenAIServer, tmp: Path, *more: str) -> list[str]:
+    return ["--vlm-base-url", vlm.base_url, "--vlm-model", "qwen3", "--llm-base-url", llm.base_url,
+            "--llm-model", "mistral-test", "--no-faces", "--interval", "0.5", "--min-change", "0",
+            "--trace-log", str(tmp / "trace.jsonl"), *more]
+
+
+def _batch(clips, folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True)
+    return [Path(shutil.copy(clips.numbered(seconds=1.0 + 0.1 * i).path, folder / f"clip-{i}.avi")) for i in range(n)]
+
+
+def _docs(out: Path) -> dict[str, dict]:
+    return {p.name.removesuffix(".summary.json"): json.loads(p.read_text()) for p in out.glob("*.summary.json")}
+
+
+def test_a_summary_model_outage_fails_the_inputs_and_the_next_run_redoes_them(tmp_path, clips, caplog):
+    paths = _batch(clips, tmp_path / "in", 2)
+    out = tmp_path / "out"
+    with FakeOpenAIServer(reply_fn=image_digest_reply) as vlm:
+        with FakeOpenAIServer(reply=SUMMARY, models=("mistral-test",)) as llm:
+            llm.fail_next(status=503, n=1000)
+            down = invoke_cli(_args(vlm, llm, tmp_path, "--source", str(tmp_path / "in"), "--output-dir", str(out)))
+        assert down.returncode == 1, down.stderr
+        failed = down.stderr.split("Failed inputs:\n", 1)[1].splitlines()
+        assert sorted(line.split(": ", 1)[0].strip() for line in failed) == [str(p) for p in paths]
+        assert all("the summary model failed (1 of 1 summaries" in line and "the next run redoes it" in line
+                   for line in failed), failed
+        docs = _docs(out)  # kept for reading, marked incomplete
+        assert sorted(docs) == ["clip-0", "clip-1"]
+        for doc in docs.values():
+            assert doc["sentences"] is None and doc["stats"]["summary_failures"] == 1
+            assert doc["complete"] is False
+            assert doc["incomplete"] == ["1 of 1 summaries failed (the captions stand in for them)"]
+        assert "_Incomplete: 1 of 1 summaries failed" in (out / "clip-0.summary.md").read_text()
+
+        caplog.clear()
+        captions_before = len(vlm.requests)
+        with FakeOpenAIServer(reply=SUMMARY, models=("mistral-test",)) as llm:  # the outage is over
+            again = invoke_cli(_args(vlm, llm, tmp_path, "--source", str(tmp_path / "in"), "--output-dir", str(out)))
+            assert again.returncode == 0, again.stderr
+            assert "already summarized" not in caplog.text and "Failed inputs" not in again.stderr
+            assert len(vlm.requests) - captions_before == sum(d["stats"]["selected"] for d in docs.values())
+            for doc in _docs(out).values():
+                assert doc["complete"] is True and doc["incomplete"] == [] and doc["summary"] == SUMMARY
+
+            caplog.clear()
+            third = invoke_cli(_args(vlm, llm, tmp_path, "--source", str(tmp_path / "in"), "--output-dir", str(out)))
+            assert third.returncode == 0 and "all 2 input(s) are up to date" in caplog.text
+
+
+def test_frames_left_uncaptioned_are_kept_but_redone(tmp_path, clips, caplog):
+    paths = _batch(clips, tmp_path / "in", 1)
+    out = tmp_path / "out"
+    with FakeOpenAIServer(reply_fn=image_digest_reply) as vlm, \
+            FakeOpenAIServer(reply=SUMMARY, models=("mistral-test",)) as llm:
+        vlm.fail_next(status=500, n=4)  # the client tries a frame 4 times: the first frame fails
+        args = _args(vlm, llm, tmp_path, "--source", str(tmp_path / "in"), "--output-dir", str(out),
+                     "--max-inflight", "1")
+        first = invoke_cli(args)
+        assert first.returncode == 0, first.stderr  # captions made it: summarized from them
+        doc = _docs(out)["clip-0"]
+        selected = doc["stats"]["selected"]
+        assert doc["complete"] is False and doc["stats"]["caption_failures"] == 1 and doc["summary"] == SUMMARY
+        assert doc["incomplete"] == [f"1 of {selected} selected frames were not captioned"]
+        assert (f"{paths[0]}: 1 of {selected} selected frames were not captioned; kept in "
+                f"{out / 'clip-0.summary.md'}, marked incomplete: the next run redoes it") in caplog.text
+        caplog.clear()
+        sent = len(vlm.requests)
+        second = invoke_cli(args)
+        assert second.returncode == 0 and "already summarized" not in caplog.text
+        assert len(vlm.requests) - sent == selected
+        assert _docs(out)["clip-0"]["complete"] is True
+
+

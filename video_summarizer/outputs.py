@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any, Callable
 
 from video_summarizer.errors import InputError
-from video_summarizer.timecodes import format_video_time
+from video_summarizer.timecodes import format_video_time, stamp_decimals
 
 # The version of the JSON this tool writes (summary documents, --json); bumped on a breaking change.
 SCHEMA_VERSION = 1
@@ -193,9 +193,10 @@ class SummaryDocument:
             lines += [f"_Truncated: {self.stats['frames_read']} of {self.stats.get('frames_expected')} "
                       "frames could be decoded._", ""]
         lines += [self.summary or "_No summary: no frame was captioned._", "", "## Timeline", ""]
+        decimals = stamp_decimals(c["video_time"] for c in self.captions)  # as the summary cites them
         for c in self.captions:
             faces = f" ({', '.join(c['faces'])})" if c.get("faces") else ""
-            lines.append(f"- [{format_video_time(c['video_time'])}] {c['caption']}{faces}")
+            lines.append(f"- [{format_video_time(c['video_time'], decimals)}] {c['caption']}{faces}")
         if not self.captions:
             lines.append("- (no captions)")
         return "\n".join(lines) + "\n"

@@ -11,11 +11,11 @@ from typing import Callable, Sequence
 
 from video_summarizer.prompts import SYSTEM_PROMPT
 from video_summarizer.results import TimedCaption
-from video_summarizer.timecodes import format_video_time
+from video_summarizer.timecodes import format_video_time, stamp_decimals
 
 UPDATE_INSTRUCTION = "Write the updated summary of the video so far."
 FINAL_INSTRUCTION = "These are the last captions of the video. Write the final summary of the whole video."
-_HEAD = "Summary so far:\n{summary}\n\nNew captions ([mm:ss] video time, recognized faces in brackets):\n"
+_HEAD = "Summary so far:\n{summary}\n\nNew captions ([{stamp}] video time, recognized faces in brackets):\n"
 TEMPLATE_RESERVE = 24  # tokens the chat template adds around the messages ([INST], BOS, ...)
 DEFAULT_BUDGET = 1536
 
@@ -55,7 +55,7 @@ def build_messages(
         summary = truncate(summary, cap, count_tokens)
     else:
         summary = "(none yet: the video has just started)"
-    head = _HEAD.format(summary=summary)
+    head = _HEAD.format(summary=summary, stamp=_stamp_shape(captions))
     room = room_total - fixed - count_tokens(summary)
     lines = caption_lines(captions)
     kept: list[str] = []
@@ -103,8 +103,18 @@ def fold_system(messages: list[dict]) -> list[dict]:
     return [{"role": "user", "content": system}, *rest]
 
 
+def _stamp_shape(captions: Sequence[TimedCaption]) -> str:
+    decimals = stamp_decimals(c.video_time for c in captions)
+    return "mm:ss" + ("." + "s" * decimals if decimals else "")
+
+
 def caption_lines(captions: Sequence[TimedCaption]) -> list[str]:
-    """One line a caption, '[mm:ss] text [faces: a, b]'; repeats in a row become one time range."""
+    """One line a caption, '[mm:ss] text [faces: a, b]'; repeats in a row become one time range.
+
+    Captions less than a second apart get the decimals that tell them apart ('[00:05.5]'), so
+    that a citation names one caption; the citation check reads the same stamps.
+    """
+    decimals = stamp_decimals(c.video_time for c in captions)
     lines: list[str] = []
     prev_key = None
     first_time = last_time = 0.0
@@ -115,16 +125,15 @@ def caption_lines(captions: Sequence[TimedCaption]) -> list[str]:
         key = (text.lower(), tuple(cap.faces))
         if key == prev_key:
             last_time = cap.video_time
-            lines[-1] = _line(first_time, last_time, text, cap.faces)
+            lines[-1] = _line(first_time, last_time, text, cap.faces, decimals)
             continue
         prev_key, first_time, last_time = key, cap.video_time, cap.video_time
-        lines.append(_line(first_time, last_time, text, cap.faces))
+        lines.append(_line(first_time, last_time, text, cap.faces, decimals))
     return lines
 
 
-def _line(t0: float, t1: float, text: str, faces: tuple[str, ...]) -> str:
-    stamp = f"[{format_video_time(t0)}]"
-    if format_video_time(t1) != format_video_time(t0):
-        stamp = f"[{format_video_time(t0)}-{format_video_time(t1)}]"
+def _line(t0: float, t1: float, text: str, faces: tuple[str, ...], decimals: int = 0) -> str:
+    a, b = format_video_time(t0, decimals), format_video_time(t1, decimals)
+    stamp = f"[{a}]" if a == b else f"[{a}-{b}]"
     names = [f for f in faces if f]
     return f"{stamp} {text}" + (f" [faces: {', '.join(names)}]" if names else "")

@@ -3,14 +3,16 @@ summary's window is wall-clock time. The CLI runs in this process (tests/cli_run
 against the fake OpenAI server as both caption and summary model, on generated clips."""
 from __future__ import annotations
 
+import io
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.cli_runner import image_digest_reply, invoke_cli
+from tests.cli_runner import image_digest_reply, invoke_cli, numbered_reply, read_events
 from tests.fake_openai import FakeOpenAIServer
 
 SUMMARY = "People talk on a stage."
@@ -95,3 +97,43 @@ def test_frames_left_uncaptioned_are_kept_but_redone(tmp_path, clips, caplog):
         assert _docs(out)["clip-0"]["complete"] is True
 
 
+class PacedStdin(io.BufferedIOBase):
+    """Bytes handed out as a camera's pipe would: one frame's worth every 1/fps seconds."""
+
+    def __init__(self, data: bytes, frames: int, fps: float) -> None:
+        self._chunks = [data[k * (len(data) // frames):(k + 1) * (len(data) // frames) if k < frames - 1 else None]
+                        for k in range(frames)]
+        self._pause = 1.0 / fps
+        self._rest = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read1(self, n: int = -1) -> bytes:
+        if not self._rest and self._chunks:
+            time.sleep(self._pause)
+            self._rest = self._chunks.pop(0)
+        n = len(self._rest) if n is None or n < 0 else n
+        out, self._rest = self._rest[:n], self._rest[n:]
+        return out
+
+    def read(self, n: int = -1) -> bytes:
+        return self.read1(n)
+
+
+def test_a_live_pipe_summary_window_is_wall_clock_time(tmp_path, clips):
+    clip = clips.pipe_stream(container="mkv", seconds=2.0)
+    events = tmp_path / "events.jsonl"
+    started = time.time()
+    with FakeOpenAIServer(reply_fn=numbered_reply) as vlm, \
+            FakeOpenAIServer(reply=SUMMARY, models=("mistral-test",)) as llm:
+        run = invoke_cli(_args(vlm, llm, tmp_path, "--source", "-", "--live", "--events", str(events)),
+                         stdin=PacedStdin(clip.path.read_bytes(), clip.frame_count, clip.fps))
+    assert run.returncode == 0, run.stderr
+    records = read_events(events)
+    captions = sorted(e["video_time"] for e in records if e["type"] == "caption")
+    summaries = [e for e in records if e["type"] == "summary"]
+    assert len(captions) >= 2 and len(summaries) == 1 and summaries[0]["final"]
+    # the caption events' times: the wall clock of this run, as the index and the page read them
+    assert summaries[0]["window"] == [captions[0], captions[-1]]
+    assert started <= captions[0] < captions[-1] <= time.time()

@@ -427,7 +427,8 @@ class SourceRun:
                                           f"a caption; {grounded.dropped} citations dropped")
         record = {
             "source": self.label,
-            "window": [round(window[0].video_time, 3), round(window[-1].video_time, 3)],
+            # as the caption events give times: video seconds, or the wall clock of a live source
+            "window": [citable[0].ref["video_time"], citable[-1].ref["video_time"]],
             "captions_used": len(window),
             "final": final,
             "trace_id": trace_id,

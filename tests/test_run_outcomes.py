@@ -97,6 +97,30 @@ def test_frames_left_uncaptioned_are_kept_but_redone(tmp_path, clips, caplog):
         assert _docs(out)["clip-0"]["complete"] is True
 
 
+def test_same_named_inputs_have_one_name_everywhere(tmp_path, clips, caplog):
+    for sub, seconds in (("a", 1.0), ("b", 1.5)):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        shutil.copy(clips.numbered(seconds=seconds).path, tmp_path / "in" / sub / "clip.avi")
+    out, events = tmp_path / "out", tmp_path / "events.jsonl"
+    with FakeOpenAIServer(reply_fn=image_digest_reply) as vlm, \
+            FakeOpenAIServer(reply=SUMMARY, models=("mistral-test",)) as llm:
+        run = invoke_cli(_args(vlm, llm, tmp_path, "--source", str(tmp_path / "in" / "*" / "clip.avi"),
+                               "--output-dir", str(out), "--jobs", "2", "--events", str(events)))
+    assert run.returncode == 0, run.stderr
+    docs = _docs(out)
+    assert sorted(docs) == ["a-clip", "b-clip"]
+    assert {name: doc["label"] for name, doc in docs.items()} == {"a-clip": "a-clip", "b-clip": "b-clip"}
+    assert (out / "b-clip.summary.md").read_text().startswith("# Summary of b-clip\n")
+    records = read_events(events)
+    assert {e["source"] for e in records if e["type"] in ("caption", "summary")} == {"a-clip", "b-clip"}
+    assert sorted(e["source"] for e in records if e["type"] == "stats" and e.get("scope") != "run") == [
+        "a-clip", "b-clip"]
+    assert "  b-clip: frames read 15," in run.stderr  # the statistics
+    assert any(line.endswith("] b-clip done") for line in caplog.messages)  # the progress line
+    traces = read_events(tmp_path / "trace.jsonl")
+    assert {t.get("user_id") for t in traces if t.get("user_id")} == {"a-clip", "b-clip"}
+
+
 class PacedStdin(io.BufferedIOBase):
     """Bytes handed out as a camera's pipe would: one frame's worth every 1/fps seconds."""
 

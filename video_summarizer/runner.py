@@ -93,14 +93,10 @@ def plan_inputs(source_args: tuple[str, ...], expand: Callable[[list[str]], list
 
 
 def _label(inputs: list[Input]) -> None:
-    """Each input's source label, unique within the run (two cameras of one recorder stay apart)."""
-    from video_summarizer.source_specs import source_label, unique_labels
-
-    wanted = [source_label(i.spec) for i in inputs]
-    for item, want, label in zip(inputs, wanted, unique_labels(wanted)):
-        item.label = label
-        if label != want:
-            log.info("%s: labelled %s (%s is taken by another source of this run)", item.shown, label, want)
+    """Each input's label is its name, unique within the run: its output files, statistics,
+    progress lines, events and traces all call it the same (b/clip.mp4 is b-clip everywhere)."""
+    for item in inputs:
+        item.label = item.name
 
 
 def _is_path(spec: str) -> bool:

@@ -35,7 +35,7 @@ from video_summarizer.protocols import (
     summary_messages,
 )
 from video_summarizer.results import TimedCaption
-from video_summarizer.timecodes import format_video_time
+from video_summarizer.timecodes import format_video_time, stamp_decimals
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,8 @@ class SourceRun:
         self._lock = threading.Lock()
         self._captions: dict[int, TimedCaption] = {}
         self._caption_events: dict[int, dict] = {}
-        self._citable: dict[int, CitableCaption] = {}  # what summaries may cite, by seq
+        self._citable: dict[int, CitableCaption] = {}  # captions not yet summarized, as citations name them
+        self._rolling_cites: list[CitableCaption] = []  # what rolling_summary cites: its next prompt shows them
         self._last_summarized_seq = -1
         self.rolling_summary: str | None = None  # the newest summary, its invalid citations dropped
         self._summaries: list[dict] = []
@@ -380,8 +381,7 @@ class SourceRun:
             self._citable[job.seq] = CitableCaption(seconds, {
                 "frame": job.frame_index, "video_time": record["video_time"], "trace_id": trace_id})
             if len(self._caption_events) > MAX_KEPT_CAPTIONS:  # a month on a camera stays bounded
-                oldest = min(self._caption_events)
-                del self._caption_events[oldest], self._citable[oldest]
+                del self._caption_events[min(self._caption_events)]
         events.emit("caption", **record)
         observed = {**record, **job.caption_input}  # the event's fields plus what the model was asked
         for observe in self.stages.frame_observers:
@@ -398,13 +398,14 @@ class SourceRun:
 
     # -- summaries --------------------------------------------------------------------
 
-    def _take_window(self, upto_seq: int | None) -> list[TimedCaption]:
+    def _take_window(self, upto_seq: int | None) -> tuple[list[TimedCaption], list[CitableCaption]]:
+        """The captions of the next window, and each as a citation names it."""
         with self._lock:
             seqs = sorted(s for s in self._captions
                           if s > self._last_summarized_seq and (upto_seq is None or s <= upto_seq))
             if seqs:
                 self._last_summarized_seq = seqs[-1] if upto_seq is None else upto_seq
-            return [self._captions.pop(s) for s in seqs]
+            return [self._captions.pop(s) for s in seqs], [self._citable.pop(s) for s in seqs]
 
     def _summarize_window(self, trace_id: str, job: _Job) -> dict | None:
         """Roll the captions up to this frame into the summary (in order: earlier jobs first)."""
@@ -413,12 +414,13 @@ class SourceRun:
             if self.stop_event.is_set() and not_done:
                 return None  # shutting down: the final summary takes these captions
             job.earlier = list(not_done)
-        window = self._take_window(job.seq)
+        window, citable = self._take_window(job.seq)
         if not window:
             return None
-        return self._summarize(trace_id, window, final=False)[0]
+        return self._summarize(trace_id, window, citable, final=False)[0]
 
-    def _summarize(self, trace_id: str, window: list[TimedCaption], *, final: bool) -> tuple[dict, Any]:
+    def _summarize(self, trace_id: str, window: list[TimedCaption], citable: list[CitableCaption], *,
+                   final: bool) -> tuple[dict, Any]:
         tracker, llm, prompts = self.stages.tracker, self.stages.summarizer, self.stages.prompts
         managed = prompts.summary() if prompts is not None else None
         system = {"system_prompt": managed.template} if managed else {}
@@ -434,7 +436,7 @@ class SourceRun:
                 _record_generation(gen, result, {})
             values = scores.llm_scores(result, worst_ms=self.config.llm_worst_ms)
             _log_scores(tracker, trace_id, gen.id, values, result)
-            grounded = self._ground(result.summary) if result.success else None
+            grounded = self._ground(result.summary, citable) if result.success else None
             if grounded is not None and grounded.grounding is not None:
                 tracker.log_score(trace_id, scores.GROUNDING_SCORE_NAME, grounded.grounding,
                                   observation_id=gen.id,
@@ -442,7 +444,8 @@ class SourceRun:
                                           f"a caption; {grounded.dropped} citations dropped")
         record = {
             "source": self.label,
-            "window": [round(window[0].video_time, 3), round(window[-1].video_time, 3)],
+            # as the caption events give times: video seconds, or the wall clock of a live source
+            "window": [citable[0].ref["video_time"], citable[-1].ref["video_time"]],
             "captions_used": len(window),
             "final": final,
             "trace_id": trace_id,
@@ -468,21 +471,24 @@ class SourceRun:
                                     **{k: record[k] for k in ("source", "window", "trace_id")})
         return values, result
 
-    def _ground(self, text: str) -> GroundedSummary:
-        """The summary's citations checked against every caption of this source kept so far."""
-        with self._lock:
-            citable = list(self._citable.values())
-        return ground_summary(text, citable)
+    def _ground(self, text: str, window: list[CitableCaption]) -> GroundedSummary:
+        """The summary's citations checked against what the model was given: the captions of its
+        window and those the summary so far cites; what it cites is carried to the next one."""
+        pool = self._rolling_cites + window
+        grounded = ground_summary(text, pool)
+        cited = [ref for sentence in grounded.sentences for ref in sentence.cites]
+        self._rolling_cites = [c for c in pool if c.ref in cited]
+        return grounded
 
     def _final_summary(self, *, bounded: bool) -> str:
         """Summarize what the rolling summary has not seen yet; bounded when stopping."""
-        window = self._take_window(None)
+        window, citable = self._take_window(None)
         if not window:
             return self.rolling_summary or ""
         outcome: list = []
         timeout = self.config.shutdown_timeout_s
         try:
-            finished = _run_bounded(lambda: outcome.append(self._final_trace(window)), timeout,
+            finished = _run_bounded(lambda: outcome.append(self._final_trace(window, citable)), timeout,
                                     self.stop_event, bounded=bounded)
         except Exception:
             if not bounded:
@@ -497,12 +503,12 @@ class SourceRun:
             return self.rolling_summary or ""  # the final summary, its invalid citations dropped
         return _fallback_summary(self.rolling_summary, window)
 
-    def _final_trace(self, window: list[TimedCaption]) -> Any:
+    def _final_trace(self, window: list[TimedCaption], citable: list[CitableCaption]) -> Any:
         tracker = self.stages.tracker
         with tracker.create_trace("video_summary", user_id=self.label, session_id=self.session_id,
                                   tags=["final"], metadata={"source": self.label,
                                                             "captions": len(window)}) as trace:
-            values, result = self._summarize(trace.id, window, final=True)
+            values, result = self._summarize(trace.id, window, citable, final=True)
             tracker.log_score(trace.id, "overall_quality", scores.overall_from(values), score_trace=True,
                               comment="final summary: success, latency and quality")
         return result
@@ -564,7 +570,8 @@ def _log_scores(tracker: Any, trace_id: str, observation_id: str, values: dict, 
 def _fallback_summary(previous: str | None, window: list[TimedCaption]) -> str:
     """The rolling summary plus the captions it has not seen, when no model summary is possible."""
     lines = [previous] if previous else []
-    lines += [f"[{format_video_time(c.video_time)}] {c.text}" for c in window]
+    decimals = stamp_decimals(c.video_time for c in window)
+    lines += [f"[{format_video_time(c.video_time, decimals)}] {c.text}" for c in window]
     return "\n".join(lines)
 
 

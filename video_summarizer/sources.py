@@ -184,9 +184,11 @@ class FrameSource(ABC):
 class _SequentialSource(FrameSource):
     """Every frame in order, timestamps in video time, pixels converted only on demand."""
 
-    def __init__(self, label: str, cap, *, cleanup: ExitStack, kind: str, no_frame: str) -> None:
+    def __init__(self, label: str, cap, *, cleanup: ExitStack, kind: str, no_frame: str,
+                 path: str | None = None) -> None:
         super().__init__(label, live=False, cleanup=cleanup, kind=kind)
         self._cap = cap
+        self._path = path  # a file's own path: its container can say whether it is whole
         cleanup.callback(cap.release)
         cv2 = _cv2()
         self._pos_msec_prop = cv2.CAP_PROP_POS_MSEC
@@ -203,6 +205,7 @@ class _SequentialSource(FrameSource):
         self._position = 0  # index of the frame the decoder currently holds
         self._first_pending = True
         self._last_ts = 0.0
+        self._whole: bool | None = None  # known once asked (the file is read for it once)
 
     def frames(self) -> Iterator[Frame]:
         """Yield every frame (grab only) until the input ends or stop() is called."""
@@ -224,12 +227,17 @@ class _SequentialSource(FrameSource):
         expected = self.frames_expected
         if not self.ended or not expected or self.frames_read >= expected * _TRUNCATED_SHARE - 1:
             return False
-        if self.fps:
-            # Where the count is duration x fps (WebM, MKV), a variable frame rate gives fewer
-            # frames than stated: reaching the stated duration means the file is whole.
-            stated_s = expected / self.fps
-            return self._last_ts + 1.0 / self.fps < stated_s * _TRUNCATED_SHARE
-        return True
+        # Where the count is duration x fps (WebM, MKV), a variable frame rate gives fewer
+        # frames than stated: reaching the stated duration means the file is whole.
+        if self.fps and self._last_ts + 1.0 / self.fps >= expected / self.fps * _TRUNCATED_SHARE:
+            return False
+        # That duration is the longest stream's: an audio track may outlast the video. A
+        # Matroska file that holds every byte it states was read to its end.
+        if self._whole is None:
+            from video_summarizer.containers import matroska_whole
+
+            self._whole = bool(self._path and matroska_whole(self._path))
+        return not self._whole
 
     def _timestamp(self, index: int) -> float:
         """The frame's video time; falls back to index/fps where the container gives none."""
@@ -468,7 +476,8 @@ def open_source(
                                               reconnect_delay=reconnect_delay, cleanup=cleanup, kind=kind,
                                               no_frame=no_frame, join_timeout_s=timeout + 1.0)
         else:
-            source = _SequentialSource(label, opener(), cleanup=cleanup, kind=kind, no_frame=no_frame)
+            source = _SequentialSource(label, opener(), cleanup=cleanup, kind=kind, no_frame=no_frame,
+                                       path=target if kind == "file" else None)
         # The file opened (None for cameras, streams, stdin): --dataset hashes its content.
         source.content_path = spec if kind in ("file", "image") and spec != "-" else None
         return source

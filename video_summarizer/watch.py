@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 KEPT_CAPTIONS = 30  # per source, newest first on the page
 CHART_WINDOW_S = 3600.0
 CHART_POINTS = 3600  # a bound even for a caption a second
-_STAMP = re.compile(r"\[\d+:\d\d(?:\s*-\s*\d+:\d\d)?\]")  # [mm:ss] or [mm:ss-mm:ss], as summaries cite
+_STAMP = re.compile(r"\[\d+:\d\d(?:\.\d+)?(?:\s*-\s*\d+:\d\d(?:\.\d+)?)?\]")  # [mm:ss(.f)], or a range, as summaries cite
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/watch.js": ("watch.js", "text/javascript; charset=utf-8"),
           "/watch.css": ("watch.css", "text/css; charset=utf-8")}

@@ -205,11 +205,11 @@ def test_captions_less_than_a_second_apart_get_stamps_of_their_own():
 
     times = [0.0, 0.5, 1.0, 1.5, 2.0]
     lines = caption_lines([TimedCaption(t, f"Frame {i}.") for i, t in enumerate(times)])
-    assert lines == ["[00:00.0] Frame 0.", "[00:00.5] Frame 1.", "[00:01.0] Frame 2.", "[00:01.5] Frame 3.",
-                     "[00:02.0] Frame 4."]
+    assert lines == ['[00:00.0] "Frame 0."', '[00:00.5] "Frame 1."', '[00:01.0] "Frame 2."',
+                     '[00:01.5] "Frame 3."', '[00:02.0] "Frame 4."']
     # whole seconds where they tell the captions apart; 30 fps needs hundredths
-    assert caption_lines([TimedCaption(t, f"Frame {t}.") for t in (0.0, 1.001, 2.002)])[1] == "[00:01] Frame 1.001."
-    assert caption_lines([TimedCaption(t, "x") for t in (1 / 30, 2 / 30)]) == ["[00:00.03-00:00.06] x"]
+    assert caption_lines([TimedCaption(t, f"Frame {t}.") for t in (0.0, 1.001, 2.002)])[1] == '[00:01] "Frame 1.001."'
+    assert caption_lines([TimedCaption(t, "x") for t in (1 / 30, 2 / 30)]) == ['[00:00.03-00:00.06] "x"']
     captions = [CitableCaption(t, {"frame": int(t * 10)}) for t in times]
     g = ground_summary("He waves [00:00.5]. He bows [00:01.0-00:01.5]. He sits [00:01]. Gone [00:00.7].",
                        captions)
@@ -242,8 +242,8 @@ def test_a_summary_cites_only_what_its_prompt_showed(tmp_path, clips):
         prompts = [r["messages"][-1]["content"] for r in llm.requests]
     assert run.returncode == 0, run.stderr
     assert len(prompts) == 2
-    assert "[00:00.5] Frame 5." in prompts[0] and "[00:01.5] Frame 15." in prompts[0]
-    assert "[00:02.0] Frame 20." in prompts[1] and "Frame 5." not in prompts[1]
+    assert '[00:00.5] "Frame 5. ' in prompts[0] and '[00:01.5] "Frame 15. ' in prompts[0]
+    assert '[00:02.0] "Frame 20. ' in prompts[1] and "Frame 5." not in prompts[1]
     summaries = [e for e in read_events(events) if e["type"] == "summary"]
     assert [s["window"] for s in summaries] == [[0.0, 1.5], [2.0, 2.5]]
     # The first window ended at 1.5 s: its [00:02.5] is dropped, though that caption existed.

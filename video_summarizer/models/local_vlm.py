@@ -1,7 +1,7 @@
 """Frame captions from a vision-language model run in this process with transformers ("local VLM").
 
 The in-process twin of ``vlm_client_module.VLMClient``, a CaptionModel (see
-video_summarizer.protocols): the same ``model`` / ``stats`` / ``check()`` / ``load()`` /
+video_summarizer.backends): the same ``model`` / ``stats`` / ``check()`` / ``load()`` /
 ``build_prompt()`` / ``generate_caption()`` and the same ``CaptionResult``, so the loop does
 not care which one it holds. ``check()`` only finds the model's files (a folder, or a hub id
 in the local cache); ``load()`` loads it once, through ``AutoProcessor`` +
@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from video_summarizer.backends import CaptionModel
 from video_summarizer.errors import BackendUnavailable
 from video_summarizer.frames import to_pil, to_rgb
 from video_summarizer.models.hf import (
@@ -33,7 +34,7 @@ from video_summarizer.models.hf import (
     sampling,
 )
 from video_summarizer.models.openai_stream import split_thinking
-from video_summarizer.prompts import DEFAULT_PROMPT_TEMPLATE, render_prompt
+from video_summarizer.prompts import DEFAULT_PROMPT_TEMPLATE
 from video_summarizer.results import CaptionResult
 from video_summarizer.stats import ModelStats
 
@@ -50,7 +51,7 @@ SPEC = ModelSpec(
 )
 
 
-class LocalVLM(InProcessModel):
+class LocalVLM(InProcessModel, CaptionModel):
     """Captions frames with a vision-language model loaded into this process (CPU, CUDA or MPS)."""
 
     model_class = "AutoModelForImageTextToText"
@@ -111,11 +112,6 @@ class LocalVLM(InProcessModel):
                 f"({_first_line(exc)}; building it without its video part failed too: "
                 f"{type(inner).__name__}: {_first_line(inner)}). Install the torchvision build made for this "
                 f"torch: `{torchvision_pip_command()}`.")
-
-    # -- prompt ------------------------------------------------------------------------------
-    def build_prompt(self, face_names: list[str] | tuple[str, ...] = ()) -> str:
-        """The caption prompt, naming the recognized people when there are any."""
-        return render_prompt(self.prompt_template, face_names)
 
     # -- generation --------------------------------------------------------------------------
     def generate_caption(self, frame_bgr: np.ndarray, prompt: str) -> CaptionResult:

@@ -146,7 +146,7 @@ class LocalVLM(InProcessModel, CaptionModel):
         n_input = int(enc["input_ids"].shape[1])
         prep_ms = (time.perf_counter() - t0) * 1000.0
         kwargs = dict(enc, max_new_tokens=self.max_new_tokens, **sampling(self.temperature))
-        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)  # a processor holds one; a tokenizer is one
         run = generate_in_thread(self.hf_model, kwargs, self.timeout_s, name="vlm-generate")
         timer = run.timer
         end = timer.end_time or time.time()
@@ -222,7 +222,7 @@ def _image_only_processor(model: str, local_only: bool = False) -> Any:
 
     config = AutoConfig.from_pretrained(model, local_files_only=local_only)
     name = PROCESSOR_MAPPING_NAMES.get(config.model_type)
-    base = getattr(transformers, name, None) if name else None
+    base = getattr(transformers, name, None) if name else None  # the processor class by name; absent in older releases
     if base is None:
         raise ValueError(f"no processor class known for model type {config.model_type!r}")
     params = inspect.signature(base.__init__).parameters

@@ -109,12 +109,10 @@ class FaceRecognizer(FaceModel):
         self.upsample = int(upsample)
         self.scale = float(scale)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-        self.smoothing = smoothing
-        self.reuse = reuse  # None: encode every face in every frame
         self.known = KnownFaces(self.known_faces_dir, cache_dir=self.cache_dir,
                                 cache_key=f"{model}-u{self.upsample}", encode=self._encode_reference,
                                 max_pixels=max_pixels, max_images=max_images)
-        self.identities = IdentityTracker(reuse, smoothing, tolerance=self.tolerance)
+        self.identities = IdentityTracker(reuse, smoothing, tolerance=self.tolerance)  # reuse None: encode every face
         self._fr: Any = None  # the face_recognition module, once loaded
         self._cv2: Any = None
         self._load_lock = threading.Lock()

@@ -20,22 +20,16 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from video_summarizer import scores
+from video_summarizer.backends import CaptionModel, FaceModel, FrameObserver, SummaryModel
 from video_summarizer.citations import CitableCaption, GroundedSummary, ground_summary
 from video_summarizer.frames import to_jpeg_bytes
 from video_summarizer.outages import OutageMonitor
 from video_summarizer.outputs import EventWriter, SummaryDocument
 from video_summarizer.privacy import blur_faces
 from video_summarizer.prompts import faces_sentence, render_caption
-from video_summarizer.protocols import (
-    CaptionModel,
-    FaceModel,
-    SummaryModel,
-    caption_prompt,
-    model_name,
-    summary_messages,
-)
 from video_summarizer.results import TimedCaption
 from video_summarizer.timecodes import format_video_time, stamp_decimals
+from video_summarizer.tracing.protocol import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +73,7 @@ def _llm_outages() -> OutageMonitor:
 class Stages:
     """The stage objects one run uses; shared by all sources of a run."""
 
-    tracker: Any  # LangfuseTracker (a named module: the package does not import it)
+    tracker: Tracker  # LangfuseTracker (a named module: the package does not import it)
     vlm: CaptionModel
     summarizer: SummaryModel
     faces: FaceModel | None
@@ -91,7 +85,7 @@ class Stages:
     trace_frames: tuple[int, int] | None = None
     # Called after each caption with (image as the caption model received it, the caption event's
     # fields, the face matches): the dataset writer, the watch page. Events go to events' listeners.
-    frame_observers: list[Callable[[Any, dict, list], None]] = field(default_factory=list)
+    frame_observers: list[FrameObserver] = field(default_factory=list)
     # Called with each SourceRun as it starts reading: live counters for /metrics and the page.
     source_observers: list[Callable[[Any], None]] = field(default_factory=list)
     # A failing model said once, every 10 min while it lasts, and when it works again.
@@ -324,18 +318,18 @@ class SourceRun:
         """Caption the frame (faces blurred when asked): the result, its scores, the image sent."""
         tracker, vlm, prompts = self.stages.tracker, self.stages.vlm, self.stages.prompts
         managed = prompts.caption() if prompts is not None else None
-        prompt = render_caption(managed, faces_sentence(names)) if managed else caption_prompt(vlm, names)
+        prompt = render_caption(managed, faces_sentence(names)) if managed else vlm.build_prompt(names)
         image, privacy = job.image, {}
         if self.stages.blur_faces:
             # Names were found on the original; the model gets them as text, the faces blurred.
             image, blurred = blur_faces(job.image, [m.box for m in matches])
             privacy = {"blur_faces": True, "faces_blurred": blurred}
         traced = self.stages.trace_frames
-        job.caption_input = {"prompt": prompt, "model": model_name(vlm), "source_spec": getattr(
+        job.caption_input = {"prompt": prompt, "model": vlm.name, "source_spec": getattr(
             self.source, "content_path", None), "prompt_version": managed.version if managed else None}
         with tracker.create_span(trace_id, "vlm_caption", metadata={"faces": names, **privacy}):
             with tracker.start_generation(
-                trace_id=trace_id, name="vlm_caption", model=model_name(vlm), input=prompt,
+                trace_id=trace_id, name="vlm_caption", model=vlm.name, input=prompt,
                 metadata={"faces_detected": len(names), "frame_index": job.frame_index, **privacy,
                           **_prompt_metadata(managed)},
                 prompt=managed.client if managed else None,
@@ -424,11 +418,11 @@ class SourceRun:
         tracker, llm, prompts = self.stages.tracker, self.stages.summarizer, self.stages.prompts
         managed = prompts.summary() if prompts is not None else None
         system = {"system_prompt": managed.template} if managed else {}
-        messages = summary_messages(llm, window, self.rolling_summary, final=final, **system)
+        messages = llm.build_messages(window, self.rolling_summary, final=final, **system)
         with tracker.create_span(trace_id, "llm_summarization",
                                  metadata={"captions": len(window), "final": final}):
             with tracker.start_generation(
-                trace_id=trace_id, name="llm_summary", model=model_name(llm), input=messages,
+                trace_id=trace_id, name="llm_summary", model=llm.name, input=messages,
                 metadata={"captions": len(window), "final": final, **_prompt_metadata(managed)},
                 prompt=managed.client if managed else None,
             ) as gen:
@@ -561,7 +555,7 @@ def _prompt_metadata(managed: Any) -> dict:
     return {"prompt": managed.name, "prompt_source": managed.source, "prompt_version": managed.version}
 
 
-def _log_scores(tracker: Any, trace_id: str, observation_id: str, values: dict, result: Any) -> None:
+def _log_scores(tracker: Tracker, trace_id: str, observation_id: str, values: dict, result: Any) -> None:
     comment = "ok" if result.success else f"failed: {result.error_kind}"
     for name, value in values.items():
         tracker.log_score(trace_id, name, value, observation_id=observation_id, comment=comment)

@@ -24,6 +24,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from video_summarizer.errors import InputError
@@ -114,6 +115,8 @@ class Frame:
 
 class FrameSource(ABC):
     """Something that yields frames; use it with ``with`` so the capture is always released."""
+
+    content_path: str | None = None  # the file opened (files and images only): --dataset hashes it
 
     def __init__(self, label: str, *, live: bool, cleanup: ExitStack, kind: str = "file") -> None:
         self.label = label
@@ -424,66 +427,93 @@ def open_source(
     cleanup = ExitStack()
     try:
         kind = kind_of(spec)
-        attempts = 0
         if kind == "camera":
-            target = camera_target(spec)
-            api, params = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY, []
-            fail = _said(f"camera {spec} could not be opened (no such camera, or in use by another program)")
-            no_frame = f"camera {spec} opened, but sent no frame (in use, or not a capture device)"
-            default_live = True
-            attempts = reconnect_attempts  # a USB camera unplugged and plugged back, a driver reset
+            how = _camera_opening(cv2, spec, reconnect_attempts, live)
         elif kind == "stream":
-            target = spec
-            api = cv2.CAP_FFMPEG
-            ms = max(1, int(timeout * 1000))
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-
-            def fail(elapsed: float) -> str:
-                return f"stream {redact_url(spec)} could not be opened: {stream_problem(spec, elapsed, timeout)}"
-
-            no_frame = f"stream {redact_url(spec)} answered, but sent no frame within {timeout:g} s (check the path)"
-            default_live = True
-            attempts = reconnect_attempts
+            how = _stream_opening(cv2, spec, reconnect_attempts, live, timeout)
         elif kind == "stdin":
-            target, head = _stdin_target(cleanup, spool_mp4=not live, max_mb=stdin_max_mb)
-            api, params = cv2.CAP_FFMPEG, []
-            fail = _said(not_a_video("stdin", head, live=bool(live)))
-            no_frame = ("stdin: no frame could be decoded from what was piped in (corrupt or cut short; "
-                        "pipe a whole video file, or an MPEG-TS/MKV stream)")
-            if live and head[4:8] == b"ftyp":  # opens, then yields nothing: its index is still to come
-                no_frame = not_a_video("stdin", head, live=True)
-            if _is_image(head):
-                kind, live = "image", False
-                _check_image(target, "stdin", max_pixels)
-            default_live = False
+            how = _stdin_opening(cv2, cleanup, live, stdin_max_mb, max_pixels)
         else:
-            target, head = file_target(spec)
-            if _is_image(head):
-                kind, live = "image", False  # one frame: nothing to drain, no frame rate
-                _check_image(target, spec, max_pixels)
-            api, params = cv2.CAP_FFMPEG, []
-            fail = _said(not_a_video(spec, head, live=bool(live)))
-            no_frame = f"{spec}: no frame could be decoded (corrupt, truncated or not a video)"
-            default_live = False
+            how = _file_opening(cv2, spec, live, max_pixels)
         label = label or source_label(spec)
-        shown = {"stdin": "stdin", "stream": redact_url(spec)}.get(kind_of(spec), spec)
+        shown = {"stdin": "stdin", "stream": redact_url(spec)}.get(kind, spec)
 
         def opener():
-            return _frame_size_checked(_open_capture(target, api, params, fail), shown, max_pixels)
+            return _frame_size_checked(_open_capture(how.target, how.api, how.params, how.fail), shown, max_pixels)
 
-        if default_live if live is None else live:
-            source: FrameSource = _LiveSource(label, opener, reconnect_attempts=attempts,
-                                              reconnect_delay=reconnect_delay, cleanup=cleanup, kind=kind,
-                                              no_frame=no_frame, join_timeout_s=timeout + 1.0)
+        if how.default_live if how.live is None else how.live:
+            source: FrameSource = _LiveSource(label, opener, reconnect_attempts=how.attempts,
+                                              reconnect_delay=reconnect_delay, cleanup=cleanup, kind=how.kind,
+                                              no_frame=how.no_frame, join_timeout_s=timeout + 1.0)
         else:
-            source = _SequentialSource(label, opener(), cleanup=cleanup, kind=kind, no_frame=no_frame,
-                                       path=target if kind == "file" else None)
+            source = _SequentialSource(label, opener(), cleanup=cleanup, kind=how.kind, no_frame=how.no_frame,
+                                       path=how.target if how.kind == "file" else None)
         # The file opened (None for cameras, streams, stdin): --dataset hashes its content.
-        source.content_path = spec if kind in ("file", "image") and spec != "-" else None
+        source.content_path = spec if how.kind in ("file", "image") and spec != "-" else None
         return source
     except BaseException:
         cleanup.close()
         raise
+
+
+@dataclass(frozen=True)
+class _Opening:
+    """How to open one input, and what to say when it does not open or gives no frame."""
+
+    kind: str  # "file", "image", "stdin", "camera" or "stream"
+    target: int | str  # what cv2.VideoCapture opens
+    api: int  # the cv2.CAP_* backend
+    params: list[int]
+    fail: Callable[[float], str]  # the message for an open that failed after so many seconds
+    no_frame: str
+    live: bool | None  # as asked (None: the kind's default); a still image is never live
+    default_live: bool
+    attempts: int = 0  # reconnect attempts once frames stop (cameras and streams)
+
+
+def _camera_opening(cv2, spec: str, reconnect_attempts: int, live: bool | None) -> _Opening:
+    return _Opening(
+        "camera", camera_target(spec), cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY, [],
+        _said(f"camera {spec} could not be opened (no such camera, or in use by another program)"),
+        f"camera {spec} opened, but sent no frame (in use, or not a capture device)", live, default_live=True,
+        attempts=reconnect_attempts)  # a USB camera unplugged and plugged back, a driver reset
+
+
+def _stream_opening(cv2, spec: str, reconnect_attempts: int, live: bool | None, timeout: float) -> _Opening:
+    ms = max(1, int(timeout * 1000))
+
+    def fail(elapsed: float) -> str:
+        return f"stream {redact_url(spec)} could not be opened: {stream_problem(spec, elapsed, timeout)}"
+
+    return _Opening(
+        "stream", spec, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms],
+        fail, f"stream {redact_url(spec)} answered, but sent no frame within {timeout:g} s (check the path)",
+        live, default_live=True, attempts=reconnect_attempts)
+
+
+def _stdin_opening(cv2, cleanup: ExitStack, live: bool | None, max_mb: float, max_pixels: int | None) -> _Opening:
+    target, head = _stdin_target(cleanup, spool_mp4=not live, max_mb=max_mb)
+    no_frame = ("stdin: no frame could be decoded from what was piped in (corrupt or cut short; "
+                "pipe a whole video file, or an MPEG-TS/MKV stream)")
+    if live and head[4:8] == b"ftyp":  # opens, then yields nothing: its index is still to come
+        no_frame = not_a_video("stdin", head, live=True)
+    fail = _said(not_a_video("stdin", head, live=bool(live)))
+    kind = "stdin"
+    if _is_image(head):
+        kind, live = "image", False
+        _check_image(target, "stdin", max_pixels)
+    return _Opening(kind, target, cv2.CAP_FFMPEG, [], fail, no_frame, live, default_live=False)
+
+
+def _file_opening(cv2, spec: str, live: bool | None, max_pixels: int | None) -> _Opening:
+    target, head = file_target(spec)
+    kind = "file"
+    if _is_image(head):
+        kind, live = "image", False  # one frame: nothing to drain, no frame rate
+        _check_image(target, spec, max_pixels)
+    return _Opening(kind, target, cv2.CAP_FFMPEG, [], _said(not_a_video(spec, head, live=bool(live))),
+                    f"{spec}: no frame could be decoded (corrupt, truncated or not a video)", live,
+                    default_live=False)
 
 
 def _check_image(path: str, name: str, max_pixels: int | None) -> None:

@@ -19,7 +19,8 @@ Modes: ``"ok"`` answers like Langfuse, ``"401"`` rejects every request, ``"500"`
 request, ``"refuse"`` is a port with nothing listening (connection refused) and ``"hang"``
 accepts connections and never answers; ``"503"`` answers every request 503 (overloaded
 or down for maintenance). ``ok`` / ``401`` / ``500`` / ``503`` may be switched during a run
-(``srv.mode = "503"``). What Langfuse *keeps* is one observation per span id and one score
+(``srv.mode = "503"``); ``port=`` listens on a given port, e.g. a working receiver at the address
+of one that refused or hung for a whole run (``FakeLangfuseServer("ok", port=down.port)``). What Langfuse *keeps* is one observation per span id and one score
 per score id (a repeated id updates the same row): ``span_receipts`` / ``score_receipts``
 count every receipt by id, ``kept_span_ids()`` / ``kept_score_ids()`` are the ids kept, and
 ``reply_delay_s`` answers late after recording (the host processed a batch whose answer

@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from video_summarizer.tracing.delivery import score_id
+
 log = logging.getLogger(__name__)
 
 SUFFIX = ".journal"
@@ -233,8 +235,6 @@ class Journal:
 
     def add_score(self, item: dict) -> None:
         """A score item (``outbox.score_item``), before the SDK gets it; never raises."""
-        from video_summarizer.tracing.delivery import score_id
-
         self._add(SCORE, score_id(item), json.dumps(item).encode())
 
     def settle(self, kind: bytes, ids: Sequence[str]) -> None:
@@ -271,11 +271,6 @@ class Journal:
                         "holds at the end may be lost; counting further failures", self.folder, exc)
 
     # -- at close -----------------------------------------------------------------------------
-    def pending(self) -> int:
-        """Items neither acknowledged nor kept so far."""
-        with self._lock:
-            return len(self._where)
-
     def take_unsettled(self) -> Unsettled:
         """Stop writing; what was never settled, read back from the segments still open."""
         with self._lock:
@@ -288,7 +283,7 @@ class Journal:
                     self.note_failure(exc)
                     continue
                 found.spans += [s for s in part.spans if (SPAN, s[0]) in self._where]
-                found.scores += [s for s in part.scores if (SCORE, _score_id(s)) in self._where]
+                found.scores += [s for s in part.scores if (SCORE, score_id(s)) in self._where]
             return found
 
     def remove(self) -> None:
@@ -298,12 +293,6 @@ class Journal:
             for segment in list(self._segments):
                 self._drop(segment)
             self._where.clear()
-
-
-def _score_id(item: dict) -> str:
-    from video_summarizer.tracing.delivery import score_id
-
-    return score_id(item)
 
 
 def recover(folder: Path, keep: Callable[[Unsettled], bool]) -> int:
@@ -330,7 +319,7 @@ def recover(folder: Path, keep: Callable[[Unsettled], bool]) -> int:
             if keep(found):
                 path.unlink(missing_ok=True)
                 taken += 1
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a damaged journal must not stop a run or a send
             log.warning("Langfuse outbox: cannot read the journal %s (%s); left where it is", path, exc)
         finally:
             os.close(fd)
@@ -348,6 +337,7 @@ def journal_span_processor(journal: Journal, should_export: Callable[[Any], bool
 
     class JournalSpanProcessor(SpanProcessor):
         def on_end(self, span: Any) -> None:
+            """Journal a sampled span the SDK will export; never raises."""
             try:
                 if span.context.trace_flags.sampled and should_export(span):
                     journal.add_span(span)
@@ -355,6 +345,7 @@ def journal_span_processor(journal: Journal, should_export: Callable[[Any], bool
                 journal.note_failure(exc)
 
         def force_flush(self, timeout_millis: int = 30000) -> bool:
-            return True  # nothing buffered: each record is written as its span ends
+            """Nothing is buffered: each record is written as its span ends."""
+            return True
 
     return JournalSpanProcessor()

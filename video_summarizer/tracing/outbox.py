@@ -402,8 +402,12 @@ class KeptBatches:
         journal, self.journal = self.journal, None
         if journal is None:
             return
-        found = journal.take_unsettled()
-        if self._keep_journal(found, self._fresh):
+        try:
+            kept = self._keep_journal(journal.take_unsettled(), self._fresh)
+        except Exception as exc:  # noqa: BLE001 - close() goes on; the journal stays for the next sender
+            self._write_failed(exc)
+            kept = False
+        if kept:
             journal.remove()
         # else the journal stays (its lock goes with this process): the next run or
         # --send-outbox makes batch files of what is not in one yet.

@@ -31,7 +31,7 @@ A trace id this tracker does not know (or no longer holds) is joined with the SD
 
 Delivery (``video_summarizer.tracing.delivery``): an exporter and an httpx transport handed
 to the SDK count what the host acknowledged; an outage is a few log lines, not a line a
-batch; ``close()`` flushes within a deadline and says what may be lost. The trace log
+batch; ``close()`` flushes within a deadline and says what waits in the outbox. The trace log
 format is in ``video_summarizer.tracing.trace_log``; ``trace_report.py`` reads it.
 """
 from __future__ import annotations
@@ -73,6 +73,7 @@ from video_summarizer.tracing.delivery import (
     quiet_sdk_delivery_logs,
     stats_line,
 )
+from video_summarizer.tracing.journal import journal_span_processor
 from video_summarizer.tracing.outbox import score_item
 from video_summarizer.tracing.trace_log import (
     TraceLog,
@@ -479,19 +480,32 @@ class LangfuseTracker:
         exporter = OTLPSpanExporter(endpoint=f"{self.host}/api/public/otel/v1/traces",
                                     headers=headers, timeout=self.timeout_s,
                                     compression=Compression.Gzip)
-        self._sdk = Langfuse(
-            public_key=self.public_key, secret_key=secret, base_url=self.host,
-            timeout=self.timeout_s, flush_at=self.flush_at,
-            httpx_client=httpx.Client(timeout=self.timeout_s,
-                                      transport=counting_transport(self._delivery)),
-            tracer_provider=self._provider,
-            span_exporter=CountingSpanExporter(exporter, self._delivery),
-            # The SDK's default filter, plus our own spans (legacy log_generation).
-            should_export_span=lambda span: is_default_export_span(span) or (
+
+        def should_export(span: Any) -> bool:  # the SDK's default filter, plus our own spans (log_generation)
+            return is_default_export_span(span) or (
                 span.instrumentation_scope is not None
-                and span.instrumentation_scope.name == TRACER_SCOPE))
+                and span.instrumentation_scope.name == TRACER_SCOPE)
+
         if self._outbox is not None:
             self._outbox.attach(self._delivery, self.host, self.public_key, headers)
+            if self._outbox.journal is not None:
+                # Added before the SDK's processor: OTel calls processors in the order they
+                # were added, so each span is on disk before the SDK can queue or send it.
+                self._provider.add_span_processor(journal_span_processor(self._outbox.journal,
+                                                                         should_export))
+        try:
+            self._sdk = Langfuse(
+                public_key=self.public_key, secret_key=secret, base_url=self.host,
+                timeout=self.timeout_s, flush_at=self.flush_at,
+                httpx_client=httpx.Client(timeout=self.timeout_s,
+                                          transport=counting_transport(self._delivery)),
+                tracer_provider=self._provider,
+                span_exporter=CountingSpanExporter(exporter, self._delivery),
+                should_export_span=should_export)
+        except Exception:
+            if self._outbox is not None:  # its sender thread and journal: nothing to keep
+                self._outbox.close(0.0, False)
+            raise
 
     def _progress(self) -> str:
         counts, delivery = self.counts, self._delivery
@@ -691,13 +705,13 @@ class LangfuseTracker:
         with self._lock:
             self._counts["scores"] += 1
         if self._sdk is not None:
-            self._sdk.create_score(name=name, value=value, data_type=dtype, trace_id=trace_id,
-                                   observation_id=observation_id, comment=comment,
-                                   score_id=score_id, timestamp=now)
-            if self._outbox is not None:  # one the SDK still holds at the end is kept, not lost
+            if self._outbox is not None:  # journaled before the SDK has it: never lost, even at a kill
                 self._outbox.handed(score_item(self._sdk_major, score_id=score_id, trace_id=trace_id,
                                                observation_id=observation_id, name=name, value=value,
                                                data_type=dtype, comment=comment, timestamp=iso_utc(now)))
+            self._sdk.create_score(name=name, value=value, data_type=dtype, trace_id=trace_id,
+                                   observation_id=observation_id, comment=comment,
+                                   score_id=score_id, timestamp=now)
         if self.trace_log is not None:
             self.trace_log.write({
                 "type": "score", "trace_id": trace_id, "id": score_id,
@@ -737,7 +751,7 @@ class LangfuseTracker:
         return run_with_deadline(self._sdk.flush, deadline_s, "langfuse-flush", log)
 
     def close(self, deadline_s: float = 5.0) -> CloseReport:
-        """Flush and shut down within deadline_s, even with the host down; says what may be lost."""
+        """Flush and shut down within deadline_s, even with the host down; says what waits in the outbox."""
         if self._close_report is not None:
             return self._close_report
         started = time.monotonic()

@@ -75,6 +75,7 @@ from video_summarizer.tracing.delivery import (
 )
 from video_summarizer.tracing.journal import journal_span_processor
 from video_summarizer.tracing.outbox import score_item
+from video_summarizer.tracing.records import GenerationRecord
 from video_summarizer.tracing.trace_log import (
     TraceLog,
     datetime_to_ns,
@@ -94,7 +95,7 @@ _DUMMY_SPAN, _DUMMY_GENERATION = DummySpan(), DummyGeneration()  # shared: they 
 DEFAULT_HOST = "https://cloud.langfuse.com"
 DEFAULT_TIMEOUT_S = 5.0
 MAX_SPAN_QUEUE = 2048  # OTel BatchSpanProcessor's default max_queue_size
-TRACER_SCOPE = "video_summarizer.tracker"  # our own OTel spans (legacy log_generation)
+TRACER_SCOPE = "video_summarizer.tracker"  # our own OTel spans (generations recorded from their stamps)
 
 # The observation (our context object) active in this thread/task: mirrors OTel's current
 # span so update_current_generation and log_score know whom they mean, also when disabled.
@@ -481,7 +482,7 @@ class LangfuseTracker:
                                     headers=headers, timeout=self.timeout_s,
                                     compression=Compression.Gzip)
 
-        def should_export(span: Any) -> bool:  # the SDK's default filter, plus our own spans (log_generation)
+        def should_export(span: Any) -> bool:  # the SDK's default filter, plus our own spans (record_generation)
             return is_default_export_span(span) or (
                 span.instrumentation_scope is not None
                 and span.instrumentation_scope.name == TRACER_SCOPE)
@@ -582,17 +583,32 @@ class LangfuseTracker:
         """
         if not self._active:
             return _DUMMY_GENERATION
-        if image_jpeg is not None and self._sdk is not None:
-            from langfuse import LangfuseMedia
-
-            input = {"prompt": input, "frame": LangfuseMedia(content_bytes=bytes(image_jpeg),
-                                                             content_type="image/jpeg")}
+        input = self._with_frame(input, image_jpeg)
         gen = GenerationContext(self, name, trace_id, model=model, input=input,
                                 metadata=metadata, model_parameters=model_parameters,
                                 prompt=prompt)
         if image_jpeg is not None:
             gen.frame = frame_digest(image_jpeg)
         return gen
+
+    def record_generation(self, trace_id: str | None, gen: GenerationRecord) -> str | None:
+        """Record a finished model call with its result's own stamps; returns the generation's id.
+
+        Start, completion start and end are the result's ``start_time`` /
+        ``completion_start_time`` / ``end_time``: Langfuse's TTFT and latency are then the
+        very numbers the events and statistics read. Its parent is the current observation
+        of that trace (the stage span), as for ``start_generation``.
+        """
+        if not self._active:
+            return _DUMMY_GENERATION.id
+        result = gen.result
+        failed = not result.success
+        return self._record_finished(
+            trace_id, gen.name, gen.model, gen.input, output=result.text, start_time=result.start_time,
+            end_time=result.end_time, completion_start_time=result.completion_start_time,
+            usage=result.usage_details(), metadata=gen.metadata, prompt=gen.prompt, image_jpeg=gen.image_jpeg,
+            level="ERROR" if failed else None,
+            status_message=f"{result.error_kind}: {result.error}"[:1000] if failed else None)
 
     def log_generation(self, trace_id: str | None, name: str, model: str | None = None,
                        input: Any = None, output: Any = None, *, start_time: Any = None,
@@ -601,14 +617,28 @@ class LangfuseTracker:
                        level: str | None = None, status_message: str | None = None) -> str | None:
         """Legacy: record a finished generation from its timings (default now); returns its id.
 
-        Deprecated: open ``start_generation`` before the model call instead.
+        Deprecated: open ``start_generation`` before the model call instead, or hand the
+        result to ``record_generation``.
         """
         self._warn("log_generation", "log_generation() is deprecated: open "
                    "start_generation() before the model call instead")
         if not self._active:
             return _DUMMY_GENERATION.id
-        gen = GenerationContext(self, name, trace_id, model=model, input=input, metadata=metadata)
-        gen.legacy = True
+        return self._record_finished(trace_id, name, model, input, output=output, start_time=start_time,
+                                     end_time=end_time, completion_start_time=completion_start_time,
+                                     usage=usage, metadata=metadata, level=level,
+                                     status_message=status_message, legacy=True)
+
+    def _record_finished(self, trace_id: str | None, name: str, model: str | None, input: Any, *,
+                         output: Any, start_time: Any, end_time: Any, completion_start_time: Any,
+                         usage: dict | None, metadata: Any, level: str | None, status_message: str | None,
+                         prompt: Any = None, image_jpeg: bytes | None = None, legacy: bool = False) -> str | None:
+        """A generation that is over, with the given times (missing ones: now)."""
+        gen = GenerationContext(self, name, trace_id, model=model, input=self._with_frame(input, image_jpeg),
+                                metadata=metadata, prompt=prompt)
+        gen.legacy = legacy
+        if image_jpeg is not None:
+            gen.frame = frame_digest(image_jpeg)
         now = time.time_ns()
         start, end = to_utc(start_time), to_utc(end_time)
         gen._start_ns = datetime_to_ns(start) if start is not None else now
@@ -622,12 +652,13 @@ class LangfuseTracker:
 
             # The SDK's observations have no start time argument: an OTel span of our own
             # does, wrapped in the SDK's public generation class (exported: see
-            # should_export_span in _build_client).
+            # should_export_span in _build_client). Trace attributes reach it through the
+            # context, as they reach the SDK's own observations.
             tracer = self._provider.get_tracer(TRACER_SCOPE)
             gen._otel = tracer.start_span(name, context=context or otel_context.get_current(),
                                           start_time=gen._start_ns)
-            gen._obs = LangfuseGeneration(otel_span=gen._otel, langfuse_client=self._sdk,
-                                          input=input, model=model, metadata=metadata)
+            gen._obs = LangfuseGeneration(otel_span=gen._otel, langfuse_client=self._sdk, input=gen.input,
+                                          model=model, metadata=metadata, prompt=prompt)
             gen.id, gen.trace_id = gen._obs.id, gen._obs.trace_id
         gen.update(output=output, usage=usage, completion_start_time=completion_start_time,
                    level=level, status_message=status_message)
@@ -636,6 +667,15 @@ class LangfuseTracker:
         gen._end_ns = end_ns
         self._finished(gen)
         return gen.id
+
+    def _with_frame(self, input: Any, image_jpeg: bytes | None) -> Any:
+        """The input with the traced frame beside it as Langfuse media (--trace-frames)."""
+        if image_jpeg is None or self._sdk is None:
+            return input
+        from langfuse import LangfuseMedia
+
+        return {"prompt": input, "frame": LangfuseMedia(content_bytes=bytes(image_jpeg),
+                                                        content_type="image/jpeg")}
 
     def update_current_generation(self, **kwargs: Any) -> None:
         """Update the generation active in this thread (times normalized to UTC)."""

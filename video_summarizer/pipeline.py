@@ -30,6 +30,7 @@ from video_summarizer.prompts import faces_sentence, render_caption
 from video_summarizer.results import TimedCaption
 from video_summarizer.timecodes import format_video_time, stamp_decimals
 from video_summarizer.tracing.protocol import Tracker
+from video_summarizer.tracing.records import GenerationRecord
 
 log = logging.getLogger(__name__)
 
@@ -328,18 +329,18 @@ class SourceRun:
         job.caption_input = {"prompt": prompt, "model": vlm.name, "source_spec": getattr(
             self.source, "content_path", None), "prompt_version": managed.version if managed else None}
         with tracker.create_span(trace_id, "vlm_caption", metadata={"faces": names, **privacy}):
-            with tracker.start_generation(
-                trace_id=trace_id, name="vlm_caption", model=vlm.name, input=prompt,
+            result = vlm.generate_caption(image, prompt)
+            # Recorded after the call from the result's own stamps: one TTFT for events and Langfuse.
+            gen_id = tracker.record_generation(trace_id, GenerationRecord(
+                name="vlm_caption", model=vlm.name, input=prompt,
                 metadata={"faces_detected": len(names), "frame_index": job.frame_index, **privacy,
-                          **_prompt_metadata(managed)},
-                prompt=managed.client if managed else None,
+                          **_prompt_metadata(managed), "api_time_ms": round(result.api_time, 1),
+                          "image_prep_ms": round(result.image_prep_ms, 1)},
+                result=result, prompt=managed.client if managed else None,
                 image_jpeg=to_jpeg_bytes(image, *traced) if traced else None,  # after the blur
-            ) as gen:
-                result = vlm.generate_caption(image, prompt)
-                _record_generation(gen, result, {"api_time_ms": round(result.api_time, 1),
-                                                 "image_prep_ms": round(result.image_prep_ms, 1)})
+            ))
             values = scores.vlm_scores(result, worst_ms=self.config.vlm_worst_ms)
-            _log_scores(tracker, trace_id, gen.id, values, result)
+            _log_scores(tracker, trace_id, gen_id, values, result)
         return result, values, image
 
     def _record_caption(self, job: _Job, matches: list, names: list[str], result: Any, trace_id: str,
@@ -421,19 +422,17 @@ class SourceRun:
         messages = llm.build_messages(window, self.rolling_summary, final=final, **system)
         with tracker.create_span(trace_id, "llm_summarization",
                                  metadata={"captions": len(window), "final": final}):
-            with tracker.start_generation(
-                trace_id=trace_id, name="llm_summary", model=llm.name, input=messages,
+            result = llm.generate(messages)
+            gen_id = tracker.record_generation(trace_id, GenerationRecord(
+                name="llm_summary", model=llm.name, input=messages, result=result,
                 metadata={"captions": len(window), "final": final, **_prompt_metadata(managed)},
-                prompt=managed.client if managed else None,
-            ) as gen:
-                result = llm.generate(messages)
-                _record_generation(gen, result, {})
+                prompt=managed.client if managed else None))
             values = scores.llm_scores(result, worst_ms=self.config.llm_worst_ms)
-            _log_scores(tracker, trace_id, gen.id, values, result)
+            _log_scores(tracker, trace_id, gen_id, values, result)
             grounded = self._ground(result.summary, citable) if result.success else None
             if grounded is not None and grounded.grounding is not None:
                 tracker.log_score(trace_id, scores.GROUNDING_SCORE_NAME, grounded.grounding,
-                                  observation_id=gen.id,
+                                  observation_id=gen_id,
                                   comment=f"{grounded.grounded} of {len(grounded.sentences)} sentences cite "
                                           f"a caption; {grounded.dropped} citations dropped")
         record = {
@@ -538,14 +537,6 @@ class SourceRun:
             "job_errors": c.job_errors,
             "observer_errors": c.observer_errors,
         }
-
-
-def _record_generation(gen: Any, result: Any, metadata: dict) -> None:
-    """Hand a model result to its generation: output, usage, first-token time, error."""
-    gen.update(output=result.text, usage=result.usage_details(),
-               completion_start_time=result.completion_start_time, metadata=metadata or None)
-    if not result.success:
-        gen.set_error(f"{result.error_kind}: {result.error}")
 
 
 def _prompt_metadata(managed: Any) -> dict:

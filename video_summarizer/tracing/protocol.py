@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, ContextManager, Protocol
 
+from video_summarizer.tracing.records import GenerationRecord
+
 
 class ObservationHandle(Protocol):
     """An open trace, span or generation: its id, and what can be added to it."""
@@ -47,6 +49,10 @@ class Tracker(Protocol):
                          input: Any = None, metadata: Any = None, model_parameters: dict | None = None,
                          prompt: Any = None, image_jpeg: bytes | None = None) -> ContextManager[ObservationHandle]:
         """A generation context whose clock starts when it is entered (before the model call)."""
+        ...
+
+    def record_generation(self, trace_id: str | None, gen: GenerationRecord) -> str | None:
+        """A finished model call recorded with its result's own stamps (one TTFT everywhere); its id."""
         ...
 
     def log_score(self, trace_id: str | None, name: str, value: Any, data_type: str | None = None,

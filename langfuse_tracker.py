@@ -75,7 +75,7 @@ from video_summarizer.tracing.delivery import (
 )
 from video_summarizer.tracing.journal import journal_span_processor
 from video_summarizer.tracing.outbox import score_item
-from video_summarizer.tracing.records import GenerationRecord
+from video_summarizer.tracing.records import GenerationRecord, Recorded, SpanRecord
 from video_summarizer.tracing.trace_log import (
     TraceLog,
     datetime_to_ns,
@@ -591,6 +591,40 @@ class LangfuseTracker:
             gen.frame = frame_digest(image_jpeg)
         return gen
 
+    def record_span(self, trace_id: str | None, span: SpanRecord) -> Recorded:
+        """Record a finished stage span from its own start and end, with the generation inside it."""
+        if not self._active:
+            return Recorded(_DUMMY_SPAN.id, _DUMMY_GENERATION.id if span.generation else None)
+        obs = SpanContext(self, span.name, trace_id, input=span.input, metadata=span.metadata)
+        obs._start_ns = datetime_to_ns(to_utc(span.start))
+        end_ns = max(datetime_to_ns(to_utc(span.end)), obs._start_ns)
+        obs.parent_id, obs.trace_id, context, _ = self._parent(trace_id)
+        inner = None
+        if self._sdk is None:
+            obs.id, obs.trace_id = hex_id(64), obs.trace_id or hex_id(128)
+        else:
+            from langfuse import LangfuseSpan
+            from opentelemetry import context as otel_context
+            from opentelemetry import trace as otel_trace
+
+            context = context or otel_context.get_current()  # holds the trace's attributes
+            obs._otel = self._provider.get_tracer(TRACER_SCOPE).start_span(
+                span.name, context=context, start_time=obs._start_ns)
+            obs._obs = LangfuseSpan(otel_span=obs._otel, langfuse_client=self._sdk, input=span.input,
+                                    metadata=span.metadata)
+            obs.id, obs.trace_id = obs._obs.id, obs._obs.trace_id
+            inner = otel_trace.set_span_in_context(obs._otel, context)
+        if span.output is not None:
+            obs.update(output=span.output)
+        gen_id = None
+        if span.generation is not None:
+            gen_id = self._recorded_generation(obs.trace_id, span.generation, parent=(obs.id, obs.trace_id, inner))
+        if obs._obs is not None:
+            obs._obs.end(end_time=end_ns)
+        obs._end_ns = end_ns
+        self._finished(obs)
+        return Recorded(obs.id, gen_id)
+
     def record_generation(self, trace_id: str | None, gen: GenerationRecord) -> str | None:
         """Record a finished model call with its result's own stamps; returns the generation's id.
 
@@ -601,12 +635,17 @@ class LangfuseTracker:
         """
         if not self._active:
             return _DUMMY_GENERATION.id
+        return self._recorded_generation(trace_id, gen)
+
+    def _recorded_generation(self, trace_id: str | None, gen: GenerationRecord,
+                             parent: tuple | None = None) -> str | None:
         result = gen.result
         failed = not result.success
         return self._record_finished(
-            trace_id, gen.name, gen.model, gen.input, output=result.text, start_time=result.start_time,
-            end_time=result.end_time, completion_start_time=result.completion_start_time,
-            usage=result.usage_details(), metadata=gen.metadata, prompt=gen.prompt, image_jpeg=gen.image_jpeg,
+            trace_id, gen.name, gen.model, gen.input, output=result.text,
+            start_time=result.start_time, end_time=result.end_time,
+            completion_start_time=result.completion_start_time, usage=result.usage_details(),
+            metadata=gen.metadata, prompt=gen.prompt, image_jpeg=gen.image_jpeg, parent=parent,
             level="ERROR" if failed else None,
             status_message=f"{result.error_kind}: {result.error}"[:1000] if failed else None)
 
@@ -632,8 +671,9 @@ class LangfuseTracker:
     def _record_finished(self, trace_id: str | None, name: str, model: str | None, input: Any, *,
                          output: Any, start_time: Any, end_time: Any, completion_start_time: Any,
                          usage: dict | None, metadata: Any, level: str | None, status_message: str | None,
-                         prompt: Any = None, image_jpeg: bytes | None = None, legacy: bool = False) -> str | None:
-        """A generation that is over, with the given times (missing ones: now)."""
+                         prompt: Any = None, image_jpeg: bytes | None = None, legacy: bool = False,
+                         parent: tuple | None = None) -> str | None:
+        """A generation that is over, with the given times (missing ones: now); parent: (id, trace id, context)."""
         gen = GenerationContext(self, name, trace_id, model=model, input=self._with_frame(input, image_jpeg),
                                 metadata=metadata, prompt=prompt)
         gen.legacy = legacy
@@ -643,7 +683,7 @@ class LangfuseTracker:
         start, end = to_utc(start_time), to_utc(end_time)
         gen._start_ns = datetime_to_ns(start) if start is not None else now
         end_ns = datetime_to_ns(end) if end is not None else max(now, gen._start_ns)
-        gen.parent_id, gen.trace_id, context, _ = self._parent(trace_id)
+        gen.parent_id, gen.trace_id, context = parent or self._parent(trace_id)[:3]
         if self._sdk is None:
             gen.id, gen.trace_id = hex_id(64), gen.trace_id or hex_id(128)
         else:

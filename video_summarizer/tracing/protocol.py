@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ContextManager, Protocol
 
-from video_summarizer.tracing.records import GenerationRecord
+from video_summarizer.tracing.records import GenerationRecord, Recorded, SpanRecord
 
 
 class ObservationHandle(Protocol):
@@ -49,6 +49,10 @@ class Tracker(Protocol):
                          input: Any = None, metadata: Any = None, model_parameters: dict | None = None,
                          prompt: Any = None, image_jpeg: bytes | None = None) -> ContextManager[ObservationHandle]:
         """A generation context whose clock starts when it is entered (before the model call)."""
+        ...
+
+    def record_span(self, trace_id: str | None, span: SpanRecord) -> Recorded:
+        """A finished stage span (and the generation inside it) recorded from its own stamps."""
         ...
 
     def record_generation(self, trace_id: str | None, gen: GenerationRecord) -> str | None:

@@ -432,6 +432,11 @@ class LangfuseTracker:
         """True when the Langfuse SDK client was built (keys present)."""
         return self._sdk is not None
 
+    @property
+    def recording(self) -> bool:
+        """False in full no-op mode (no client, no trace log): then nothing is recorded at all."""
+        return self._active
+
     def __repr__(self) -> str:
         state = f"enabled host={self.host}" if self.enabled else "disabled"
         return f"<LangfuseTracker {state} public_key={mask_secret(self.public_key)}>"

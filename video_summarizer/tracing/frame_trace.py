@@ -69,10 +69,11 @@ class FrameTrace:
         self.settings = tracer.settings
         self.trace_id = trace_id
         self._overall: list[float] = []
+        self._on = tracer.tracker.recording  # off: every step returns at once (no-op tracing stays ~free)
 
     def faces(self, outcome: FaceOutcome | None) -> None:
         """The face_recognition span (none without a face model)."""
-        if outcome is None:
+        if outcome is None or not self._on:
             return
         matches = outcome.matches
         self.tracker.record_span(self.trace_id, SpanRecord("face_recognition", outcome.start, outcome.end, output={
@@ -84,6 +85,8 @@ class FrameTrace:
 
     def caption(self, outcome: CaptionOutcome, names: list[str], frame_index: int) -> None:
         """The vlm_caption span with its generation (and the frame as sent, with --trace-frames), 3 scores."""
+        if not self._on:
+            return
         result, managed, traced = outcome.result, outcome.managed, self.settings.frames
         gen = GenerationRecord(
             name="vlm_caption", model=outcome.model, input=outcome.prompt, result=result,
@@ -99,6 +102,8 @@ class FrameTrace:
 
     def summary(self, outcome: SummaryOutcome) -> None:
         """The llm_summarization span with its generation, 3 scores and the grounding score."""
+        if not self._on:
+            return
         result, managed = outcome.result, outcome.managed
         meta = {"captions": len(outcome.window), "final": outcome.final}
         gen = GenerationRecord(name="llm_summary", model=outcome.model, input=outcome.messages, result=result,

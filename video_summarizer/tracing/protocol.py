@@ -29,6 +29,8 @@ class ObservationHandle(Protocol):
 class Tracker(Protocol):
     """The tracing calls the package makes; every one is a cheap no-op when tracing is off."""
 
+    recording: bool  # False in full no-op mode: the frame tracer then builds no record at all
+
     @property
     def enabled(self) -> bool:
         """True when the Langfuse client was built (keys present)."""

@@ -65,15 +65,17 @@ from video_summarizer.tracing.delivery import (
     SCORES,
     SPANS,
     CloseReport,
-    CountingSpanExporter,
     Delivery,
-    DeliveryMonitor,
-    close_report,
-    counting_transport,
-    quiet_sdk_delivery_logs,
     stats_line,
 )
-from video_summarizer.tracing.journal import journal_span_processor
+from video_summarizer.tracing.client import (
+    TRACER_SCOPE,
+    Client,
+    build_client,
+    close_client,
+    disabled_reason,
+    tracker_stats,
+)
 from video_summarizer.tracing.outbox import score_item
 from video_summarizer.tracing.records import GenerationRecord, Recorded, SpanRecord
 from video_summarizer.tracing.trace_log import (
@@ -95,14 +97,10 @@ _DUMMY_SPAN, _DUMMY_GENERATION = DummySpan(), DummyGeneration()  # shared: they 
 DEFAULT_HOST = "https://cloud.langfuse.com"
 DEFAULT_TIMEOUT_S = 5.0
 MAX_SPAN_QUEUE = 2048  # OTel BatchSpanProcessor's default max_queue_size
-TRACER_SCOPE = "video_summarizer.tracker"  # our own OTel spans (generations recorded from their stamps)
 
 # The observation (our context object) active in this thread/task: mirrors OTel's current
 # span so update_current_generation and log_score know whom they mean, also when disabled.
 _CURRENT: contextvars.ContextVar[Any] = contextvars.ContextVar("tracker_current", default=None)
-# The SDK keeps one client per public key and process: the keys our trackers built one for.
-_KEYS_IN_USE: set[str] = set()
-_KEYS_LOCK = threading.Lock()
 
 
 @contextmanager
@@ -375,6 +373,130 @@ def _noop(*args: Any, **kwargs: Any) -> None:
     return None
 
 
+# -- generations and spans recorded after the fact, from their own stamps ------------------
+def _record_span(tracker: "LangfuseTracker", trace_id: str | None, span: SpanRecord) -> Recorded:
+    """See LangfuseTracker.record_span."""
+    if not tracker._active:
+        return Recorded(_DUMMY_SPAN.id, _DUMMY_GENERATION.id if span.generation else None)
+    obs = SpanContext(tracker, span.name, trace_id, input=span.input, metadata=span.metadata)
+    obs._start_ns = datetime_to_ns(to_utc(span.start))
+    end_ns = max(datetime_to_ns(to_utc(span.end)), obs._start_ns)
+    obs.parent_id, obs.trace_id, context, _ = tracker._parent(trace_id)
+    inner = None
+    if tracker._sdk is None:
+        obs.id, obs.trace_id = hex_id(64), obs.trace_id or hex_id(128)
+    else:
+        from langfuse import LangfuseSpan
+        from opentelemetry import context as otel_context
+        from opentelemetry import trace as otel_trace
+
+        context = context or otel_context.get_current()  # holds the trace's attributes
+        obs._otel = tracker._provider.get_tracer(TRACER_SCOPE).start_span(
+            span.name, context=context, start_time=obs._start_ns)
+        obs._obs = LangfuseSpan(otel_span=obs._otel, langfuse_client=tracker._sdk, input=span.input,
+                                metadata=span.metadata)
+        obs.id, obs.trace_id = obs._obs.id, obs._obs.trace_id
+        inner = otel_trace.set_span_in_context(obs._otel, context)
+    if span.output is not None:
+        obs.update(output=span.output)
+    gen_id = None
+    if span.generation is not None:
+        gen_id = _recorded_generation(tracker, obs.trace_id, span.generation, parent=(obs.id, obs.trace_id, inner))
+    if obs._obs is not None:
+        obs._obs.end(end_time=end_ns)
+    obs._end_ns = end_ns
+    tracker._finished(obs)
+    return Recorded(obs.id, gen_id)
+
+
+def _recorded_generation(tracker: "LangfuseTracker", trace_id: str | None, gen: GenerationRecord,
+                         parent: tuple | None = None) -> str | None:
+    """A GenerationRecord recorded with its result's stamps, output, usage and error."""
+    result = gen.result
+    failed = not result.success
+    return _record_finished(
+        tracker, trace_id, gen.name, gen.model, gen.input, output=result.text,
+        start_time=result.start_time, end_time=result.end_time,
+        completion_start_time=result.completion_start_time, usage=result.usage_details(),
+        metadata=gen.metadata, prompt=gen.prompt, image_jpeg=gen.image_jpeg, parent=parent,
+        level="ERROR" if failed else None,
+        status_message=f"{result.error_kind}: {result.error}"[:1000] if failed else None)
+
+
+def _record_finished(tracker: "LangfuseTracker", trace_id: str | None, name: str, model: str | None, input: Any, *,
+                     output: Any, start_time: Any, end_time: Any, completion_start_time: Any,
+                     usage: dict | None, metadata: Any, level: str | None, status_message: str | None,
+                     prompt: Any = None, image_jpeg: bytes | None = None, legacy: bool = False,
+                     parent: tuple | None = None) -> str | None:
+    """A generation that is over, with the given times (missing ones: now); parent: (id, trace id, context)."""
+    gen = GenerationContext(tracker, name, trace_id, model=model, input=_with_frame(tracker, input, image_jpeg),
+                            metadata=metadata, prompt=prompt)
+    gen.legacy = legacy
+    if image_jpeg is not None:
+        gen.frame = frame_digest(image_jpeg)
+    now = time.time_ns()
+    start, end = to_utc(start_time), to_utc(end_time)
+    gen._start_ns = datetime_to_ns(start) if start is not None else now
+    end_ns = datetime_to_ns(end) if end is not None else max(now, gen._start_ns)
+    gen.parent_id, gen.trace_id, context = parent or tracker._parent(trace_id)[:3]
+    if tracker._sdk is None:
+        gen.id, gen.trace_id = hex_id(64), gen.trace_id or hex_id(128)
+    else:
+        from langfuse import LangfuseGeneration
+        from opentelemetry import context as otel_context
+
+        # The SDK's observations have no start time argument: an OTel span of our own
+        # does, wrapped in the SDK's public generation class (exported: see
+        # should_export_span in tracing.client). Trace attributes reach it through the
+        # context, as they reach the SDK's own observations.
+        tracer = tracker._provider.get_tracer(TRACER_SCOPE)
+        gen._otel = tracer.start_span(name, context=context or otel_context.get_current(),
+                                      start_time=gen._start_ns)
+        gen._obs = LangfuseGeneration(otel_span=gen._otel, langfuse_client=tracker._sdk, input=gen.input,
+                                      model=model, metadata=metadata, prompt=prompt)
+        gen.id, gen.trace_id = gen._obs.id, gen._obs.trace_id
+    gen.update(output=output, usage=usage, completion_start_time=completion_start_time,
+               level=level, status_message=status_message)
+    if gen._obs is not None:
+        gen._obs.end(end_time=end_ns)
+    gen._end_ns = end_ns
+    tracker._finished(gen)
+    return gen.id
+
+
+def _with_frame(tracker: "LangfuseTracker", input: Any, image_jpeg: bytes | None) -> Any:
+    """The input with the traced frame beside it as Langfuse media (--trace-frames)."""
+    if image_jpeg is None or tracker._sdk is None:
+        return input
+    from langfuse import LangfuseMedia
+
+    return {"prompt": input, "frame": LangfuseMedia(content_bytes=bytes(image_jpeg),
+                                                    content_type="image/jpeg")}
+
+
+def _score_target(tracker: "LangfuseTracker", name: str, trace_id: str | None, observation_id: str | None,
+                  score_trace: bool) -> tuple[str, str | None]:
+    """(trace id, observation id) of a score, the implicit ones from the current observation."""
+    if score_trace:
+        observation_id = None
+    if trace_id is not None and (observation_id is not None or score_trace):
+        return trace_id, observation_id
+    current = _CURRENT.get()
+    if current is not None and current._tracker is not tracker:
+        current = None
+    if trace_id is None:
+        if current is None:
+            raise ValueError(f"log_score({name!r}) needs a trace_id outside a trace")
+        trace_id = current.trace_id
+    if not score_trace and observation_id is None:
+        if current is not None and current.trace_id == trace_id:
+            observation_id = (current.observation_id if isinstance(current, TraceContext)
+                              else current.id)
+        else:
+            tracker._warn("score-no-observation", "score %r has no current observation in "
+                       "its trace: it scores the whole trace", name)
+    return trace_id, observation_id
+
 
 # -- the tracker --------------------------------------------------------------------------------
 class LangfuseTracker:
@@ -409,17 +531,21 @@ class LangfuseTracker:
         self._close_report: CloseReport | None = None
         self._sdk: Any = None
         self._provider: Any = None
+        self._client: Client | None = None
         self.trace_log = trace_log if isinstance(trace_log, TraceLog) else TraceLog(trace_log) if trace_log else None
         self.client = _ClientProxy(self)
 
-        reason = self._disabled_reason(secret)
+        reason = disabled_reason(self.public_key, secret)
         if reason is None:
             try:
-                self._build_client(secret)
+                self._client = build_client(self.host, self.public_key, secret, timeout_s=self.timeout_s,
+                                            flush_at=self.flush_at, report_every_s=self.delivery_report_s,
+                                            progress=self._progress, outbox=self._outbox)
             except Exception as exc:  # tracing must never stop the program from running
-                self._sdk = None
                 reason = f"the Langfuse client could not be built: {exc}"
             else:
+                c = self._client
+                self._sdk, self._provider, self._delivery, self._sdk_major = c.sdk, c.provider, c.delivery, c.sdk_major
                 log.info("Langfuse tracking enabled: %s", self.host)
         self.disabled_reason = reason
         if reason is not None:
@@ -440,78 +566,6 @@ class LangfuseTracker:
     def __repr__(self) -> str:
         state = f"enabled host={self.host}" if self.enabled else "disabled"
         return f"<LangfuseTracker {state} public_key={mask_secret(self.public_key)}>"
-
-    def _disabled_reason(self, secret: str | None) -> str | None:
-        if os.environ.get("LANGFUSE_TRACING_ENABLED", "true").strip().lower() == "false":
-            return "LANGFUSE_TRACING_ENABLED=false"
-        missing = [name for name, value in (("LANGFUSE_PUBLIC_KEY", self.public_key),
-                                            ("LANGFUSE_SECRET_KEY", secret)) if not value]
-        if missing:
-            return f"{' and '.join(missing)} not set (source setup_langfuse.sh to configure)"
-        with _KEYS_LOCK:
-            if self.public_key in _KEYS_IN_USE:
-                # The SDK would hand this tracker the first one's client (host, exporter,
-                # queues), closed or not: what it traced would go there or nowhere.
-                return (f"public key {mask_secret(self.public_key)} already has a Langfuse "
-                        "client in this process (the SDK keeps one per key); one tracker per key")
-            _KEYS_IN_USE.add(self.public_key)
-        return None
-
-    def _build_client(self, secret: str) -> None:
-        import base64
-
-        import httpx
-        from langfuse import Langfuse
-        from langfuse import __version__ as sdk_version
-        from langfuse.span_filter import is_default_export_span
-        from opentelemetry.exporter.otlp.proto.http import Compression
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter,
-        )
-        from opentelemetry.sdk.trace import TracerProvider
-
-        # Our own provider: no global OTel state, and no OTel atexit hook that could block
-        # on a dead host (close() owns the shutdown).
-        self._provider = TracerProvider(shutdown_on_exit=False)
-        self._delivery = Delivery(DeliveryMonitor(self.host, self._progress,
-                                                  report_every_s=self.delivery_report_s))
-        quiet_sdk_delivery_logs()
-        # Langfuse's documented OTLP endpoint: Basic auth; SDK 5's servers take spans
-        # straight into the v4 data model with the ingestion-version header.
-        auth = base64.b64encode(f"{self.public_key}:{secret}".encode()).decode("ascii")
-        headers = {"Authorization": f"Basic {auth}"}
-        self._sdk_major = int(sdk_version.split(".")[0])
-        if self._sdk_major >= 5:
-            headers["x-langfuse-ingestion-version"] = "4"
-        exporter = OTLPSpanExporter(endpoint=f"{self.host}/api/public/otel/v1/traces",
-                                    headers=headers, timeout=self.timeout_s,
-                                    compression=Compression.Gzip)
-
-        def should_export(span: Any) -> bool:  # the SDK's default filter, plus our own spans (record_generation)
-            return is_default_export_span(span) or (
-                span.instrumentation_scope is not None
-                and span.instrumentation_scope.name == TRACER_SCOPE)
-
-        if self._outbox is not None:
-            self._outbox.attach(self._delivery, self.host, self.public_key, headers)
-            if self._outbox.journal is not None:
-                # Added before the SDK's processor: OTel calls processors in the order they
-                # were added, so each span is on disk before the SDK can queue or send it.
-                self._provider.add_span_processor(journal_span_processor(self._outbox.journal,
-                                                                         should_export))
-        try:
-            self._sdk = Langfuse(
-                public_key=self.public_key, secret_key=secret, base_url=self.host,
-                timeout=self.timeout_s, flush_at=self.flush_at,
-                httpx_client=httpx.Client(timeout=self.timeout_s,
-                                          transport=counting_transport(self._delivery)),
-                tracer_provider=self._provider,
-                span_exporter=CountingSpanExporter(exporter, self._delivery),
-                should_export_span=should_export)
-        except Exception:
-            if self._outbox is not None:  # its sender thread and journal: nothing to keep
-                self._outbox.close(0.0, False)
-            raise
 
     def _progress(self) -> str:
         counts, delivery = self.counts, self._delivery
@@ -588,7 +642,7 @@ class LangfuseTracker:
         """
         if not self._active:
             return _DUMMY_GENERATION
-        input = self._with_frame(input, image_jpeg)
+        input = _with_frame(self, input, image_jpeg)
         gen = GenerationContext(self, name, trace_id, model=model, input=input,
                                 metadata=metadata, model_parameters=model_parameters,
                                 prompt=prompt)
@@ -598,37 +652,7 @@ class LangfuseTracker:
 
     def record_span(self, trace_id: str | None, span: SpanRecord) -> Recorded:
         """Record a finished stage span from its own start and end, with the generation inside it."""
-        if not self._active:
-            return Recorded(_DUMMY_SPAN.id, _DUMMY_GENERATION.id if span.generation else None)
-        obs = SpanContext(self, span.name, trace_id, input=span.input, metadata=span.metadata)
-        obs._start_ns = datetime_to_ns(to_utc(span.start))
-        end_ns = max(datetime_to_ns(to_utc(span.end)), obs._start_ns)
-        obs.parent_id, obs.trace_id, context, _ = self._parent(trace_id)
-        inner = None
-        if self._sdk is None:
-            obs.id, obs.trace_id = hex_id(64), obs.trace_id or hex_id(128)
-        else:
-            from langfuse import LangfuseSpan
-            from opentelemetry import context as otel_context
-            from opentelemetry import trace as otel_trace
-
-            context = context or otel_context.get_current()  # holds the trace's attributes
-            obs._otel = self._provider.get_tracer(TRACER_SCOPE).start_span(
-                span.name, context=context, start_time=obs._start_ns)
-            obs._obs = LangfuseSpan(otel_span=obs._otel, langfuse_client=self._sdk, input=span.input,
-                                    metadata=span.metadata)
-            obs.id, obs.trace_id = obs._obs.id, obs._obs.trace_id
-            inner = otel_trace.set_span_in_context(obs._otel, context)
-        if span.output is not None:
-            obs.update(output=span.output)
-        gen_id = None
-        if span.generation is not None:
-            gen_id = self._recorded_generation(obs.trace_id, span.generation, parent=(obs.id, obs.trace_id, inner))
-        if obs._obs is not None:
-            obs._obs.end(end_time=end_ns)
-        obs._end_ns = end_ns
-        self._finished(obs)
-        return Recorded(obs.id, gen_id)
+        return _record_span(self, trace_id, span)
 
     def record_generation(self, trace_id: str | None, gen: GenerationRecord) -> str | None:
         """Record a finished model call with its result's own stamps; returns the generation's id.
@@ -640,19 +664,7 @@ class LangfuseTracker:
         """
         if not self._active:
             return _DUMMY_GENERATION.id
-        return self._recorded_generation(trace_id, gen)
-
-    def _recorded_generation(self, trace_id: str | None, gen: GenerationRecord,
-                             parent: tuple | None = None) -> str | None:
-        result = gen.result
-        failed = not result.success
-        return self._record_finished(
-            trace_id, gen.name, gen.model, gen.input, output=result.text,
-            start_time=result.start_time, end_time=result.end_time,
-            completion_start_time=result.completion_start_time, usage=result.usage_details(),
-            metadata=gen.metadata, prompt=gen.prompt, image_jpeg=gen.image_jpeg, parent=parent,
-            level="ERROR" if failed else None,
-            status_message=f"{result.error_kind}: {result.error}"[:1000] if failed else None)
+        return _recorded_generation(self, trace_id, gen)
 
     def log_generation(self, trace_id: str | None, name: str, model: str | None = None,
                        input: Any = None, output: Any = None, *, start_time: Any = None,
@@ -668,59 +680,10 @@ class LangfuseTracker:
                    "start_generation() before the model call instead")
         if not self._active:
             return _DUMMY_GENERATION.id
-        return self._record_finished(trace_id, name, model, input, output=output, start_time=start_time,
+        return _record_finished(self, trace_id, name, model, input, output=output, start_time=start_time,
                                      end_time=end_time, completion_start_time=completion_start_time,
                                      usage=usage, metadata=metadata, level=level,
                                      status_message=status_message, legacy=True)
-
-    def _record_finished(self, trace_id: str | None, name: str, model: str | None, input: Any, *,
-                         output: Any, start_time: Any, end_time: Any, completion_start_time: Any,
-                         usage: dict | None, metadata: Any, level: str | None, status_message: str | None,
-                         prompt: Any = None, image_jpeg: bytes | None = None, legacy: bool = False,
-                         parent: tuple | None = None) -> str | None:
-        """A generation that is over, with the given times (missing ones: now); parent: (id, trace id, context)."""
-        gen = GenerationContext(self, name, trace_id, model=model, input=self._with_frame(input, image_jpeg),
-                                metadata=metadata, prompt=prompt)
-        gen.legacy = legacy
-        if image_jpeg is not None:
-            gen.frame = frame_digest(image_jpeg)
-        now = time.time_ns()
-        start, end = to_utc(start_time), to_utc(end_time)
-        gen._start_ns = datetime_to_ns(start) if start is not None else now
-        end_ns = datetime_to_ns(end) if end is not None else max(now, gen._start_ns)
-        gen.parent_id, gen.trace_id, context = parent or self._parent(trace_id)[:3]
-        if self._sdk is None:
-            gen.id, gen.trace_id = hex_id(64), gen.trace_id or hex_id(128)
-        else:
-            from langfuse import LangfuseGeneration
-            from opentelemetry import context as otel_context
-
-            # The SDK's observations have no start time argument: an OTel span of our own
-            # does, wrapped in the SDK's public generation class (exported: see
-            # should_export_span in _build_client). Trace attributes reach it through the
-            # context, as they reach the SDK's own observations.
-            tracer = self._provider.get_tracer(TRACER_SCOPE)
-            gen._otel = tracer.start_span(name, context=context or otel_context.get_current(),
-                                          start_time=gen._start_ns)
-            gen._obs = LangfuseGeneration(otel_span=gen._otel, langfuse_client=self._sdk, input=gen.input,
-                                          model=model, metadata=metadata, prompt=prompt)
-            gen.id, gen.trace_id = gen._obs.id, gen._obs.trace_id
-        gen.update(output=output, usage=usage, completion_start_time=completion_start_time,
-                   level=level, status_message=status_message)
-        if gen._obs is not None:
-            gen._obs.end(end_time=end_ns)
-        gen._end_ns = end_ns
-        self._finished(gen)
-        return gen.id
-
-    def _with_frame(self, input: Any, image_jpeg: bytes | None) -> Any:
-        """The input with the traced frame beside it as Langfuse media (--trace-frames)."""
-        if image_jpeg is None or self._sdk is None:
-            return input
-        from langfuse import LangfuseMedia
-
-        return {"prompt": input, "frame": LangfuseMedia(content_bytes=bytes(image_jpeg),
-                                                        content_type="image/jpeg")}
 
     def update_current_generation(self, **kwargs: Any) -> None:
         """Update the generation active in this thread (times normalized to UTC)."""
@@ -782,7 +745,7 @@ class LangfuseTracker:
         value, dtype = normalize_score(value, data_type)
         if not self._active:
             return
-        trace_id, observation_id = self._score_target(name, trace_id, observation_id,
+        trace_id, observation_id = _score_target(self, name, trace_id, observation_id,
                                                       score_trace)
         # Our id and time, so the trace log names the score Langfuse receives (and an
         # outbox could send it again under the same id).
@@ -806,29 +769,6 @@ class LangfuseTracker:
                 "timestamp": iso_utc(now)})
         log.debug("Score logged: %s=%s (type=%s)", name, value, dtype)
 
-    def _score_target(self, name: str, trace_id: str | None, observation_id: str | None,
-                      score_trace: bool) -> tuple[str, str | None]:
-        """(trace id, observation id) of a score, the implicit ones from the current observation."""
-        if score_trace:
-            observation_id = None
-        if trace_id is not None and (observation_id is not None or score_trace):
-            return trace_id, observation_id
-        current = _CURRENT.get()
-        if current is not None and current._tracker is not self:
-            current = None
-        if trace_id is None:
-            if current is None:
-                raise ValueError(f"log_score({name!r}) needs a trace_id outside a trace")
-            trace_id = current.trace_id
-        if not score_trace and observation_id is None:
-            if current is not None and current.trace_id == trace_id:
-                observation_id = (current.observation_id if isinstance(current, TraceContext)
-                                  else current.id)
-            else:
-                self._warn("score-no-observation", "score %r has no current observation in "
-                           "its trace: it scores the whole trace", name)
-        return trace_id, observation_id
-
     def flush(self, deadline_s: float = 10.0) -> bool:
         """Send what is queued; gives up after deadline_s (True when everything went out)."""
         if self._sdk is None or self._close_report is not None:
@@ -839,24 +779,8 @@ class LangfuseTracker:
         """Flush and shut down within deadline_s, even with the host down; says what waits in the outbox."""
         if self._close_report is not None:
             return self._close_report
-        started = time.monotonic()
-        completed = True
-        if self._sdk is not None:
-            self._delivery.closing = True
-            # shutdown() flushes, joins the SDK's threads and unregisters its atexit hook;
-            # none of it has a timeout, hence the daemon thread.
-            completed = run_with_deadline(self._shutdown_sdk, deadline_s, "langfuse-close", log)
-            # Whatever is still in flight or queued now fails at once: nothing the SDK
-            # still tries (its atexit flush included) can hold the exit up.
-            self._delivery.close()
-            if self._outbox is not None:  # sends what it holds if time is left and the host answers
-                self._outbox.close(deadline_s - (time.monotonic() - started),
-                                   completed and not self._delivery.monitor.failing)
-        if self.trace_log is not None:
-            self.trace_log.close()
-        report = close_report(self.counts, self._delivery, self.host, self.trace_log,
-                              completed=completed, elapsed_s=time.monotonic() - started,
-                              deadline_s=deadline_s)
+        report = close_client(self._client, outbox=self._outbox, trace_log=self.trace_log,
+                              counts=lambda: self.counts, host=self.host, deadline_s=deadline_s)
         self._close_report = report
         # Later calls on a closed tracker are no-ops, so a late worker cannot crash the loop.
         self._active = False
@@ -865,22 +789,9 @@ class LangfuseTracker:
         log.log(logging.WARNING if lost else logging.INFO, "%s", report.message)
         return report
 
-    def _shutdown_sdk(self) -> None:
-        self._sdk.shutdown()
-        self._provider.shutdown()  # the SDK flushes our provider but does not shut it down
-
     def stats(self) -> dict:
         """Counts of traced items, delivery and warnings, for the exit report."""
-        delivery = self._delivery
-        monitor = delivery.monitor if delivery else None
-        return {**self.counts,
-                "spans_delivered": delivery.acknowledged[SPANS] if delivery else 0,
-                "span_export_failures": delivery.unacknowledged[SPANS] if delivery else 0,
-                "scores_delivered": delivery.acknowledged[SCORES] if delivery else 0,
-                "warnings": dict(self._warn.counts),
-                "delivery_failures": monitor.failures if monitor else 0,
-                "delivery_outages": monitor.outages if monitor else 0,
-                "trace_log_lines": self.trace_log.lines if self.trace_log else 0}
+        return tracker_stats(self.counts, self._delivery, self._warn.counts, self.trace_log)
 
     def format_stats(self) -> str:
         """One line of what the tracker counted, for the CLI's exit output (delivery: once closed)."""

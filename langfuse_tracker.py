@@ -399,6 +399,8 @@ def _record_span(tracker: "LangfuseTracker", trace_id: str | None, span: SpanRec
         inner = otel_trace.set_span_in_context(obs._otel, context)
     if span.output is not None:
         obs.update(output=span.output)
+    if span.error is not None:
+        obs.set_error(span.error)
     gen_id = None
     if span.generation is not None:
         gen_id = _recorded_generation(tracker, obs.trace_id, span.generation, parent=(obs.id, obs.trace_id, inner))

@@ -275,3 +275,44 @@ def test_the_recognizer_composes_the_library_and_the_identity_tracker(data_dir, 
     again = rec.recognize(image, timestamp=1 / 30)
     assert [(m.name, m.reused) for m in first + again] == [("obama", False), ("obama", True)]
     assert (rec.counts()["encoded"], rec.counts()["reused"]) == (1, 1)
+
+
+class FailingFaces(FaceModel):
+    """Recognizes 'ada' but on its second call, where it raises."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def recognize(self, frame, timestamp=None):
+        self.calls += 1
+        if self.calls == 2:
+            raise RuntimeError("dlib gave up")
+        return OnlyFaces().recognize(frame, timestamp)
+
+
+def test_a_face_model_that_raises_leaves_an_error_span_and_fails_only_its_frame(clips, tmp_path, monkeypatch):
+    from langfuse_tracker import LangfuseTracker
+    from video_summarizer.outputs import EventWriter
+    from video_summarizer.pipeline import PipelineConfig, SourceRun, Stages
+    from video_summarizer.selection import FrameSelector
+    from video_summarizer.sources import open_source
+
+    for key in ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    tracker = LangfuseTracker(trace_log=tmp_path / "trace.jsonl")
+    vlm = OnlyCaptions()
+    stages = Stages(tracker=tracker, vlm=vlm, summarizer=OnlySummaries(), faces=FailingFaces(),
+                    events=EventWriter(None))
+    source = open_source(str(clips.numbered().path))
+    try:
+        doc = SourceRun(source, FrameSelector(interval=0.5, min_change=0.0), stages,
+                        PipelineConfig(summary_interval=100.0), session_id="s", stop_event=threading.Event()).run()
+    finally:
+        source.close()
+        tracker.close(deadline_s=5)
+    lines = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
+    spans = [r for r in lines if r["type"] == "span" and r["name"] == "face_recognition"]
+    failed = [s for s in spans if s["level"] == "ERROR"]
+    assert len(failed) == 1 and failed[0]["status_message"] == "RuntimeError: dlib gave up", failed
+    assert len(spans) == stages.faces.calls  # one span a frame, the failed one included
+    assert doc.stats["captioned"] == len(vlm.prompts) == stages.faces.calls - 1  # only that frame failed

@@ -206,6 +206,8 @@ class SourceRun:
         with self.tracer.frame(job.frame_index, job.video_time) as trace:
             faces = self._faces(job)
             trace.faces(faces)
+            if faces is not None and faces.failure is not None:
+                raise faces.failure
             caption = self._caption(job, faces)
             trace.caption(caption, faces.names if faces else [], job.frame_index)
             self._emit_caption(job, faces, caption, trace.trace_id)
@@ -217,7 +219,10 @@ class SourceRun:
         if faces is None:
             return None
         start = time.time()
-        matches = faces.recognize(job.image, timestamp=job.video_time)
+        try:
+            matches = faces.recognize(job.image, timestamp=job.video_time)
+        except Exception as e:  # noqa: BLE001 - the frame fails as before; its span says why first
+            return FaceOutcome((), start, time.time(), failure=e)
         self.latest_faces = (job.video_time, matches)
         return FaceOutcome(tuple(matches), start, time.time())
 

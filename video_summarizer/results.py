@@ -92,6 +92,7 @@ class FaceOutcome:
     matches: tuple  # faces.FaceMatch, in the order the face model found them
     start: float
     end: float
+    failure: Exception | None = None  # the face model raised: traced as an ERROR span, then raised again
 
     @property
     def names(self) -> list[str]:

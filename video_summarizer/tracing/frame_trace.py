@@ -75,7 +75,11 @@ class FrameTrace:
         """The face_recognition span (none without a face model)."""
         if outcome is None or not self._on:
             return
-        matches = outcome.matches
+        matches, failure = outcome.matches, outcome.failure
+        if failure is not None:
+            self.tracker.record_span(self.trace_id, SpanRecord(
+                "face_recognition", outcome.start, outcome.end, error=f"{type(failure).__name__}: {failure}"))
+            return
         self.tracker.record_span(self.trace_id, SpanRecord("face_recognition", outcome.start, outcome.end, output={
             "names": [m.name for m in matches],
             "distances": [None if m.distance is None else round(m.distance, 3) for m in matches],

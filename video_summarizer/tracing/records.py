@@ -36,6 +36,7 @@ class SpanRecord:
     input: Any = None
     output: Any = None
     generation: GenerationRecord | None = None
+    error: str | None = None  # the stage raised: the span is recorded with level ERROR and this reason
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ $(STAMP4): $(STAMP) requirements-sdk4.txt
 test-sdk4: $(STAMP4)
 	$(VENV4)/bin/python -m pytest $(XDIST) -m "not faults" tests/test_tracker.py tests/test_langfuse_delivery.py \
 		tests/test_prompts.py tests/test_trace_report.py tests/test_outbox.py tests/test_rotation.py \
-		tests/test_trace_frames.py $(PYTEST_ARGS)
+		tests/test_trace_frames.py tests/test_frame_trace.py $(PYTEST_ARGS)
 	$(VENV4)/bin/python -m pytest $(if $(filter 0,$(PYTEST_JOBS)),,-n $(PYTEST_JOBS)) -m faults \
 		-k "langfuse or signals" $(PYTEST_ARGS)
 

@@ -31,7 +31,7 @@ A trace id this tracker does not know (or no longer holds) is joined with the SD
 
 Delivery (``video_summarizer.tracing.delivery``): an exporter and an httpx transport handed
 to the SDK count what the host acknowledged; an outage is a few log lines, not a line a
-batch; ``close()`` flushes within a deadline and says what may be lost. The trace log
+batch; ``close()`` flushes within a deadline and says what waits in the outbox. The trace log
 format is in ``video_summarizer.tracing.trace_log``; ``trace_report.py`` reads it.
 """
 from __future__ import annotations
@@ -66,15 +66,19 @@ from video_summarizer.tracing.delivery import (
     SCORES,
     SPANS,
     CloseReport,
-    CountingSpanExporter,
     Delivery,
-    DeliveryMonitor,
-    close_report,
-    counting_transport,
-    quiet_sdk_delivery_logs,
     stats_line,
 )
+from video_summarizer.tracing.client import (
+    TRACER_SCOPE,
+    Client,
+    build_client,
+    close_client,
+    disabled_reason,
+    tracker_stats,
+)
 from video_summarizer.tracing.outbox import score_item
+from video_summarizer.tracing.records import GenerationRecord, Recorded, SpanRecord
 from video_summarizer.tracing.trace_log import (
     TraceLog,
     datetime_to_ns,
@@ -94,14 +98,10 @@ _DUMMY_SPAN, _DUMMY_GENERATION = DummySpan(), DummyGeneration()  # shared: they 
 DEFAULT_HOST = D.LANGFUSE_HOST
 DEFAULT_TIMEOUT_S = D.LANGFUSE_TIMEOUT_S
 MAX_SPAN_QUEUE = 2048  # OTel BatchSpanProcessor's default max_queue_size
-TRACER_SCOPE = "video_summarizer.tracker"  # our own OTel spans (legacy log_generation)
 
 # The observation (our context object) active in this thread/task: mirrors OTel's current
 # span so update_current_generation and log_score know whom they mean, also when disabled.
 _CURRENT: contextvars.ContextVar[Any] = contextvars.ContextVar("tracker_current", default=None)
-# The SDK keeps one client per public key and process: the keys our trackers built one for.
-_KEYS_IN_USE: set[str] = set()
-_KEYS_LOCK = threading.Lock()
 
 
 @contextmanager
@@ -374,6 +374,132 @@ def _noop(*args: Any, **kwargs: Any) -> None:
     return None
 
 
+# -- generations and spans recorded after the fact, from their own stamps ------------------
+def _record_span(tracker: "LangfuseTracker", trace_id: str | None, span: SpanRecord) -> Recorded:
+    """See LangfuseTracker.record_span."""
+    if not tracker._active:
+        return Recorded(_DUMMY_SPAN.id, _DUMMY_GENERATION.id if span.generation else None)
+    obs = SpanContext(tracker, span.name, trace_id, input=span.input, metadata=span.metadata)
+    obs._start_ns = datetime_to_ns(to_utc(span.start))
+    end_ns = max(datetime_to_ns(to_utc(span.end)), obs._start_ns)
+    obs.parent_id, obs.trace_id, context, _ = tracker._parent(trace_id)
+    inner = None
+    if tracker._sdk is None:
+        obs.id, obs.trace_id = hex_id(64), obs.trace_id or hex_id(128)
+    else:
+        from langfuse import LangfuseSpan
+        from opentelemetry import context as otel_context
+        from opentelemetry import trace as otel_trace
+
+        context = context or otel_context.get_current()  # holds the trace's attributes
+        obs._otel = tracker._provider.get_tracer(TRACER_SCOPE).start_span(
+            span.name, context=context, start_time=obs._start_ns)
+        obs._obs = LangfuseSpan(otel_span=obs._otel, langfuse_client=tracker._sdk, input=span.input,
+                                metadata=span.metadata)
+        obs.id, obs.trace_id = obs._obs.id, obs._obs.trace_id
+        inner = otel_trace.set_span_in_context(obs._otel, context)
+    if span.output is not None:
+        obs.update(output=span.output)
+    if span.error is not None:
+        obs.set_error(span.error)
+    gen_id = None
+    if span.generation is not None:
+        gen_id = _recorded_generation(tracker, obs.trace_id, span.generation, parent=(obs.id, obs.trace_id, inner))
+    if obs._obs is not None:
+        obs._obs.end(end_time=end_ns)
+    obs._end_ns = end_ns
+    tracker._finished(obs)
+    return Recorded(obs.id, gen_id)
+
+
+def _recorded_generation(tracker: "LangfuseTracker", trace_id: str | None, gen: GenerationRecord,
+                         parent: tuple | None = None) -> str | None:
+    """A GenerationRecord recorded with its result's stamps, output, usage and error."""
+    result = gen.result
+    failed = not result.success
+    return _record_finished(
+        tracker, trace_id, gen.name, gen.model, gen.input, output=result.text,
+        start_time=result.start_time, end_time=result.end_time,
+        completion_start_time=result.completion_start_time, usage=result.usage_details(),
+        metadata=gen.metadata, prompt=gen.prompt, image_jpeg=gen.image_jpeg, parent=parent,
+        level="ERROR" if failed else None,
+        status_message=f"{result.error_kind}: {result.error}"[:1000] if failed else None)
+
+
+def _record_finished(tracker: "LangfuseTracker", trace_id: str | None, name: str, model: str | None, input: Any, *,
+                     output: Any, start_time: Any, end_time: Any, completion_start_time: Any,
+                     usage: dict | None, metadata: Any, level: str | None, status_message: str | None,
+                     prompt: Any = None, image_jpeg: bytes | None = None, legacy: bool = False,
+                     parent: tuple | None = None) -> str | None:
+    """A generation that is over, with the given times (missing ones: now); parent: (id, trace id, context)."""
+    gen = GenerationContext(tracker, name, trace_id, model=model, input=_with_frame(tracker, input, image_jpeg),
+                            metadata=metadata, prompt=prompt)
+    gen.legacy = legacy
+    if image_jpeg is not None:
+        gen.frame = frame_digest(image_jpeg)
+    now = time.time_ns()
+    start, end = to_utc(start_time), to_utc(end_time)
+    gen._start_ns = datetime_to_ns(start) if start is not None else now
+    end_ns = datetime_to_ns(end) if end is not None else max(now, gen._start_ns)
+    gen.parent_id, gen.trace_id, context = parent or tracker._parent(trace_id)[:3]
+    if tracker._sdk is None:
+        gen.id, gen.trace_id = hex_id(64), gen.trace_id or hex_id(128)
+    else:
+        from langfuse import LangfuseGeneration
+        from opentelemetry import context as otel_context
+
+        # The SDK's observations have no start time argument: an OTel span of our own
+        # does, wrapped in the SDK's public generation class (exported: see
+        # should_export_span in tracing.client). Trace attributes reach it through the
+        # context, as they reach the SDK's own observations.
+        tracer = tracker._provider.get_tracer(TRACER_SCOPE)
+        gen._otel = tracer.start_span(name, context=context or otel_context.get_current(),
+                                      start_time=gen._start_ns)
+        gen._obs = LangfuseGeneration(otel_span=gen._otel, langfuse_client=tracker._sdk, input=gen.input,
+                                      model=model, metadata=metadata, prompt=prompt)
+        gen.id, gen.trace_id = gen._obs.id, gen._obs.trace_id
+    gen.update(output=output, usage=usage, completion_start_time=completion_start_time,
+               level=level, status_message=status_message)
+    if gen._obs is not None:
+        gen._obs.end(end_time=end_ns)
+    gen._end_ns = end_ns
+    tracker._finished(gen)
+    return gen.id
+
+
+def _with_frame(tracker: "LangfuseTracker", input: Any, image_jpeg: bytes | None) -> Any:
+    """The input with the traced frame beside it as Langfuse media (--trace-frames)."""
+    if image_jpeg is None or tracker._sdk is None:
+        return input
+    from langfuse import LangfuseMedia
+
+    return {"prompt": input, "frame": LangfuseMedia(content_bytes=bytes(image_jpeg),
+                                                    content_type="image/jpeg")}
+
+
+def _score_target(tracker: "LangfuseTracker", name: str, trace_id: str | None, observation_id: str | None,
+                  score_trace: bool) -> tuple[str, str | None]:
+    """(trace id, observation id) of a score, the implicit ones from the current observation."""
+    if score_trace:
+        observation_id = None
+    if trace_id is not None and (observation_id is not None or score_trace):
+        return trace_id, observation_id
+    current = _CURRENT.get()
+    if current is not None and current._tracker is not tracker:
+        current = None
+    if trace_id is None:
+        if current is None:
+            raise ValueError(f"log_score({name!r}) needs a trace_id outside a trace")
+        trace_id = current.trace_id
+    if not score_trace and observation_id is None:
+        if current is not None and current.trace_id == trace_id:
+            observation_id = (current.observation_id if isinstance(current, TraceContext)
+                              else current.id)
+        else:
+            tracker._warn("score-no-observation", "score %r has no current observation in "
+                       "its trace: it scores the whole trace", name)
+    return trace_id, observation_id
+
 
 # -- the tracker --------------------------------------------------------------------------------
 class LangfuseTracker:
@@ -408,17 +534,21 @@ class LangfuseTracker:
         self._close_report: CloseReport | None = None
         self._sdk: Any = None
         self._provider: Any = None
+        self._client: Client | None = None
         self.trace_log = trace_log if isinstance(trace_log, TraceLog) else TraceLog(trace_log) if trace_log else None
         self.client = _ClientProxy(self)
 
-        reason = self._disabled_reason(secret)
+        reason = disabled_reason(self.public_key, secret)
         if reason is None:
             try:
-                self._build_client(secret)
+                self._client = build_client(self.host, self.public_key, secret, timeout_s=self.timeout_s,
+                                            flush_at=self.flush_at, report_every_s=self.delivery_report_s,
+                                            progress=self._progress, outbox=self._outbox)
             except Exception as exc:  # tracing must never stop the program from running
-                self._sdk = None
                 reason = f"the Langfuse client could not be built: {exc}"
             else:
+                c = self._client
+                self._sdk, self._provider, self._delivery, self._sdk_major = c.sdk, c.provider, c.delivery, c.sdk_major
                 log.info("Langfuse tracking enabled: %s", self.host)
         self.disabled_reason = reason
         if reason is not None:
@@ -431,68 +561,14 @@ class LangfuseTracker:
         """True when the Langfuse SDK client was built (keys present)."""
         return self._sdk is not None
 
+    @property
+    def recording(self) -> bool:
+        """False in full no-op mode (no client, no trace log): then nothing is recorded at all."""
+        return self._active
+
     def __repr__(self) -> str:
         state = f"enabled host={self.host}" if self.enabled else "disabled"
         return f"<LangfuseTracker {state} public_key={mask_secret(self.public_key)}>"
-
-    def _disabled_reason(self, secret: str | None) -> str | None:
-        if os.environ.get("LANGFUSE_TRACING_ENABLED", "true").strip().lower() == "false":
-            return "LANGFUSE_TRACING_ENABLED=false"
-        missing = [name for name, value in (("LANGFUSE_PUBLIC_KEY", self.public_key),
-                                            ("LANGFUSE_SECRET_KEY", secret)) if not value]
-        if missing:
-            return f"{' and '.join(missing)} not set (source setup_langfuse.sh to configure)"
-        with _KEYS_LOCK:
-            if self.public_key in _KEYS_IN_USE:
-                # The SDK would hand this tracker the first one's client (host, exporter,
-                # queues), closed or not: what it traced would go there or nowhere.
-                return (f"public key {mask_secret(self.public_key)} already has a Langfuse "
-                        "client in this process (the SDK keeps one per key); one tracker per key")
-            _KEYS_IN_USE.add(self.public_key)
-        return None
-
-    def _build_client(self, secret: str) -> None:
-        import base64
-
-        import httpx
-        from langfuse import Langfuse
-        from langfuse import __version__ as sdk_version
-        from langfuse.span_filter import is_default_export_span
-        from opentelemetry.exporter.otlp.proto.http import Compression
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter,
-        )
-        from opentelemetry.sdk.trace import TracerProvider
-
-        # Our own provider: no global OTel state, and no OTel atexit hook that could block
-        # on a dead host (close() owns the shutdown).
-        self._provider = TracerProvider(shutdown_on_exit=False)
-        self._delivery = Delivery(DeliveryMonitor(self.host, self._progress,
-                                                  report_every_s=self.delivery_report_s))
-        quiet_sdk_delivery_logs()
-        # Langfuse's documented OTLP endpoint: Basic auth; SDK 5's servers take spans
-        # straight into the v4 data model with the ingestion-version header.
-        auth = base64.b64encode(f"{self.public_key}:{secret}".encode()).decode("ascii")
-        headers = {"Authorization": f"Basic {auth}"}
-        self._sdk_major = int(sdk_version.split(".")[0])
-        if self._sdk_major >= 5:
-            headers["x-langfuse-ingestion-version"] = "4"
-        exporter = OTLPSpanExporter(endpoint=f"{self.host}/api/public/otel/v1/traces",
-                                    headers=headers, timeout=self.timeout_s,
-                                    compression=Compression.Gzip)
-        self._sdk = Langfuse(
-            public_key=self.public_key, secret_key=secret, base_url=self.host,
-            timeout=self.timeout_s, flush_at=self.flush_at,
-            httpx_client=httpx.Client(timeout=self.timeout_s,
-                                      transport=counting_transport(self._delivery)),
-            tracer_provider=self._provider,
-            span_exporter=CountingSpanExporter(exporter, self._delivery),
-            # The SDK's default filter, plus our own spans (legacy log_generation).
-            should_export_span=lambda span: is_default_export_span(span) or (
-                span.instrumentation_scope is not None
-                and span.instrumentation_scope.name == TRACER_SCOPE))
-        if self._outbox is not None:
-            self._outbox.attach(self._delivery, self.host, self.public_key, headers)
 
     def _progress(self) -> str:
         counts, delivery = self.counts, self._delivery
@@ -569,17 +645,29 @@ class LangfuseTracker:
         """
         if not self._active:
             return _DUMMY_GENERATION
-        if image_jpeg is not None and self._sdk is not None:
-            from langfuse import LangfuseMedia
-
-            input = {"prompt": input, "frame": LangfuseMedia(content_bytes=bytes(image_jpeg),
-                                                             content_type="image/jpeg")}
+        input = _with_frame(self, input, image_jpeg)
         gen = GenerationContext(self, name, trace_id, model=model, input=input,
                                 metadata=metadata, model_parameters=model_parameters,
                                 prompt=prompt)
         if image_jpeg is not None:
             gen.frame = frame_digest(image_jpeg)
         return gen
+
+    def record_span(self, trace_id: str | None, span: SpanRecord) -> Recorded:
+        """Record a finished stage span from its own start and end, with the generation inside it."""
+        return _record_span(self, trace_id, span)
+
+    def record_generation(self, trace_id: str | None, gen: GenerationRecord) -> str | None:
+        """Record a finished model call with its result's own stamps; returns the generation's id.
+
+        Start, completion start and end are the result's ``start_time`` /
+        ``completion_start_time`` / ``end_time``: Langfuse's TTFT and latency are then the
+        very numbers the events and statistics read. Its parent is the current observation
+        of that trace (the stage span), as for ``start_generation``.
+        """
+        if not self._active:
+            return _DUMMY_GENERATION.id
+        return _recorded_generation(self, trace_id, gen)
 
     def log_generation(self, trace_id: str | None, name: str, model: str | None = None,
                        input: Any = None, output: Any = None, *, start_time: Any = None,
@@ -588,41 +676,17 @@ class LangfuseTracker:
                        level: str | None = None, status_message: str | None = None) -> str | None:
         """Legacy: record a finished generation from its timings (default now); returns its id.
 
-        Deprecated: open ``start_generation`` before the model call instead.
+        Deprecated: open ``start_generation`` before the model call instead, or hand the
+        result to ``record_generation``.
         """
         self._warn("log_generation", "log_generation() is deprecated: open "
                    "start_generation() before the model call instead")
         if not self._active:
             return _DUMMY_GENERATION.id
-        gen = GenerationContext(self, name, trace_id, model=model, input=input, metadata=metadata)
-        gen.legacy = True
-        now = time.time_ns()
-        start, end = to_utc(start_time), to_utc(end_time)
-        gen._start_ns = datetime_to_ns(start) if start is not None else now
-        end_ns = datetime_to_ns(end) if end is not None else max(now, gen._start_ns)
-        gen.parent_id, gen.trace_id, context, _ = self._parent(trace_id)
-        if self._sdk is None:
-            gen.id, gen.trace_id = hex_id(64), gen.trace_id or hex_id(128)
-        else:
-            from langfuse import LangfuseGeneration
-            from opentelemetry import context as otel_context
-
-            # The SDK's observations have no start time argument: an OTel span of our own
-            # does, wrapped in the SDK's public generation class (exported: see
-            # should_export_span in _build_client).
-            tracer = self._provider.get_tracer(TRACER_SCOPE)
-            gen._otel = tracer.start_span(name, context=context or otel_context.get_current(),
-                                          start_time=gen._start_ns)
-            gen._obs = LangfuseGeneration(otel_span=gen._otel, langfuse_client=self._sdk,
-                                          input=input, model=model, metadata=metadata)
-            gen.id, gen.trace_id = gen._obs.id, gen._obs.trace_id
-        gen.update(output=output, usage=usage, completion_start_time=completion_start_time,
-                   level=level, status_message=status_message)
-        if gen._obs is not None:
-            gen._obs.end(end_time=end_ns)
-        gen._end_ns = end_ns
-        self._finished(gen)
-        return gen.id
+        return _record_finished(self, trace_id, name, model, input, output=output, start_time=start_time,
+                                     end_time=end_time, completion_start_time=completion_start_time,
+                                     usage=usage, metadata=metadata, level=level,
+                                     status_message=status_message, legacy=True)
 
     def update_current_generation(self, **kwargs: Any) -> None:
         """Update the generation active in this thread (times normalized to UTC)."""
@@ -684,7 +748,7 @@ class LangfuseTracker:
         value, dtype = normalize_score(value, data_type)
         if not self._active:
             return
-        trace_id, observation_id = self._score_target(name, trace_id, observation_id,
+        trace_id, observation_id = _score_target(self, name, trace_id, observation_id,
                                                       score_trace)
         # Our id and time, so the trace log names the score Langfuse receives (and an
         # outbox could send it again under the same id).
@@ -692,13 +756,13 @@ class LangfuseTracker:
         with self._lock:
             self._counts["scores"] += 1
         if self._sdk is not None:
-            self._sdk.create_score(name=name, value=value, data_type=dtype, trace_id=trace_id,
-                                   observation_id=observation_id, comment=comment,
-                                   score_id=score_id, timestamp=now)
-            if self._outbox is not None:  # one the SDK still holds at the end is kept, not lost
+            if self._outbox is not None:  # journaled before the SDK has it: never lost, even at a kill
                 self._outbox.handed(score_item(self._sdk_major, score_id=score_id, trace_id=trace_id,
                                                observation_id=observation_id, name=name, value=value,
                                                data_type=dtype, comment=comment, timestamp=iso_utc(now)))
+            self._sdk.create_score(name=name, value=value, data_type=dtype, trace_id=trace_id,
+                                   observation_id=observation_id, comment=comment,
+                                   score_id=score_id, timestamp=now)
         if self.trace_log is not None:
             self.trace_log.write({
                 "type": "score", "trace_id": trace_id, "id": score_id,
@@ -708,29 +772,6 @@ class LangfuseTracker:
                 "timestamp": iso_utc(now)})
         log.debug("Score logged: %s=%s (type=%s)", name, value, dtype)
 
-    def _score_target(self, name: str, trace_id: str | None, observation_id: str | None,
-                      score_trace: bool) -> tuple[str, str | None]:
-        """(trace id, observation id) of a score, the implicit ones from the current observation."""
-        if score_trace:
-            observation_id = None
-        if trace_id is not None and (observation_id is not None or score_trace):
-            return trace_id, observation_id
-        current = _CURRENT.get()
-        if current is not None and current._tracker is not self:
-            current = None
-        if trace_id is None:
-            if current is None:
-                raise ValueError(f"log_score({name!r}) needs a trace_id outside a trace")
-            trace_id = current.trace_id
-        if not score_trace and observation_id is None:
-            if current is not None and current.trace_id == trace_id:
-                observation_id = (current.observation_id if isinstance(current, TraceContext)
-                                  else current.id)
-            else:
-                self._warn("score-no-observation", "score %r has no current observation in "
-                           "its trace: it scores the whole trace", name)
-        return trace_id, observation_id
-
     def flush(self, deadline_s: float = 10.0) -> bool:
         """Send what is queued; gives up after deadline_s (True when everything went out)."""
         if self._sdk is None or self._close_report is not None:
@@ -738,27 +779,11 @@ class LangfuseTracker:
         return run_with_deadline(self._sdk.flush, deadline_s, "langfuse-flush", log)
 
     def close(self, deadline_s: float = 5.0) -> CloseReport:
-        """Flush and shut down within deadline_s, even with the host down; says what may be lost."""
+        """Flush and shut down within deadline_s, even with the host down; says what waits in the outbox."""
         if self._close_report is not None:
             return self._close_report
-        started = time.monotonic()
-        completed = True
-        if self._sdk is not None:
-            self._delivery.closing = True
-            # shutdown() flushes, joins the SDK's threads and unregisters its atexit hook;
-            # none of it has a timeout, hence the daemon thread.
-            completed = run_with_deadline(self._shutdown_sdk, deadline_s, "langfuse-close", log)
-            # Whatever is still in flight or queued now fails at once: nothing the SDK
-            # still tries (its atexit flush included) can hold the exit up.
-            self._delivery.close()
-            if self._outbox is not None:  # sends what it holds if time is left and the host answers
-                self._outbox.close(deadline_s - (time.monotonic() - started),
-                                   completed and not self._delivery.monitor.failing)
-        if self.trace_log is not None:
-            self.trace_log.close()
-        report = close_report(self.counts, self._delivery, self.host, self.trace_log,
-                              completed=completed, elapsed_s=time.monotonic() - started,
-                              deadline_s=deadline_s)
+        report = close_client(self._client, outbox=self._outbox, trace_log=self.trace_log,
+                              counts=lambda: self.counts, host=self.host, deadline_s=deadline_s)
         self._close_report = report
         # Later calls on a closed tracker are no-ops, so a late worker cannot crash the loop.
         self._active = False
@@ -767,22 +792,9 @@ class LangfuseTracker:
         log.log(logging.WARNING if lost else logging.INFO, "%s", report.message)
         return report
 
-    def _shutdown_sdk(self) -> None:
-        self._sdk.shutdown()
-        self._provider.shutdown()  # the SDK flushes our provider but does not shut it down
-
     def stats(self) -> dict:
         """Counts of traced items, delivery and warnings, for the exit report."""
-        delivery = self._delivery
-        monitor = delivery.monitor if delivery else None
-        return {**self.counts,
-                "spans_delivered": delivery.acknowledged[SPANS] if delivery else 0,
-                "span_export_failures": delivery.unacknowledged[SPANS] if delivery else 0,
-                "scores_delivered": delivery.acknowledged[SCORES] if delivery else 0,
-                "warnings": dict(self._warn.counts),
-                "delivery_failures": monitor.failures if monitor else 0,
-                "delivery_outages": monitor.outages if monitor else 0,
-                "trace_log_lines": self.trace_log.lines if self.trace_log else 0}
+        return tracker_stats(self.counts, self._delivery, self._warn.counts, self.trace_log)
 
     def format_stats(self) -> str:
         """One line of what the tracker counted, for the CLI's exit output (delivery: once closed)."""

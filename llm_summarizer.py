@@ -1,6 +1,6 @@
 """Rolling summaries of timestamped captions with Mistral-7B-Instruct (local transformers or served).
 
-``LLMSummarizer`` is the one class the CLI builds, a SummaryModel (video_summarizer.protocols).
+``LLMSummarizer`` is the one class the CLI builds, a SummaryModel (video_summarizer.backends).
 It holds one of two small backends, chosen once from whether a base URL is set:
 
 - ``LocalBackend``: ``AutoTokenizer`` / ``AutoModelForCausalLM`` (a hub id or a local folder),
@@ -16,9 +16,11 @@ Both have ``check()`` (cheap: the files are there / the server lists the model),
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from typing import Any, Mapping, Sequence
 
 from video_summarizer import defaults as D
+from video_summarizer.backends import SummaryModel
 from video_summarizer.errors import BackendUnavailable
 from video_summarizer.models.hf import (
     InProcessModel,
@@ -58,7 +60,7 @@ _SYSTEM_PROBE = "system-probe-7f3a"
 __all__ = ["LLMSummarizer", "LocalBackend", "ServerBackend", "fold_system", "resolve_dtype"]
 
 
-class LLMSummarizer:
+class LLMSummarizer(SummaryModel):
     """Rolls timestamped captions into a running summary with a local or served chat model."""
 
     def __init__(
@@ -81,7 +83,7 @@ class LLMSummarizer:
         self.stats = ModelStats(f"LLM {model_name}")
         if self.base_url:
             api_key = api_key or DEFAULT_API_KEY
-            self._backend: LocalBackend | ServerBackend = ServerBackend(
+            self._backend: _SummaryBackend = ServerBackend(
                 ChatEndpoint(self.base_url, api_key, model_name, NAMES, timeout_s=timeout_s,
                              max_retries=max_retries),
                 max_new_tokens=max_new_tokens, temperature=temperature)
@@ -102,17 +104,17 @@ class LLMSummarizer:
     @property
     def device(self) -> str:
         """Where the model runs: the local device ('auto' until loaded), or 'server'."""
-        return getattr(self._backend, "device", "server")
+        return self._backend.device
 
     @property
     def tokenizer(self) -> Any:
         """The transformers tokenizer once loaded (local backend), else None."""
-        return getattr(self._backend, "tokenizer", None)
+        return self._backend.tokenizer
 
     @property
     def hf_model(self) -> Any:
         """The transformers model once loaded (local backend), else None."""
-        return getattr(self._backend, "hf_model", None)
+        return self._backend.hf_model
 
     def __repr__(self) -> str:
         where = redact_url(self.base_url) if self.base_url else self.device
@@ -143,10 +145,12 @@ class LLMSummarizer:
         self,
         captions: Sequence[TimedCaption],
         previous_summary: str | None,
+        *,
         final: bool = False,
-        system_prompt: str = SYSTEM_PROMPT,
+        system_prompt: str | None = None,
     ) -> list[dict]:
         """Chat messages (system + user) that fit prompt_token_budget however many captions come in."""
+        system_prompt = SYSTEM_PROMPT if system_prompt is None else system_prompt
         return build_messages(captions, previous_summary, final=final, system_prompt=system_prompt,
                               budget=self.prompt_token_budget, count_tokens=self.count_tokens,
                               prompt_tokens=self.prompt_tokens)
@@ -167,7 +171,40 @@ class LLMSummarizer:
         return result
 
 
-class ServerBackend:
+class _SummaryBackend(ABC):
+    """Where LLMSummarizer's model runs: what both places do, and what only a local model has."""
+
+    name: str  # "api" or "local"
+    device: str = "server"  # a local model: its device ("auto" until loaded)
+    tokenizer: Any = None  # a local model's tokenizer, once loaded
+    hf_model: Any = None  # a local model, once loaded
+
+    @abstractmethod
+    def check(self) -> None:
+        """Cheap: the server lists the model, or its files are there."""
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load the model (a server: nothing)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections or the model."""
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Tokens in text."""
+
+    @abstractmethod
+    def prompt_tokens(self, messages: list[dict]) -> int:
+        """Tokens of the chat as it will be sent."""
+
+    @abstractmethod
+    def generate(self, messages: list[dict]) -> SummaryResult:
+        """One generation; failures are results."""
+
+
+class ServerBackend(_SummaryBackend):
     """A chat model on an OpenAI-compatible server."""
 
     name = "api"
@@ -216,7 +253,7 @@ class ServerBackend:
         )
 
 
-class LocalBackend(InProcessModel):
+class LocalBackend(InProcessModel, _SummaryBackend):
     """A causal LM loaded into this process with transformers (CPU, CUDA or MPS)."""
 
     name = "local"

@@ -12,12 +12,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from video_summarizer import defaults as D
+from video_summarizer.backends import CaptionModel
 from video_summarizer.frames import JpegImage, to_jpeg_data_url
 from video_summarizer.models.openai_stream import ChatEndpoint, EndpointNames
-from video_summarizer.prompts import (
-    DEFAULT_PROMPT_TEMPLATE,
-    render_prompt,
-)
+from video_summarizer.prompts import DEFAULT_PROMPT_TEMPLATE
 from video_summarizer.redact import redact_url
 from video_summarizer.results import CaptionResult
 from video_summarizer.stats import ModelStats
@@ -37,11 +35,11 @@ def prepare_image(frame_bgr: np.ndarray, max_side: int, quality: int) -> Prepare
     return to_jpeg_data_url(frame_bgr, max_side, quality)
 
 
-class VLMClient:
+class VLMClient(CaptionModel):
     """Captions frames through a streamed OpenAI-compatible chat-completions endpoint.
 
-    A CaptionModel (video_summarizer.protocols): check() asks the server's /models listing;
-    load() has nothing to load; close() closes the connections.
+    A CaptionModel (video_summarizer.backends): check() asks the server's /models listing;
+    load() has nothing to load; close() closes the connections; build_prompt() is the base's.
     """
 
     def __init__(
@@ -84,16 +82,9 @@ class VLMClient:
         """Reachability: GET /models answers and lists the model; raises BackendUnavailable with what to do."""
         self._endpoint.check()
 
-    def load(self) -> None:
-        """Nothing to load: the model lives on the server (check() is the whole start-up)."""
-
     def close(self) -> None:
         """Close the connections to the server."""
         self._endpoint.close()
-
-    def build_prompt(self, face_names: list[str] | tuple[str, ...] = ()) -> str:
-        """The caption prompt, naming the recognized people when there are any."""
-        return render_prompt(self.prompt_template, face_names)
 
     def generate_caption(self, frame_bgr: np.ndarray, prompt: str) -> CaptionResult:
         """Caption one BGR frame; failures come back as success=False, never as exceptions."""

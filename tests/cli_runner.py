@@ -109,3 +109,23 @@ def numbered_reply(body: dict) -> str:
     if image is None:
         return image_digest_reply(body)
     return f"Frame {read_number(image)}. {image_digest_reply(body)}"
+
+
+def invoke_cli(args: list[str], *, stdin: bytes | None = None) -> CliRun:
+    """Run the CLI in this process (click's CliRunner): no Langfuse keys, no settings from the
+    environment. Its log lines go to pytest's caplog (logging is set up once per process);
+    the signal handlers it installs are put back afterwards."""
+    import signal
+
+    from click.testing import CliRunner
+
+    import real_time_summarizer
+
+    env = {k: None for k in os.environ if k.startswith(("LANGFUSE_", "VLM_", "LLM_", "SUMMARIZER_"))}
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = CliRunner().invoke(real_time_summarizer.cli, args, input=stdin, env=env, catch_exceptions=False)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return CliRun(result.exit_code, result.stdout, result.stderr)

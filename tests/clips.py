@@ -26,18 +26,25 @@ to a clip are empty (``()`` / ``None``).
 | ``long_static`` | a long still noisy scene (60 s at 5 fps) | nothing happens |
 | ``numbered`` | frame ``i`` shows ``i`` as big black/white cells (``read_number``), its number and a colour (``colour_of``) | every frame differs |
 | ``pipe_stream`` | ``numbered`` frames in a container FFmpeg reads from a pipe (``cat x.ts \\| ... --source -``) | as ``numbered`` |
+| ``with_long_audio`` | ``numbered`` frames (MJPEG) in Matroska with a silent PCM track that outlasts them | as ``numbered`` |
 
 About ``pipe_stream``: ``container="ts"`` is MPEG-TS with MPEG-4 part 2 video (VideoWriter's
 ``mp4v`` into a ``.ts`` name: FFmpeg muxes it, and a pipe reads every frame); ``"mkv"`` and
 ``"avi"`` are MJPEG. An ordinary ``.mp4`` from VideoWriter keeps its index at the end and
 yields no frames from a pipe (shared/notes/stack.md), which is why it is not offered here.
 (MJPEG into ``.ts`` is refused by the muxer: the file cannot be read back.)
+
+About ``with_long_audio``: VideoWriter writes no audio, and the suite needs neither an ``ffmpeg``
+binary nor PyAV, so the Matroska file is written here element by element (EBML header, Info
+with the duration, two tracks, one cluster a second). FFmpeg states its length as the longest
+stream's, the audio's, as it does for a camera recording whose audio runs on after the video.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -315,6 +322,47 @@ def pipe_stream(directory: Path, *, container: str = "ts", seconds: float = 3.0,
                     codec="mp4v" if container == "ts" else "MJPG")
 
 
+def _ebml(element_id: str, payload: bytes | int | float | str | list) -> bytes:
+    """One EBML element: its id (hex), an 8-byte size, the payload (a list: child elements)."""
+    if isinstance(payload, int):
+        payload = payload.to_bytes(max(1, (payload.bit_length() + 7) // 8), "big")
+    elif isinstance(payload, float):
+        payload = struct.pack(">d", payload)
+    elif isinstance(payload, str):
+        payload = payload.encode()
+    elif isinstance(payload, list):
+        payload = b"".join(payload)
+    return bytes.fromhex(element_id) + b"\x01" + len(payload).to_bytes(7, "big") + payload
+
+
+def with_long_audio(directory: Path, *, seconds: float = 5.0, fps: float = 10.0, audio_seconds: float = 5.6,
+                    size: tuple[int, int] = SIZE) -> Clip:
+    """``numbered`` frames as MJPEG in Matroska beside a silent 8 kHz PCM track of ``audio_seconds``."""
+    path = Path(directory) / f"long-audio-{_key(locals())}.mkv"
+    n, rate, total_ms = round(seconds * fps), 8000, int(max(seconds, audio_seconds) * 1000)
+    header = _ebml("1A45DFA3", [_ebml("4286", 1), _ebml("42F7", 1), _ebml("42F2", 4), _ebml("42F3", 8),
+                                _ebml("4282", "matroska"), _ebml("4287", 4), _ebml("4285", 2)])
+    info = _ebml("1549A966", [_ebml("2AD7B1", 1_000_000), _ebml("4489", float(total_ms)),  # ms
+                              _ebml("4D80", "tests/clips.py"), _ebml("5741", "tests/clips.py")])
+    video = _ebml("AE", [_ebml("D7", 1), _ebml("73C5", 1), _ebml("83", 1), _ebml("86", "V_MJPEG"),
+                         _ebml("23E383", int(1e9 / fps)), _ebml("E0", [_ebml("B0", size[0]), _ebml("BA", size[1])])])
+    audio = _ebml("AE", [_ebml("D7", 2), _ebml("73C5", 2), _ebml("83", 2), _ebml("86", "A_PCM/INT/LIT"),
+                         _ebml("E1", [_ebml("B5", float(rate)), _ebml("9F", 1), _ebml("6264", 16)])])
+    clusters = []
+    for start in range(0, total_ms, 1000):  # block times are 16-bit ms from their cluster's
+        blocks = [_ebml("E7", start)]
+        for i in range(n):
+            if start <= int(i * 1000 / fps) < start + 1000:
+                jpeg = cv2.imencode(".jpg", numbered_frame(i, size))[1].tobytes()
+                blocks.append(_ebml("A3", b"\x81" + struct.pack(">h", int(i * 1000 / fps) - start) + b"\x80" + jpeg))
+        for t in range(start, min(start + 1000, int(audio_seconds * 1000)), 100):
+            blocks.append(_ebml("A3", b"\x82" + struct.pack(">h", t - start) + b"\x80" + bytes(2 * rate // 10)))
+        clusters.append(_ebml("1F43B675", blocks))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(header + _ebml("18538067", [info, _ebml("1654AE6B", [video, audio]), *clusters]))
+    return Clip(path, fps, n, size)
+
+
 def _key(options: dict) -> str:
     """A short stable name for one set of options (the directory itself left out)."""
     text = json.dumps({k: v for k, v in sorted(options.items()) if k != "directory"}, default=str)
@@ -322,7 +370,8 @@ def _key(options: dict) -> str:
 
 
 GENERATORS: dict[str, Callable[..., Clip]] = {
-    f.__name__: f for f in (still_noisy, figure_crossing, hard_cuts, flicker, pan, long_static, numbered, pipe_stream)
+    f.__name__: f for f in (still_noisy, figure_crossing, hard_cuts, flicker, pan, long_static, numbered, pipe_stream,
+                            with_long_audio)
 }
 
 
@@ -371,3 +420,7 @@ class ClipSet:
     def pipe_stream(self, **options) -> Clip:
         """See pipe_stream()."""
         return self.get("pipe_stream", **options)
+
+    def with_long_audio(self, **options) -> Clip:
+        """See with_long_audio()."""
+        return self.get("with_long_audio", **options)

@@ -19,7 +19,8 @@ Modes: ``"ok"`` answers like Langfuse, ``"401"`` rejects every request, ``"500"`
 request, ``"refuse"`` is a port with nothing listening (connection refused) and ``"hang"``
 accepts connections and never answers; ``"503"`` answers every request 503 (overloaded
 or down for maintenance). ``ok`` / ``401`` / ``500`` / ``503`` may be switched during a run
-(``srv.mode = "503"``). What Langfuse *keeps* is one observation per span id and one score
+(``srv.mode = "503"``); ``port=`` listens on a given port, e.g. a working receiver at the address
+of one that refused or hung for a whole run (``FakeLangfuseServer("ok", port=down.port)``). What Langfuse *keeps* is one observation per span id and one score
 per score id (a repeated id updates the same row): ``span_receipts`` / ``score_receipts``
 count every receipt by id, ``kept_span_ids()`` / ``kept_score_ids()`` are the ids kept, and
 ``reply_delay_s`` answers late after recording (the host processed a batch whose answer
@@ -135,6 +136,7 @@ class FakeLangfuseServer:
         public_key: str | None = None,
         secret_key: str | None = None,
         prompts: list[dict] | None = None,
+        port: int = 0,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -158,7 +160,10 @@ class FakeLangfuseServer:
         self._held: list[socket.socket] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.port = 0
+        # 0: any free port. A test gives the port of a receiver it stopped ("refuse" or "hang"
+        # for a whole run) to bring a working one up at the same address (the outbox's folder
+        # is per host: --send-outbox must find the same one).
+        self.port = port
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
@@ -170,19 +175,20 @@ class FakeLangfuseServer:
         """Start listening (or, for 'refuse', pick a port nobody listens on)."""
         if self.mode == "refuse":
             probe = socket.socket()
-            probe.bind(("127.0.0.1", 0))
+            probe.bind(("127.0.0.1", self.port))
             self.port = probe.getsockname()[1]
             probe.close()  # closed, so connecting to it is refused
         elif self.mode == "hang":
             self._sock = socket.socket()
-            self._sock.bind(("127.0.0.1", 0))
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._sock.bind(("127.0.0.1", self.port))
             self._sock.listen(128)
             self._sock.settimeout(0.2)
             self.port = self._sock.getsockname()[1]
             self._thread = threading.Thread(target=self._hold_connections, daemon=True)
             self._thread.start()
         else:
-            self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+            self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), _handler_for(self))
             self._httpd.daemon_threads = True
             self.port = self._httpd.server_address[1]
             self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)

@@ -1,6 +1,8 @@
 """Summaries that cite their moments: sentence splitting, resolving [mm:ss] times, grounding."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from video_summarizer.citations import CITATION, CitableCaption, ground_summary, split_sentences
@@ -180,3 +182,75 @@ def test_cli_summary_cites_caption_events(tmp_path):
     assert len(grounding) == 1 and grounding[0]["value"] == pytest.approx(2 / 3)
     gen = [s for s in lf.spans if s["name"] == "llm_summary" and s["trace_id"] == final_trace]
     assert grounding[0]["observationId"] == gen[0]["span_id"]
+
+
+# Two more ways a dropped citation left words behind: a list of them, and "and" before one.
+@pytest.mark.parametrize("written, kept", [
+    ("A man walked [09:59] and [08:00].", "A man walked."),
+    ("A man walked and [09:59].", "A man walked."),
+    ("A man walked at [09:59] and at [08:00].", "A man walked."),
+    ("A man walked [09:59], [08:00] and [07:00].", "A man walked."),
+    ("A man walked, then [09:59].", "A man walked."),
+    ("A man walked [09:59], and.", "A man walked."),
+    ("A man walked [09:59] and  [00:05] away.", "A man walked [00:05] away."),
+    ("Rock and roll plays [09:59].", "Rock and roll plays."),
+])
+def test_dropped_citations_take_their_conjunctions_along(written, kept):
+    assert ground_summary(written, CAPTIONS).text == kept
+
+
+def test_captions_less_than_a_second_apart_get_stamps_of_their_own():
+    from video_summarizer.models.summary_prompt import caption_lines
+    from video_summarizer.results import TimedCaption
+
+    times = [0.0, 0.5, 1.0, 1.5, 2.0]
+    lines = caption_lines([TimedCaption(t, f"Frame {i}.") for i, t in enumerate(times)])
+    assert lines == ['[00:00.0] "Frame 0."', '[00:00.5] "Frame 1."', '[00:01.0] "Frame 2."',
+                     '[00:01.5] "Frame 3."', '[00:02.0] "Frame 4."']
+    # whole seconds where they tell the captions apart; 30 fps needs hundredths
+    assert caption_lines([TimedCaption(t, f"Frame {t}.") for t in (0.0, 1.001, 2.002)])[1] == '[00:01] "Frame 1.001."'
+    assert caption_lines([TimedCaption(t, "x") for t in (1 / 30, 2 / 30)]) == ['[00:00.03-00:00.06] "x"']
+    captions = [CitableCaption(t, {"frame": int(t * 10)}) for t in times]
+    g = ground_summary("He waves [00:00.5]. He bows [00:01.0-00:01.5]. He sits [00:01]. Gone [00:00.7].",
+                       captions)
+    assert [[c["frame"] for c in s.cites] for s in g.sentences] == [[5], [10, 15], [10, 15], []]
+    assert g.text == "He waves [00:00.5]. He bows [00:01.0-00:01.5]. He sits [00:01]. Gone."
+    assert [format_video_time(t, 1) for t in (0.3, 59.95, 3723.25)] == ["00:00.3", "00:59.9", "62:03.2"]
+    assert [parse_video_time(s) for s in ("00:05.5", "62:03.25")] == [5.5, 3723.25]
+
+
+def _window_reply(body: dict) -> str:
+    """The summary model: one reply for the first window (0-1.5 s), another for the final one."""
+    user = body["messages"][-1]["content"]
+    if "final summary" not in user:
+        return "A man walks in [00:00.5]. He sits [00:02.5]."
+    return "A man walks in [00:00.5]. He waved first [00:00.0]. He sits [00:02.5]."
+
+
+def test_a_summary_cites_only_what_its_prompt_showed(tmp_path, clips):
+    from tests.cli_runner import invoke_cli, numbered_reply, read_events
+    from tests.fake_openai import FakeOpenAIServer
+
+    events = tmp_path / "events.jsonl"
+    with FakeOpenAIServer(reply_fn=numbered_reply) as vlm, \
+            FakeOpenAIServer(reply_fn=_window_reply, models=("mistral-test",)) as llm:
+        run = invoke_cli(["--vlm-base-url", vlm.base_url, "--vlm-model", "qwen3", "--llm-base-url", llm.base_url,
+                          "--llm-model", "mistral-test", "--no-faces", "--max-inflight", "1",
+                          "--source", str(clips.numbered(seconds=3.0).path),  # 10 fps: frame 5k at 0.5k s
+                          "--interval", "0.5", "--min-change", "0", "--summary-interval", "1.5", "--json",
+                          "--events", str(events), "--trace-log", str(tmp_path / "trace.jsonl")])
+        prompts = [r["messages"][-1]["content"] for r in llm.requests]
+    assert run.returncode == 0, run.stderr
+    assert len(prompts) == 2
+    assert '[00:00.5] "Frame 5. ' in prompts[0] and '[00:01.5] "Frame 15. ' in prompts[0]
+    assert '[00:02.0] "Frame 20. ' in prompts[1] and "Frame 5." not in prompts[1]
+    summaries = [e for e in read_events(events) if e["type"] == "summary"]
+    assert [s["window"] for s in summaries] == [[0.0, 1.5], [2.0, 2.5]]
+    # The first window ended at 1.5 s: its [00:02.5] is dropped, though that caption existed.
+    assert summaries[0]["text"] == "A man walks in [00:00.5]. He sits."
+    # The final prompt showed 2.0-2.5 s and the summary so far (citing 0.5 s): 0.0 s it never saw.
+    doc = json.loads(run.stdout.splitlines()[0])
+    assert doc["summary"] == "A man walks in [00:00.5]. He waved first. He sits [00:02.5]."
+    assert [[c["frame"] for c in s["cites"]] for s in doc["sentences"]] == [[5], [], [25]]
+    assert [s["dropped_citations"] for s in doc["sentences"]] == [[], ["00:00.0"], []]
+    assert summaries[1]["grounding"] == pytest.approx(2 / 3, abs=1e-3) and doc["stats"]["citations_dropped"] == 2

@@ -94,7 +94,7 @@ def test_second_load_reads_the_cache_and_encodes_nothing(data_dir, cache_dir, re
     assert calls == []
     assert again.library == {"images": 5, "encoded": 0, "from_cache": 5, "skipped": 0}
     assert again.known_names == recognizer.known_names
-    np.testing.assert_array_equal(again._refs[1], recognizer._refs[1])  # exact round trip
+    np.testing.assert_array_equal(again.known.references()[1], recognizer.known.references()[1])  # exact round trip
 
 
 def test_changed_and_added_images_are_encoded_again(data_dir, tmp_path):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.clip_server import ClipServer
-from tests.clips import cut_file, small_clip
+from tests.clips import cut_file, read_number, small_clip
 from video_summarizer.sources import Frame, FrameSource, open_source, source_label, unique_labels
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -179,6 +179,19 @@ def test_a_cut_file_says_it_is_truncated_and_how_far_it_got(tmp_path):
     with open_source(str(cut_file(whole, 0.995, "nearly.avi"))) as src:
         read = sum(1 for _ in src)
     assert read >= 98 and src.ended and not src.truncated
+
+
+def test_audio_that_outlasts_the_video_is_not_called_truncation(clips):
+    # Matroska states the longest stream's length: 5.6 s of PCM audio beside 5 s of video make
+    # OpenCV count 56 frames where 50 exist. The file holds every byte it states: it is whole.
+    clip = clips.with_long_audio(seconds=5.0, fps=10.0, audio_seconds=5.6)
+    src, frames, images = _read_all(clip.path, decode={0, 49})
+    assert (src.frames_expected, src.frames_read, src.ended) == (56, 50, True)
+    assert [read_number(images[i]) for i in (0, 49)] == [0, 49]
+    assert frames[-1].timestamp == pytest.approx(4.9) and not src.truncated
+    # Its first half, as a copy stopped halfway leaves it, still is.
+    src, frames, _ = _read_all(cut_file(clip.path, 0.5, "long-audio-half.mkv"))
+    assert src.ended and src.frames_expected == 56 and 15 <= src.frames_read <= 35 and src.truncated
 
 
 @pytest.mark.parametrize("ext", [".jpg", ".png"])

@@ -66,18 +66,30 @@ def _one_line_exit_2(stderr: str, returncode: int, option: str, *words: str) -> 
     return lines[0]
 
 
+# The child's peak RSS must be its own: a child forked (or vforked) from this pytest process carries
+# this process's resident size into its ru_maxrss through exec (Linux keeps the high-water mark), so
+# under a worker that has loaded models the figure is the worker's. A small launcher starts the CLI
+# and reports the CLI's own figure.
+_LAUNCHER = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+proc.returncode = 0  # reaped by wait4: Popen must not wait again
+with open(sys.argv[1], "w") as fh:
+    fh.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status) & 0xFF)
+"""
+
+
 def _run_measured(args: list[str], tmp_path: Path, stdin_path: Path | None = None,
                   **env: str) -> tuple[int, str, float]:
     """(exit code, stderr, peak RSS in MB) of one CLI run; the RSS is that child's own (wait4)."""
-    err = tmp_path / "stderr.txt"
+    err, rss = tmp_path / "stderr.txt", tmp_path / "maxrss.txt"
     with open(err, "wb") as fh_err, open(stdin_path or os.devnull, "rb") as fh_in:
-        proc = subprocess.Popen([sys.executable, CLI, *args], env=cli_env(tmp_path, **env), cwd=tmp_path,
-                                stdin=fh_in, stdout=subprocess.DEVNULL, stderr=fh_err)
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            proc.returncode = 0  # reaped by wait4: Popen must not wait again
-    return os.waitstatus_to_exitcode(status), err.read_text(), usage.ru_maxrss / 1024
+        code = subprocess.run([sys.executable, "-c", _LAUNCHER, str(rss), sys.executable, CLI, *args],
+                              env=cli_env(tmp_path, **env), cwd=tmp_path, stdin=fh_in,
+                              stdout=subprocess.DEVNULL, stderr=fh_err, timeout=120).returncode
+    return code, err.read_text(), int(rss.read_text()) / 1024
 
 
 # -- frame size --------------------------------------------------------------------------------

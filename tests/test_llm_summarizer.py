@@ -270,20 +270,26 @@ def test_tiny_llava_builds_offline_and_captions_an_image_by_path(tmp_path) -> No
 # -- the boundary: two backends behind one class; check() cheap; load() its own step -----------
 def test_one_class_two_backends_no_switch_per_call(mistral_dir) -> None:
     from llm_summarizer import LocalBackend, ServerBackend
-    from video_summarizer import protocols
+    from video_summarizer.backends import SummaryModel
 
     local = LLMSummarizer(str(mistral_dir))
     served = LLMSummarizer("m", base_url="http://127.0.0.1:1/v1")
     assert isinstance(local._backend, LocalBackend) and isinstance(served._backend, ServerBackend)
     assert (local.backend, served.backend) == ("local", "api")
     for llm in (local, served):
-        assert isinstance(llm, protocols.SummaryModel)
+        assert isinstance(llm, SummaryModel)
     local.check()  # the folder holds config.json: nothing loads
     assert local.hf_model is None and local.tokenizer is None
-    # A served model estimates; the same messages come out of the protocol helper without one.
+    # A served model estimates, as the base class's build_messages does for a model without one.
+    assert (served.device, served.tokenizer, served.hf_model) == ("server", None, None)
     messages = served.build_messages(CAPTIONS, None)
-    assert protocols.summary_messages(served, CAPTIONS, None) == messages
-    assert protocols.summary_messages(object(), CAPTIONS, None) == messages
+
+    class Minimal(SummaryModel):
+        def generate(self, messages):
+            raise AssertionError("not called")
+
+    assert Minimal().build_messages(CAPTIONS, None) == messages
+    assert served.build_messages(CAPTIONS, None, system_prompt=None) == messages
 
 
 def test_server_answering_html_is_a_clear_failure() -> None:

@@ -273,7 +273,7 @@ def test_torchvision_hint_names_the_matching_release() -> None:
 
 def test_importing_local_vlm_loads_no_heavy_library() -> None:
     code = ("import sys, video_summarizer.models.local_vlm, video_summarizer.models.hf, video_summarizer.frames, "
-            "video_summarizer.protocols, video_summarizer.models.summary_prompt; "
+            "video_summarizer.backends, video_summarizer.models.summary_prompt; "
             "print(sorted(m for m in ('torch', 'transformers', 'cv2', 'openai', 'PIL', 'huggingface_hub') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)

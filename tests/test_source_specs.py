@@ -158,6 +158,20 @@ def test_folder_subfolders_are_named_once_and_bad_files_stay_listed(tmp_path, ca
     assert info.value.option == "--source"
 
 
+def test_a_dangling_symlink_is_named_once_not_skipped_silently(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="video_summarizer.sources")
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (clips / "a.mp4").write_bytes(b"x")
+    (clips / "gone.mp4").symlink_to(tmp_path / "moved-away.mp4")
+    (clips / "notes.txt").symlink_to(tmp_path / "nothing.txt")  # not a video name: not ours to name
+    # the folder and a glob both find it: said once
+    assert expand_sources([str(clips), str(clips / "*.mp4")]) == [str(clips / "a.mp4")]
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "video_summarizer.sources"]
+    assert said == [(logging.WARNING, f"{clips / 'gone.mp4'}: skipped: dangling symlink "
+                                      f"(to {tmp_path / 'moved-away.mp4'}, which does not exist)")]
+
+
 def test_a_folder_with_only_subfolders_says_where_the_videos_may_be(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="video_summarizer.sources")
     (tmp_path / "in" / "day1").mkdir(parents=True)

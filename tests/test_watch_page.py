@@ -146,7 +146,7 @@ def test_faces_are_boxed_and_named_on_the_served_frame():
 
     page = PageState()
     image = np.full((120, 160, 3), 40, np.uint8)
-    page.on_frame(image, {"source": "cam0", "frame": 7, "video_time": 1.0, "caption": "x"},
+    page(image, {"source": "cam0", "frame": 7, "video_time": 1.0, "caption": "x"},
                   [FaceMatch("ada", 0.31, (30, 100, 90, 40)), FaceMatch("unknown", None, (10, 150, 40, 120))])
     data = page.frame_jpeg("cam0")
     shown = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)

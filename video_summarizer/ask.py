@@ -29,7 +29,6 @@ from video_summarizer.citations import CITATION, CitableCaption, ground_summary
 from video_summarizer.index import Hit, find, moment_time
 from video_summarizer.options import IndexOptions, QueryOptions
 from video_summarizer.prompts import DATA_NOTE, quote_data
-from video_summarizer.protocols import model_name
 from video_summarizer.timecodes import format_video_time
 
 log = logging.getLogger(__name__)
@@ -157,7 +156,7 @@ def answer(question: str, hits: list[Hit], summarizer: Any, tracker: Any) -> Ans
                               metadata={"moments": len(hits)}) as trace:
         with tracker.create_span(trace.id, "retrieval", input={"question": question}) as span:
             span.update(output={"hits": [{"cite": h.cite, **h.to_json()} for h in hits]})
-        with tracker.start_generation(trace_id=trace.id, name="llm_answer", model=model_name(summarizer),
+        with tracker.start_generation(trace_id=trace.id, name="llm_answer", model=summarizer.name,
                                       input=messages, metadata={"moments": len(hits)}) as gen:
             result = summarizer.generate(messages)
             gen.update(output=result.text, usage=result.usage_details(),

@@ -3,11 +3,13 @@
 The summarizer is asked to end each sentence with the video times of the captions it rests
 on, copied from the caption lines it was given (``[01:23]``, or a range ``[01:20-01:35]``
 for a repeated caption). ``ground_summary`` splits the reply into sentences, resolves each
-time to the captions shown at that time, drops the times that match no caption, and returns
+time to the captions it was given at that time, drops the times that match none, and returns
 the cleaned text, the captions each sentence cites, and the share of sentences with at least
 one valid citation: the ``llm_grounding`` score.
 
-Times are read in the one format of ``timecodes.format_video_time`` (mm:ss, minutes past 59).
+Times are read in the one format of ``timecodes.format_video_time`` (mm:ss, minutes past 59,
+and ``mm:ss.f`` where captions less than a second apart need it): a stamp stands for the
+span it names (``[00:05]`` the whole fifth second, ``[00:05.5]`` its tenth from 5.5 s).
 A dropped citation inside a sentence goes with the words that led into it ("happens at
 [99:99]." becomes "happens."; "(see [09:59])" goes whole; "from [00:05] to [09:59]" keeps
 "from [00:05]"), so that the sentence still reads.
@@ -15,15 +17,16 @@ A dropped citation inside a sentence goes with the words that led into it ("happ
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from video_summarizer.timecodes import parse_video_time
+from video_summarizer.timecodes import stamp_span_ms, time_ms
 
 # One bracket of citations: "[01:23]", "[01:20-01:35]", "[01:23, 02:05]" (minutes may pass 59).
 # The pattern is looser than the format (parse_video_time decides): a malformed time such as
 # "[99:99]" or "[1:02:03]" is still a citation, dropped and counted, never left in the text.
-_TIME = r"\d{1,6}(?::\d{1,2}){1,2}"
+_TIME = r"\d{1,6}(?::\d{1,2}){1,2}(?:\.\d+)?"
 _ITEM = rf"{_TIME}(?:\s*[-–]\s*{_TIME})?"
 CITATION = re.compile(rf"\[\s*({_ITEM}(?:\s*[,;]\s*{_ITEM})*)\s*\]")
 _ITEM_RE = re.compile(rf"({_TIME})(?:\s*[-–]\s*({_TIME}))?")
@@ -35,7 +38,7 @@ _SENTENCE = re.compile(
 class CitableCaption:
     """A caption the summary may cite: its time as the model saw it, and what to report."""
 
-    seconds: float  # the time shown to the model as [mm:ss]
+    seconds: float  # the time shown to the model as [mm:ss] (or [mm:ss.f])
     ref: dict  # what the JSON lists for a citation: frame, video_time, trace_id, ...
 
 
@@ -78,10 +81,8 @@ def split_sentences(text: str) -> list[str]:
 
 def ground_summary(text: str, captions: Sequence[CitableCaption]) -> GroundedSummary:
     """Resolve every citation of text against captions; drop and count those that match none."""
-    by_second: dict[int, list[CitableCaption]] = {}
-    for cap in captions:
-        by_second.setdefault(int(max(0.0, cap.seconds)), []).append(cap)
-    seconds = sorted(by_second)
+    timed = sorted(((time_ms(c.seconds), n, c) for n, c in enumerate(captions)), key=lambda t: t[:2])
+    times = [t for t, _, _ in timed]
     sentences: list[CitedSentence] = []
     dropped = 0
     for raw in split_sentences(text):
@@ -91,7 +92,7 @@ def ground_summary(text: str, captions: Sequence[CitableCaption]) -> GroundedSum
             nonlocal dropped
             kept = []
             for item in _ITEM_RE.finditer(match.group(1)):
-                hits = _captions_at(item, by_second, seconds)
+                hits = _captions_at(item, timed, times)
                 if hits:
                     kept.append(item.group(0))
                     sentence.cites.extend(c.ref for c in hits if c.ref not in sentence.cites)
@@ -107,15 +108,16 @@ def ground_summary(text: str, captions: Sequence[CitableCaption]) -> GroundedSum
     return GroundedSummary(" ".join(s.text for s in sentences), sentences, dropped)
 
 
-def _captions_at(item: re.Match, by_second: dict[int, list[CitableCaption]],
-                 seconds: list[int]) -> list[CitableCaption]:
+def _captions_at(item: re.Match, timed: list[tuple[int, int, CitableCaption]],
+                 times: list[int]) -> list[CitableCaption]:
     # A time that is not what format_video_time writes matches nothing, so it is dropped.
     try:
-        start = parse_video_time(item.group(1))
-        end = parse_video_time(item.group(2)) if item.group(2) else start
+        start, first_end = stamp_span_ms(item.group(1))
+        end = stamp_span_ms(item.group(2))[1] if item.group(2) else first_end
     except ValueError:
         return []
-    return [c for s in seconds if start <= s <= max(start, end) for c in by_second[s]]
+    lo, hi = bisect_left(times, start), bisect_right(times, max(first_end, end))
+    return [c for _, _, c in timed[lo:hi]]
 
 
 # Where a dropped citation was, while the sentence is mended; no summary contains it.
@@ -128,8 +130,10 @@ _INTO = (r"(?:\b(?:starting|beginning|ending|again)\s+)?"
          r"circa|approximately|roughly)\s+){1,2}")
 # (pattern, replacement), in order: ranges before lists ("between A and B"), lists and lead-in
 # words before the bare citation goes.
+_AND = r"(?:\b(?:and|or|but|then|and\s+then)\b|&)"  # what joins a citation to the one before it
 _MEND = [(re.compile(p, re.I), r) for p, r in (
-    (rf"{_GONE}(?:\s*{_GONE})+", _GONE),
+    # a list of dropped ones is one: "[A] and at [B]", "[A], [B] and [C]"
+    (rf"{_GONE}(?:\s*[,;]?\s*(?:{_AND}\s+)?(?:{_INTO})?{_GONE})+", _GONE),
     (rf"(?<=\])\s*{_GONE}|{_GONE}\s*(?=\[)", ""),
     (rf"\bfrom\s+({_K})\s*{_TO}\s*{_GONE}", r"from \1"),
     (rf"\bfrom\s+{_GONE}\s*{_TO}\s*({_K})", r"until \1"),
@@ -139,6 +143,8 @@ _MEND = [(re.compile(p, re.I), r) for p, r in (
     (rf"({_K})\s*(?:,\s*)?(?:(?:and|or|&)\s+)?(?:{_INTO})?{_GONE}", r"\1"),
     (rf"(?:{_INTO})?{_GONE}\s*(?:,\s*)?(?:(?:and|or|&)\s+)?(?=(?:{_INTO})?{_K})", ""),
     (rf"[,;]?\s*\b(?:see(?:\s+also)?|cf\.?|e\.g\.,?)\s+{_GONE}", _GONE),
+    # "walked and [..]." cited as if the time were a thing: the "and" goes with it
+    (rf"[,;]?\s*{_AND}\s+(?:{_INTO})?{_GONE}(?=\s*(?:[.!?]|$))", _GONE),
     (rf"{_INTO}{_GONE}", _GONE),
     (rf"\(\s*{_GONE}\s*\)", ""),
     (rf"\s*{_GONE}", ""),
@@ -147,6 +153,7 @@ _MEND = [(re.compile(p, re.I), r) for p, r in (
     (r"\s*[,;]\s*\)", ")"),
     (r"\s{2,}", " "),
     (r"\s+([.!?,;:)])", r"\1"),
+    (rf"[,;]?\s+{_AND}(?=[.!?]+$)", ""),  # "walked [..], and." left a conjunction at the end
     (r"\(\s+", "("),
     (r"[,;:]+(?=[.!?])", ""),
     (r"([,;])[,;]+", r"\1"),

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
+from video_summarizer.backends import FrameObserver
 from video_summarizer.errors import InputError
 from video_summarizer.files import NOT_WRITTEN, make_private_dir, open_private
 from video_summarizer.limits import DATASET_IMAGE_MAX_BYTES, inside, read_small_file
@@ -203,7 +204,7 @@ def _safe_name(run: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in run)[:150] or "run"
 
 
-class DatasetWriter:
+class DatasetWriter(FrameObserver):
     """A frame observer (``Stages.frame_observers``): each captioned frame becomes an item, once.
 
     Thread-safe (frames are captioned on several threads). A store that fails is said once and

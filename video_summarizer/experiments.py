@@ -129,13 +129,12 @@ def caption_item(item: DatasetItem, recorder: Any, *, vlm: Any, prompts: Any, ru
     """Caption one item inside a generation, score it, and return its run record."""
     from video_summarizer.frames import from_jpeg_bytes
     from video_summarizer.prompts import faces_sentence, render_caption
-    from video_summarizer.protocols import caption_prompt, model_name
 
     names = [str(n) for n in item.input.get("faces") or []]
     managed = prompts.caption() if prompts is not None else None
-    prompt = render_caption(managed, faces_sentence(names)) if managed else caption_prompt(vlm, names)
+    prompt = render_caption(managed, faces_sentence(names)) if managed else vlm.build_prompt(names)
     version = managed.version if managed is not None else None
-    model = model_name(vlm)
+    model = vlm.name
     record = {"run": run, "item_id": item.id, "model": model, "prompt_version": version,
               "source": item.metadata.get("source"), "video_time": item.metadata.get("video_time"),
               "frame": item.metadata.get("frame"), "at": datetime.now(timezone.utc).isoformat()}
@@ -202,8 +201,6 @@ def experiment(*, run: str, dataset: str, items: list[DatasetItem], vlm: Any, pr
                judge: Judge | None, remote: Any | None, concurrency: int, out: TextIO,
                worst_ms: float = scores.DEFAULT_WORST_MS) -> int:
     """Run the experiment, keep its records, print the table; the exit code (1: nothing captioned)."""
-    from video_summarizer.protocols import model_name
-
     local = LocalDataset(dataset)
     local.check_new_run(run)
 
@@ -213,18 +210,18 @@ def experiment(*, run: str, dataset: str, items: list[DatasetItem], vlm: Any, pr
                                   worst_ms=worst_ms)
         except Exception as exc:  # one item never ends the run: it counts as failed
             log.debug("item %s failed", item.id, exc_info=True)
-            record = {"run": run, "item_id": item.id, "model": model_name(vlm), "success": False,
+            record = {"run": run, "item_id": item.id, "model": vlm.name, "success": False,
                       "error": f"{type(exc).__name__}: {exc}", "caption": "", "judge": None}
         local.add_run_record(run, record)
         return record
 
     started = time.monotonic()
     where = "Langfuse dataset run" if remote is not None else "local run"
-    log.info("Experiment %s: %d items of %s through %s (%s)", run, len(items), dataset, model_name(vlm), where)
+    log.info("Experiment %s: %d items of %s through %s (%s)", run, len(items), dataset, vlm.name, where)
     if remote is not None:
         version = getattr(prompts.caption(), "version", None) if prompts is not None else None
         records = remote.run_experiment(run, task, items, concurrency=concurrency,
-                                        metadata={"model": model_name(vlm), "prompt_version": str(version)})
+                                        metadata={"model": vlm.name, "prompt_version": str(version)})
     else:
         records = run_offline(items, task, concurrency=concurrency)
     log.info("Experiment %s: done in %.1f s", run, time.monotonic() - started)

@@ -18,14 +18,16 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from video_summarizer.outages import duration
-from video_summarizer.protocols import model_name, stats_of
+
+if TYPE_CHECKING:
+    from video_summarizer.pipeline import SourceRun, Stages
 
 # "Frames arrive and captions succeed within the last few minutes"; at least three intervals,
 # so a camera captioned once a minute is not called unhealthy between two captions.
@@ -64,7 +66,7 @@ class _Source:
     """What is known of one source: its loop while it runs, its final statistics once done."""
 
     label: str
-    run: Any = None
+    run: SourceRun | None = None
     started_at: float = 0.0
     final: dict | None = None
     frames_seen: int = 0  # frames_read when last sampled
@@ -96,7 +98,7 @@ class RunMetrics:
         self._clock = clock
         self._lock = threading.Lock()
         self._sources: dict[str, _Source] = {}
-        self.stages: Any = None
+        self.stages: Stages | None = None  # attached once built: the models load after the server starts
         self.registry = CollectorRegistry(auto_describe=True)
         self._hist = {
             (stage, what): Histogram(f"summarizer_{stage}_{what}_seconds",
@@ -108,12 +110,12 @@ class RunMetrics:
 
     # -- hooks ----------------------------------------------------------------------------
 
-    def attach(self, stages: Any) -> None:
+    def attach(self, stages: Stages) -> None:
         """Read the models' statistics, outage monitors and the tracker from these stages."""
         self.stages = stages
         stages.source_observers.append(self.on_source)
 
-    def on_source(self, run: Any) -> None:
+    def on_source(self, run: SourceRun) -> None:
         """A source starts reading (Stages.source_observers)."""
         with self._lock:
             src = self._sources.setdefault(run.label, _Source(run.label))
@@ -144,8 +146,10 @@ class RunMetrics:
                 self._hist[(stage, what)].labels(model=model).observe(value / 1000.0)
 
     def _model(self, stage: str) -> str:
-        part = getattr(self.stages, "vlm" if stage == "vlm" else "summarizer", None)
-        return model_name(part) if part is not None else "unknown"
+        stages = self.stages
+        if stages is None:  # an event before the stages are attached
+            return "unknown"
+        return (stages.vlm if stage == "vlm" else stages.summarizer).name
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -199,8 +203,7 @@ class RunMetrics:
         return Health(True, "ok\n" + "\n".join(lines), detail)
 
     def _vlm_reason(self) -> str | None:
-        monitor = getattr(self.stages, "vlm_outage", None)
-        return getattr(monitor, "last_reason", None) if monitor is not None else None
+        return self.stages.vlm_outage.last_reason if self.stages is not None else None
 
     def exposition(self) -> bytes:
         """The Prometheus text of every metric, now."""
@@ -223,9 +226,7 @@ class _LiveCollector:
         if stages is not None:
             yield from self._models(stages)
             yield from self._outages(stages)
-            tracker = getattr(stages, "tracker", None)
-            if tracker is not None and hasattr(tracker, "stats"):
-                yield from _tracker_families(tracker.stats())
+            yield from _tracker_families(stages.tracker.stats())
         health = self.metrics.health()
         yield _gauge("summarizer_healthy", "1 while /healthz answers 200.", [], [([], 1 if health.ok else 0)])
 
@@ -246,30 +247,28 @@ class _LiveCollector:
         yield running
         yield from families.values()
 
-    def _models(self, stages: Any) -> Iterator[Any]:
+    def _models(self, stages: Stages) -> Iterator[Any]:
         requests = CounterMetricFamily("summarizer_model_requests", "Model calls, by stage and model.",
                                        labels=["stage", "model"])
         failures = CounterMetricFamily("summarizer_failures", "Failed model calls, by stage, model and "
                                        "kind (timeout, server_error, connection, ...).",
                                        labels=["stage", "model", "kind"])
         for stage, part in (("vlm", stages.vlm), ("llm", stages.summarizer)):
-            stats = stats_of(part)
-            if stats is None:
+            if part.stats is None:
                 continue
-            d = stats.as_dict()
-            requests.add_metric([stage, model_name(part)], d["requests"])
+            d = part.stats.as_dict()
+            requests.add_metric([stage, part.name], d["requests"])
             for kind, n in sorted(d["failures"].items()):
-                failures.add_metric([stage, model_name(part), kind], n)
+                failures.add_metric([stage, part.name, kind], n)
         yield requests
         yield failures
 
-    def _outages(self, stages: Any) -> Iterator[Any]:
+    def _outages(self, stages: Stages) -> Iterator[Any]:
         family = GaugeMetricFamily("summarizer_outage", "1 while the stage fails (vlm, llm, langfuse).",
                                    labels=["stage"])
         for stage, monitor in (("vlm", stages.vlm_outage), ("llm", stages.llm_outage)):
             family.add_metric([stage], 1 if monitor.failing else 0)
-        tracker = getattr(stages, "tracker", None)
-        failing = tracker.stats().get("delivery_failing") if tracker is not None else None
+        failing = stages.tracker.stats().get("delivery_failing")
         if isinstance(failing, bool):  # shown once the tracker says it
             family.add_metric(["langfuse"], 1 if failing else 0)
         yield family

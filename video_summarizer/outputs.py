@@ -20,7 +20,7 @@ from typing import IO, Any, Callable
 from video_summarizer.errors import InputError
 from video_summarizer.files import NOT_WRITTEN, make_private_dir, open_private
 from video_summarizer.lock import FolderLock
-from video_summarizer.timecodes import format_video_time
+from video_summarizer.timecodes import format_video_time, stamp_decimals
 
 # The version of the JSON this tool writes (summary documents, --json); bumped on a breaking change.
 SCHEMA_VERSION = 1
@@ -149,6 +149,20 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def incomplete_reasons(stats: dict) -> list[str]:
+    """What a stage left undone for a source (empty: complete). Such outputs are kept for reading
+    but never count as done: the next batch run redoes them (a model outage leaves no lasting hole)."""
+    reasons = []
+    failed, made = stats.get("summary_failures") or 0, stats.get("summaries") or 0
+    if failed:
+        reasons.append(f"{failed} of {failed + made} summaries failed (the captions stand in for them)")
+    if stats.get("caption_failures"):
+        reasons.append(f"{stats['caption_failures']} of {stats.get('selected')} selected frames were not captioned")
+    if stats.get("job_errors"):
+        reasons.append(f"{stats['job_errors']} frames failed in the pipeline")
+    return reasons
+
+
 @dataclass
 class SummaryDocument:
     """The end product for one source: final summary, rolling summaries, captions, stats."""
@@ -173,6 +187,9 @@ class SummaryDocument:
             "input_sha256": self.input_sha256,
             "generated_at": utc_iso(),
             "interrupted": self.interrupted,
+            # complete: every stage did its work; an incomplete one is redone by the next batch run
+            "complete": not self.interrupted and not incomplete_reasons(self.stats),
+            "incomplete": incomplete_reasons(self.stats),
             "summary": self.summary,
             "sentences": self.sentences,
             "summaries": self.summaries,
@@ -185,13 +202,16 @@ class SummaryDocument:
         lines = [f"# Summary of {self.label}", ""]
         if self.interrupted:
             lines += ["_Run interrupted before the end of the source._", ""]
+        if incomplete_reasons(self.stats):
+            lines += [f"_Incomplete: {'; '.join(incomplete_reasons(self.stats))}._", ""]
         if self.stats.get("truncated"):
             lines += [f"_Truncated: {self.stats['frames_read']} of {self.stats.get('frames_expected')} "
                       "frames could be decoded._", ""]
         lines += [self.summary or "_No summary: no frame was captioned._", "", "## Timeline", ""]
+        decimals = stamp_decimals(c["video_time"] for c in self.captions)  # as the summary cites them
         for c in self.captions:
             faces = f" ({', '.join(c['faces'])})" if c.get("faces") else ""
-            lines.append(f"- [{format_video_time(c['video_time'])}] {c['caption']}{faces}")
+            lines.append(f"- [{format_video_time(c['video_time'], decimals)}] {c['caption']}{faces}")
         if not self.captions:
             lines.append("- (no captions)")
         return "\n".join(lines) + "\n"
@@ -223,7 +243,7 @@ class OutputDir:
         return self.path / f"{name}.summary.json", self.path / f"{name}.summary.md"
 
     def is_done(self, name: str, sha256: str) -> bool:
-        """True when both outputs exist and were made from content with this hash."""
+        """True when both outputs exist, are complete, and were made from content with this hash."""
         json_path, md_path = self.paths_for(name)
         if not (json_path.is_file() and md_path.is_file()):
             return False
@@ -231,7 +251,8 @@ class OutputDir:
             doc = json.loads(json_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
-        return doc.get("input_sha256") == sha256 and not doc.get("interrupted", False)
+        return (doc.get("input_sha256") == sha256 and not doc.get("interrupted", False)
+                and not incomplete_reasons(doc.get("stats") or {}))
 
     def write(self, doc: SummaryDocument, name: str) -> tuple[Path, Path]:
         """Write both outputs atomically."""

@@ -6,6 +6,7 @@ into timezone-aware datetimes. The loop never measures model timing itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -81,3 +82,48 @@ class SummaryResult(GenerationResult):
     def summary(self) -> str:
         """The summary text (empty on failure)."""
         return self.text
+
+
+# -- what each stage step of the loop hands back (the loop builds them; tracing reads them) -------
+@dataclass(frozen=True)
+class FaceOutcome:
+    """The faces recognized on a frame, and when recognition started and ended (epoch s)."""
+
+    matches: tuple  # faces.FaceMatch, in the order the face model found them
+    start: float
+    end: float
+    failure: Exception | None = None  # the face model raised: traced as an ERROR span, then raised again
+
+    @property
+    def names(self) -> list[str]:
+        """The known names on the frame, sorted, once each."""
+        return sorted({m.name for m in self.matches if m.name != "unknown"})
+
+
+@dataclass(frozen=True)
+class CaptionOutcome:
+    """One caption call: its result, the prompt, the image as sent (after any blur), its span's times."""
+
+    result: CaptionResult
+    prompt: str
+    managed: Any  # prompts.ManagedPrompt or None (the model's built-in prompt)
+    sent: Any  # the image the caption model got
+    privacy: dict
+    start: float
+    end: float
+    model: str = ""  # the caption model's name, as traces and observers give it
+
+
+@dataclass(frozen=True)
+class SummaryOutcome:
+    """One summary call: its result, the messages sent, the window and its grounding, its span's times."""
+
+    result: SummaryResult
+    messages: list
+    managed: Any
+    window: tuple
+    final: bool
+    grounded: Any  # citations.GroundedSummary or None (the call failed)
+    start: float
+    end: float
+    model: str = ""  # the summary model's name

@@ -24,7 +24,7 @@ from typing import Any, Callable, Protocol
 from video_summarizer import defaults as D
 from video_summarizer.errors import InputError
 from video_summarizer.options import SelectionOptions, SourceOptions
-from video_summarizer.outputs import OutputDir, file_sha256
+from video_summarizer.outputs import OutputDir, file_sha256, incomplete_reasons
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +98,11 @@ def plan_inputs(source_args: tuple[str, ...], expand: Callable[[list[str]], list
             if n < len(given):
                 chosen[len(inputs)] = given[n]
             inputs.append(Input(spec, given[n] if n < len(given) else _relative_name(spec, root)))
-    _disambiguate(inputs, lambda i: i.name + Path(i.spec).suffix if _is_path(i.spec) else i.name)
-    _disambiguate(inputs, lambda i: f"{i.name}-{hashlib.sha1(os.path.abspath(i.spec).encode()).hexdigest()[:6]}")
-    _label(inputs, chosen)
+    keep = {id(inputs[n]) for n in chosen}  # a label the user gave is kept as given
+    _disambiguate(inputs, lambda i: i.name + Path(i.spec).suffix if _is_path(i.spec) else i.name, keep)
+    _disambiguate(inputs, lambda i: f"{i.name}-{hashlib.sha1(os.path.abspath(i.spec).encode()).hexdigest()[:6]}",
+                  keep)
+    _label(inputs)
     return inputs
 
 
@@ -123,20 +125,11 @@ def _check_labels(source_args: tuple[str, ...], labels: tuple[str, ...]) -> tupl
     return labels
 
 
-def _label(inputs: list[Input], chosen: dict[int, str]) -> None:
-    """Each input's source label, unique within the run (two cameras of one recorder stay apart).
-
-    Labels given with --source-label are kept as given; a default label that meets one gets -2.
-    """
-    from video_summarizer.source_specs import source_label, unique_labels
-
-    order = sorted(range(len(inputs)), key=lambda n: (n not in chosen, n))  # given labels first
-    wanted = [chosen.get(n) or source_label(inputs[n].spec) for n in order]
-    for n, want, label in zip(order, wanted, unique_labels(wanted)):
-        item = inputs[n]
-        item.label = label
-        if label != want:
-            log.info("%s: labelled %s (%s is taken by another source of this run)", item.shown, label, want)
+def _label(inputs: list[Input]) -> None:
+    """Each input's label is its name, unique within the run: its output files, statistics,
+    progress lines, events and traces all call it the same (b/clip.mp4 is b-clip everywhere)."""
+    for item in inputs:
+        item.label = item.name
 
 
 def _is_path(spec: str) -> bool:
@@ -171,10 +164,11 @@ def _relative_name(spec: str, root: Path | None) -> str:
     return str(rel.with_suffix("")).replace(os.sep, "-") or "input"
 
 
-def _disambiguate(inputs: list[Input], rename: Callable[[Input], str]) -> None:
+def _disambiguate(inputs: list[Input], rename: Callable[[Input], str], keep: set[int]) -> None:
+    """Inputs sharing a name are renamed, but for those in keep (by id: named with --source-label)."""
     counts = Counter(i.name for i in inputs)
     for item in inputs:
-        if counts[item.name] > 1:
+        if counts[item.name] > 1 and id(item) not in keep:
             item.name = rename(item)
 
 
@@ -398,6 +392,7 @@ class Run:
         if why and not self.stop.event.is_set():
             self.fail(item, why)
             return doc
+        md_path = None
         if self.outdir is not None:
             try:
                 json_path, md_path = self.outdir.write(doc, item.name)
@@ -410,7 +405,24 @@ class Run:
                     self.result.failed.append((item.shown, f"summary not written ({reason(e)})"))
                 return doc
             log.info("%s: wrote %s and %s", source.label, json_path, md_path)
+        if not self.stop.event.is_set():
+            self._say_incomplete(item, doc, md_path)
         return doc
+
+    def _say_incomplete(self, item: Input, doc: Any, kept: Path | None) -> None:
+        """A summary model that failed fails the input (as a caption model that failed on every
+        frame does); any stage's gap is said, and its outputs are redone by the next run."""
+        gaps = incomplete_reasons(doc.stats)
+        if not gaps:
+            return
+        redo = f"; kept in {kept}, marked incomplete: the next run redoes it" if kept else ""
+        failed = doc.stats.get("summary_failures") or 0
+        if failed:
+            calls = failed + (doc.stats.get("summaries") or 0)
+            self.fail(item, f"the summary model failed ({failed} of {calls} summaries; see the LLM lines "
+                            f"above): the captions stand in for it{redo}")
+        elif kept is not None:
+            log.warning("%s: %s%s", item.shown, "; ".join(gaps), redo)
 
 
     def _source_run(self, source: Any, stages: Any, stack: ExitStack,

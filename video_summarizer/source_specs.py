@@ -108,13 +108,15 @@ def expand_sources(specs: Iterable[str]) -> list[str]:
     unreadable one stays in the list and fails in open_source, so a batch can go on without it.
     """
     out: list[str] = []
+    dangling: set[str] = set()
     for spec in specs:
         if kind_of(spec) != "file":
             files = [spec]
         elif os.path.isdir(os.path.expanduser(spec)):
-            files = _folder_videos(spec)
+            files = _folder_videos(spec, dangling)
         elif any(ch in spec for ch in "*?["):
             matches = glob.glob(os.path.expanduser(spec), recursive=True)
+            _say_dangling((m for m in matches if _is_video_name(m)), dangling)
             files = sorted(m for m in matches if os.path.isfile(m) and _is_video_name(m))
             if not files:
                 raise InputError(f"no video files match {spec}", option=OPTION)
@@ -124,13 +126,23 @@ def expand_sources(specs: Iterable[str]) -> list[str]:
     return out
 
 
-def _folder_videos(spec: str) -> list[str]:
+def _say_dangling(paths: Iterable[str | Path], said: set[str]) -> None:
+    """Name each video-named symlink whose target is gone, once: it is skipped, not silently."""
+    for path in paths:
+        path = str(path)
+        if path not in said and os.path.islink(path) and not os.path.exists(path):
+            said.add(path)
+            log.warning("%s: skipped: dangling symlink (to %s, which does not exist)", path, os.readlink(path))
+
+
+def _folder_videos(spec: str, dangling: set[str]) -> list[str]:
     """The video files directly in a folder, sorted; says once which subfolders were not searched."""
     folder = Path(spec).expanduser()
     try:
         entries = sorted(folder.iterdir())
     except OSError as e:
         raise InputError(f"folder {spec} cannot be listed ({e.strerror or e})", option=OPTION) from e
+    _say_dangling((p for p in entries if _is_video_name(p.name)), dangling)
     files = [str(p) for p in entries if p.is_file() and _is_video_name(p.name)]
     subfolders = [p.name for p in entries if p.is_dir() and not p.name.startswith(".")]
     hint = ""

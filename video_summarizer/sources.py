@@ -24,6 +24,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from video_summarizer.errors import InputError
@@ -115,6 +116,8 @@ class Frame:
 class FrameSource(ABC):
     """Something that yields frames; use it with ``with`` so the capture is always released."""
 
+    content_path: str | None = None  # the file opened (files and images only): --dataset hashes it
+
     def __init__(self, label: str, *, live: bool, cleanup: ExitStack, kind: str = "file") -> None:
         self.label = label
         self.live = live
@@ -184,9 +187,11 @@ class FrameSource(ABC):
 class _SequentialSource(FrameSource):
     """Every frame in order, timestamps in video time, pixels converted only on demand."""
 
-    def __init__(self, label: str, cap, *, cleanup: ExitStack, kind: str, no_frame: str) -> None:
+    def __init__(self, label: str, cap, *, cleanup: ExitStack, kind: str, no_frame: str,
+                 path: str | None = None) -> None:
         super().__init__(label, live=False, cleanup=cleanup, kind=kind)
         self._cap = cap
+        self._path = path  # a file's own path: its container can say whether it is whole
         cleanup.callback(cap.release)
         cv2 = _cv2()
         self._pos_msec_prop = cv2.CAP_PROP_POS_MSEC
@@ -203,6 +208,7 @@ class _SequentialSource(FrameSource):
         self._position = 0  # index of the frame the decoder currently holds
         self._first_pending = True
         self._last_ts = 0.0
+        self._whole: bool | None = None  # known once asked (the file is read for it once)
 
     def frames(self) -> Iterator[Frame]:
         """Yield every frame (grab only) until the input ends or stop() is called."""
@@ -224,12 +230,17 @@ class _SequentialSource(FrameSource):
         expected = self.frames_expected
         if not self.ended or not expected or self.frames_read >= expected * _TRUNCATED_SHARE - 1:
             return False
-        if self.fps:
-            # Where the count is duration x fps (WebM, MKV), a variable frame rate gives fewer
-            # frames than stated: reaching the stated duration means the file is whole.
-            stated_s = expected / self.fps
-            return self._last_ts + 1.0 / self.fps < stated_s * _TRUNCATED_SHARE
-        return True
+        # Where the count is duration x fps (WebM, MKV), a variable frame rate gives fewer
+        # frames than stated: reaching the stated duration means the file is whole.
+        if self.fps and self._last_ts + 1.0 / self.fps >= expected / self.fps * _TRUNCATED_SHARE:
+            return False
+        # That duration is the longest stream's: an audio track may outlast the video. A
+        # Matroska file that holds every byte it states was read to its end.
+        if self._whole is None:
+            from video_summarizer.containers import matroska_whole
+
+            self._whole = bool(self._path and matroska_whole(self._path))
+        return not self._whole
 
     def _timestamp(self, index: int) -> float:
         """The frame's video time; falls back to index/fps where the container gives none."""
@@ -416,65 +427,93 @@ def open_source(
     cleanup = ExitStack()
     try:
         kind = kind_of(spec)
-        attempts = 0
         if kind == "camera":
-            target = camera_target(spec)
-            api, params = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY, []
-            fail = _said(f"camera {spec} could not be opened (no such camera, or in use by another program)")
-            no_frame = f"camera {spec} opened, but sent no frame (in use, or not a capture device)"
-            default_live = True
-            attempts = reconnect_attempts  # a USB camera unplugged and plugged back, a driver reset
+            how = _camera_opening(cv2, spec, reconnect_attempts, live)
         elif kind == "stream":
-            target = spec
-            api = cv2.CAP_FFMPEG
-            ms = max(1, int(timeout * 1000))
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-
-            def fail(elapsed: float) -> str:
-                return f"stream {redact_url(spec)} could not be opened: {stream_problem(spec, elapsed, timeout)}"
-
-            no_frame = f"stream {redact_url(spec)} answered, but sent no frame within {timeout:g} s (check the path)"
-            default_live = True
-            attempts = reconnect_attempts
+            how = _stream_opening(cv2, spec, reconnect_attempts, live, timeout)
         elif kind == "stdin":
-            target, head = _stdin_target(cleanup, spool_mp4=not live, max_mb=stdin_max_mb)
-            api, params = cv2.CAP_FFMPEG, []
-            fail = _said(not_a_video("stdin", head, live=bool(live)))
-            no_frame = ("stdin: no frame could be decoded from what was piped in (corrupt or cut short; "
-                        "pipe a whole video file, or an MPEG-TS/MKV stream)")
-            if live and head[4:8] == b"ftyp":  # opens, then yields nothing: its index is still to come
-                no_frame = not_a_video("stdin", head, live=True)
-            if _is_image(head):
-                kind, live = "image", False
-                _check_image(target, "stdin", max_pixels)
-            default_live = False
+            how = _stdin_opening(cv2, cleanup, live, stdin_max_mb, max_pixels)
         else:
-            target, head = file_target(spec)
-            if _is_image(head):
-                kind, live = "image", False  # one frame: nothing to drain, no frame rate
-                _check_image(target, spec, max_pixels)
-            api, params = cv2.CAP_FFMPEG, []
-            fail = _said(not_a_video(spec, head, live=bool(live)))
-            no_frame = f"{spec}: no frame could be decoded (corrupt, truncated or not a video)"
-            default_live = False
+            how = _file_opening(cv2, spec, live, max_pixels)
         label = label or source_label(spec)
-        shown = {"stdin": "stdin", "stream": redact_url(spec)}.get(kind_of(spec), spec)
+        shown = {"stdin": "stdin", "stream": redact_url(spec)}.get(kind, spec)
 
         def opener():
-            return _frame_size_checked(_open_capture(target, api, params, fail), shown, max_pixels)
+            return _frame_size_checked(_open_capture(how.target, how.api, how.params, how.fail), shown, max_pixels)
 
-        if default_live if live is None else live:
-            source: FrameSource = _LiveSource(label, opener, reconnect_attempts=attempts,
-                                              reconnect_delay=reconnect_delay, cleanup=cleanup, kind=kind,
-                                              no_frame=no_frame, join_timeout_s=timeout + 1.0)
+        if how.default_live if how.live is None else how.live:
+            source: FrameSource = _LiveSource(label, opener, reconnect_attempts=how.attempts,
+                                              reconnect_delay=reconnect_delay, cleanup=cleanup, kind=how.kind,
+                                              no_frame=how.no_frame, join_timeout_s=timeout + 1.0)
         else:
-            source = _SequentialSource(label, opener(), cleanup=cleanup, kind=kind, no_frame=no_frame)
+            source = _SequentialSource(label, opener(), cleanup=cleanup, kind=how.kind, no_frame=how.no_frame,
+                                       path=how.target if how.kind == "file" else None)
         # The file opened (None for cameras, streams, stdin): --dataset hashes its content.
-        source.content_path = spec if kind in ("file", "image") and spec != "-" else None
+        source.content_path = spec if how.kind in ("file", "image") and spec != "-" else None
         return source
     except BaseException:
         cleanup.close()
         raise
+
+
+@dataclass(frozen=True)
+class _Opening:
+    """How to open one input, and what to say when it does not open or gives no frame."""
+
+    kind: str  # "file", "image", "stdin", "camera" or "stream"
+    target: int | str  # what cv2.VideoCapture opens
+    api: int  # the cv2.CAP_* backend
+    params: list[int]
+    fail: Callable[[float], str]  # the message for an open that failed after so many seconds
+    no_frame: str
+    live: bool | None  # as asked (None: the kind's default); a still image is never live
+    default_live: bool
+    attempts: int = 0  # reconnect attempts once frames stop (cameras and streams)
+
+
+def _camera_opening(cv2, spec: str, reconnect_attempts: int, live: bool | None) -> _Opening:
+    return _Opening(
+        "camera", camera_target(spec), cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY, [],
+        _said(f"camera {spec} could not be opened (no such camera, or in use by another program)"),
+        f"camera {spec} opened, but sent no frame (in use, or not a capture device)", live, default_live=True,
+        attempts=reconnect_attempts)  # a USB camera unplugged and plugged back, a driver reset
+
+
+def _stream_opening(cv2, spec: str, reconnect_attempts: int, live: bool | None, timeout: float) -> _Opening:
+    ms = max(1, int(timeout * 1000))
+
+    def fail(elapsed: float) -> str:
+        return f"stream {redact_url(spec)} could not be opened: {stream_problem(spec, elapsed, timeout)}"
+
+    return _Opening(
+        "stream", spec, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms],
+        fail, f"stream {redact_url(spec)} answered, but sent no frame within {timeout:g} s (check the path)",
+        live, default_live=True, attempts=reconnect_attempts)
+
+
+def _stdin_opening(cv2, cleanup: ExitStack, live: bool | None, max_mb: float, max_pixels: int | None) -> _Opening:
+    target, head = _stdin_target(cleanup, spool_mp4=not live, max_mb=max_mb)
+    no_frame = ("stdin: no frame could be decoded from what was piped in (corrupt or cut short; "
+                "pipe a whole video file, or an MPEG-TS/MKV stream)")
+    if live and head[4:8] == b"ftyp":  # opens, then yields nothing: its index is still to come
+        no_frame = not_a_video("stdin", head, live=True)
+    fail = _said(not_a_video("stdin", head, live=bool(live)))
+    kind = "stdin"
+    if _is_image(head):
+        kind, live = "image", False
+        _check_image(target, "stdin", max_pixels)
+    return _Opening(kind, target, cv2.CAP_FFMPEG, [], fail, no_frame, live, default_live=False)
+
+
+def _file_opening(cv2, spec: str, live: bool | None, max_pixels: int | None) -> _Opening:
+    target, head = file_target(spec)
+    kind = "file"
+    if _is_image(head):
+        kind, live = "image", False  # one frame: nothing to drain, no frame rate
+        _check_image(target, spec, max_pixels)
+    return _Opening(kind, target, cv2.CAP_FFMPEG, [], _said(not_a_video(spec, head, live=bool(live))),
+                    f"{spec}: no frame could be decoded (corrupt, truncated or not a video)", live,
+                    default_live=False)
 
 
 def _check_image(path: str, name: str, max_pixels: int | None) -> None:

@@ -1,23 +1,66 @@
-"""The one video-time format: what summaries show and cite is what the citation check parses."""
+"""The one video-time format: what summaries show and cite is what the citation check parses.
+
+Whole seconds (``mm:ss``) where they tell the captions apart; where two captions fall in one
+second (``--interval 0.5``) the stamps carry as many decimals of the second as it takes
+(``00:05.5``), cut like the seconds are (never rounded up into the next stamp).
+"""
 from __future__ import annotations
 
+import re
+from typing import Iterable
 
-def format_video_time(seconds: float) -> str:
-    """mm:ss for a video time in seconds; minutes keep counting past 59 (1 h 2 min 3 s is 62:03)."""
-    total = max(0, int(seconds))
-    return f"{total // 60:02d}:{total % 60:02d}"
+MAX_DECIMALS = 3  # milliseconds: the finest a container's timestamps go
+_EPS = 1e-6  # 0.3 * 10 is 2.9999999999999996: a time a hair below a boundary belongs to it
+_STAMP = re.compile(r"(\d+):(\d{2})(?:\.(\d{1,3}))?")
 
 
-def parse_video_time(stamp: str) -> int:
-    """Seconds of an mm:ss video time as format_video_time writes it (minutes may pass 59).
+def _units(seconds: float, decimals: int) -> int:
+    return int(max(0.0, seconds) * 10 ** decimals + _EPS)
 
-    Raises ValueError for anything else: seconds past 59, h:mm:ss, a sign or a fraction.
+
+def format_video_time(seconds: float, decimals: int = 0) -> str:
+    """mm:ss (or mm:ss.f with `decimals` digits) for a video time in seconds; minutes keep
+    counting past 59 (1 h 2 min 3 s is 62:03)."""
+    units = _units(seconds, decimals)
+    whole, part = divmod(units, 10 ** decimals)
+    text = f"{whole // 60:02d}:{whole % 60:02d}"
+    return f"{text}.{part:0{decimals}d}" if decimals else text
+
+
+def stamp_decimals(times: Iterable[float]) -> int:
+    """The fewest decimals (0 to 3) at which these times get stamps of their own."""
+    times = sorted(set(times))
+    for decimals in range(MAX_DECIMALS):
+        stamps = [_units(t, decimals) for t in times]
+        if len(set(stamps)) == len(stamps):
+            return decimals
+    return MAX_DECIMALS
+
+
+def parse_video_time(stamp: str) -> float:
+    """Seconds of an mm:ss (or mm:ss.f) video time as format_video_time writes it.
+
+    Raises ValueError for anything else: seconds past 59, h:mm:ss, a sign or a comma.
     """
-    minutes, sep, seconds = stamp.strip().partition(":")
-    if not (sep and minutes.isdigit() and minutes.isascii() and len(seconds) == 2
-            and seconds.isdigit() and seconds.isascii() and int(seconds) < 60):
+    match = _STAMP.fullmatch(stamp.strip())
+    if not match or not stamp.strip().isascii() or int(match.group(2)) >= 60:
         raise ValueError(f"not an mm:ss video time: {stamp!r}")
-    return int(minutes) * 60 + int(seconds)
+    minutes, secs, part = match.groups()
+    return int(minutes) * 60 + int(secs) + (int(part) / 10 ** len(part) if part else 0)
+
+
+def stamp_span_ms(stamp: str) -> tuple[int, int]:
+    """The first and last millisecond a stamp stands for: 00:05 is 5000-5999, 00:05.5 is 5500-5599."""
+    parse_video_time(stamp)  # refuses anything else
+    minutes, secs, part = _STAMP.fullmatch(stamp.strip()).groups()
+    step = 10 ** (MAX_DECIMALS - len(part or ""))
+    start = (int(minutes) * 60 + int(secs)) * 1000 + int(part or 0) * step
+    return start, start + step - 1
+
+
+def time_ms(seconds: float) -> int:
+    """A video time in whole milliseconds, cut like the stamps are."""
+    return _units(seconds, MAX_DECIMALS)
 
 
 # Longer than any recording (11 years): a bound that keeps absurd values (400 digits) out of queries.

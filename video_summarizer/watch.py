@@ -27,9 +27,10 @@ import time
 from collections import deque
 from contextlib import ExitStack
 from importlib import resources
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 from urllib.parse import SplitResult, parse_qs
 
+from video_summarizer.backends import FrameObserver
 from video_summarizer.errors import InputError
 from video_summarizer.metrics import CONTENT_TYPE, RunMetrics
 from video_summarizer.timecodes import format_video_time
@@ -42,12 +43,15 @@ from video_summarizer.watch_http import (
     check_watch_options,
 )
 
+if TYPE_CHECKING:
+    from video_summarizer.pipeline import SourceRun, Stages
+
 log = logging.getLogger(__name__)
 
 KEPT_CAPTIONS = 30  # per source, newest first on the page
 CHART_WINDOW_S = 3600.0
 CHART_POINTS = 3600  # a bound even for a caption a second
-_STAMP = re.compile(r"\[\d+:\d\d(?:\s*-\s*\d+:\d\d)?\]")  # [mm:ss] or [mm:ss-mm:ss], as summaries cite
+_STAMP = re.compile(r"\[\d+:\d\d(?:\.\d+)?(?:\s*-\s*\d+:\d\d(?:\.\d+)?)?\]")  # [mm:ss(.f)], or a range, as summaries cite
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
           "/watch.js": ("watch.js", "text/javascript; charset=utf-8"),
           "/watch.css": ("watch.css", "text/css; charset=utf-8")}
@@ -68,8 +72,10 @@ class _SourcePage:
         self.llm_series: deque[tuple[float, float | None, float]] = deque(maxlen=CHART_POINTS)
 
 
-class PageState:
-    """The page's data per source, kept from the hooks; bounded however long the run."""
+class PageState(FrameObserver):
+    """The page's data per source, kept from the hooks; bounded however long the run.
+
+    A frame observer (``Stages.frame_observers``): called with each captioned frame."""
 
     def __init__(self, clock: Any = time.time) -> None:
         self._clock = clock
@@ -82,12 +88,12 @@ class PageState:
             page = self._sources[label] = _SourcePage(label, live=False)
         return page
 
-    def on_source(self, run: Any) -> None:
+    def on_source(self, run: SourceRun) -> None:
         """A source starts (Stages.source_observers): whether its times are wall-clock."""
         with self._lock:
-            self._page(run.label).live = bool(getattr(run.source, "live", False))
+            self._page(run.label).live = bool(run.source.live)
 
-    def on_frame(self, image: Any, record: dict, matches: list) -> None:
+    def __call__(self, image: Any, record: dict, matches: list) -> None:
         """The newest captioned frame (Stages.frame_observers); a reference, encoded when asked for."""
         with self._lock:
             page = self._page(record.get("source", "?"))
@@ -150,13 +156,11 @@ class PageState:
         models = {}
         if stages is not None:
             for key, part in (("vlm", stages.vlm), ("llm", stages.summarizer)):
-                st = getattr(part, "stats", None)
-                if st is not None:
-                    models[key] = {"model": getattr(part, "model", key), **st.as_dict()}
-        tracker = getattr(stages, "tracker", None)
+                if part.stats is not None:
+                    models[key] = {"model": part.name, **part.stats.as_dict()}
         return {"now": now, "health": {"ok": health.ok, "reason": health.reason, "sources": health.sources},
                 "sources": out, "models": models,
-                "langfuse": tracker.stats() if tracker is not None else None}
+                "langfuse": stages.tracker.stats() if stages is not None else None}
 
 
 def _when(page: _SourcePage, video_time: float | None) -> str:
@@ -308,11 +312,11 @@ class WatchServer:
         self.metrics.on_event(event_type, record)
         self.page.on_event(event_type, record)
 
-    def attach(self, stages: Any) -> Any:
+    def attach(self, stages: Stages) -> Stages:
         """Register on the run's stages (source and frame observers); returns them."""
         self.metrics.attach(stages)
         stages.source_observers.append(self.page.on_source)
-        stages.frame_observers.append(self.page.on_frame)
+        stages.frame_observers.append(self.page)
         return stages
 
     def close(self) -> None:

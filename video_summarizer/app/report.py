@@ -39,7 +39,7 @@ def print_stats(docs: list, stages: Any, err: TextIO) -> None:
         lines.append(stages.faces.format_stats())
     if stages.prompts is not None:
         lines.append(stages.prompts.format_stats())
-    lines += [o.format_stats() for o in stages.frame_observers if hasattr(o, "format_stats")]
+    lines += [text for o in stages.frame_observers if (text := o.format_stats())]
     lines.append(stages.tracker.format_stats())
     stages.events.emit("stats", scope="run", vlm=stages.vlm.stats.as_dict(),
                        llm=stages.summarizer.stats.as_dict(),

@@ -98,6 +98,7 @@ def probe_hub(endpoint: str, timeout_s: float = HUB_PROBE_TIMEOUT_S) -> str | No
         return None  # it answered: the hub is there
     except Exception as exc:  # noqa: BLE001 - URLError, timeouts, TLS errors: all "not reachable"
         log.debug("model hub probe of %s failed: %r", endpoint, exc)
+        # Edge probes on outside errors: URLError wraps its cause in .reason, OSErrors carry .strerror.
         reason = getattr(exc, "reason", exc)
         text = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
         return "timed out" if isinstance(reason, TimeoutError) else text
@@ -122,13 +123,14 @@ def load_pretrained(model_class: str, name: str, spec: ModelSpec, *, source: str
         import transformers
 
         torch_dtype = resolve_dtype(dtype, resolved)
-        loader = getattr(transformers, model_class)
+        loader = getattr(transformers, model_class)  # the Auto class by name (the subclass's model_class)
         model = loader.from_pretrained(source or name, dtype=torch_dtype, local_files_only=source is not None)
         model = model.to(resolved).eval()
     except BackendUnavailable:
         raise
     except Exception as exc:  # noqa: BLE001 - OSError, ValueError, RuntimeError (CUDA OOM), ...
         raise load_error(name, spec, exc) from exc
+    # A processor holds its tokenizer, a tokenizer is its own; either may lack an EOS token.
     tokenizer = getattr(companion, "tokenizer", companion)
     settle_generation_config(model, getattr(tokenizer, "eos_token_id", None))
     seconds = time.perf_counter() - t0
@@ -225,7 +227,7 @@ def settle_generation_config(model: Any, eos_token_id: int | None) -> None:
     transformers' "Both max_new_tokens and max_length" warning on each call; a missing
     pad_token_id earns one too.
     """
-    config = getattr(model, "generation_config", None)
+    config = getattr(model, "generation_config", None)  # models that cannot generate have none
     if config is None:
         return
     config.max_length = None
@@ -254,7 +256,7 @@ def resolve_device(device: str = "auto") -> str:
 
     if torch.cuda.is_available():
         return "cuda"
-    mps = getattr(torch.backends, "mps", None)
+    mps = getattr(torch.backends, "mps", None)  # absent from older and non-Apple torch builds
     if mps is not None and mps.is_available():
         return "mps"
     return "cpu"
@@ -269,7 +271,7 @@ def resolve_dtype(dtype: str, device: str) -> Any:
     import torch
 
     if dtype != "auto":
-        value = getattr(torch, str(dtype).removeprefix("torch."), None)
+        value = getattr(torch, str(dtype).removeprefix("torch."), None)  # a dtype by its name, checked below
         if not isinstance(value, torch.dtype):
             raise BackendUnavailable(f"unknown dtype {dtype!r}: use auto, float32, float16 or bfloat16")
         return value

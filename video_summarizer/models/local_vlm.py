@@ -1,7 +1,7 @@
 """Frame captions from a vision-language model run in this process with transformers ("local VLM").
 
 The in-process twin of ``vlm_client_module.VLMClient``, a CaptionModel (see
-video_summarizer.protocols): the same ``model`` / ``stats`` / ``check()`` / ``load()`` /
+video_summarizer.backends): the same ``model`` / ``stats`` / ``check()`` / ``load()`` /
 ``build_prompt()`` / ``generate_caption()`` and the same ``CaptionResult``, so the loop does
 not care which one it holds. ``check()`` only finds the model's files (a folder, or a hub id
 in the local cache); ``load()`` loads it once, through ``AutoProcessor`` +
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from video_summarizer import defaults as D
+from video_summarizer.backends import CaptionModel
 from video_summarizer.errors import BackendUnavailable
 from video_summarizer.frames import to_pil, to_rgb
 from video_summarizer.models.hf import (
@@ -34,7 +35,7 @@ from video_summarizer.models.hf import (
     sampling,
 )
 from video_summarizer.models.openai_stream import split_thinking
-from video_summarizer.prompts import DEFAULT_PROMPT_TEMPLATE, render_prompt
+from video_summarizer.prompts import DEFAULT_PROMPT_TEMPLATE
 from video_summarizer.results import CaptionResult
 from video_summarizer.stats import ModelStats
 
@@ -51,7 +52,7 @@ SPEC = ModelSpec(
 )
 
 
-class LocalVLM(InProcessModel):
+class LocalVLM(InProcessModel, CaptionModel):
     """Captions frames with a vision-language model loaded into this process (CPU, CUDA or MPS)."""
 
     model_class = "AutoModelForImageTextToText"
@@ -113,11 +114,6 @@ class LocalVLM(InProcessModel):
                 f"{type(inner).__name__}: {_first_line(inner)}). Install the torchvision build made for this "
                 f"torch: `{torchvision_pip_command()}`.")
 
-    # -- prompt ------------------------------------------------------------------------------
-    def build_prompt(self, face_names: list[str] | tuple[str, ...] = ()) -> str:
-        """The caption prompt, naming the recognized people when there are any."""
-        return render_prompt(self.prompt_template, face_names)
-
     # -- generation --------------------------------------------------------------------------
     def generate_caption(self, frame_bgr: np.ndarray, prompt: str) -> CaptionResult:
         """Caption one BGR frame; failures come back as success=False, never as exceptions."""
@@ -151,7 +147,7 @@ class LocalVLM(InProcessModel):
         n_input = int(enc["input_ids"].shape[1])
         prep_ms = (time.perf_counter() - t0) * 1000.0
         kwargs = dict(enc, max_new_tokens=self.max_new_tokens, **sampling(self.temperature))
-        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)  # a processor holds one; a tokenizer is one
         run = generate_in_thread(self.hf_model, kwargs, self.timeout_s, name="vlm-generate")
         timer = run.timer
         end = timer.end_time or time.time()
@@ -227,7 +223,7 @@ def _image_only_processor(model: str, local_only: bool = False) -> Any:
 
     config = AutoConfig.from_pretrained(model, local_files_only=local_only)
     name = PROCESSOR_MAPPING_NAMES.get(config.model_type)
-    base = getattr(transformers, name, None) if name else None
+    base = getattr(transformers, name, None) if name else None  # the processor class by name; absent in older releases
     if base is None:
         raise ValueError(f"no processor class known for model type {config.model_type!r}")
     params = inspect.signature(base.__init__).parameters

@@ -18,12 +18,12 @@ from typing import Callable, Sequence
 from video_summarizer import defaults as D
 from video_summarizer.prompts import DATA_NOTE, SYSTEM_PROMPT, escape_block, quote_data
 from video_summarizer.results import TimedCaption
-from video_summarizer.timecodes import format_video_time
+from video_summarizer.timecodes import format_video_time, stamp_decimals
 
 UPDATE_INSTRUCTION = "Write the updated summary of the video so far."
 FINAL_INSTRUCTION = "These are the last captions of the video. Write the final summary of the whole video."
 _HEAD = ("Summary so far:\n<summary>\n{summary}\n</summary>\n\n"
-         f"New captions ([mm:ss] video time, the caption quoted, recognized faces in brackets; {DATA_NOTE}):\n")
+         f"New captions ([{{stamp}}] video time, the caption quoted, recognized faces in brackets; {DATA_NOTE}):\n")
 _OPEN, _CLOSE = "<observations>\n", "\n</observations>"
 TEMPLATE_RESERVE = 24  # tokens the chat template adds around the messages ([INST], BOS, ...)
 DEFAULT_BUDGET = D.SUMMARY_TOKEN_BUDGET
@@ -65,12 +65,13 @@ def build_messages(
     else:
         summary = "(none yet: the video has just started)"
     summary = escape_block(summary)
-    head = _HEAD.format(summary=summary)
+    head = _HEAD.format(summary=summary, stamp=_stamp_shape(captions))
     room = room_total - fixed - count_tokens(summary)
     entries = _entries(captions)
+    decimals = stamp_decimals(c.video_time for c in captions)
     kept: list[str] = []
     for entry in reversed(entries):  # newest first: the oldest give way
-        line = _fitted_line(entry, max(16, room_total // 4), count_tokens)
+        line = _fitted_line(entry, max(16, room_total // 4), count_tokens, decimals)
         cost = count_tokens(line) + 1
         if cost > room:
             break
@@ -113,12 +114,22 @@ def fold_system(messages: list[dict]) -> list[dict]:
     return [{"role": "user", "content": system}, *rest]
 
 
+def _stamp_shape(captions: Sequence[TimedCaption]) -> str:
+    decimals = stamp_decimals(c.video_time for c in captions)
+    return "mm:ss" + ("." + "s" * decimals if decimals else "")
+
+
 _Entry = tuple[float, float, str, tuple[str, ...]]  # first and last time, caption text, faces
 
 
 def caption_lines(captions: Sequence[TimedCaption]) -> list[str]:
-    """One line a caption, '[mm:ss] "text" [faces: a, b]'; repeats in a row become one time range."""
-    return [_line(*entry) for entry in _entries(captions)]
+    """One line a caption, '[mm:ss] "text" [faces: a, b]'; repeats in a row become one time range.
+
+    Captions less than a second apart get the decimals that tell them apart ('[00:05.5]'), so
+    that a citation names one caption; the citation check reads the same stamps.
+    """
+    decimals = stamp_decimals(c.video_time for c in captions)
+    return [_line(*entry, decimals) for entry in _entries(captions)]
 
 
 def _entries(captions: Sequence[TimedCaption]) -> list[_Entry]:
@@ -138,19 +149,18 @@ def _entries(captions: Sequence[TimedCaption]) -> list[_Entry]:
     return entries
 
 
-def _fitted_line(entry: _Entry, max_tokens: int, count_tokens: Callable[[str], int]) -> str:
+def _fitted_line(entry: _Entry, max_tokens: int, count_tokens: Callable[[str], int], decimals: int = 0) -> str:
     """The entry's line within max_tokens: the caption cut before it is quoted, so its quote closes."""
-    line = _line(*entry)
+    line = _line(*entry, decimals)
     if count_tokens(line) <= max_tokens:
         return line
     t0, t1, text, faces = entry
-    room = max(4, max_tokens - count_tokens(_line(t0, t1, "", faces)))
-    return _line(t0, t1, truncate(text, room, count_tokens), faces)
+    room = max(4, max_tokens - count_tokens(_line(t0, t1, "", faces, decimals)))
+    return _line(t0, t1, truncate(text, room, count_tokens), faces, decimals)
 
 
-def _line(t0: float, t1: float, text: str, faces: tuple[str, ...]) -> str:
-    stamp = f"[{format_video_time(t0)}]"
-    if format_video_time(t1) != format_video_time(t0):
-        stamp = f"[{format_video_time(t0)}-{format_video_time(t1)}]"
+def _line(t0: float, t1: float, text: str, faces: tuple[str, ...], decimals: int = 0) -> str:
+    a, b = format_video_time(t0, decimals), format_video_time(t1, decimals)
+    stamp = f"[{a}]" if a == b else f"[{a}-{b}]"
     names = [f for f in faces if f]
     return f"{stamp} {quote_data(text)}" + (f" [faces: {', '.join(names)}]" if names else "")

@@ -54,8 +54,9 @@ _SDK_LOGGER = "langfuse"
 # Prompt fetches are not deliveries: prompts.py says what each falls back to, once.
 _PROMPT_MESSAGES = ("Error while fetching prompt", "Prompt '%s' not found during refresh")
 _KEYS_HINT = "check LANGFUSE_PUBLIC_KEY/LANGFUSE_SECRET_KEY"
-# Score ids acknowledged lately: a score the SDK's late retry and the outbox both delivered
-# is one score (Langfuse keeps one row per id), counted once. Minutes of scores (~2 MB), not a month.
+# Span and score ids acknowledged lately, per kind: an id the SDK's late try and the outbox
+# both delivered is one row in Langfuse (kept once per id), counted once. Minutes of ids
+# (~2 MB each), not a month.
 _ACKED_WINDOW = 20_000
 
 # Per thread: the reason of the last failed send on this thread (set by the transport, or
@@ -118,32 +119,34 @@ class Delivery:
         self.unacknowledged = {SPANS: 0, SCORES: 0}
         # Issue 14's outbox hooks in here: (kind, items the host did not acknowledge).
         self.on_unacknowledged: Callable[[str, Sequence[Any]], None] | None = None
-        # (kind, items the host acknowledged; score bodies, spans not passed): the outbox
-        # learns the host answers again, and which score retries landed.
+        # (kind, items the host acknowledged: spans or score bodies): the outbox learns the
+        # host answers again, which score retries landed, and what its journal may forget.
         self.on_acknowledged: Callable[[str, Sequence[Any]], None] | None = None
         self.outbox: Any = None  # an outbox.Outbox once attached: what waits there
         self.closing = False  # close() has begun: the exporter's own shutdown is no outage
         self.closed = False  # nothing is sent any more
         self._lock = threading.Lock()
-        self._acked_scores: OrderedDict[str, None] = OrderedDict()
+        # Ids acknowledged lately, by kind: an id the SDK's late try and the outbox both
+        # delivered is one observation or score in Langfuse (kept once per id), counted once.
+        self._acked: dict[str, OrderedDict[str, None]] = {SPANS: OrderedDict(), SCORES: OrderedDict()}
 
     def sent(self, kind: str, acknowledged: int, items: Sequence[Any] = (),
              ids: Sequence[str] = ()) -> None:
         """The host acknowledged ``acknowledged`` items of ``kind`` (``items``: which, if known;
-        ``ids``: their score ids, when the items are not at hand). A score id acknowledged
+        ``ids``: their span or score ids, when the items are not at hand). An id acknowledged
         before is not counted again."""
         _THREAD.reason = None
         with self._lock:
-            if kind == SCORES:
-                ids = list(ids) or [score_id(i) for i in items if isinstance(i, dict)]
-                if ids:
-                    repeats = sum(1 for i in ids if i in self._acked_scores)
-                    acknowledged = max(0, acknowledged - repeats)
-                    for i in ids:
-                        self._acked_scores[i] = None
-                        self._acked_scores.move_to_end(i)
-                    while len(self._acked_scores) > _ACKED_WINDOW:
-                        self._acked_scores.popitem(last=False)
+            ids = list(ids) or item_ids(kind, items)
+            if ids:
+                acked = self._acked[kind]
+                repeats = sum(1 for i in ids if i in acked)
+                acknowledged = max(0, acknowledged - repeats)
+                for i in ids:
+                    acked[i] = None
+                    acked.move_to_end(i)
+                while len(acked) > _ACKED_WINDOW:
+                    acked.popitem(last=False)
             self.acknowledged[kind] += acknowledged
         self.monitor.succeeded()
         hook = self.on_acknowledged
@@ -153,7 +156,7 @@ class Delivery:
     def all_acknowledged(self, score_ids: Sequence[str]) -> bool:
         """Whether the host acknowledged every one of these scores lately (the id window)."""
         with self._lock:
-            return bool(score_ids) and all(i in self._acked_scores for i in score_ids)
+            return bool(score_ids) and all(i in self._acked[SCORES] for i in score_ids)
 
     def refused(self, kind: str, items: Sequence[Any], reason: str | None) -> None:
         """A batch the host did not acknowledge, for ``reason`` (None: unknown)."""
@@ -286,7 +289,7 @@ class CountingSpanExporter:
         _THREAD.reason = None  # the exporter logs a failed try's reason on this thread
         result = self.inner.export(spans)
         if result == SpanExportResult.SUCCESS:
-            self.delivery.sent(SPANS, len(spans))
+            self.delivery.sent(SPANS, len(spans), spans)  # the spans: the journal settles them
         else:
             self.delivery.refused(SPANS, spans, getattr(_THREAD, "reason", None))
         return result
@@ -298,6 +301,13 @@ class CountingSpanExporter:
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Nothing is buffered here; the inner exporter's answer."""
         return self.inner.force_flush(timeout_millis)
+
+
+def item_ids(kind: str, items: Sequence[Any]) -> list[str]:
+    """The ids of a batch: span ids (16 hex digits) of ReadableSpans, score ids of score items."""
+    if kind == SPANS:
+        return [format(span.context.span_id, "016x") for span in items if hasattr(span, "context")]
+    return [score_id(item) for item in items if isinstance(item, dict)]
 
 
 def score_id(item: dict) -> str:

@@ -13,7 +13,15 @@ none). A file leaves the outbox only after Langfuse answered 2xx for it (the unl
 fsynced), or when the host rejects it for good (a 4xx other than 401/403/408/429: sending
 it again would be rejected again), or when the outbox is over its size and the oldest
 files are dropped (counted, said once). The header holds no secret: the Authorization
-header is rebuilt from the keys of whoever sends.
+header is rebuilt from the keys of whoever sends. Folders are 0700 and files 0600: captions,
+prompts and user ids are the user's.
+
+What the SDK still holds when the run ends (its span and score queues, a batch inside the
+exporter's retries or waiting on a hanging host) and everything at a SIGKILL is kept by this
+run's write-ahead journal (``journal.py``): each span and score is journaled as it finishes,
+before the SDK has it, and settled when Langfuse acknowledges it or a batch file keeps it.
+At close the unsettled rest becomes batch files (same ids); a killed run's journal is made
+into batch files by the next run with the same keys, or by ``--send-outbox``.
 
 Sending again: a background thread tries when Langfuse acknowledges a live batch again and
 every ``retry_s`` (doubling to ``max_retry_s``) while the outbox holds files; at the start of
@@ -26,7 +34,10 @@ score per score id (a repeated id updates the same row), so it is kept once. The
 retries a failed score batch itself (three tries): each failed try reaches the hook, so the
 ids of batches already kept are remembered (a bounded window) and not kept twice, and a
 score file of this run is sent only once the SDK's retries are over (``settle_s``) and not
-at all when a later try of it was acknowledged.
+at all when a later try of it was acknowledged. An id kept from the journal at close is not
+kept again when the SDK gives up on it later (the same window), and a killed run's journal
+leaves out the ids its batch files already hold. Counts are of ids: a file sent twice, or
+an id both the SDK and the outbox delivered, is counted once.
 """
 from __future__ import annotations
 
@@ -45,7 +56,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from video_summarizer import defaults as D
-from video_summarizer.tracing.delivery import INGESTION_PATH, SCORES, SCORES_PATH, SPANS, score_id
+from video_summarizer.tracing import journal as wal
+from video_summarizer.tracing.delivery import INGESTION_PATH, SCORES, SCORES_PATH, SPANS, item_ids, score_id
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +67,9 @@ SUFFIX = ".batch"
 _TMP = ".tmp-"
 _RECENT_IDS = 20_000  # ids remembered for the SDK's retries: seconds of batches, not a day
 _NOUN = {SPANS: "observations", SCORES: "scores"}
+_JOURNAL_KIND = {SPANS: wal.SPAN, SCORES: wal.SCORE}
+# Batch files made from a journal: requests of a size the SDK itself sends.
+_SPANS_PER_BATCH, _SCORES_PER_BATCH = 500, 100
 
 
 def default_outbox_dir() -> Path:
@@ -78,15 +93,24 @@ def counts_text(counts: dict[str, int]) -> str:
     return f"{counts.get(SPANS, 0)} observations and {counts.get(SCORES, 0)} scores"
 
 
+def private_dir(folder: Path) -> Path:
+    """Make folder (and its parents) if needed; folder itself 0700: what it holds is the user's."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = folder.stat()
+    if info.st_mode & 0o077 and info.st_uid == os.getuid():
+        try:  # one made by an earlier version (0755); a folder of someone else's stays as it is
+            os.chmod(folder, 0o700)
+        except OSError:
+            pass
+    return folder
+
+
 def _fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-MAX_IN_SDK = 100_000
 
 
 def score_item(sdk_major: int, *, score_id: str, trace_id: str, observation_id: str | None, name: str,
@@ -132,6 +156,26 @@ class Batch:
     run: str = ""
 
 
+def journal_batches(found: "wal.Unsettled") -> list[tuple[str, list[str], str, dict, bytes]]:
+    """(kind, ids, endpoint, headers, body) of the batch files for what a journal holds."""
+    batches = []
+    for at in range(0, len(found.spans), _SPANS_PER_BATCH):
+        chunk = found.spans[at:at + _SPANS_PER_BATCH]
+        body = gzip.compress(wal.encode_records([record for _id, record in chunk]))
+        headers = {**found.headers, "Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
+        batches.append((SPANS, [i for i, _payload in chunk], TRACES_PATH, headers, body))
+    for at in range(0, len(found.scores), _SCORES_PER_BATCH):
+        batches.append((SCORES, *encode_batch(SCORES, found.scores[at:at + _SCORES_PER_BATCH])))
+    return batches
+
+
+def batch_ids(path: Path) -> tuple[str, list[str]]:
+    """(run, ids) from a batch file's header line, without reading its body."""
+    with open(path, "rb") as fh:
+        meta = json.loads(fh.readline())
+    return str(meta.get("run", "")), list(meta.get("ids") or ())
+
+
 def read_batch(path: Path) -> Batch:
     """A batch file as written by ``Outbox.keep`` (ValueError/OSError when it is not one)."""
     data = path.read_bytes()
@@ -155,53 +199,44 @@ class _Entry:
 class SendResult:
     """What one send of the outbox did."""
 
-    sent: dict = field(default_factory=lambda: {SPANS: 0, SCORES: 0})
+    sent: dict = field(default_factory=lambda: {SPANS: 0, SCORES: 0})  # each id counted once
+    ids: set = field(default_factory=set)  # the ids sent (a file kept twice is counted once)
     rejected: dict = field(default_factory=lambda: {SPANS: 0, SCORES: 0})
     stopped: str | None = None  # why it stopped before the end (the host's answer), or None
     busy: bool = False  # another process was sending this folder
 
 
-class Outbox:
-    """An on-disk outbox of one folder; see the module docstring."""
+class KeptBatches:
+    """The files of an outbox folder: refused batches, this run's journal, their index and bound.
+
+    ``Outbox`` adds the sending; see the module docstring.
+    """
 
     def __init__(self, root: str | os.PathLike, max_mb: float = DEFAULT_MAX_MB, *,
-                 timeout_s: float = 5.0, retry_s: float = 30.0, max_retry_s: float = 300.0,
-                 settle_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.root = Path(root)
         self.max_bytes = int(max_mb * 1024 * 1024) if max_mb and max_mb > 0 else 0
-        self.timeout_s = float(timeout_s)
-        self.retry_s, self.max_retry_s = float(retry_s), float(max_retry_s)
-        # The SDK's retries of a score batch: three tries of timeout_s each, ~3 s of backoff.
-        self.settle_s = 3 * self.timeout_s + 5.0 if settle_s is None else float(settle_s)
         self._clock = clock
         self.run = f"{os.getpid()}-{time.time_ns()}"
         self.folder: Path | None = None  # this project's folder, once attached / sending
-        self._auth: str | None = None
-        self.delivery: Any = None
         self._lock = threading.Lock()
-        self._send_lock = threading.Lock()
         self._index: OrderedDict[str, _Entry] = OrderedDict()  # file path -> entry, oldest first
         self._size = 0
         self._ours: dict[str, float] = {}  # this run's files: path -> clock time kept
         self._recent_kept: OrderedDict[str, None] = OrderedDict()
-        # Scores handed to the SDK and not yet acknowledged or kept: what the SDK still holds
-        # (queued, or between its retries) when the run ends goes into the outbox at close().
-        self._in_sdk: OrderedDict[str, dict] = OrderedDict()
+        # Everything finished that the SDK holds, on disk before the SDK has it (journal.py):
+        # at close what was neither acknowledged nor kept becomes batch files.
+        self.journal: wal.Journal | None = None
+        self._extra_headers: dict = {}  # the span requests' headers but Authorization
         self._seq = 0
         self.kept = {SPANS: 0, SCORES: 0}  # this run's items written
-        self.resent = {SPANS: 0, SCORES: 0}  # this run's items sent from the outbox
-        self.resent_earlier = {SPANS: 0, SCORES: 0}  # earlier runs' items sent now
         self.dropped = {SPANS: 0, SCORES: 0}  # over the size bound, or rejected for good
         self.write_failures = 0
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._scanned = False
         # close() is over and the exit line said what waits and what was dropped: a batch the
         # SDK gives up on later (past the flush deadline) is still kept, but drops nothing.
         self._reported = False
 
-    # -- the index ------------------------------------------------------------------------
     def scan(self) -> None:
         """Index the files on disk (every project's folder: they share the size bound)."""
         entries = []
@@ -255,83 +290,134 @@ class Outbox:
         while len(ids) > _RECENT_IDS:
             ids.popitem(last=False)
 
-    # -- the hooks the Delivery calls -------------------------------------------------------
-    def attach(self, delivery: Any, host: str, public_key: str, headers: dict) -> None:
-        """Keep what ``delivery`` reports unacknowledged; send it to host in the background."""
-        self.delivery = delivery
-        self.host = host.rstrip("/")
-        self.folder = self.root / fingerprint(self.host, public_key)
-        self._auth = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
-        self._extra_headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-        if not self._scanned:
-            self.scan()
-        delivery.outbox = self
-        delivery.on_unacknowledged = self.keep
-        delivery.on_acknowledged = self.acknowledged
-        where = str(self.folder).replace("{", "{{").replace("}", "}}")
-        templates = delivery.monitor.templates
-        templates["failing"] += f"; what it does not acknowledge waits in the outbox {where}"
-        templates["back"] += "; sending the outbox"
-        self._thread = threading.Thread(target=self._loop, name="langfuse-outbox", daemon=True)
-        self._thread.start()
-
     def handed(self, item: dict) -> None:
-        """A score the tracker gave the SDK (``score_item``): kept at close() unless settled before."""
-        with self._lock:
-            self._in_sdk[score_id(item)] = item
-            while len(self._in_sdk) > MAX_IN_SDK:  # the SDK's own queue holds no more than this
-                self._in_sdk.popitem(last=False)
+        """A score the tracker is about to give the SDK (``score_item``): journaled first."""
+        journal = self.journal  # None once close() began (SDK threads call in meanwhile)
+        if journal is not None:
+            journal.add_score(item)
 
-    def _settled(self, items: Sequence[Any]) -> None:
+    def _settle(self, kind: str, ids: Sequence[str]) -> None:
+        journal = self.journal
+        if journal is not None and ids:
+            journal.settle(_JOURNAL_KIND[kind], ids)
+
+    def _fresh(self, ids: Sequence[str]) -> list[bool]:
+        """Which of ids no batch file of this run holds yet; they count as kept from now on.
+
+        One lock from the check to the remembering: close() keeps what the journal holds
+        while an SDK thread may keep a refused try of the same items (each kept once).
+        """
         with self._lock:
-            for item in items:
-                if isinstance(item, dict):
-                    self._in_sdk.pop(score_id(item), None)
+            fresh = [i not in self._recent_kept for i in ids]
+            self._remember(self._recent_kept, [i for i, new in zip(ids, fresh) if new])
+        return fresh
+
+    def _unremember(self, ids: Sequence[str]) -> None:
+        with self._lock:  # not written after all: the journal still has them
+            for i in ids:
+                self._recent_kept.pop(i, None)
 
     def keep(self, kind: str, items: Sequence[Any]) -> None:
         """Write one refused batch (the Delivery's on_unacknowledged hook); never raises."""
-        if kind == SCORES:
-            self._settled(items)
         if self.folder is None or not items:
             return
-        try:
-            # One lock from the check to the remembering: close() keeps what the SDK still
-            # holds while an SDK thread may keep a refused try of the same scores.
-            with self._lock:
-                if kind == SCORES:  # a score already kept (a retry, or held at close): not twice
-                    items = [i for i in items if isinstance(i, dict)
-                             and score_id(i) not in self._recent_kept]
-                    if not items:
-                        return
-                ids, endpoint, headers, body = encode_batch(kind, items)
-                if ids and all(i in self._recent_kept for i in ids):
-                    return  # a retry of a batch already kept
-                self._remember(self._recent_kept, ids)
-                self._seq += 1
-                name = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}.{kind}.{len(ids)}{SUFFIX}"
-            if kind == SPANS:
-                headers = {**self._extra_headers, **headers}
-            meta = {"kind": kind, "ids": ids, "endpoint": endpoint, "headers": headers,
-                    "run": self.run}
-            path = self._write(name, json.dumps(meta).encode() + b"\n" + body)
-        except Exception as exc:  # the hook runs in the SDK's threads: it must not raise there
-            self.write_failures += 1
-            if self.write_failures == 1:
-                log.warning("Langfuse outbox %s: cannot keep a batch (%s); counting further "
-                            "failures", self.root, exc)
-            return
+        if kind == SCORES:
+            items = [i for i in items if isinstance(i, dict)]
+        all_ids = item_ids(kind, items)
+        fresh = [item for item, new in zip(items, self._fresh(all_ids)) if new]
+        if fresh:  # else a retry of a batch already kept, or kept from the journal at close
+            try:
+                ids, endpoint, headers, body = encode_batch(kind, fresh)
+                if kind == SPANS:
+                    headers = {**self._extra_headers, **headers}
+                self._store(kind, ids, endpoint, headers, body, self.run)
+            except Exception as exc:  # the hook runs in the SDK's threads: it must not raise there
+                self._unremember(item_ids(kind, fresh))
+                self._write_failed(exc)
+                return
+        self._settle(kind, all_ids)
+
+    def _write_failed(self, exc: BaseException) -> None:
+        self.write_failures += 1
+        if self.write_failures == 1:
+            log.warning("Langfuse outbox %s: cannot keep a batch (%s); counting further "
+                        "failures", self.root, exc)
+
+    def _store(self, kind: str, ids: list[str], endpoint: str, headers: dict, body: bytes,
+               run: str) -> None:
+        """One batch file (raises OSError); this run's are counted as kept."""
+        with self._lock:
+            self._seq += 1
+            name = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}.{kind}.{len(ids)}{SUFFIX}"
+        meta = {"kind": kind, "ids": ids, "endpoint": endpoint, "headers": headers, "run": run}
+        path = self._write(name, json.dumps(meta).encode() + b"\n" + body)
         with self._lock:
             self._index[str(path)] = _Entry(kind, len(ids), path.stat().st_size, self.folder.name)
-            self._ours[str(path)] = self._clock()
             self._size += self._index[str(path)].size
-            self.kept[kind] += len(ids)
+            if run == self.run:
+                self._ours[str(path)] = self._clock()
+                self.kept[kind] += len(ids)
         if not self._reported:
             self._bound()
 
+    def _keep_journal(self, found: "wal.Unsettled", fresh: Callable[[list[str]], list[bool]]) -> bool:
+        """Batch files for what a journal holds unsettled; ``fresh(ids)`` tells which are in no
+        batch file yet (a kill between a batch and its settle record). True: all on disk."""
+        spans_new = fresh([i for i, _payload in found.spans])
+        scores_new = fresh([score_id(s) for s in found.scores])
+        found = wal.Unsettled(found.run, found.headers,
+                              [s for s, new in zip(found.spans, spans_new) if new],
+                              [s for s, new in zip(found.scores, scores_new) if new])
+        done = True
+        for kind, ids, endpoint, headers, body in journal_batches(found):
+            try:
+                self._store(kind, ids, endpoint, headers, body, found.run)
+            except OSError as exc:
+                self._unremember(ids)
+                self._write_failed(exc)
+                done = False
+        return done
+
+    def recover_journals(self) -> int:
+        """Batch files for the journals of ended runs in this folder (killed ones); removed."""
+        if self.folder is None or not self.folder.is_dir():
+            return 0
+
+        def keep(found: wal.Unsettled) -> bool:
+            if found.run == self.run:
+                return False
+            on_disk: set[str] = set()
+            for path in self.folder.glob(f"*{SUFFIX}"):
+                try:
+                    run, ids = batch_ids(path)
+                except (OSError, ValueError):
+                    continue
+                if run == found.run:
+                    on_disk.update(ids)
+            return self._keep_journal(found, lambda ids: [i not in on_disk for i in ids])
+
+        return wal.recover(self.folder, keep)
+
+    def _close_journal(self) -> None:
+        """What the SDK never got out (queued, retrying, hanging) goes into batch files, same ids."""
+        journal, self.journal = self.journal, None
+        if journal is None:
+            return
+        try:
+            kept = self._keep_journal(journal.take_unsettled(), self._fresh)
+        except Exception as exc:  # noqa: BLE001 - close() goes on; the journal stays for the next sender
+            self._write_failed(exc)
+            kept = False
+        if kept:
+            journal.remove()
+        # else the journal stays (its lock goes with this process): the next run or
+        # --send-outbox makes batch files of what is not in one yet.
+
     def _write(self, name: str, data: bytes) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_dir(self.folder)
         tmp, final = self.folder / f"{_TMP}{name}", self.folder / name
-        with open(tmp, "wb") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -354,14 +440,74 @@ class Outbox:
                                 "batches (counted in the exit line; --langfuse-outbox-max-mb)",
                                 self.root, self.max_bytes / 1024 / 1024)
 
+    def _remove(self, path: str) -> None:
+        self._unlink(path)
+        self._forget(path)
+
+    def _unlink(self, path: str) -> None:
+        try:
+            os.unlink(path)
+            _fsync_dir(Path(path).parent)  # gone for good: not sent again after a power cut
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.debug("outbox: cannot remove %s: %s", path, exc)
+
+
+class Outbox(KeptBatches):
+    """An on-disk outbox of one folder: what Langfuse did not acknowledge, sent again; see the module docstring."""
+
+    def __init__(self, root: str | os.PathLike, max_mb: float = DEFAULT_MAX_MB, *,
+                 timeout_s: float = 5.0, retry_s: float = 30.0, max_retry_s: float = 300.0,
+                 settle_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(root, max_mb, clock=clock)
+        self.timeout_s = float(timeout_s)
+        self.retry_s, self.max_retry_s = float(retry_s), float(max_retry_s)
+        # The SDK's retries of a score batch: three tries of timeout_s each, ~3 s of backoff.
+        self.settle_s = 3 * self.timeout_s + 5.0 if settle_s is None else float(settle_s)
+        self._auth: str | None = None
+        self.delivery: Any = None
+        self._send_lock = threading.Lock()
+        self.resent = {SPANS: 0, SCORES: 0}  # this run's items sent from the outbox
+        self.resent_earlier = {SPANS: 0, SCORES: 0}  # earlier runs' items sent now
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def attach(self, delivery: Any, host: str, public_key: str, headers: dict) -> None:
+        """Keep what ``delivery`` reports unacknowledged; send it to host in the background."""
+        self.delivery = delivery
+        self.host = host.rstrip("/")
+        self.folder = self.root / fingerprint(self.host, public_key)
+        self._auth = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
+        self._extra_headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+        try:
+            private_dir(self.root)
+            private_dir(self.folder)
+            self.recover_journals()  # a killed run's: sent with the other files
+            self.journal = wal.Journal(self.folder, self.run, self._extra_headers)
+        except OSError as exc:
+            self.write_failures += 1
+            log.warning("Langfuse outbox %s: cannot keep a journal (%s); what the SDK still holds "
+                        "at the end may be lost", self.folder, exc)
+        if not self._scanned:
+            self.scan()
+        delivery.outbox = self
+        delivery.on_unacknowledged = self.keep
+        delivery.on_acknowledged = self.acknowledged
+        where = str(self.folder).replace("{", "{{").replace("}", "}}")
+        templates = delivery.monitor.templates
+        templates["failing"] += f"; what it does not acknowledge waits in the outbox {where}"
+        templates["back"] += "; sending the outbox"
+        self._thread = threading.Thread(target=self._loop, name="langfuse-outbox", daemon=True)
+        self._thread.start()
+
     def acknowledged(self, kind: str, items: Sequence[Any]) -> None:
         """The host acknowledged a live batch (on_acknowledged): settle its scores, wake the sender."""
-        if kind == SCORES and items:
-            self._settled(items)
+        self._settle(kind, item_ids(kind, items))
         if self._index:
             self._wake.set()
 
-    # -- sending ----------------------------------------------------------------------------
     def send(self, host: str, auth: str, *, deadline_s: float | None = None,
              settled_only: bool = False) -> SendResult:
         """Send this folder's files, oldest first, until one fails or the deadline passes."""
@@ -371,7 +517,8 @@ class Outbox:
         if self.folder is None or not self.folder.is_dir():
             return result
         end = None if deadline_s is None else self._clock() + deadline_s
-        with self._send_lock, open(self.folder / ".lock", "a") as lock:
+        lock_fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        with self._send_lock, open(lock_fd, "r+b") as lock:
             try:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -425,9 +572,11 @@ class Outbox:
         if 200 <= status < 300:
             self._remove(path)
             counts = self.resent if ours else self.resent_earlier
+            new = len(set(batch.ids) - result.ids)  # a file kept twice: its ids counted once
+            result.ids.update(batch.ids)
             with self._lock:
-                counts[batch.kind] += len(batch.ids)
-            result.sent[batch.kind] += len(batch.ids)
+                counts[batch.kind] += new
+            result.sent[batch.kind] += new
             if ours and self.delivery is not None:
                 self.delivery.sent(batch.kind, len(batch.ids), ids=batch.ids)
             return None
@@ -441,19 +590,6 @@ class Outbox:
         from video_summarizer.tracing.delivery import http_reason
 
         return http_reason(status)
-
-    def _remove(self, path: str) -> None:
-        self._unlink(path)
-        self._forget(path)
-
-    def _unlink(self, path: str) -> None:
-        try:
-            os.unlink(path)
-            _fsync_dir(Path(path).parent)  # gone for good: not sent again after a power cut
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.debug("outbox: cannot remove %s: %s", path, exc)
 
     def _loop(self) -> None:
         wait = 0.0  # earlier runs' files: try at once
@@ -477,10 +613,7 @@ class Outbox:
     def close(self, deadline_s: float, host_answers: bool) -> None:
         """Stop the background sender; with time left and the host answering, send what is left."""
         started = self._clock()
-        with self._lock:
-            held, self._in_sdk = list(self._in_sdk.values()), OrderedDict()
-        if held:  # the SDK never got them out before the deadline: keep them, same ids
-            self.keep(SCORES, held)
+        self._close_journal()
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -493,7 +626,6 @@ class Outbox:
                 log.debug("outbox: final send failed: %s", exc)
         self._reported = True
 
-    # -- what the report says -----------------------------------------------------------------
     def progress(self) -> str:
         """For the outage lines: how much waits in the outbox."""
         return f"{counts_text(self.waiting())} wait in the outbox {self.folder}"
@@ -522,9 +654,10 @@ def send_outbox_command(root: str | os.PathLike, *, host: str, public_key: str,
     """``--send-outbox``: send what the outbox holds for these keys; 0 all sent, 1 some left."""
     host = host.rstrip("/")
     outbox = Outbox(root, 0, timeout_s=timeout_s)
+    outbox.folder = outbox.root / fingerprint(host, public_key)
+    outbox.recover_journals()  # a killed run's: what its SDK still held
     if outbox.root.is_dir():
         outbox.scan()
-    outbox.folder = outbox.root / fingerprint(host, public_key)
     before, everything = outbox.waiting(), outbox.waiting(folder=None)
     others = {k: everything[k] - before[k] for k in before}
     other_note = (f"; {counts_text(others)} kept for other Langfuse keys or hosts stay there"
@@ -558,7 +691,7 @@ def check_outbox_dir(path: str | os.PathLike) -> None:
 
     folder = Path(path)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)
         probe = folder / f"{_TMP}probe-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()

@@ -1,8 +1,9 @@
-"""--help shows each option's default once, and the README's options table says the same defaults.
+"""--help shows each option's default once, and docs/options.md's tables say the same defaults.
 
 The help is the CLI's own (click's CliRunner on main, unwrapped so each option is one entry);
-the table is README.md's. A default shown as ``[default: X]`` must equal the table's cell; a
-default the help explains in words (computed from other options) must name the same figures.
+the tables are docs/options.md's (grouped by command; each option in one row). A default shown as
+``[default: X]`` must equal the table's cell; a default the help explains in words (computed from
+other options) must name the same figures.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from click.testing import CliRunner
 
 from real_time_summarizer import main
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+OPTIONS_DOC = Path(__file__).resolve().parent.parent / "docs" / "options.md"
+TABLE_HEAD = "| option | env | default | what |"
 _VALUE = re.compile(r"[\w./:~$-]*\d[\w./:~$-]*")  # a token holding a figure: 5, 0.12, 127.0.0.1, a model id
 
 
@@ -50,20 +52,30 @@ def _split_top(cell: str) -> list[str]:
     return [x.strip() for x in items + [cell[start:]]]
 
 
-def readme_defaults() -> dict[str, str]:
-    """Each option of the README's options table and its default cell (one item per option of a row)."""
-    lines = README.read_text(encoding="utf-8").splitlines()
-    start = lines.index("| option | env | default | what |") + 2
+def table_rows(lines: list[str]) -> list[str]:
+    """The body rows of every options table (its header is TABLE_HEAD) among these lines."""
+    rows: list[str] = []
+    starts = [i + 2 for i, line in enumerate(lines) if line == TABLE_HEAD]
+    assert starts, f"no options table in {OPTIONS_DOC}"
+    for start in starts:
+        for line in lines[start:]:
+            if not line.startswith("|"):
+                break
+            rows.append(line)
+    return rows
+
+
+def documented_defaults() -> dict[str, str]:
+    """Each option of docs/options.md's tables and its default cell (one item per option of a row)."""
     out: dict[str, str] = {}
-    for line in lines[start:]:
-        if not line.startswith("|"):
-            break
+    for line in table_rows(OPTIONS_DOC.read_text(encoding="utf-8").splitlines()):
         cells = [c.strip() for c in line.strip("|").split(" | ")]
         assert len(cells) == 4, line
         names = re.findall(r"`(--[\w-]+)", cells[0])
         items = _split_top(cells[2]) if len(names) > 1 else [cells[2]]
         assert len(items) in (1, len(names)), f"{names}: the defaults {items} do not say which is whose"
         for n, name in enumerate(names):
+            assert name not in out, f"{name} is in two rows of {OPTIONS_DOC.name}: keep one"
             out[name] = items[n if len(items) > 1 else 0]
     return out
 
@@ -96,8 +108,8 @@ def test_every_literal_default_is_shown_once_and_not_also_in_words():
         assert "default" not in entry["text"].lower(), f"{param.opts}: the default is said twice"
 
 
-def test_the_readme_table_and_help_agree_on_every_default():
-    entries, table = help_entries(), readme_defaults()
+def test_the_options_doc_and_help_agree_on_every_default():
+    entries, table = help_entries(), documented_defaults()
     assert set(entries) - {"--help"} == set(table), "options missing from the help or from the table"
     for name, cell in table.items():
         entry = entries[name]

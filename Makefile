@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test faults bench clean
+.PHONY: install run test faults bench docs clean
 
 $(STAMP): requirements.txt requirements-faces.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ test-sdk4: $(STAMP4)
 
 faults: $(STAMP)
 	$(PY) -m pytest -m faults $(PYTEST_ARGS)
+
+# docs/options.md is rendered from the commands (tests/test_help_defaults.py keeps it equal)
+docs: $(STAMP)
+	$(PY) -c 'from real_time_summarizer import cli; from video_summarizer.cli_docs import render_options; open("docs/options.md", "w").write(render_options(cli))'
 
 bench: $(STAMP)
 	$(PY) -m bench.benchmark $(ARGS)

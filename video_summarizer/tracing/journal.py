@@ -15,7 +15,7 @@ So each finished item is appended here first, synchronously, in the thread that 
 An item is *settled* (a settle record appended) when Langfuse acknowledged it, or when the
 outbox kept it in a batch file of its own (a refused batch). At close whatever is not settled
 becomes outbox batch files, and the journal is removed. A run that was killed leaves its
-journal behind; the next run with the same keys, or ``--send-outbox``, turns it into batch
+journal behind; the next run with the same keys, or ``outbox send``, turns it into batch
 files (``recover``): a journal is only read once the ``flock`` its writer holds is free, so
 a live run's journal is never taken.
 

@@ -21,12 +21,12 @@ exporter's retries or waiting on a hanging host) and everything at a SIGKILL is 
 run's write-ahead journal (``journal.py``): each span and score is journaled as it finishes,
 before the SDK has it, and settled when Langfuse acknowledges it or a batch file keeps it.
 At close the unsettled rest becomes batch files (same ids); a killed run's journal is made
-into batch files by the next run with the same keys, or by ``--send-outbox``.
+into batch files by the next run with the same keys, or by ``outbox send``.
 
 Sending again: a background thread tries when Langfuse acknowledges a live batch again and
 every ``retry_s`` (doubling to ``max_retry_s``) while the outbox holds files; at the start of
 a run with keys (earlier runs' files); at close (when the host answered last); and from
-``real_time_summarizer.py --send-outbox``. One sender at a time per folder (``flock``).
+``real_time_summarizer.py outbox send``. One sender at a time per folder (``flock``).
 
 Nothing twice: a file whose first send landed but whose answer did not (a timeout after
 the host processed it) is sent again; Langfuse keeps one observation per span id and one
@@ -411,7 +411,7 @@ class KeptBatches:
         if kept:
             journal.remove()
         # else the journal stays (its lock goes with this process): the next run or
-        # --send-outbox makes batch files of what is not in one yet.
+        # `outbox send` makes batch files of what is not in one yet.
 
     def _write(self, name: str, data: bytes) -> Path:
         private_dir(self.folder)
@@ -638,7 +638,7 @@ class Outbox(KeptBatches):
             earlier = {k: total[k] - ours[k] for k in total}
             extra = f" (and {counts_text(earlier)} of earlier runs)" if any(earlier.values()) else ""
             notes.append(f"{counts_text(ours)}{extra} wait in the outbox {self.folder} (sent when "
-                         "Langfuse answers: the next run with keys, or --send-outbox)")
+                         "Langfuse answers: the next run with keys, or `real_time_summarizer.py outbox send`)")
         if any(self.resent.values()):
             notes.append(f"{counts_text(self.resent)} of them sent from the outbox after the outage")
         if any(self.resent_earlier.values()):
@@ -651,7 +651,7 @@ class Outbox(KeptBatches):
 
 def send_outbox_command(root: str | os.PathLike, *, host: str, public_key: str,
                         secret_key: str, timeout_s: float = 10.0) -> int:
-    """``--send-outbox``: send what the outbox holds for these keys; 0 all sent, 1 some left."""
+    """``outbox send``: send what the outbox holds for these keys; 0 all sent, 1 some left."""
     host = host.rstrip("/")
     outbox = Outbox(root, 0, timeout_s=timeout_s)
     outbox.folder = outbox.root / fingerprint(host, public_key)

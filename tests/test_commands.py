@@ -211,4 +211,5 @@ def test_every_documented_command_line_parses(monkeypatch, env):
     for where, args in lines:
         result = invoke(args, env)
         assert result.exit_code == 0, (where, args, result.output)
-    assert len(ran) == len(lines) and "run" in ran and "search" in ran and "send" in ran, ran
+    runs = [args for _, args in lines if "--help" not in args]  # a --help line prints and runs nothing
+    assert len(ran) == len(runs) and "run" in ran and "search" in ran and "send" in ran, ran

@@ -47,7 +47,7 @@ def server():
     from video_summarizer.watch import WatchServer
 
     watch = WatchServer("127.0.0.1", 0, token=TOKEN, allow_hosts=("proxy.example.org",), request_timeout_s=2.0)
-    watch.page.on_frame(np.full((120, 160, 3), 90, np.uint8),
+    watch.page(np.full((120, 160, 3), 90, np.uint8),
                         {"source": "cam0", "frame": 3, "video_time": 1.5, "caption": "SECRET-CAPTION"}, [])
     watch.on_event("caption", {"source": "cam0", "frame": 3, "caption": "SECRET-CAPTION", "latency_ms": 5.0})
     watch.start()

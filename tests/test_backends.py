@@ -64,12 +64,26 @@ class Seen(FrameObserver):
         self.records.append({**record, "matches": [m.name for m in matches], "shape": image.shape})
 
 
+def _run_loop(clip_path, stages, *, summary_interval: float):
+    """The real loop (SourceRun) over a clip at 0.5 s a frame; the tracker is closed after it."""
+    from video_summarizer.pipeline import PipelineConfig, SourceRun
+    from video_summarizer.selection import FrameSelector
+    from video_summarizer.sources import open_source
+
+    source = open_source(str(clip_path))
+    try:
+        return SourceRun(source, FrameSelector(interval=0.5, min_change=0.0), stages,
+                         PipelineConfig(summary_interval=summary_interval), session_id="s",
+                         stop_event=threading.Event()).run()
+    finally:
+        source.close()
+        stages.tracker.close(deadline_s=5)
+
+
 def test_a_stage_with_only_its_required_method_runs_the_loop(clips, tmp_path, monkeypatch):
     from langfuse_tracker import LangfuseTracker
     from video_summarizer.outputs import EventWriter
-    from video_summarizer.pipeline import PipelineConfig, SourceRun, Stages
-    from video_summarizer.selection import FrameSelector
-    from video_summarizer.sources import open_source
+    from video_summarizer.pipeline import Stages
 
     for key in ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY"):
         monkeypatch.delenv(key, raising=False)  # the trace log only: no SDK client
@@ -80,13 +94,7 @@ def test_a_stage_with_only_its_required_method_runs_the_loop(clips, tmp_path, mo
                     frame_observers=[seen])
     for stage in (vlm, llm, stages.faces):  # the start-up steps the CLI calls: defaults, no error
         stage.check(), stage.load(), stage.close()
-    source = open_source(str(clip.path))
-    try:
-        doc = SourceRun(source, FrameSelector(interval=0.5, min_change=0.0), stages,
-                        PipelineConfig(summary_interval=1.0), session_id="s", stop_event=threading.Event()).run()
-    finally:
-        source.close()
-        tracker.close(deadline_s=5)
+    doc = _run_loop(clip.path, stages, summary_interval=1.0)
 
     captioned = doc.stats["captioned"]
     assert captioned == len(vlm.prompts) == len(seen.records) >= 5
@@ -293,9 +301,7 @@ class FailingFaces(FaceModel):
 def test_a_face_model_that_raises_leaves_an_error_span_and_fails_only_its_frame(clips, tmp_path, monkeypatch):
     from langfuse_tracker import LangfuseTracker
     from video_summarizer.outputs import EventWriter
-    from video_summarizer.pipeline import PipelineConfig, SourceRun, Stages
-    from video_summarizer.selection import FrameSelector
-    from video_summarizer.sources import open_source
+    from video_summarizer.pipeline import Stages
 
     for key in ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY"):
         monkeypatch.delenv(key, raising=False)
@@ -303,13 +309,7 @@ def test_a_face_model_that_raises_leaves_an_error_span_and_fails_only_its_frame(
     vlm = OnlyCaptions()
     stages = Stages(tracker=tracker, vlm=vlm, summarizer=OnlySummaries(), faces=FailingFaces(),
                     events=EventWriter(None))
-    source = open_source(str(clips.numbered().path))
-    try:
-        doc = SourceRun(source, FrameSelector(interval=0.5, min_change=0.0), stages,
-                        PipelineConfig(summary_interval=100.0), session_id="s", stop_event=threading.Event()).run()
-    finally:
-        source.close()
-        tracker.close(deadline_s=5)
+    doc = _run_loop(clips.numbered().path, stages, summary_interval=100.0)
     lines = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
     spans = [r for r in lines if r["type"] == "span" and r["name"] == "face_recognition"]
     failed = [s for s in spans if s["level"] == "ERROR"]

@@ -29,6 +29,7 @@ from video_summarizer.limits import (
     image_pixels_problem,
     read_small_file,
 )
+from video_summarizer.paths import cache_home
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +57,7 @@ class SkippedImage:
 
 def default_cache_dir() -> Path:
     """Where encodings are cached: $XDG_CACHE_HOME (or ~/.cache)/real-time-summarizer/faces."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "real-time-summarizer" / "faces"
+    return cache_home(os.environ) / "real-time-summarizer" / "faces"
 
 
 class KnownFaces:

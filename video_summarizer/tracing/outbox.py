@@ -72,12 +72,6 @@ _JOURNAL_KIND = {SPANS: wal.SPAN, SCORES: wal.SCORE}
 _SPANS_PER_BATCH, _SCORES_PER_BATCH = 500, 100
 
 
-def default_outbox_dir() -> Path:
-    """($XDG_CACHE_HOME or ~/.cache)/real-time-summarizer/outbox."""
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "real-time-summarizer" / "outbox"
-
-
 def fingerprint(host: str, public_key: str) -> str:
     """The folder name of one Langfuse project on one host (no key in clear)."""
     return sha256(f"{host.rstrip('/')}\n{public_key}".encode()).hexdigest()[:16]

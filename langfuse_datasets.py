@@ -21,11 +21,11 @@ import logging
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from video_summarizer.datasets import DatasetItem
+from video_summarizer.evals.datasets import DatasetItem
 from video_summarizer.errors import BackendUnavailable, InputError
 from video_summarizer.tracing.trace_log import to_utc
 
-log = logging.getLogger("video_summarizer.datasets")
+log = logging.getLogger("video_summarizer.evals.datasets")
 
 IMAGE_KEY = "image"  # where an item's input holds its frame
 

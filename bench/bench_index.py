@@ -58,7 +58,7 @@ class IndexedEvents(EventWriter):
 
 
 def _indexer(tmp: Path, bert: Path, name: str, inputs=()):
-    from video_summarizer.index import open_indexer
+    from video_summarizer.search.index import open_indexer
     from video_summarizer.options import IndexOptions
 
     return open_indexer(IndexOptions(index=str(tmp / name), embed_model=str(bert)), list(inputs))
@@ -112,7 +112,7 @@ def query_latency(tmp: Path, bert: Path, n: int = QUERY_ROWS) -> tuple[str, str,
     import numpy as np
     import pyarrow as pa
 
-    from video_summarizer.index import Embedder, _schema, connect
+    from video_summarizer.search.index import Embedder, _schema, connect
 
     embedder = Embedder(str(bert)).load()
     db = connect(str(tmp / "latency"), create=True)
@@ -137,7 +137,7 @@ def query_latency(tmp: Path, bert: Path, n: int = QUERY_ROWS) -> tuple[str, str,
     built = time.perf_counter() - t0
     from lancedb.index import FTS
 
-    from video_summarizer.index import Indexer
+    from video_summarizer.search.index import Indexer
 
     table.create_index("text", config=FTS(), replace=True)
     t1 = time.perf_counter()
@@ -174,7 +174,7 @@ def rows(quick: bool = False) -> list[tuple[str, str, str, bool | None]]:
 
 def time_queries(location: str, bert: str) -> tuple[float, float]:
     """p50 and p95 in ms of QUERIES (a third with --faces) against the index, as --search runs them."""
-    from video_summarizer.index import Embedder, Query, open_table, search
+    from video_summarizer.search.index import Embedder, Query, open_table, search
 
     table, embedder = open_table(location), Embedder(bert).load()
     times = []

@@ -131,10 +131,10 @@ def test_name_is_the_model_else_the_class():
 
 def test_the_project_stages_are_their_base_classes(tmp_path):
     from llm_summarizer import LLMSummarizer
-    from video_summarizer.datasets import DatasetWriter, LocalDataset
+    from video_summarizer.evals.datasets import DatasetWriter, LocalDataset
     from video_summarizer.faces import FaceRecognizer
     from video_summarizer.models.local_vlm import LocalVLM
-    from video_summarizer.watch import PageState
+    from video_summarizer.watch.server import PageState
     from vlm_client_module import VLMClient
 
     assert isinstance(VLMClient(model="m"), CaptionModel) and isinstance(LocalVLM("unused"), CaptionModel)

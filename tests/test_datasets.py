@@ -15,7 +15,7 @@ from tests.cli_runner import TEST_PUBLIC_KEY, TEST_SECRET_KEY, cli_args, cli_env
 from tests.clips import ClipSet, read_number
 from tests.fake_langfuse import FakeLangfuseServer
 from tests.fake_openai import FakeOpenAIServer
-from video_summarizer.datasets import DatasetItem, LocalDataset, content_hash, item_id
+from video_summarizer.evals.datasets import DatasetItem, LocalDataset, content_hash, item_id
 from video_summarizer.frames import from_jpeg_bytes
 
 REF_PREFIX = "@@@langfuseMedia:type=image/jpeg|id="

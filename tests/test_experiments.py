@@ -17,7 +17,7 @@ from tests.cli_runner import CLI
 from tests.clips import numbered_frame, read_number
 from tests.fake_langfuse import FakeLangfuseServer, wait_until
 from tests.fake_openai import FakeOpenAIServer
-from video_summarizer.datasets import DatasetItem, LocalDataset
+from video_summarizer.evals.datasets import DatasetItem, LocalDataset
 from video_summarizer.frames import to_jpeg_bytes
 
 VERDICT = '{"score": 0.75, "reason": "The band and the squares are visible."}'

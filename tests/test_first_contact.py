@@ -99,7 +99,7 @@ def test_no_message_ends_in_the_middle_of_a_sentence():
 # -- experiment run names -----------------------------------------------------------------------
 def test_a_reused_experiment_run_name_is_refused_before_anything_runs(tmp_path):
     from tests.clips import numbered_frame
-    from video_summarizer.datasets import DatasetItem, LocalDataset
+    from video_summarizer.evals.datasets import DatasetItem, LocalDataset
     from video_summarizer.frames import to_jpeg_bytes
 
     local = LocalDataset(tmp_path / "frames")

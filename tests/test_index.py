@@ -50,7 +50,7 @@ def _run_args(srv: FakeOpenAIServer, source: str, tmp: Path, bert: Path, *more: 
 
 
 def _rows(index: Path) -> list[dict]:
-    from video_summarizer.index import open_table
+    from video_summarizer.search.index import open_table
 
     return open_table(str(index)).search().limit(1000).to_list()
 
@@ -165,7 +165,7 @@ def test_without_index_nothing_of_it_is_imported():
 
 
 def test_search_finds_a_live_runs_moments_while_it_runs(tmp_path, clips, bert):
-    from video_summarizer.index import find
+    from video_summarizer.search.index import find
     from video_summarizer.options import IndexOptions, QueryOptions
 
     clip = clips.pipe_stream(container="mkv", seconds=2.0).path.read_bytes()

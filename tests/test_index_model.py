@@ -47,7 +47,7 @@ def _cli(*args: str):
 
 
 def test_the_index_records_its_model_and_search_uses_it_without_the_option(index, bert):
-    from video_summarizer.index import open_table, stored_model
+    from video_summarizer.search.index import open_table, stored_model
 
     assert stored_model(open_table(index["dir"])) == str(bert)  # kept through the writes and the optimize
     result = _cli("search", "podium", "--index", index["dir"], "--limit", "2")
@@ -58,7 +58,7 @@ def test_the_index_records_its_model_and_search_uses_it_without_the_option(index
 
 
 def test_the_same_model_by_another_path_is_accepted(index, bert, tmp_path, monkeypatch):
-    from video_summarizer.index import find
+    from video_summarizer.search.index import find
 
     (tmp_path / "current").symlink_to(bert, target_is_directory=True)
     monkeypatch.chdir(bert.parent)
@@ -68,7 +68,7 @@ def test_the_same_model_by_another_path_is_accepted(index, bert, tmp_path, monke
 
 
 def test_another_embedding_model_is_one_line_naming_the_option(index, bert, tmp_path):
-    from video_summarizer.index import open_indexer
+    from video_summarizer.search.index import open_indexer
 
     other = build_tiny_bert(tmp_path / "other-bert", seed=1)  # the same size of vectors: only the name tells
     result = _cli("search", "podium", "--index", index["dir"], "--embed-model", str(other))
@@ -96,7 +96,7 @@ def test_ask_checks_the_summary_model_before_the_embedding_model_loads(index, be
     (("ada",), {("talk", 15.0)}),
 ])
 def test_the_faces_filter_ignores_case(index, faces, expected):
-    from video_summarizer.index import find
+    from video_summarizer.search.index import find
 
     hits = find(IndexOptions(index=index["dir"]), QueryOptions("stage", faces=faces, limit=50), "search")
     assert {(h.source, h.time_s) for h in hits if h.kind == "caption"} == expected

@@ -280,7 +280,7 @@ def _source_run(label: str):
 
 
 def test_health_says_why_it_is_unhealthy():
-    from video_summarizer.metrics import RunMetrics
+    from video_summarizer.watch.metrics import RunMetrics
     from video_summarizer.outages import OutageMonitor
 
     clock = Clock()
@@ -320,6 +320,6 @@ def test_health_says_why_it_is_unhealthy():
 
 
 def test_a_slow_camera_gets_three_intervals():
-    from video_summarizer.metrics import RunMetrics
+    from video_summarizer.watch.metrics import RunMetrics
 
     assert RunMetrics(interval_s=120.0).window_s == 360.0

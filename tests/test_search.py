@@ -46,7 +46,7 @@ def _inputs(tmp: Path) -> list[Input]:
 
 def index_events(index: IndexOptions, inputs: list[Input], captions: dict, *, summaries: bool = True) -> dict:
     """Run the captions (and a summary per source) through an EventWriter into the index; trace id per moment."""
-    from video_summarizer.index import open_indexer
+    from video_summarizer.search.index import open_indexer
 
     indexer = open_indexer(index, inputs)
     events = EventWriter(None)
@@ -74,13 +74,13 @@ def index(tmp_path_factory, bert):
 
 
 def _find(index, text: str, **kw):
-    from video_summarizer.index import find
+    from video_summarizer.search.index import find
 
     return find(IndexOptions(index=index["dir"], embed_model=index["bert"]), QueryOptions(text=text, **kw), "search")
 
 
 def test_every_caption_and_summary_is_a_row(index):
-    from video_summarizer.index import open_table
+    from video_summarizer.search.index import open_table
 
     table = open_table(index["dir"])
     assert table.count_rows() == 8 + 3
@@ -147,7 +147,7 @@ def test_an_unknown_filter_names_its_option(index, kw, option, words):
 
 
 def test_a_missing_or_empty_index_names_the_option(tmp_path, index):
-    from video_summarizer.index import connect, find
+    from video_summarizer.search.index import connect, find
 
     for where in (tmp_path / "nothing", tmp_path / "empty"):
         if where.name == "empty":
@@ -158,7 +158,7 @@ def test_a_missing_or_empty_index_names_the_option(tmp_path, index):
 
 
 def test_an_embedding_model_that_does_not_load_names_the_option(tmp_path, index):
-    from video_summarizer.index import find
+    from video_summarizer.search.index import find
 
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "config.json").write_text("{not json")
@@ -169,7 +169,7 @@ def test_an_embedding_model_that_does_not_load_names_the_option(tmp_path, index)
 
 
 def test_rewriting_a_file_replaces_its_rows_and_a_rerun_adds_nothing(tmp_path, bert):
-    from video_summarizer.index import open_table
+    from video_summarizer.search.index import open_table
 
     opts = IndexOptions(index=str(tmp_path / "idx"), embed_model=str(bert))
     inputs = _inputs(tmp_path)

@@ -142,7 +142,7 @@ def test_the_screenshot_shows_a_captioned_frame(page_run):
 
 def test_faces_are_boxed_and_named_on_the_served_frame():
     from video_summarizer.faces import FaceMatch
-    from video_summarizer.watch import PageState
+    from video_summarizer.watch.server import PageState
 
     page = PageState()
     image = np.full((120, 160, 3), 40, np.uint8)

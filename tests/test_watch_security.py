@@ -44,7 +44,7 @@ def request(port: int, path: str, headers: dict | None = None, method: str = "GE
 @pytest.fixture()
 def server():
     """A WatchServer on a free loopback port with the tests' token, a frame and a caption to serve."""
-    from video_summarizer.watch import WatchServer
+    from video_summarizer.watch.server import WatchServer
 
     watch = WatchServer("127.0.0.1", 0, token=TOKEN, allow_hosts=("proxy.example.org",), request_timeout_s=2.0)
     watch.page(np.full((120, 160, 3), 90, np.uint8),
@@ -95,7 +95,7 @@ def test_healthz_without_the_token_says_only_ok_or_unhealthy(server):
     assert request(server.port, "/healthz")[::2] == (200, b"ok\n")
     status, _h, body = request(server.port, "/healthz", BEARER)
     assert status == 200 and body.startswith(b"ok\ncam0: last frame"), body
-    from video_summarizer.watch import WatchServer
+    from video_summarizer.watch.server import WatchServer
 
     starting = WatchServer("127.0.0.1", 0, token=TOKEN).start()  # no source yet: the models loading
     try:
@@ -141,7 +141,7 @@ def test_the_page_swaps_the_token_in_its_url_for_a_cookie(server):
 def test_a_token_made_at_start_is_printed_once_as_the_pages_url(capsys):
     from video_summarizer.options import WatchOptions
     from video_summarizer.outputs import EventWriter
-    from video_summarizer.watch import start_watch
+    from video_summarizer.watch.server import start_watch
 
     with ExitStack() as stack:
         watch = start_watch(WatchOptions(metrics_port=free_port()), 5.0, EventWriter(None), stack)
@@ -180,7 +180,7 @@ def test_a_remote_bind_without_a_token_is_refused_before_anything_loads(tmp_path
 
 def test_the_token_checks_name_their_option():
     from video_summarizer.errors import InputError
-    from video_summarizer.watch_http import check_watch_options, is_loopback
+    from video_summarizer.watch.guard import check_watch_options, is_loopback
 
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "", "192.0.2.1"))
@@ -195,7 +195,7 @@ def test_the_token_checks_name_their_option():
 
 
 def test_a_wildcard_bind_with_a_token_answers_by_loopback_but_not_to_its_wildcard_name():
-    from video_summarizer.watch import WatchServer
+    from video_summarizer.watch.server import WatchServer
 
     watch = WatchServer("0.0.0.0", 0, token=TOKEN).start()
     try:
@@ -273,7 +273,7 @@ def test_every_answer_carries_the_security_headers(server):
         assert answer.startswith(b"HTTP/1.0 " + status), answer[:40]
         assert b"X-Frame-Options: DENY\r\n" in answer and b"Content-Security-Policy: default-src 'none';" in answer
     # The page needs nothing the policy forbids: no inline script or style, no script built from text.
-    web = Path(__file__).resolve().parent.parent / "video_summarizer" / "web"
+    web = Path(__file__).resolve().parent.parent / "video_summarizer" / "watch" / "web"
     page = (web / "index.html").read_text()
     assert re.findall(r"<script[^>]*>", page) == ['<script src="/watch.js">'] and " style=" not in page
     assert "<style" not in page and not re.search(r"\bon[a-z]+=", page)

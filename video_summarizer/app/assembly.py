@@ -155,7 +155,7 @@ def close_tracker(tracker: Any, deadline_s: float) -> None:
 
 def dataset_writer(dataset: DatasetOptions, tracing: TracingOptions, tracker: Any, backends: Backends) -> Any:
     """--dataset with a source: the frame observer adding each captioned frame to the dataset."""
-    from video_summarizer.datasets import DatasetWriter, LocalDataset
+    from video_summarizer.evals.datasets import DatasetWriter, LocalDataset
 
     name = dataset.dataset
     if tracker.enabled and backends.dataset is not None:

@@ -103,7 +103,7 @@ def preflight(cfg: RunConfig, langfuse: LangfuseSettings, cache_home: Path) -> N
     elif cfg.faces.known_faces:
         log.warning("--known-faces is not used with --no-faces")
     if cfg.watch.metrics_port is not None:
-        from video_summarizer.watch_http import check_watch_options
+        from video_summarizer.watch.guard import check_watch_options
 
         check_watch_options(cfg.watch.metrics_host, cfg.watch.metrics_token, cfg.watch.metrics_allow_host)
     outbox = cfg.outbox.folder(cache_home)
@@ -144,7 +144,7 @@ def _start(cfg: RunConfig, inputs: list, batch: bool, outdir: Any, stop: StopSig
     stack.callback(events.close)
     watch = None
     if cfg.watch.metrics_port is not None:  # bound now: a port in use is said before any model loads
-        from video_summarizer.watch import start_watch
+        from video_summarizer.watch.server import start_watch
 
         watch = start_watch(cfg.watch, cfg.selection.interval, events, stack)
     run = _make_run(cfg, batch, outdir, stop, stack, events, watch, env)
@@ -152,7 +152,7 @@ def _start(cfg: RunConfig, inputs: list, batch: bool, outdir: Any, stop: StopSig
     if first is not None:
         stack.callback(first.close)  # closed here too when the models fail to load
     if cfg.index.index is not None:  # the embedding model loads here, before the caption model
-        from video_summarizer.index import open_indexer
+        from video_summarizer.search.index import open_indexer
 
         indexer = open_indexer(cfg.index, inputs, cfg.source.live)
         stack.callback(indexer.close)
@@ -187,7 +187,7 @@ def _make_run(cfg: RunConfig, batch: bool, outdir: Any, stop: StopSignal, stack:
 
 def search_command(index: IndexOptions, query: QueryOptions, *, as_json: bool, out: TextIO) -> int:
     """`search TEXT`: the best moments of the index."""
-    from video_summarizer.index import search_command as search
+    from video_summarizer.search.index import search_command as search
 
     return search(index, query, as_json, out)
 
@@ -196,7 +196,7 @@ def ask_command(index: IndexOptions, query: QueryOptions, summary: SummaryOption
                 backends: Backends, langfuse: LangfuseSettings, *, as_json: bool, out: TextIO) -> int:
     """`ask QUESTION`: answered by the summary model from the best moments, traced as video_question."""
     from video_summarizer.app.assembly import plain_tracker, summary_model
-    from video_summarizer.ask import ask_command as ask
+    from video_summarizer.search.ask import ask_command as ask
 
     return ask(index, query, lambda: summary_model(summary, backends),
                lambda: plain_tracker(backends, langfuse, tracing.trace_log_path(langfuse.has_keys)),
@@ -208,7 +208,7 @@ def experiment_command(exp: ExperimentOptions, caption: CaptionOptions, prompts:
                        max_pixels: int, out: TextIO) -> int:
     """`experiment RUN --dataset NAME`: every item captioned as the run RUN, scored, compared."""
     from video_summarizer.app.assembly import caption_model
-    from video_summarizer.experiments import experiment_command as experiment
+    from video_summarizer.evals.experiments import experiment_command as experiment
 
     with ExitStack() as stack:
         return experiment(exp, caption, prompts, max_pixels=max_pixels, concurrency=scale.inflight(caption),
@@ -220,7 +220,7 @@ def experiment_command(exp: ExperimentOptions, caption: CaptionOptions, prompts:
 def push_command(name: str, tracing: TracingOptions, backends: Backends, langfuse: LangfuseSettings, *,
                  out: TextIO) -> int:
     """`dataset push NAME`: the local dataset folder NAME/ uploaded to the Langfuse dataset NAME."""
-    from video_summarizer.experiments import push_command as push
+    from video_summarizer.evals.experiments import push_command as push
 
     with ExitStack() as stack:
         return push(name, _closed_tracker(stack, tracing, backends, langfuse),

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator, TextIO
 
 from video_summarizer import defaults as D
 from video_summarizer import scores
-from video_summarizer.datasets import DatasetItem, LocalDataset, unique_items
+from video_summarizer.evals.datasets import DatasetItem, LocalDataset, unique_items
 from video_summarizer.errors import InputError
 from video_summarizer.limits import DEFAULT_MAX_PIXELS, MAX_PIXELS_OPTION, image_pixels_problem
 from video_summarizer.options import CaptionOptions, ExperimentOptions, PromptOptions
@@ -242,7 +242,7 @@ def push_command(name: str, make_tracker: Callable[[], Any], remote: Callable[[A
     ``remote(tracker, name)``: the Langfuse dataset of that name (None without keys: said at once);
     ``make_tracker()`` is called only once every item's image has been checked.
     """
-    from video_summarizer.datasets import push
+    from video_summarizer.evals.datasets import push
 
     if remote is None:
         raise InputError(f"needs Langfuse keys to upload the dataset folder {name}/: set "

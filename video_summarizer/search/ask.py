@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 from video_summarizer import scores
 from video_summarizer.citations import CITATION, CitableCaption, ground_summary
-from video_summarizer.index import Hit, find, moment_time
+from video_summarizer.search.index import Hit, find, moment_time
 from video_summarizer.options import IndexOptions, QueryOptions
 from video_summarizer.prompts import DATA_NOTE, quote_data
 from video_summarizer.timecodes import format_video_time

@@ -1,13 +1,13 @@
 """The --metrics-port server: Prometheus text at /metrics, /healthz, and a page to watch the run.
 
-The page (``/``, files in ``video_summarizer/web/``) polls ``/api/state`` every two seconds and
+The page (``/``, files in ``video_summarizer/watch/web/``) polls ``/api/state`` every two seconds and
 shows per source the newest captioned frame with its faces boxed and named (``/frame.jpg``,
 encoded from memory: the frame is never written anywhere), the last captions with their
 times, the rolling summary with its citations linking to those captions, the statistics and
 the last hour of caption TTFT and latency. The server binds 127.0.0.1 unless --metrics-host
 says otherwise; a frame shows who is on camera, so every path but /healthz needs a token
 (--metrics-token, or one made at start and printed once) and the Host header is checked:
-``watch_http`` has the rules, the security headers and the bounds on connections.
+``guard`` has the rules, the security headers and the bounds on connections.
 
 Fed only from the hooks beside the loop: an ``EventWriter`` listener, ``Stages.frame_observers``
 (the image as the caption model received it: faces blurred when --blur-faces is on) and
@@ -32,9 +32,9 @@ from urllib.parse import SplitResult, parse_qs
 
 from video_summarizer.backends import FrameObserver
 from video_summarizer.errors import InputError
-from video_summarizer.metrics import CONTENT_TYPE, RunMetrics
+from video_summarizer.watch.metrics import CONTENT_TYPE, RunMetrics
 from video_summarizer.timecodes import format_video_time
-from video_summarizer.watch_http import (
+from video_summarizer.watch.guard import (
     REQUEST_TIMEOUT_S,
     WILDCARDS,
     Access,
@@ -227,7 +227,7 @@ def _encode_with_boxes(image: Any, matches: list) -> bytes:
 
 
 class _Handler(GuardedHandler):
-    """The routes, once the Host and the token are checked (watch_http)."""
+    """The routes, once the Host and the token are checked (guard)."""
 
     def route(self, url: SplitResult, authorized: bool) -> None:
         """/metrics, /healthz, /api/state, /frame.jpg and the page's files."""
@@ -252,7 +252,7 @@ class _Handler(GuardedHandler):
                     self.send_body(200, data, "image/jpeg")
             elif url.path in STATIC:
                 name, ctype = STATIC[url.path]
-                self.send_body(200, resources.files("video_summarizer.web").joinpath(name).read_bytes(), ctype)
+                self.send_body(200, resources.files("video_summarizer.watch.web").joinpath(name).read_bytes(), ctype)
             else:
                 self.send_body(404, b"not found\n", "text/plain")
         except (BrokenPipeError, ConnectionResetError, TimeoutError):

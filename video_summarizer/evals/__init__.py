@@ -1,0 +1,1 @@
+"""Evaluation: captioned frames as dataset items, and experiments run and scored over them."""

@@ -1,0 +1,1 @@
+"""Watching a run: Prometheus metrics, the /healthz verdict and the token-guarded watch page."""

@@ -60,7 +60,7 @@ class Sender:
         self._cv = threading.Condition()
         self._closing = False
         self._sending = False
-        self.delivered = self.dropped = self.rejected = 0
+        self.delivered = self.dropped = self.rejected = self.outcome_errors = 0
         shown = target.shown.replace("{", "{{").replace("}", "}}")
         self.outage = OutageMonitor(
             log, failing=f"Notify: {shown} failing ({{reason}}); notifications are kept and sent in order "
@@ -94,7 +94,7 @@ class Sender:
             self._queue.append(message)
             self._cv.notify()
         if dropped is not None:
-            self.on_outcome(dropped, self.target.shown, "dropped", 0, f"more than {self.max_queued} waiting")
+            self._tell(dropped, "dropped", 0, f"more than {self.max_queued} waiting")
 
     def _run(self) -> None:
         while True:
@@ -136,7 +136,16 @@ class Sender:
                 self.delivered += 1
             else:
                 self.rejected += 1
-        self.on_outcome(message, self.target.shown, status, attempts, reason)
+        self._tell(message, status, attempts, reason)
+
+    def _tell(self, message: dict, status: str, attempts: int, reason: str | None) -> None:
+        """The outcome to the notifier; its failure never stops the thread (said once)."""
+        try:
+            self.on_outcome(message, self.target.shown, status, attempts, reason)
+        except Exception:  # noqa: BLE001 - the queue must go on
+            self.outcome_errors += 1
+            if self.outcome_errors == 1:
+                log.warning("Notify: reporting an outcome failed (said once)", exc_info=True)
 
     def close(self, deadline_s: float = 2.0) -> int:
         """Send what is queued within the deadline, then stop; the messages left are reported undelivered."""
@@ -149,7 +158,7 @@ class Sender:
         with self._cv:
             left, self._queue = list(self._queue), deque()
         for message in left:
-            self.on_outcome(message, self.target.shown, "undelivered", 0, "the run ended first")
+            self._tell(message, "undelivered", 0, "the run ended first")
         self.target.close()
         return len(left)
 

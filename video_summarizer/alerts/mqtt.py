@@ -104,24 +104,28 @@ class MqttTarget:
         self._lock = threading.Lock()
         self._pending: tuple[int, int, Any] | None = None  # (id of the message, step, its MQTTMessageInfo)
         self.last_error = "not connected yet"
+        self._connected = threading.Event()
         self.client = _client(url)
         self.client.will_set(self.topics.availability, "offline", qos=1, retain=True)
         self.client.reconnect_delay_set(min_delay=1, max_delay=int(D.NOTIFY_BACKOFF_MAX_S))
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
 
-    def start(self) -> None:
-        """Connect in the background (paho reconnects by itself)."""
-        self.client.connect_async(self.url.host, self.url.port, keepalive=30)
-        self.client.loop_start()
+    def start(self, wait_s: float = PROBE_TIMEOUT_S) -> None:
+        """Connect (paho reconnects by itself), waiting a little for the first connection: the broker
+        answered the start-up check a moment ago, so the first notification should not find it missing."""
         for source in sorted({s for r in self.rules for s in r.sources}):
             self._announced.add(source)  # announced on connect: sources the rules name are known now
+        self.client.connect_async(self.url.host, self.url.port, keepalive=30)
+        self.client.loop_start()
+        self._connected.wait(wait_s)
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
             self.last_error = f"refused: {reason}"
             return
         client.publish(self.topics.availability, "online", qos=1, retain=True)
+        self._connected.set()
         with self._lock:
             sources = sorted(self._announced)
         for source in sources:  # retained configs again: the broker may have restarted without them

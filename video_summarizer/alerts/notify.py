@@ -132,7 +132,7 @@ class Notifier:
         if message.get("kind") == "snapshot":
             return
         names = [r["name"] for r in message.get("rules") or ()]
-        record = {"id": message.get("id"), "event_type": message.get("event_type"), "source": message.get("source"),
+        record = {"id": message.get("id"), "stage": message.get("event_type"), "source": message.get("source"),
                   "rules": names, "caption": message.get("caption"), "video_time": message.get("video_time"),
                   "trace_id": message.get("trace_id"), "target": target, "status": status,
                   "attempts": attempts, "reason": reason}

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import html
 import json
 import logging
+import re
 import time
 from datetime import datetime
 from pathlib import Path
@@ -327,3 +329,79 @@ def test_bad_alert_input_is_one_line_before_any_model_loads(tmp_path: Path, clip
     assert run.returncode == 2
     (line,) = run.stderr_lines()
     assert line.startswith(f"Error: {option}: ") and says in line and "hunter2" not in run.stderr
+
+
+# -- shown: /metrics and the watch page ----------------------------------------------------------------
+
+def test_metrics_count_notifications_by_rule_and_outcome_and_the_page_lists_them(tmp_path: Path) -> None:
+    from video_summarizer.watch.metrics import RunMetrics
+    from video_summarizer.watch.server import PageState
+
+    metrics, page = RunMetrics(), PageState()
+    events = EventWriter(None)
+    events.add_listener(metrics.on_event)
+    events.add_listener(page.on_event)
+    with HookReceiver([(400, {})]) as hook:
+        n = notifier_with(events, all_rules(["van:/van/"], None), [WebhookTarget(hook.url, None)])
+        events.emit("caption", **caption(text="A van.", t=1.0))  # answered 400: rejected, not retried
+        motion(events, t=5.0)
+        events.emit("caption", **caption(text="A cat.", t=5.5))  # described, no rule matched
+        hook.wait_for(3)
+        n.close()
+    text = metrics.exposition().decode()
+    assert 'summarizer_notifications_total{outcome="rejected",rule="van"} 1.0' in text
+    assert 'summarizer_notifications_total{outcome="delivered",rule="motion"} 1.0' in text
+    assert 'summarizer_notifications_total{outcome="delivered",rule="described"} 1.0' in text
+    shown = page.snapshot(metrics)["alerts"]
+    assert [(a["stage"], a["rules"], a["status"], a["caption"]) for a in shown] == [
+        ("described", [], "delivered", "A cat."), ("motion", [], "delivered", None), ("rule", ["van"], "rejected", "A van.")]
+    assert shown[0]["id"] == shown[1]["id"] != shown[2]["id"]
+
+
+def test_the_watch_page_lists_the_last_alerts_in_a_browser(tmp_path: Path) -> None:
+    """The page's own script (no inline script: CSP) draws the alert rows from /api/state."""
+    from contextlib import ExitStack
+
+    from tests.test_watch_page import CHROMIUM, chromium
+    from video_summarizer.options import WatchOptions
+    from video_summarizer.watch.server import start_watch
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("headless Chromium not installed (apt-get install -y chromium; .ci/run installs it)")
+    token, port = "alerts-page-token-0123456789abcdef", free_port()
+    events = EventWriter(None)
+    with ExitStack() as stack:
+        start_watch(WatchOptions(metrics_port=port, metrics_token=token), 1.0, events, stack)
+        notifier_with(events, all_rules(["van:/van/"], None))  # no target: alert events only
+        events.emit("caption", **caption(text="A <b>white</b> van parks.", t=3.0))
+        dom = chromium(f"http://127.0.0.1:{port}/?token={token}", tmp_path / "profile", "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    row = re.search(r'<tr class="alert ok" data-id="(\w+)">(.*?)</tr>', dom.stdout)
+    assert row, dom.stdout[-3000:]
+    cells = [html.unescape(c) for c in re.findall(r"<td[^>]*>([^<]*)</td>", row.group(2))]
+    assert cells == ["cam0 00:03", "rule", "van", "A <b>white</b> van parks.", "not_sent"]  # text, never markup
+
+
+def test_a_run_with_alerts_end_to_end(tmp_path: Path, clips) -> None:
+    """The CLI wires it: plain words judged in the caption call (the answer line never reaches the
+    events), a regex rule, the webhook receiving each notification once."""
+    reply = "A white van parks by the gate.\nALERTS: 1=yes 0.85"
+    with FakeOpenAIServer(reply=reply) as vlm, FakeOpenAIServer(reply="Vans came.", models=("m",)) as llm, \
+            HookReceiver() as hook:
+        run = invoke_cli(["--source", str(clips.still_noisy().path), "--vlm-base-url", vlm.base_url,
+                          "--vlm-model", "qwen3", "--llm-base-url", llm.base_url, "--llm-model", "m", "--no-faces",
+                          "--interval", "100", "--events", str(tmp_path / "events.jsonl"),
+                          "--trace-log", str(tmp_path / "trace.jsonl"),
+                          "--alert", "gate:a vehicle at the gate", "--alert", "van:/van/", "--notify", hook.url])
+        asked = vlm.requests[0]["messages"][-1]["content"]
+    assert run.returncode == 0, run.stderr
+    events = read_events(tmp_path / "events.jsonl")
+    captions = [e["caption"] for e in events if e["type"] == "caption"]
+    assert captions == ["A white van parks by the gate."]
+    assert "1. a vehicle at the gate" in json.dumps(asked)
+    (alert,) = [e for e in events if e["type"] == "alert"]
+    assert (alert["stage"], alert["rules"], alert["status"]) == ("rule", ["gate", "van"], "delivered")
+    (body,) = hook.delivered()
+    assert body["id"] == alert["id"] and body["rules"][0]["confidence"] == 0.85
+    scores = [r for r in read_events(tmp_path / "trace.jsonl") if r.get("name") == "alert_match"]
+    assert sorted(s["comment"] for s in scores) == ["rule gate: yes (0.85)", "rule van: matched 'van'"]

@@ -88,6 +88,7 @@ class Message:
     topic: str
     payload: bytes
     retain: bool
+    at: float = 0.0  # time.monotonic() when it arrived
 
     @property
     def text(self) -> str:
@@ -112,7 +113,7 @@ class Recorder:
 
     def _on_message(self, client, userdata, msg) -> None:
         with self._cv:
-            self.messages.append(Message(msg.topic, bytes(msg.payload), bool(msg.retain)))
+            self.messages.append(Message(msg.topic, bytes(msg.payload), bool(msg.retain), time.monotonic()))
             self._cv.notify_all()
 
     def wait_for(self, done: Callable[[list[Message]], bool], timeout_s: float = 10.0) -> list[Message]:

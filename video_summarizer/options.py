@@ -264,7 +264,7 @@ class AlertOptions(_Concern):
 
     alerts: tuple[str, ...] = ()  # NAME:CONDITION
     alerts_file: str | None = None  # TOML (or YAML) with more rules
-    notify: tuple[str, ...] = ()  # mqtt(s):// brokers and https:// hooks
+    notify: tuple[str, ...] = field(default=(), repr=False)  # mqtt(s):// brokers and https:// hooks (passwords)
     notify_secret: str | None = field(default=None, repr=False)  # signs the webhooks' bodies
     notify_first: bool = D.NOTIFY_FIRST
     notify_snapshots: bool = D.NOTIFY_SNAPSHOTS

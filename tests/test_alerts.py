@@ -16,6 +16,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -26,7 +27,7 @@ from tests.mqtt_broker import MOSQUITTO, SKIP_REASON, MosquittoBroker, Recorder,
 from video_summarizer.alerts.delivery import Sender
 from video_summarizer.alerts.judge import Judge, JudgedCaptionModel, parse
 from video_summarizer.alerts.mqtt import MqttTarget, parse_broker_url
-from video_summarizer.alerts.notify import Notifier
+from video_summarizer.alerts.notify import AlertObserver, Notifier
 from video_summarizer.alerts.rules import all_rules, load_rules_file, make_rule, parse_alert
 from video_summarizer.alerts.webhook import SIGNATURE_HEADER, WebhookTarget
 from video_summarizer.errors import InputError
@@ -72,6 +73,14 @@ class NoTracker:
 
     def log_score(self, trace_id, name, value, data_type=None, comment=None, score_trace=False, observation_id=None):
         self.scores.append((trace_id, name, value, comment, observation_id))
+
+
+def wait_until(done, timeout_s: float = 10.0) -> None:
+    """Poll done() until it holds (AssertionError on timeout)."""
+    end = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.02)
 
 
 def notifier_with(events: EventWriter, rules, targets=(), **kw) -> Notifier:
@@ -211,19 +220,39 @@ def test_rule_checks_are_traced_as_spans_with_scores(tmp_path: Path) -> None:
     assert {s["observation_id"] for s in scores} == set(spans)
 
 
+def test_rule_checks_reach_langfuse_on_the_frames_trace(tmp_path: Path) -> None:
+    """The real SDK over HTTP to the local receiver: the span under the frame's trace, the score on it."""
+    from langfuse_tracker import LangfuseTracker
+    from tests.fake_langfuse import FakeLangfuseServer
+
+    with FakeLangfuseServer(public_key="pk-lf-alerts", secret_key="sk-lf-alerts") as srv:
+        tracker = LangfuseTracker(public_key="pk-lf-alerts", secret_key="sk-lf-alerts", base_url=srv.base_url)
+        events = EventWriter(None)
+        events.add_listener(Notifier(all_rules(["van:/van/"], None), [], events, tracker).listen)
+        with tracker.create_trace("frame_processing") as trace:
+            events.emit("caption", **caption(text="A van.", trace_id=trace.id))
+        tracker.close(deadline_s=10)
+        assert srv.wait_for(n_spans=2, n_scores=1)
+        (span,) = srv.spans_named("alert_check")
+        (score,) = srv.scores
+    assert span["trace_id"] == trace.id
+    assert (score["name"], score["value"], score["comment"]) == ("alert_match", 1.0, "rule van: matched 'van'")
+    assert score["traceId"] == trace.id and score["observationId"] == span["span_id"]
+
+
 # -- webhooks ---------------------------------------------------------------------------------------
 
 def test_hook_500_then_200_honours_retry_after_and_signs(tmp_path: Path) -> None:
     events = EventWriter(None)
-    with HookReceiver([(500, {}), (503, {"Retry-After": "1"})]) as hook:
+    with HookReceiver([(500, {}), (503, {"Retry-After": "2"})]) as hook:
         n = notifier_with(events, all_rules(["van:/van/"], None), [WebhookTarget(hook.url, "s3cret")])
         events.emit("caption", **caption(text="A van."))
         got = hook.wait_for(3)
         n.close()
     assert [r["status"] for r in got] == [500, 503, 200]
     assert len({r["body"]["id"] for r in got}) == 1
-    assert got[2]["time"] - got[1]["time"] >= 0.95  # Retry-After: 1, though the backoff was at 1 s
-    assert got[1]["time"] - got[0]["time"] < 0.9  # the first retry: the 0.5 s backoff
+    assert got[2]["time"] - got[1]["time"] >= 1.95  # Retry-After: 2, where the backoff would wait 1 s
+    assert got[1]["time"] - got[0]["time"] < 1.5  # the first retry: the 0.5 s backoff
     expected = "sha256=" + hmac.new(b"s3cret", got[2]["raw"], hashlib.sha256).hexdigest()
     assert got[2]["headers"][SIGNATURE_HEADER] == expected
     assert n.counts[("van", "delivered")] == 1
@@ -240,6 +269,7 @@ def test_discovery_is_retained_and_notifications_reach_their_topics(tmp_path: Pa
         n = notifier_with(events, rules, [MqttTarget(url, rules, motion=True)])
         motion(events, "porch")
         events.emit("caption", **caption("porch", "Someone at the door."))
+        wait_until(lambda: n.senders[0].delivered == 2)  # so every config went before the late subscriber came
         with Recorder(broker.port) as late:  # subscribed after the configs went: retained ones still come
             msgs = late.wait_for(lambda m: sum("/config" in x.topic for x in m) >= 4)
         n.close()
@@ -262,9 +292,15 @@ def test_mqtt_first_then_update_and_the_last_will(tmp_path: Path) -> None:
     events = EventWriter(None)
     with MosquittoBroker(tmp_path) as broker, Recorder(broker.port) as rec:
         target = MqttTarget(parse_broker_url(f"mqtt://127.0.0.1:{broker.port}"), rules, motion=True)
-        n = notifier_with(events, rules, [target])
+        n = notifier_with(events, rules, [target], snapshots=True)
         motion(events)
         events.emit("caption", **caption(text="A man at the door."))
+        AlertObserver(n)(np.full((480, 960, 3), 90, np.uint8), caption(), [])  # the described frame
+        AlertObserver(n)(np.zeros((48, 64, 3), np.uint8), caption(trace_id="t2"), [])  # not notified: no snapshot
+        (shot,) = [m for m in rec.wait_for(lambda m: any(x.topic.endswith("/snapshot") for x in m))
+                   if m.topic == "video_summarizer/cam0/snapshot"]
+        image = cv2.imdecode(np.frombuffer(shot.payload, np.uint8), cv2.IMREAD_COLOR)
+        assert image.shape == (320, 640, 3)  # at most 640 px wide
         msgs = rec.wait_for(lambda m: len([x for x in m if x.topic == "video_summarizer/cam0/event"]) >= 2)
         events_on = [json.loads(m.payload) for m in msgs if m.topic == "video_summarizer/cam0/event"]
         assert [e["event_type"] for e in events_on] == ["motion", "described"]
@@ -293,8 +329,8 @@ def test_broker_down_then_up_every_notification_once_in_order(tmp_path: Path, ca
         broker.stop()
         for i in range(1, 6):  # made while the broker is down: kept in order
             events.emit("caption", **caption(text=f"van {i}", t=float(i)))
-        time.sleep(0.3)
-        assert n.senders[0].queued() == 5 and n.senders[0].outage.failing
+        wait_until(lambda: n.senders[0].outage.failing)
+        assert n.senders[0].queued() == 5
         broker.start()
         with Recorder(port) as rec:  # subscribed before the sender's next try (its backoff is >= 0.5 s)
             msgs = rec.wait_for(lambda m: len([x for x in m if x.topic == "video_summarizer/cam0/event"]) >= 5)

@@ -1,7 +1,7 @@
 """One sender thread per notification target: an ordered, bounded queue retried until it goes.
 
 The frame loop only appends to the queue (never waits); the thread sends the oldest message,
-and on a failure waits (0.5 s doubling to --notify's backoff cap, or the target's Retry-After)
+and on a failure waits (0.5 s doubling to a minute, or the target's Retry-After, up to 10 minutes)
 and sends the same message again, so messages arrive in the order they were made and each is
 taken off the queue only once the target acknowledged it (an MQTT PUBACK, a 2xx): none is lost
 or sent twice across an outage. A full queue drops its oldest waiting message (counted). A
@@ -21,6 +21,7 @@ from video_summarizer.outages import OutageMonitor
 log = logging.getLogger("video_summarizer.alerts")
 
 FIRST_BACKOFF_S = 0.5
+RETRY_AFTER_MAX_S = D.OUTAGE_REPORT_EVERY_S  # a Retry-After of days is a misconfiguration, not a plan
 
 
 class DeliveryError(Exception):
@@ -120,7 +121,8 @@ class Sender:
                     status, reason = "rejected", str(e)
                     break
                 self.outage.failed(str(e))
-                pause = min(e.retry_after if e.retry_after is not None else wait, self.backoff_max_s)
+                # the target's own Retry-After is honoured (up to the outage report interval), else the backoff
+                pause = min(e.retry_after, RETRY_AFTER_MAX_S) if e.retry_after is not None else wait
                 wait = min(wait * 2, self.backoff_max_s)
                 with self._cv:
                     self._cv.notify_all()  # a close() waiting for the queue need not wait for an outage

@@ -258,6 +258,24 @@ def test_hook_500_then_200_honours_retry_after_and_signs(tmp_path: Path) -> None
     assert n.counts[("van", "delivered")] == 1
 
 
+def test_a_long_outage_keeps_the_newest_and_says_what_was_lost(tmp_path: Path) -> None:
+    """Bounded: past max_queued the oldest waiting notification goes (not the one on the wire); at the end
+    what is left is reported undelivered, never silently lost."""
+    events = EventWriter(None)
+    statuses = []
+    events.add_listener(lambda t, r: statuses.append((r["caption"], r["status"])) if t == "alert" else None)
+    with HookReceiver([(503, {})] * 100) as hook:
+        n = Notifier([make_rule("van", "/van/", option="--alert", cooldown=0)], [], events, NoTracker())
+        n.senders.append(Sender(WebhookTarget(hook.url, None), n.outcome, max_queued=3).start())
+        events.add_listener(n.listen)
+        for i in range(6):
+            events.emit("caption", **caption(text=f"van {i}", t=float(i)))
+            hook.wait_for(1)  # van 0 is on the wire from the first
+        n.close(deadline_s=0.2)
+    assert statuses == [("van 1", "dropped"), ("van 2", "dropped"), ("van 3", "dropped"),
+                        ("van 0", "undelivered"), ("van 4", "undelivered"), ("van 5", "undelivered")]
+
+
 # -- MQTT against a real broker ---------------------------------------------------------------------
 
 @needs_broker

@@ -459,3 +459,16 @@ def test_a_run_with_alerts_end_to_end(tmp_path: Path, clips) -> None:
     assert body["id"] == alert["id"] and body["rules"][0]["confidence"] == 0.85
     scores = [r for r in read_events(tmp_path / "trace.jsonl") if r.get("name") == "alert_match"]
     assert sorted(s["comment"] for s in scores) == ["rule gate: yes (0.85)", "rule van: matched 'van'"]
+
+
+def test_the_alert_variable_takes_one_rule_per_line(clips) -> None:
+    """Rules have spaces: SUMMARIZER_ALERT is split at line ends, not at spaces (a blank line is no rule)."""
+    from click.testing import CliRunner
+
+    import real_time_summarizer
+
+    env = {"SUMMARIZER_ALERT": "door:a person at the front door\n\nvan /white van/\n", "VLM_BASE_URL": None}
+    result = CliRunner().invoke(real_time_summarizer.cli, ["--source", str(clips.still_noisy().path)], env=env)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("Error: --alert: 'van /white van/' is not NAME:CONDITION "
+                                     "(door:a person at the front door)")

@@ -170,7 +170,7 @@ def _parse_file(text: str, suffix: str, path: str, option: str) -> Any:
 
 def all_rules(alerts: Iterable[str], alerts_file: str | None) -> list[Rule]:
     """--alert rules then --alerts-file rules; a name used twice is an InputError."""
-    rules = [parse_alert(a) for a in alerts]
+    rules = [parse_alert(a) for a in alerts if a.strip()]  # the variable's blank lines are no rules
     if alerts_file:
         rules += load_rules_file(alerts_file)
     seen: set[str] = set()

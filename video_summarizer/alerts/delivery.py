@@ -6,6 +6,9 @@ and sends the same message again, so messages arrive in the order they were made
 taken off the queue only once the target acknowledged it (an MQTT PUBACK, a 2xx): none is lost
 or sent twice across an outage. A full queue drops its oldest waiting message (counted). A
 target that is down is said once, then every interval while it lasts (outages.OutageMonitor).
+
+Why our own queue: paho's is unbounded and says nothing per message, httpx retries no status
+code, and the notifications of both targets need one order, one bound and one outcome each.
 """
 from __future__ import annotations
 

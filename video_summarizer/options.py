@@ -323,5 +323,6 @@ _CONCERNS: dict[str, type[_Concern]] = {
     "source": SourceOptions, "selection": SelectionOptions, "faces": FaceOptions, "caption": CaptionOptions,
     "summary": SummaryOptions, "scale": ScaleOptions, "outputs": OutputOptions, "tracing": TracingOptions,
     "prompts": PromptOptions, "outbox": OutboxOptions, "watch": WatchOptions, "index": IndexOptions,
-    "dataset": DatasetOptions, "alerts": AlertOptions,
+    "dataset": DatasetOptions,
+    "alerts": AlertOptions,
 }

@@ -13,7 +13,6 @@ listener only queues, so a target that is down never holds up a frame.
 """
 from __future__ import annotations
 
-import logging
 import threading
 import time
 import uuid
@@ -26,8 +25,6 @@ from video_summarizer.backends import FrameObserver
 from video_summarizer.alerts.judge import Judge
 from video_summarizer.alerts.rules import Check, Cooldowns, Rule, check
 from video_summarizer.tracing.records import SpanRecord
-
-log = logging.getLogger("video_summarizer.alerts")
 
 DESCRIBE_WAIT_S = 120.0  # a motion notification not described by then is left as it is
 SNAPSHOT_MAX_SIDE = 640

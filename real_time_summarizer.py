@@ -86,6 +86,7 @@ def cli() -> None:
 @P.watch_options
 @P.trace_frame_options
 @P.dataset_option
+@P.alert_options
 @P.json_option
 @P.debug_option
 @click.pass_context

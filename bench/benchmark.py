@@ -443,6 +443,11 @@ def main() -> int:
             if want(n):  # batch efficiency and Ray scaling; a day on a camera; the search index
                 for r in importlib.import_module(f"bench.{module}").rows(quick=args.quick):
                     row(*r)
+        if want(24):  # alerts: entry to the first and the described notification; the rule checks' cost
+            from bench import bench_alerts
+
+            for r in bench_alerts.rows(quick=args.quick):
+                row(*r)
     print("| figure | measured | target | met |")
     print("| --- | --- | --- | --- |")
     for r in ROWS:

@@ -30,9 +30,10 @@ WATCH = {"--metrics-port", "--metrics-host", "--metrics-token", "--metrics-allow
 TRACE_FRAMES = {"--trace-frames", "--trace-frame-max-side", "--trace-frame-quality"}
 JUDGE = {"--judge-model", "--judge-base-url", "--judge-api-key"}
 COMMON = {"--debug", "--help"}
+ALERTS = {"--alert", "--alerts-file", "--notify", "--notify-secret", "--notify-first", "--notify-snapshots"}
 
 EXPECTED = {
-    ("run",): SOURCE | FACES | CAPTION | SUMMARY_MODEL | INDEX | PROMPTS | OUTBOX | WATCH | TRACE_FRAMES | COMMON | {
+    ("run",): SOURCE | FACES | CAPTION | SUMMARY_MODEL | INDEX | PROMPTS | OUTBOX | WATCH | TRACE_FRAMES | COMMON | ALERTS | {
         "--version", "--interval", "--min-change", "--max-gap", "--summary-interval", "--max-inflight", "--jobs",
         "--ray", "--events", "--summary-out", "--output-dir", "--force", "--trace-log", "--shutdown-timeout",
         "--flush-timeout", "--trace-log-max-mb", "--events-max-mb", "--display", "--dataset", "--json"},
@@ -172,8 +173,9 @@ def test_the_options_page_renders_every_option_of_every_command_in_its_section()
     for words, expected in EXPECTED.items():
         rows = [line for line in sections[words].splitlines() if line.startswith("| `--")]
         names = {name.strip("`") for row in rows for name in row.split(" | ")[0].strip("| ").split(", ")}
-        assert names | {"--help", "--version"} >= expected - {"--no-live", "--no-blur-faces"}, words
-        assert names <= expected | {"--no-live", "--no-blur-faces"}, words
+        negated = {"--no-live", "--no-blur-faces", "--no-notify-first", "--no-notify-snapshots"}
+        assert names | {"--help", "--version"} >= expected - negated, words
+        assert names <= expected | negated, words
     run = sections[("run",)]
     assert "| `--interval` | `SUMMARIZER_INTERVAL` | `5.0` | Seconds of video between processed frames" in run
     assert "| `--vlm-api-key` | `VLM_API_KEY` |  | API key for the VLM endpoint" in run

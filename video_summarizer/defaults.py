@@ -71,3 +71,13 @@ QUERY_LIMIT = 10
 VLM_WORST_MS = 5000.0  # a caption this slow scores 0 for latency
 LLM_WORST_MS = 30000.0
 OUTAGE_REPORT_EVERY_S = 600.0
+
+# -- alerts and notifications (--alert, --notify) -------------------------------------------------
+ALERT_COOLDOWN_S = 60.0  # a rule notifies a source at most once in this many seconds
+NOTIFY_FIRST = True  # a notification on motion start, updated with the caption
+NOTIFY_SNAPSHOTS = False  # frames go to a broker only when asked
+NOTIFY_QUEUE_MAX = 1000  # notifications kept per target while it is down; past it the oldest go
+NOTIFY_TIMEOUT_S = 10.0  # one webhook request, one MQTT publish acknowledgement
+NOTIFY_BACKOFF_MAX_S = 60.0  # retries of a target that is down: 0.5 s doubling to this
+MQTT_PREFIX = "video_summarizer"  # the topics' first level without a /prefix in the URL
+HA_DISCOVERY_PREFIX = "homeassistant"  # Home Assistant's default discovery prefix

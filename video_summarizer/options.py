@@ -259,6 +259,23 @@ class ExperimentOptions(_Concern):
 
 
 @dataclass(frozen=True)
+class AlertOptions(_Concern):
+    """Watch rules on what is seen, and where their notifications go."""
+
+    alerts: tuple[str, ...] = ()  # NAME:CONDITION
+    alerts_file: str | None = None  # TOML (or YAML) with more rules
+    notify: tuple[str, ...] = field(default=(), repr=False)  # mqtt(s):// brokers and https:// hooks (passwords)
+    notify_secret: str | None = field(default=None, repr=False)  # signs the webhooks' bodies
+    notify_first: bool = D.NOTIFY_FIRST
+    notify_snapshots: bool = D.NOTIFY_SNAPSHOTS
+
+    @property
+    def enabled(self) -> bool:
+        """True when there is a rule or a target (alerts cost nothing otherwise)."""
+        return bool(self.alerts or self.alerts_file or self.notify)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """What `run` was given, by concern: built once by the command, taken apart by the assembly."""
 
@@ -275,6 +292,7 @@ class RunConfig:
     watch: WatchOptions = WatchOptions()
     index: IndexOptions = IndexOptions()
     dataset: DatasetOptions = DatasetOptions()
+    alerts: AlertOptions = AlertOptions()
     debug: bool = False
 
     @classmethod
@@ -306,4 +324,5 @@ _CONCERNS: dict[str, type[_Concern]] = {
     "summary": SummaryOptions, "scale": ScaleOptions, "outputs": OutputOptions, "tracing": TracingOptions,
     "prompts": PromptOptions, "outbox": OutboxOptions, "watch": WatchOptions, "index": IndexOptions,
     "dataset": DatasetOptions,
+    "alerts": AlertOptions,
 }

@@ -47,6 +47,8 @@ def build_stages(cfg: RunConfig, stack: ExitStack, events: Any, *, backends: Bac
                            output_dir=cfg.outputs.output_dir, cache_home=cache_home)
     prompts = PromptSource(tracker, label=cfg.prompts.prompt_label, cache_ttl_s=cfg.prompts.prompt_cache_ttl).load()
     observers = [dataset_writer(cfg.dataset, cfg.tracing, tracker, backends)] if cfg.dataset.dataset else []
+    vlm, alerts = alert_listener(cfg, events, tracker, vlm, stack)
+    observers += [alerts] if alerts is not None else []
 
     vlm.load()  # once, with its own progress line (nothing to load for a server)
     blur, why = blur_setting(cfg.faces.blur_faces, endpoint)
@@ -55,6 +57,18 @@ def build_stages(cfg: RunConfig, stack: ExitStack, events: Any, *, backends: Bac
     faces = face_model(cfg.faces, blur, max_pixels=cfg.source.max_pixels, cache_home=cache_home)
     return Stages(tracker=tracker, vlm=vlm, summarizer=summarizer, faces=faces, events=events,
                   blur_faces=blur, prompts=prompts, frame_observers=observers, trace_frames=cfg.tracing.frames)
+
+
+def alert_listener(cfg: RunConfig, events: Any, tracker: Any, vlm: Any, stack: ExitStack) -> tuple[Any, Any]:
+    """--alert / --notify: the caption model (asked the plain-words rules too) and the notifier's frame observer."""
+    if not cfg.alerts.enabled:
+        return vlm, None
+    from video_summarizer.alerts.notify import AlertObserver
+    from video_summarizer.alerts.setup import build_alerts
+
+    vlm, notifier = build_alerts(cfg.alerts, events, tracker, vlm)
+    stack.callback(notifier.close)
+    return vlm, AlertObserver(notifier)
 
 
 def build_worker_stages(cfg: RunConfig, stack: ExitStack, events: Any, *, backends: Backends) -> Any:

@@ -106,6 +106,10 @@ def preflight(cfg: RunConfig, langfuse: LangfuseSettings, cache_home: Path) -> N
         from video_summarizer.watch.guard import check_watch_options
 
         check_watch_options(cfg.watch.metrics_host, cfg.watch.metrics_token, cfg.watch.metrics_allow_host)
+    if cfg.alerts.enabled:  # a bad rule, URL or an unreachable broker: said before any model loads
+        from video_summarizer.alerts.setup import check_alerts
+
+        check_alerts(cfg.alerts, ray=cfg.scale.ray is not None)
     outbox = cfg.outbox.folder(cache_home)
     if langfuse.has_keys and outbox is not None:
         from video_summarizer.tracing.outbox import check_outbox_dir

@@ -299,4 +299,40 @@ judge_options = option_group(
     opt("--judge-api-key", envvar="JUDGE_API_KEY", default=None, help="API key for --judge-base-url, if it needs one."),
 )
 
+class _Lines(click.ParamType):
+    """A text; from the environment, one value per line (a rule's words have spaces)."""
+
+    name = "text"
+    envvar_list_splitter = "\n"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        """The text, stripped."""
+        return str(value).strip()
+
+
+alert_options = option_group(
+    opt("--alert", "alerts", envvar="SUMMARIZER_ALERT", multiple=True, type=_Lines(), metavar="NAME:CONDITION",
+        help="A watch rule checked on every caption: plain words judged by the caption model in the same call "
+             "('door:a person at the front door'), /regex/ on the caption, face=NAME, or unknown-face. "
+             "Repeatable; the variable takes one rule per line. Default: none."),
+    opt("--alerts-file", envvar="SUMMARIZER_ALERTS_FILE", default=None, metavar="FILE",
+        help="More rules in a TOML file ([[alert]] with name, condition, and optionally sources, cooldown "
+             f"(default {D.ALERT_COOLDOWN_S:g} s), schedule HH:MM-HH:MM); YAML with PyYAML. Default: none."),
+    opt("--notify", envvar="SUMMARIZER_NOTIFY", multiple=True, metavar="URL",
+        help="Send notifications to mqtt://[user:pass@]host[:port][/prefix] (Home Assistant discovery; "
+             "mqtts:// for TLS) or to a webhook at https://... (http:// only to this machine). Repeatable. "
+             "Default: none (alert events only)."),
+    opt("--notify-secret", envvar="SUMMARIZER_NOTIFY_SECRET", default=None, metavar="SECRET",
+        help="Sign each webhook body with HMAC-SHA256 (X-Summarizer-Signature: sha256=HEX). Prefer the "
+             "environment variable. Default: unsigned."),
+    opt("--notify-first/--no-notify-first", "notify_first", envvar="SUMMARIZER_NOTIFY_FIRST",
+        default=D.NOTIFY_FIRST, show_default=True,
+        help="Notify at once when motion starts, then update that notification (same id) with the caption "
+             "and the matched rules; off: only rule matches notify."),
+    opt("--notify-snapshots/--no-notify-snapshots", "notify_snapshots", envvar="SUMMARIZER_NOTIFY_SNAPSHOTS",
+        default=D.NOTIFY_SNAPSHOTS, show_default=True,
+        help="Publish the JPEG of each described frame (as the caption model got it: blurred with "
+             "--blur-faces) to MQTT's image entity."),
+)
+
 debug_option = opt("--debug", envvar="SUMMARIZER_DEBUG", is_flag=True, help="Verbose logs and tracebacks.")

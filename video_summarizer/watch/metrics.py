@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -106,6 +106,9 @@ class RunMetrics:
                                      " of successful calls, by model.", ["model"],
                                      registry=self.registry, buckets=TIMING_BUCKETS)
             for stage in ("vlm", "llm") for what in ("ttft", "latency")}
+        self.notifications = Counter("summarizer_notifications", "Notifications (--notify), by rule (motion, "
+                                     "described: none matched) and outcome (delivered, dropped, rejected, "
+                                     "undelivered, not_sent).", ["rule", "outcome"], registry=self.registry)
         self.registry.register(_LiveCollector(self))
 
     # -- hooks ----------------------------------------------------------------------------
@@ -131,6 +134,9 @@ class RunMetrics:
                 src.captions += 1
         elif event_type == "summary":
             self._observe("llm", record)
+        elif event_type == "alert":  # one per notification and target, with its outcome
+            for rule in record.get("rules") or [record.get("stage") or "?"]:
+                self.notifications.labels(rule=str(rule), outcome=str(record.get("status"))).inc()
         elif event_type == "stats" and record.get("scope") != "run" and "frames_read" in record:
             label = record.get("source", "?")
             final = {k: v for k, v in record.items() if k not in ("type", "time", "source")}

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KEPT_CAPTIONS = 30  # per source, newest first on the page
+KEPT_ALERTS = 20  # notifications listed, newest first
 CHART_WINDOW_S = 3600.0
 CHART_POINTS = 3600  # a bound even for a caption a second
 _STAMP = re.compile(r"\[\d+:\d\d(?:\.\d+)?(?:\s*-\s*\d+:\d\d(?:\.\d+)?)?\]")  # [mm:ss(.f)], or a range, as summaries cite
@@ -81,6 +82,7 @@ class PageState(FrameObserver):
         self._clock = clock
         self._lock = threading.Lock()
         self._sources: dict[str, _SourcePage] = {}
+        self.alerts: deque[dict] = deque(maxlen=KEPT_ALERTS)  # the newest notifications, any source
 
     def _page(self, label: str) -> _SourcePage:
         page = self._sources.get(label)
@@ -101,7 +103,11 @@ class PageState(FrameObserver):
             page.frame = (page.frame_seq, image, record, list(matches))
 
     def on_event(self, event_type: str, record: dict) -> None:
-        """Captions and summaries (EventWriter listener)."""
+        """Captions, summaries and alerts (EventWriter listener)."""
+        if event_type == "alert":
+            with self._lock:
+                self.alerts.append(record)
+            return
         if event_type not in ("caption", "summary"):
             return
         now = self._clock()
@@ -158,8 +164,11 @@ class PageState(FrameObserver):
             for key, part in (("vlm", stages.vlm), ("llm", stages.summarizer)):
                 if part.stats is not None:
                     models[key] = {"model": part.name, **part.stats.as_dict()}
+        with self._lock:
+            alerts = [_alert_json(self._sources.get(a.get("source")) or _SourcePage("?", False), a)
+                      for a in reversed(self.alerts)]
         return {"now": now, "health": {"ok": health.ok, "reason": health.reason, "sources": health.sources},
-                "sources": out, "models": models,
+                "sources": out, "models": models, "alerts": alerts,
                 "langfuse": stages.tracker.stats() if stages is not None else None}
 
 
@@ -178,6 +187,12 @@ def _frame_json(page: _SourcePage) -> dict | None:
     seq, _image, record, matches = page.frame
     return {"seq": seq, "frame": record.get("frame"), "at": _when(page, record.get("video_time")),
             "caption": record.get("caption"), "faces": [m.name for m in matches]}
+
+
+def _alert_json(page: _SourcePage, a: dict) -> dict:
+    return {"id": a.get("id"), "stage": a.get("stage"), "source": a.get("source"), "time": a.get("time"),
+            "at": _when(page, a.get("video_time")), "rules": a.get("rules") or [], "caption": a.get("caption"),
+            "status": a.get("status"), "target": a.get("target")}
 
 
 def _caption_json(page: _SourcePage, c: dict) -> dict:

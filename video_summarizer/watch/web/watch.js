@@ -146,6 +146,21 @@ function modelRows(state) {
   }
 }
 
+function alertRows(state) {
+  // the newest notifications: a first one (motion) is listed again once described, under the same id
+  const t = document.getElementById("alerts");
+  const alerts = state.alerts || [];
+  if (!alerts.length) return;
+  t.replaceChildren(...alerts.map(a => {
+    const tr = el("tr", "alert " + (a.status === "delivered" || a.status === "not_sent" ? "ok" : "bad"));
+    tr.dataset.id = a.id;
+    tr.append(el("td", null, a.source + " " + (a.at || "")), el("td", null, a.stage),
+      el("td", null, (a.rules || []).join(", ") || "–"), el("td", "caption", a.caption || ""),
+      el("td", null, a.status + (a.target ? " (" + a.target + ")" : "")));
+    return tr;
+  }));
+}
+
 async function refresh() {
   try {
     const r = await fetch("/api/state", { cache: "no-store" });  // same origin: the cookie goes with it
@@ -165,6 +180,7 @@ async function refresh() {
     if (state.sources.length) main.replaceChildren(...state.sources.map(sourceCard));
     if (keep && document.getElementById(keep.slice(1))) document.getElementById(keep.slice(1)).scrollIntoView({ block: "nearest" });
     modelRows(state);
+    alertRows(state);
   } catch (e) {
     const badge = document.getElementById("health");
     badge.textContent = "run ended or unreachable";

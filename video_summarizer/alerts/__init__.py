@@ -1,0 +1,1 @@
+"""Watch rules on captions and motion, and notifications sent over MQTT (Home Assistant) and webhooks."""

@@ -53,6 +53,8 @@ import math
 from typing import TYPE_CHECKING, Protocol
 
 from video_summarizer import defaults as D
+from video_summarizer.motion import MotionDetector
+from video_summarizer.results import MotionReading
 
 if TYPE_CHECKING:
     import numpy as np
@@ -61,6 +63,7 @@ DEFAULT_INTERVAL_S = D.INTERVAL_S
 DEFAULT_MIN_CHANGE = D.MIN_CHANGE
 DEFAULT_MAX_GAP_S = D.MAX_GAP_FLOOR_S  # the floor: matters below interval 0.5 s
 DEFAULT_MAX_GAP_INTERVALS = D.MAX_GAP_INTERVALS
+DEFAULT_MOTION_MIN_AREA = D.MOTION_MIN_AREA
 THUMB_WIDTH = 64
 _HIST_BINS = 16
 _LAYOUT_GRID = 8  # blocks of the layout terms; the local window is 1/8 x 1/8 of the frame
@@ -69,6 +72,8 @@ _OFFSET_MAX = 40.0  # grey levels; beyond that it is not the same picture (black
 _DECOR_SCALE = 0.12 / 0.33  # decorrelation 0.33 scores 0.12
 _NOISE_FLOOR = 1.0  # grey levels: the typical window change of a clean still picture
 _SALIENCE_SCALE = 0.12 / 30  # a window 30 x above the typical change scores 0.12
+_MOVED_ON_IOU = 0.3  # moved_on(): a region overlapping the last one by less than this is somewhere new
+_MOTION_CHANGE_SHARE = 0.5  # while a subject moves on, half of min_change is change enough
 _EPS = 1e-6  # seconds: container timestamps are rounded (29.97 fps, millisecond webm)
 
 
@@ -135,6 +140,23 @@ def change_parts(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     }
 
 
+def next_due(t: float, interval: float) -> float:
+    """The first point of the interval grid after t (t itself for interval 0)."""
+    return (math.floor(t / interval + 1e-9) + 1) * interval if interval else t
+
+
+def moved_on(box: tuple[int, int, int, int] | None, before: tuple[int, int, int, int] | None) -> bool:
+    """Whether a moving region is somewhere new: it overlaps the last caption's by less than half
+    (intersection over union), or there was none. A subject moving in place is not news."""
+    if box is None or before is None:
+        return box is not None
+    x0, y0 = max(box[0], before[0]), max(box[1], before[1])
+    x1, y1 = min(box[0] + box[2], before[0] + before[2]), min(box[1] + box[3], before[1] + before[3])
+    inter = max(0, x1 - x0) * max(0, y1 - y0)
+    union = box[2] * box[3] + before[2] * before[3] - inter
+    return inter < _MOVED_ON_IOU * union
+
+
 class FrameSelector:
     """Decides which frames get processed: one per interval, and only if the picture changed."""
 
@@ -143,6 +165,7 @@ class FrameSelector:
         interval: float = DEFAULT_INTERVAL_S,
         min_change: float = DEFAULT_MIN_CHANGE,
         max_gap: float | None = None,
+        motion_min_area: float = DEFAULT_MOTION_MIN_AREA,
     ) -> None:
         if not interval >= 0:
             raise ValueError(f"interval must be >= 0 seconds, got {interval}")
@@ -150,6 +173,8 @@ class FrameSelector:
             raise ValueError(f"min_change must be between 0 and 1, got {min_change}")
         if max_gap is not None and not max_gap >= 0:
             raise ValueError(f"max_gap must be >= 0 seconds, got {max_gap}")
+        if not 0 <= motion_min_area < 1:
+            raise ValueError(f"motion_min_area must be between 0 and 1, got {motion_min_area}")
         self.interval = float(interval)
         self.min_change = float(min_change)
         self.max_gap = default_max_gap(self.interval) if max_gap is None else float(max_gap)
@@ -163,6 +188,14 @@ class FrameSelector:
         self._last_time: float | None = None
         self._ref_thumb: np.ndarray | None = None
         self._ref_time = 0.0
+        # Motion: every read frame goes through the detector (gating off takes one frame an
+        # interval and nothing else, so it reads no pixels at all).
+        self.detector = MotionDetector(motion_min_area) if motion_min_area > 0 and self.gating else None
+        self.motion: MotionReading | None = None  # the reading of the last frame looked at
+        self.motion_starts = 0
+        self._start_pending = False  # a motion start not taken yet (live: no slot was free)
+        self._ref_box: tuple[int, int, int, int] | None = None  # the moving region at the last frame taken
+        self._looked_at: object | None = None
 
     @property
     def gating(self) -> bool:
@@ -175,17 +208,37 @@ class FrameSelector:
             return True
         return t >= self._next_due - _EPS
 
+    def wants(self, frame: _FrameLike) -> bool:
+        """Whether select() may take this frame (a motion start, or due); looks at its motion."""
+        self.look(frame)
+        return self._start_pending or self.due(frame.timestamp)
+
+    def look(self, frame: _FrameLike) -> MotionReading | None:
+        """Run the motion detector on this read frame (once per frame); None when motion is off."""
+        if self.detector is None:
+            return None
+        if frame is not self._looked_at:
+            self._looked_at = frame
+            self.motion = self.detector.update(frame.image, frame.timestamp)
+            if self.motion.started:
+                self._start_pending = True
+            elif not self.motion.moving:
+                self._start_pending = False  # it ended before a slot came free: nothing to start
+        return self.motion
+
     def select(self, frame: _FrameLike) -> bool:
         """True if this frame should be processed; decodes the frame only when it is a candidate."""
         t = frame.timestamp
         if self._last_time is not None and t < self._last_time:
             self._next_due = None  # time went backwards (a new clip, a restarted stream): start over
         self._last_time = t
+        self.look(frame)
+        if self._start_pending:  # at once, due or not: within a read frame of the subject entering
+            return self._take_motion_start(frame, t)
         if self._next_due is not None and t < self._next_due - _EPS:
             return self._skip("interval")
         # Due times sit on a fixed grid, so rounding in timestamps never drifts the cadence.
-        self._next_due = (math.floor(t / self.interval + 1e-9) + 1) * self.interval if self.interval else t
-
+        self._next_due = next_due(t, self.interval)
         if not self.gating:
             self.last_change = None
             return self._take("gating_off", None, t)
@@ -194,17 +247,36 @@ class FrameSelector:
             self.last_change = None
             return self._take("first", thumb, t)
         self.last_change = change_between(thumb, self._ref_thumb)
+        if self._motion_goes_on():
+            return self._take("motion", thumb, t)
         if self.last_change >= self.min_change:
             return self._take("changed", thumb, t)
         if t - self._ref_time >= self.max_gap - _EPS:
             return self._take("max_gap", thumb, t)
         return self._skip("unchanged")
 
+    def _motion_goes_on(self) -> bool:
+        """A moving subject somewhere new since the last frame taken, and the picture changed by at
+        least half of min_change (motion lowers the bar; a subject moving in place does not)."""
+        m = self.motion
+        return (m is not None and m.moving and moved_on(m.box, self._ref_box)
+                and self.last_change is not None and self.last_change >= self.min_change * _MOTION_CHANGE_SHARE)
+
+    def _take_motion_start(self, frame: _FrameLike, t: float) -> bool:
+        self._start_pending = False
+        self.motion_starts += 1
+        # The motion that goes on is captioned once an interval from here, on the same grid.
+        self._next_due = next_due(t + self.interval - _EPS, self.interval)
+        thumb = thumbnail(frame.image)
+        self.last_change = None if self._ref_thumb is None else change_between(thumb, self._ref_thumb)
+        return self._take("motion_start", thumb, t)
+
     def _take(self, reason: str, thumb: np.ndarray | None, t: float) -> bool:
         self.selected += 1
         self.last_reason = reason
         self._ref_thumb = thumb
         self._ref_time = t
+        self._ref_box = self.motion.box if self.motion is not None and self.motion.moving else None
         return True
 
     def _skip(self, reason: str) -> bool:

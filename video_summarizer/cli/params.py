@@ -132,6 +132,11 @@ selection_options = option_group(
                                 "0 turns gating off."),
     opt("--max-gap", envvar="SUMMARIZER_MAX_GAP", type=click.FloatRange(min=0.0), default=None,
         help="Process a frame anyway after this many seconds without one. Default max(1 s, 2 x interval)."),
+    opt("--motion-min-area", envvar="SUMMARIZER_MOTION_MIN_AREA", type=click.FloatRange(0.0, 0.5),
+        default=D.MOTION_MIN_AREA, show_default=True,
+        help="Motion sensitivity: the smallest moving region, as a share of the frame, that counts as "
+             "motion. A motion start is captioned at once, motion that goes on once per --interval "
+             "(--min-change then applies to still scenes only); 0 turns the motion trigger off."),
 )
 
 summary_interval_option = opt(

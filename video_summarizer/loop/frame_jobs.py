@@ -12,6 +12,8 @@ from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from video_summarizer.results import MotionReading
+
 log = logging.getLogger("video_summarizer.pipeline")
 _POLL_S = 0.2  # how often a wait without end looks at the stop event
 
@@ -28,6 +30,7 @@ class Job:
     summary_due: bool
     earlier: list[Future] = field(default_factory=list)
     caption_input: dict = field(default_factory=dict)  # prompt, model, version: for frame observers
+    motion: MotionReading | None = None  # the motion detector's reading of this frame (None: motion off)
 
 
 @dataclass

@@ -1,0 +1,202 @@
+"""Motion detection on every read frame: which parts of the picture move, cheaply.
+
+``MotionDetector.update(image, t)`` shrinks the frame to a small grey copy (``WIDTH`` pixels
+wide) and compares it with a background model: a running mean and a running variance per
+pixel, so a pixel counts as moving only where it differs from the background by several times
+what that pixel usually does. Sensor noise and codec shimmer set the variance (edges that
+shimmer get a larger one), so neither reads as motion.
+
+Why not OpenCV's MOG2 or KNN subtractor: their model cannot be moved with the camera (the API
+gives no way to warp it), so a slowly panning camera makes every edge "move". Here the model is
+two float images: when the camera pans, they are shifted by the global shift
+(``cv2.phaseCorrelate`` between this frame and the last, on a copy half as wide again), and the
+strip that comes into view is learnt afresh, not reported. A global light change is divided out
+first (the gain between the frame's mean and the background's), and a change over most of the
+frame (a cut, a camera swung round, a light switched) resets the model instead of reporting
+motion: that is a change of scene, which the selector's change measure sees.
+
+A moving region is a blob of foreground pixels (after a 3x3 opening, which removes the odd
+pixel noise gets past the threshold) of at least ``min_area`` of the frame. Hysteresis: motion
+starts when such a blob is seen in two read frames in a row, and ends after ``still_s`` seconds
+(at least two read frames) without one.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from video_summarizer import defaults as D
+from video_summarizer.results import MotionReading
+
+if TYPE_CHECKING:
+    import numpy as np
+
+WIDTH = 160  # the small grey copy's width: a figure of 1 % of a 640x360 frame is ~140 of its pixels
+_K = 4.0  # a pixel moves when it is this many of its own standard deviations off the background
+_NOISE_FLOOR = 3.0  # grey levels: the smallest standard deviation a pixel is given
+_NOISE_CAP = 20.0  # grey levels: the largest standard deviation a pixel is given
+_NOISE_START = 6.0  # grey levels: a new model's standard deviation, until it has learnt the real one
+_ALPHA = 0.05  # how fast the background follows a still pixel (per read frame: ~20 frames)
+_ALPHA_MOVING = 0.005  # a moving pixel: a subject that stops becomes background after ~200 frames
+_SCENE_CHANGE = 0.4  # more of the frame than this changed at once: a new scene, not a subject
+_SHIFT_MIN = 0.3  # pixels of the small copy: smaller global shifts are left to the variance
+_SHIFT_GAIN = 0.8  # a global shift must leave at most this much of the unshifted difference
+_WARM_UP_S = 0.25  # motion seen this soon after the first frame was already going on: not a start
+_START_FRAMES = 2  # read frames in a row with a moving blob before motion starts
+
+
+class MotionDetector:
+    """Finds moving regions in each read frame; hysteresis turns them into start and end."""
+
+    def __init__(self, min_area: float = D.MOTION_MIN_AREA, still_s: float = D.MOTION_STILL_S) -> None:
+        if not 0 < min_area < 1:
+            raise ValueError(f"min_area must be between 0 and 1 (a share of the frame), got {min_area}")
+        if not still_s >= 0:
+            raise ValueError(f"still_s must be >= 0 seconds, got {still_s}")
+        self.min_area = float(min_area)
+        self.still_s = float(still_s)
+        self.moving = False
+        self.scene_changes = 0  # frames where most of the picture changed (the model was reset)
+        self._mean: np.ndarray | None = None
+        self._var: np.ndarray | None = None
+        self._prev: np.ndarray | None = None  # the last small copy, for the global shift
+        self._window: np.ndarray | None = None
+        self._seen = 0  # read frames in a row with a moving blob
+        self._still = 0  # read frames in a row without one
+        self._last_motion_t = -math.inf
+        self._last_t: float | None = None
+        self._first_t = 0.0
+
+    def reset(self) -> None:
+        """Forget the background (a new clip, time going backwards)."""
+        self._mean = self._var = self._prev = None
+        self.moving, self._seen, self._still = False, 0, 0
+        self._last_motion_t, self._last_t = -math.inf, None
+
+    def update(self, image: np.ndarray, t: float) -> MotionReading:
+        """The motion in this frame (BGR or grey) at video time t, against what came before."""
+        if self._last_t is not None and t < self._last_t:
+            self.reset()
+        self._last_t = t
+        small = small_grey(image)
+        if self._mean is None or self._mean.shape != small.shape:
+            self._first_t = t
+            self._learn_first(small)
+            return MotionReading(False, False, False, 0.0, None, t)
+        self._follow_camera(small)
+        blobs, area, box = self._moving_blobs(small)
+        scale = image.shape[1] / small.shape[1]
+        return self._hysteresis(t, area if blobs else 0.0, _scaled(box, scale, image.shape) if blobs else None)
+
+    # -- the model ------------------------------------------------------------------------
+
+    def _learn_first(self, small: np.ndarray) -> None:
+        import cv2
+        import numpy as np
+
+        self._mean = small.copy()
+        self._var = np.full_like(small, _NOISE_START ** 2)
+        self._prev = small
+        self._window = cv2.createHanningWindow((small.shape[1] // 2, small.shape[0] // 2), cv2.CV_32F)
+
+    def _follow_camera(self, small: np.ndarray) -> None:
+        """Shift the model with the camera: the global shift between the last frame and this one."""
+        import cv2
+        import numpy as np
+
+        half = (small.shape[1] // 2, small.shape[0] // 2)
+        a = cv2.resize(self._prev, half, interpolation=cv2.INTER_AREA)
+        b = cv2.resize(small, half, interpolation=cv2.INTER_AREA)
+        (dx, dy), _response = cv2.phaseCorrelate(a, b, self._window)
+        self._prev = small
+        if math.hypot(dx, dy) * 2 < _SHIFT_MIN or max(abs(dx), abs(dy)) * 2 > small.shape[1] / 8:
+            return
+        # The peak may be a subject's own movement, not the camera's: a shift counts only where
+        # it explains the frame clearly better than no shift (a subject is too small for that).
+        moved = cv2.warpAffine(a, np.float32([[1, 0, dx], [0, 1, dy]]), half, borderMode=cv2.BORDER_REPLICATE)
+        m = max(1, math.ceil(max(abs(dx), abs(dy))))
+        inner = (slice(m, -m), slice(m, -m))
+        if cv2.norm(b[inner], moved[inner], cv2.NORM_L1) > _SHIFT_GAIN * cv2.norm(b[inner], a[inner], cv2.NORM_L1):
+            return
+        dx, dy = 2 * dx, 2 * dy
+        shift = np.float32([[1, 0, dx], [0, 1, dy]])
+        size = (small.shape[1], small.shape[0])
+        self._mean = cv2.warpAffine(self._mean, shift, size, borderMode=cv2.BORDER_REPLICATE)
+        self._var = cv2.warpAffine(self._var, shift, size, borderMode=cv2.BORDER_REPLICATE)
+        # What comes into view is learnt afresh from this frame, never reported as motion.
+        x, y = math.ceil(abs(dx)) + 1, math.ceil(abs(dy)) + 1
+        for strip in ((slice(None), slice(0, x) if dx > 0 else slice(-x, None)),
+                      (slice(0, y) if dy > 0 else slice(-y, None), slice(None))):
+            self._mean[strip] = small[strip]
+            self._var[strip] = _NOISE_START ** 2
+
+    def _moving_blobs(self, small: np.ndarray) -> tuple[int, float, tuple[int, int, int, int] | None]:
+        """(moving blobs, their share of the frame, their bounding box in the small copy); learns."""
+        import cv2
+        import numpy as np
+
+        mean, var = self._mean, self._var
+        gain = min(2.0, max(0.5, (float(small.mean()) + 1) / (float(mean.mean()) + 1)))  # light, not motion
+        diff = small - gain * mean
+        sq = diff * diff
+        fg = (sq > (_K * _K) * np.maximum(var, _NOISE_FLOOR ** 2)).astype(np.uint8)
+        changed = cv2.countNonZero(fg) / fg.size
+        if changed > _SCENE_CHANGE:  # a new scene: start the model over from this frame
+            self.scene_changes += 1
+            self._mean = small.copy()
+            self._var = np.full_like(small, _NOISE_START ** 2)
+            return 0, 0.0, None
+        alpha = np.where(fg, np.float32(_ALPHA_MOVING), np.float32(_ALPHA))
+        self._mean = mean + alpha * (small / gain - mean)
+        # The variance learns from still pixels only (a subject passing must not blind them),
+        # and never beyond _NOISE_CAP: a pixel that shimmered once still sees a subject later.
+        self._var = np.minimum(var + (_ALPHA * (1 - fg)) * (sq - var), _NOISE_CAP ** 2)
+        if changed * fg.size < self.min_area * fg.size:
+            return 0, 0.0, None  # too few pixels for any blob: no need to look
+        fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        count, _labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+        big = stats[1:][stats[1:, cv2.CC_STAT_AREA] >= self.min_area * fg.size]
+        if not len(big):
+            return 0, 0.0, None
+        x0, y0 = big[:, 0].min(), big[:, 1].min()
+        x1, y1 = (big[:, 0] + big[:, 2]).max(), (big[:, 1] + big[:, 3]).max()
+        area = float(big[:, cv2.CC_STAT_AREA].sum()) / fg.size
+        return len(big), area, (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
+
+    def _hysteresis(self, t: float, area: float, box: tuple[int, int, int, int] | None) -> MotionReading:
+        started = ended = False
+        if box is not None:
+            self._seen, self._still = self._seen + 1, 0
+            self._last_motion_t = t
+            if not self.moving and self._seen >= _START_FRAMES:
+                # Motion under way as the source begins is in its first frame: no start to report.
+                self.moving, started = True, t - self._first_t >= _WARM_UP_S
+
+        else:
+            self._seen, self._still = 0, self._still + 1
+            if self.moving and self._still >= 2 and t - self._last_motion_t >= self.still_s:
+                self.moving, ended = False, True
+        return MotionReading(self.moving, started, ended, area, box, t)
+
+
+def small_grey(image: np.ndarray) -> np.ndarray:
+    """The frame as a float32 grey copy WIDTH pixels wide (two cheap halvings where it is large)."""
+    import cv2
+    import numpy as np
+
+    height, width = image.shape[:2]
+    # Halving with INTER_LINEAR averages 2x2 pixels exactly, at a tenth of INTER_AREA's cost.
+    while width >= 4 * WIDTH:
+        width, height = width // 2, height // 2
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    size = (WIDTH, max(1, round(height * WIDTH / width)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def _scaled(box: tuple[int, int, int, int], scale: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """A box of the small copy in the frame's pixels, kept inside the frame."""
+    x, y, w, h = (round(v * scale) for v in box)
+    x, y = min(x, shape[1] - 1), min(y, shape[0] - 1)
+    return x, y, max(1, min(w, shape[1] - x)), max(1, min(h, shape[0] - y))

@@ -65,12 +65,13 @@ class MotionDetector:
         self._still = 0  # read frames in a row without one
         self._last_motion_t = -math.inf
         self._last_t: float | None = None
-        self._first_t = 0.0
+        self._model_t = 0.0  # when the model was (re)started
+        self._under_way = False  # motion seen since then, but no start: it was there when the scene began
 
     def reset(self) -> None:
         """Forget the background (a new clip, time going backwards)."""
         self._mean = self._var = self._prev = None
-        self.moving, self._seen, self._still = False, 0, 0
+        self.moving, self._under_way, self._seen, self._still = False, False, 0, 0
         self._last_motion_t, self._last_t = -math.inf, None
 
     def update(self, image: np.ndarray, t: float) -> MotionReading:
@@ -80,24 +81,33 @@ class MotionDetector:
         self._last_t = t
         small = small_grey(image)
         if self._mean is None or self._mean.shape != small.shape:
-            self._first_t = t
-            self._learn_first(small)
+            self._learn_first(small, t)
             return MotionReading(False, False, False, 0.0, None, t)
         self._follow_camera(small)
-        blobs, area, box = self._moving_blobs(small)
-        scale = image.shape[1] / small.shape[1]
-        return self._hysteresis(t, area if blobs else 0.0, _scaled(box, scale, image.shape) if blobs else None)
+        moving = self.moving
+        area, box = self._moving_blobs(small, t)
+        if self._model_t == t:  # a new scene: what moved in the old one has ended with it
+            return MotionReading(False, False, moving, 0.0, None, t)
+        return self._hysteresis(t, area, None if box is None else _scaled(box, image.shape[1] / small.shape[1],
+                                                                          image.shape))
 
     # -- the model ------------------------------------------------------------------------
 
-    def _learn_first(self, small: np.ndarray) -> None:
+    def _learn_first(self, small: np.ndarray, t: float) -> None:
         import cv2
+
+        self._start_model(small, t)
+        self._prev = small
+        self._window = cv2.createHanningWindow((small.shape[1] // 2, small.shape[0] // 2), cv2.CV_32F)
+
+    def _start_model(self, small: np.ndarray, t: float) -> None:
+        """A model of this frame alone; what moves from here on was there when the scene began."""
         import numpy as np
 
         self._mean = small.copy()
         self._var = np.full_like(small, _NOISE_START ** 2)
-        self._prev = small
-        self._window = cv2.createHanningWindow((small.shape[1] // 2, small.shape[0] // 2), cv2.CV_32F)
+        self._model_t = t
+        self.moving, self._under_way, self._seen = False, False, 0
 
     def _follow_camera(self, small: np.ndarray) -> None:
         """Shift the model with the camera: the global shift between the last frame and this one."""
@@ -130,8 +140,8 @@ class MotionDetector:
             self._mean[strip] = small[strip]
             self._var[strip] = _NOISE_START ** 2
 
-    def _moving_blobs(self, small: np.ndarray) -> tuple[int, float, tuple[int, int, int, int] | None]:
-        """(moving blobs, their share of the frame, their bounding box in the small copy); learns."""
+    def _moving_blobs(self, small: np.ndarray, t: float) -> tuple[float, tuple[int, int, int, int] | None]:
+        """(the moving blobs' share of the frame, their bounding box in the small copy); learns."""
         import cv2
         import numpy as np
 
@@ -143,39 +153,39 @@ class MotionDetector:
         changed = cv2.countNonZero(fg) / fg.size
         if changed > _SCENE_CHANGE:  # a new scene: start the model over from this frame
             self.scene_changes += 1
-            self._mean = small.copy()
-            self._var = np.full_like(small, _NOISE_START ** 2)
-            return 0, 0.0, None
+            self._start_model(small, t)
+            return 0.0, None
         alpha = np.where(fg, np.float32(_ALPHA_MOVING), np.float32(_ALPHA))
         self._mean = mean + alpha * (small / gain - mean)
         # The variance learns from still pixels only (a subject passing must not blind them),
         # and never beyond _NOISE_CAP: a pixel that shimmered once still sees a subject later.
         self._var = np.minimum(var + (_ALPHA * (1 - fg)) * (sq - var), _NOISE_CAP ** 2)
-        if changed * fg.size < self.min_area * fg.size:
-            return 0, 0.0, None  # too few pixels for any blob: no need to look
+        if changed < self.min_area:
+            return 0.0, None  # too few pixels for any blob: no need to look
         fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
         count, _labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
         big = stats[1:][stats[1:, cv2.CC_STAT_AREA] >= self.min_area * fg.size]
         if not len(big):
-            return 0, 0.0, None
+            return 0.0, None
         x0, y0 = big[:, 0].min(), big[:, 1].min()
         x1, y1 = (big[:, 0] + big[:, 2]).max(), (big[:, 1] + big[:, 3]).max()
         area = float(big[:, cv2.CC_STAT_AREA].sum()) / fg.size
-        return len(big), area, (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
+        return area, (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
 
     def _hysteresis(self, t: float, area: float, box: tuple[int, int, int, int] | None) -> MotionReading:
         started = ended = False
         if box is not None:
             self._seen, self._still = self._seen + 1, 0
             self._last_motion_t = t
-            if not self.moving and self._seen >= _START_FRAMES:
-                # Motion under way as the source begins is in its first frame: no start to report.
-                self.moving, started = True, t - self._first_t >= _WARM_UP_S
-
+            if not (self.moving or self._under_way) and self._seen >= _START_FRAMES:
+                # Motion found this soon after the scene began was in its first frame: no start
+                # (a performer already moving); it is under way until the scene is still again.
+                self._under_way = t - self._model_t < _WARM_UP_S
+                self.moving = started = not self._under_way
         else:
             self._seen, self._still = 0, self._still + 1
-            if self.moving and self._still >= 2 and t - self._last_motion_t >= self.still_s:
-                self.moving, ended = False, True
+            if (self.moving or self._under_way) and self._still >= 2 and t - self._last_motion_t >= self.still_s:
+                ended, self.moving, self._under_way = self.moving, False, False
         return MotionReading(self.moving, started, ended, area, box, t)
 
 

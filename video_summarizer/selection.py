@@ -72,7 +72,7 @@ _OFFSET_MAX = 40.0  # grey levels; beyond that it is not the same picture (black
 _DECOR_SCALE = 0.12 / 0.33  # decorrelation 0.33 scores 0.12
 _NOISE_FLOOR = 1.0  # grey levels: the typical window change of a clean still picture
 _SALIENCE_SCALE = 0.12 / 30  # a window 30 x above the typical change scores 0.12
-_MOVED_ON_IOU = 0.3  # moved_on(): a region overlapping the last one by less than this is somewhere new
+_MOVED_ON = 0.5  # moved_on(): a region whose centre moved by more than this of its size is somewhere new
 _MOTION_CHANGE_SHARE = 0.5  # while a subject moves on, half of min_change is change enough
 _EPS = 1e-6  # seconds: container timestamps are rounded (29.97 fps, millisecond webm)
 
@@ -140,21 +140,19 @@ def change_parts(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     }
 
 
-def next_due(t: float, interval: float) -> float:
-    """The first point of the interval grid after t (t itself for interval 0)."""
-    return (math.floor(t / interval + 1e-9) + 1) * interval if interval else t
+def next_due(t: float, interval: float, origin: float = 0.0) -> float:
+    """The first point after t of the interval grid through origin (t itself for interval 0)."""
+    return origin + (math.floor((t - origin) / interval + 1e-9) + 1) * interval if interval else t
 
 
 def moved_on(box: tuple[int, int, int, int] | None, before: tuple[int, int, int, int] | None) -> bool:
-    """Whether a moving region is somewhere new: it overlaps the last caption's by less than half
-    (intersection over union), or there was none. A subject moving in place is not news."""
+    """Whether a moving region is somewhere new: its centre moved by more than half the region's size
+    (either way) since the last caption's, or there was none. A subject moving in place is not news."""
     if box is None or before is None:
         return box is not None
-    x0, y0 = max(box[0], before[0]), max(box[1], before[1])
-    x1, y1 = min(box[0] + box[2], before[0] + before[2]), min(box[1] + box[3], before[1] + before[3])
-    inter = max(0, x1 - x0) * max(0, y1 - y0)
-    union = box[2] * box[3] + before[2] * before[3] - inter
-    return inter < _MOVED_ON_IOU * union
+    dx = abs(box[0] + box[2] / 2 - before[0] - before[2] / 2)
+    dy = abs(box[1] + box[3] / 2 - before[1] - before[3] / 2)
+    return dx > _MOVED_ON * max(box[2], before[2]) or dy > _MOVED_ON * max(box[3], before[3])
 
 
 class FrameSelector:
@@ -196,6 +194,8 @@ class FrameSelector:
         self._start_pending = False  # a motion start not taken yet (live: no slot was free)
         self._ref_box: tuple[int, int, int, int] | None = None  # the moving region at the last frame taken
         self._looked_at: object | None = None
+        self._thumb: tuple[object, np.ndarray] | None = None  # (frame, its thumbnail): made once a frame
+        self._grid_origin = 0.0  # a motion start's time: the grid of the due frames while the motion lasts
 
     @property
     def gating(self) -> bool:
@@ -211,14 +211,15 @@ class FrameSelector:
     def wants(self, frame: _FrameLike) -> bool:
         """Whether select() may take this frame (a motion start, or due); looks at its motion."""
         self.look(frame)
-        return self._start_pending or self.due(frame.timestamp)
+        t = frame.timestamp
+        return self._start_pending or self.due(t)
 
     def look(self, frame: _FrameLike) -> MotionReading | None:
         """Run the motion detector on this read frame (once per frame); None when motion is off."""
         if self.detector is None:
             return None
         if frame is not self._looked_at:
-            self._looked_at = frame
+            self._looked_at, self._thumb = frame, None
             self.motion = self.detector.update(frame.image, frame.timestamp)
             if self.motion.started:
                 self._start_pending = True
@@ -230,7 +231,7 @@ class FrameSelector:
         """True if this frame should be processed; decodes the frame only when it is a candidate."""
         t = frame.timestamp
         if self._last_time is not None and t < self._last_time:
-            self._next_due = None  # time went backwards (a new clip, a restarted stream): start over
+            self._next_due, self._grid_origin = None, 0.0  # time went backwards: start over
         self._last_time = t
         self.look(frame)
         if self._start_pending:  # at once, due or not: within a read frame of the subject entering
@@ -238,38 +239,47 @@ class FrameSelector:
         if self._next_due is not None and t < self._next_due - _EPS:
             return self._skip("interval")
         # Due times sit on a fixed grid, so rounding in timestamps never drifts the cadence.
-        self._next_due = next_due(t, self.interval)
+        moving = self.motion is not None and self.motion.moving
+        self._next_due = next_due(t, self.interval, self._grid_origin if moving else 0.0)
         if not self.gating:
             self.last_change = None
             return self._take("gating_off", None, t)
-        thumb = thumbnail(frame.image)
         if self._ref_thumb is None:
             self.last_change = None
-            return self._take("first", thumb, t)
-        self.last_change = change_between(thumb, self._ref_thumb)
-        if self._motion_goes_on():
-            return self._take("motion", thumb, t)
-        if self.last_change >= self.min_change:
-            return self._take("changed", thumb, t)
+            return self._take("first", self._thumbnail(frame), t)
+        if self._motion_goes_on() and self._change(frame) >= self.min_change * _MOTION_CHANGE_SHARE:
+            return self._take("motion", self._thumbnail(frame), t)
+        if self._change(frame) >= self.min_change:
+            return self._take("changed", self._thumbnail(frame), t)
         if t - self._ref_time >= self.max_gap - _EPS:
-            return self._take("max_gap", thumb, t)
+            return self._take("max_gap", self._thumbnail(frame), t)
         return self._skip("unchanged")
 
     def _motion_goes_on(self) -> bool:
-        """A moving subject somewhere new since the last frame taken, and the picture changed by at
-        least half of min_change (motion lowers the bar; a subject moving in place does not)."""
+        """Motion going on, somewhere new since the last frame taken (a subject moving in place is
+        not news)."""
         m = self.motion
-        return (m is not None and m.moving and moved_on(m.box, self._ref_box)
-                and self.last_change is not None and self.last_change >= self.min_change * _MOTION_CHANGE_SHARE)
+        return m is not None and m.moving and moved_on(m.box, self._ref_box)
+
+    def _thumbnail(self, frame: _FrameLike) -> np.ndarray:
+        if self._thumb is None or self._thumb[0] is not frame:
+            self._thumb = (frame, thumbnail(frame.image))
+        return self._thumb[1]
+
+    def _change(self, frame: _FrameLike) -> float:
+        """The change since the last frame taken (stored in last_change); 1 when none was taken."""
+        ref = self._ref_thumb
+        self.last_change = None if ref is None else change_between(self._thumbnail(frame), ref)
+        return 1.0 if self.last_change is None else self.last_change
 
     def _take_motion_start(self, frame: _FrameLike, t: float) -> bool:
         self._start_pending = False
         self.motion_starts += 1
-        # The motion that goes on is captioned once an interval from here, on the same grid.
-        self._next_due = next_due(t + self.interval - _EPS, self.interval)
-        thumb = thumbnail(frame.image)
-        self.last_change = None if self._ref_thumb is None else change_between(thumb, self._ref_thumb)
-        return self._take("motion_start", thumb, t)
+        self._change(frame)  # last_change, as for any frame taken
+        # The motion that goes on is captioned an interval from here: the grid starts again at t.
+        self._grid_origin = t
+        self._next_due = next_due(t, self.interval, t)
+        return self._take("motion_start", self._thumbnail(frame), t)
 
     def _take(self, reason: str, thumb: np.ndarray | None, t: float) -> bool:
         self.selected += 1

@@ -338,8 +338,8 @@ def figure_walk(directory: Path, *, seconds: float = 10.0, fps: float = 10.0, si
     boxes = tuple((max(0, left), top, min(w, left + fig_w) - max(0, left), fig_h)
                   if max(0, left) < min(w, left + fig_w) else None for left in lefts)
     inside = [i for i, left in enumerate(lefts) if left >= 0 and left + fig_w <= w]
-    return Clip(path, fps, n, size, figure=(inside[0], inside[-1]), figure_share=float(mask.sum()) / (w * h),
-                pan_px_per_s=pan_px_per_s, figure_boxes=boxes)
+    return Clip(path, fps, n, size, figure=(inside[0], inside[-1]) if inside else None,
+                figure_share=float(mask.sum()) / (w * h), pan_px_per_s=pan_px_per_s, figure_boxes=boxes)
 
 
 def long_static(directory: Path, *, seconds: float = 60.0, fps: float = 5.0, size: tuple[int, int] = SIZE,

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 WIDTH = 160  # the small grey copy's width: a figure of 1 % of a 640x360 frame is ~140 of its pixels
-_K = 4.0  # a pixel moves when it is this many of its own standard deviations off the background
+_K = 4.5  # a pixel moves when it is this many of its own standard deviations off the background
 _NOISE_FLOOR = 3.0  # grey levels: the smallest standard deviation a pixel is given
 _NOISE_CAP = 20.0  # grey levels: the largest standard deviation a pixel is given
 _NOISE_START = 6.0  # grey levels: a new model's standard deviation, until it has learnt the real one
@@ -59,7 +59,6 @@ class MotionDetector:
         self.scene_changes = 0  # frames where most of the picture changed (the model was reset)
         self._mean: np.ndarray | None = None
         self._var: np.ndarray | None = None
-        self._prev: np.ndarray | None = None  # the last small copy, for the global shift
         self._window: np.ndarray | None = None
         self._seen = 0  # read frames in a row with a moving blob
         self._still = 0  # read frames in a row without one
@@ -70,7 +69,7 @@ class MotionDetector:
 
     def reset(self) -> None:
         """Forget the background (a new clip, time going backwards)."""
-        self._mean = self._var = self._prev = None
+        self._mean = self._var = None
         self.moving, self._under_way, self._seen, self._still = False, False, 0, 0
         self._last_motion_t, self._last_t = -math.inf, None
 
@@ -97,7 +96,6 @@ class MotionDetector:
         import cv2
 
         self._start_model(small, t)
-        self._prev = small
         self._window = cv2.createHanningWindow((small.shape[1] // 2, small.shape[0] // 2), cv2.CV_32F)
 
     def _start_model(self, small: np.ndarray, t: float) -> None:
@@ -105,20 +103,23 @@ class MotionDetector:
         import numpy as np
 
         self._mean = small.copy()
-        self._var = np.full_like(small, _NOISE_START ** 2)
+        self._var = np.full_like(small, _NOISE_START ** 2)  # kept within _NOISE_FLOOR..._NOISE_CAP squared
         self._model_t = t
         self.moving, self._under_way, self._seen = False, False, 0
 
     def _follow_camera(self, small: np.ndarray) -> None:
-        """Shift the model with the camera: the global shift between the last frame and this one."""
+        """Shift the model with the camera: the global shift between the model and this frame.
+
+        Measured against the model, not the last frame, so a pan too slow to see between two
+        frames (a fraction of a pixel) adds up until it is seen and followed."""
         import cv2
         import numpy as np
 
         half = (small.shape[1] // 2, small.shape[0] // 2)
-        a = cv2.resize(self._prev, half, interpolation=cv2.INTER_AREA)
+        a = cv2.resize(self._mean, half, interpolation=cv2.INTER_AREA)
         b = cv2.resize(small, half, interpolation=cv2.INTER_AREA)
+        # phaseCorrelate applies the window to a and b in place: the check below sees them so too.
         (dx, dy), _response = cv2.phaseCorrelate(a, b, self._window)
-        self._prev = small
         if math.hypot(dx, dy) * 2 < _SHIFT_MIN or max(abs(dx), abs(dy)) * 2 > small.shape[1] / 8:
             return
         # The peak may be a subject's own movement, not the camera's: a shift counts only where
@@ -146,24 +147,29 @@ class MotionDetector:
         import numpy as np
 
         mean, var = self._mean, self._var
-        gain = min(2.0, max(0.5, (float(small.mean()) + 1) / (float(mean.mean()) + 1)))  # light, not motion
-        diff = small - gain * mean
-        sq = diff * diff
-        fg = (sq > (_K * _K) * np.maximum(var, _NOISE_FLOOR ** 2)).astype(np.uint8)
+        gain = min(2.0, max(0.5, (cv2.mean(small)[0] + 1) / (cv2.mean(mean)[0] + 1)))  # light, not motion
+        diff = cv2.addWeighted(small, 1.0, mean, -gain, 0.0)
+        sq = cv2.multiply(diff, diff)
+        fg = cv2.compare(sq, var * (_K * _K), cv2.CMP_GT)  # 255 where a pixel moves
         changed = cv2.countNonZero(fg) / fg.size
         if changed > _SCENE_CHANGE:  # a new scene: start the model over from this frame
             self.scene_changes += 1
             self._start_model(small, t)
             return 0.0, None
-        alpha = np.where(fg, np.float32(_ALPHA_MOVING), np.float32(_ALPHA))
-        self._mean = mean + alpha * (small / gain - mean)
+        still = cv2.bitwise_not(fg)
+        level = small * np.float32(1.0 / gain)
+        cv2.accumulateWeighted(level, mean, _ALPHA, mask=still)
+        cv2.accumulateWeighted(level, mean, _ALPHA_MOVING, mask=fg)  # a subject that stays is learnt, slowly
         # The variance learns from still pixels only (a subject passing must not blind them),
         # and never beyond _NOISE_CAP: a pixel that shimmered once still sees a subject later.
-        self._var = np.minimum(var + (_ALPHA * (1 - fg)) * (sq - var), _NOISE_CAP ** 2)
+        cv2.accumulateWeighted(sq, var, _ALPHA, mask=still)
+        np.clip(var, _NOISE_FLOOR ** 2, _NOISE_CAP ** 2, out=var)
         if changed < self.min_area:
             return 0.0, None  # too few pixels for any blob: no need to look
         fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-        count, _labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+        if cv2.countNonZero(fg) < self.min_area * fg.size:
+            return 0.0, None
+        _count, _labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
         big = stats[1:][stats[1:, cv2.CC_STAT_AREA] >= self.min_area * fg.size]
         if not len(big):
             return 0.0, None

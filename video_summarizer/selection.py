@@ -1,7 +1,18 @@
-"""Frame selection: one frame per interval of video time, skipping frames that barely changed.
+"""Frame selection: motion starts a caption at once; otherwise one frame per interval, skipping
+frames that barely changed.
 
-The interval check reads only ``frame.timestamp``, so frames skipped on time are never
-decoded. Change gating compares a 64-pixel-wide grey thumbnail of the candidate with the
+Motion (motion.py, on every read frame): a motion start is taken at once, due or not (a live
+source takes the next read frame when no caption slot is free); while the motion lasts the due
+frames run from its start, and a due frame is taken when the moving region has moved on (its
+centre by more than half its size since the last frame taken) and the picture changed by half
+of min_change; a subject moving in place, or a still scene, falls to the change measure and the
+max gap below. When the motion ends the fixed grid comes back. Measured at ``interval=0.5``
+against one frame every interval (bench row 13): Hamilton 10 of 19 calls, Tears of Steel 10 of
+20, every cut and face appearance kept; the generated figure is taken at every due frame of its
+walk. With motion on, every read frame is decoded (the detector needs its pixels).
+
+The interval check reads only ``frame.timestamp``, so with motion off frames skipped on time
+are never decoded. Change gating compares a 64-pixel-wide grey thumbnail of the candidate with the
 thumbnail of the last *processed* frame, so slow drift adds up until it counts.
 
 How the defaults were chosen (measured with this module at ``interval=0.5``, where gating off
@@ -156,7 +167,8 @@ def moved_on(box: tuple[int, int, int, int] | None, before: tuple[int, int, int,
 
 
 class FrameSelector:
-    """Decides which frames get processed: one per interval, and only if the picture changed."""
+    """Decides which frames get processed: a motion start at once, else one per interval when a subject
+    moved on or the picture changed (or the max gap is up)."""
 
     def __init__(
         self,
@@ -180,7 +192,8 @@ class FrameSelector:
         self.skipped_interval = 0
         self.skipped_unchanged = 0
         self.last_change: float | None = None  # change of the last frame compared, None if none was
-        # why the last frame was taken or skipped: first / changed / max_gap / gating_off / interval / unchanged
+        # why the last frame was taken or skipped: first / motion_start / motion / changed / max_gap /
+        # gating_off / interval / unchanged
         self.last_reason = ""
         self._next_due: float | None = None
         self._last_time: float | None = None
@@ -211,8 +224,7 @@ class FrameSelector:
     def wants(self, frame: _FrameLike) -> bool:
         """Whether select() may take this frame (a motion start, or due); looks at its motion."""
         self.look(frame)
-        t = frame.timestamp
-        return self._start_pending or self.due(t)
+        return self._start_pending or self.due(frame.timestamp)
 
     def look(self, frame: _FrameLike) -> MotionReading | None:
         """Run the motion detector on this read frame (once per frame); None when motion is off."""
@@ -247,9 +259,10 @@ class FrameSelector:
         if self._ref_thumb is None:
             self.last_change = None
             return self._take("first", self._thumbnail(frame), t)
-        if self._motion_goes_on() and self._change(frame) >= self.min_change * _MOTION_CHANGE_SHARE:
+        change = self._change(frame)
+        if self._motion_goes_on() and change >= self.min_change * _MOTION_CHANGE_SHARE:
             return self._take("motion", self._thumbnail(frame), t)
-        if self._change(frame) >= self.min_change:
+        if change >= self.min_change:
             return self._take("changed", self._thumbnail(frame), t)
         if t - self._ref_time >= self.max_gap - _EPS:
             return self._take("max_gap", self._thumbnail(frame), t)

@@ -20,7 +20,7 @@ from video_summarizer.backends import CaptionModel, FaceModel, FrameObserver, Su
 from video_summarizer.citations import CitableCaption
 from video_summarizer.loop.caption_store import MAX_KEPT_CAPTIONS, MAX_KEPT_SUMMARIES, CaptionStore, SummaryLog
 from video_summarizer.loop.emit import caption_event, emit_motion, observe_frame, summary_event
-from video_summarizer.loop.frame_jobs import FrameJobs, Job, RunCounters, run_final, source_stats
+from video_summarizer.loop.frame_jobs import FrameJobs, Job, RunCounters, run_final, select_frame, source_stats
 from video_summarizer.outages import OutageMonitor
 from video_summarizer.outputs import EventWriter, SummaryDocument
 from video_summarizer.privacy import blur_faces
@@ -158,18 +158,10 @@ class SourceRun:
         return self._document(summary, self.stop_event.is_set())
 
     def _select(self, frame: Any) -> bool:
-        """Live: a due frame or motion start takes a free slot now or is dropped (the next will do); file: wait."""
-        if not self.source.live:
-            return self.selector.select(frame) and self.jobs.wait_for_slot()
-        if not self.selector.wants(frame):
-            return self.selector.select(frame)  # counts the interval skip
-        if not self.jobs.try_slot():
-            self.counters.dropped_busy += 1
-            return False
-        if self.selector.select(frame):
-            return True
-        self.jobs.slots.release()
-        return False
+        """File: wait for a slot; live: a due frame or motion start takes a free slot or is dropped."""
+        taken = select_frame(self.selector, frame, self.jobs, live=bool(self.source.live))
+        self.counters.dropped_busy += taken is None
+        return bool(taken)
 
     def _make_job(self, seq: int, frame: Any) -> Job:
         ts = float(frame.timestamp)

@@ -117,6 +117,22 @@ class FrameJobs:
         return sum(1 for f in pending if not f.done())
 
 
+def select_frame(selector: Any, frame: Any, jobs: FrameJobs, *, live: bool) -> bool | None:
+    """Whether the loop takes this frame. A file waits for a free slot; a live source's frame that
+    the selector wants (due, or a motion start) takes a free slot now or is dropped: None, and the
+    next newest frame will do (a motion start stays wanted until a slot is free)."""
+    if not live:
+        return selector.select(frame) and jobs.wait_for_slot()
+    if not selector.wants(frame):
+        return selector.select(frame)  # counts the interval skip
+    if not jobs.try_slot():
+        return None
+    if selector.select(frame):
+        return True
+    jobs.slots.release()
+    return False
+
+
 def wait_until_stopped(futures: list[Future], stop: threading.Event, timeout: float, *, bounded: bool) -> bool:
     """Wait for the futures: without end until `stop` is set (at once when `bounded`), then at
     most `timeout` s more. True when all finished."""

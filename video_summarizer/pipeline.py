@@ -142,7 +142,8 @@ class SourceRun:
                 break
             motion = self.selector.look(frame)  # every read frame: None when motion is off
             emit_motion(self.stages.events, self.label, frame.index, motion)
-            # Clips: every read frame goes to the clip collector here (motion.area when motion is on).
+            # Clips: every read frame goes to the collector here, e.g.
+            # self.clips.add(frame, motion_area=motion.area if motion is not None else None)
             if not self._select(frame):
                 continue
             job = self._make_job(seq, frame)

@@ -23,6 +23,7 @@ to a clip are empty (``()`` / ``None``).
 | ``hard_cuts`` | textured scenes of different palettes, hard cuts between them | ``cuts`` (first frame of each new scene) |
 | ``flicker`` | the still noisy scene under a light whose brightness swings (±20 %) | ``gains`` (brightness factor per frame) |
 | ``pan`` | a slow camera pan across a wide textured scene | ``pan_px_per_s`` |
+| ``figure_walk`` | a small figure (~1.5 %) walks across a still noisy room or a bright low-texture snowfield, the camera still or panning | ``figure``, ``figure_share``, ``figure_boxes``, ``pan_px_per_s`` |
 | ``long_static`` | a long still noisy scene (60 s at 5 fps) | nothing happens |
 | ``numbered`` | frame ``i`` shows ``i`` as big black/white cells (``read_number``), its number and a colour (``colour_of``) | every frame differs |
 | ``pipe_stream`` | ``numbered`` frames in a container FFmpeg reads from a pipe (``cat x.ts \\| ... --source -``) | as ``numbered`` |
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -70,6 +72,7 @@ class Clip:
     figure_share: float = 0.0  # the figure's area / the frame's area
     gains: tuple[float, ...] = ()  # flicker: each frame's brightness factor
     pan_px_per_s: float = 0.0
+    figure_boxes: tuple[tuple[int, int, int, int] | None, ...] = ()  # figure_walk: (x, y, w, h) in view, per frame
 
     @property
     def duration(self) -> float:
@@ -292,6 +295,53 @@ def pan(directory: Path, *, seconds: float = 4.0, fps: float = 10.0, size: tuple
     return Clip(path, fps, n, size, pan_px_per_s=px_per_s)
 
 
+def snowfield(seed: int, size: tuple[int, int]) -> np.ndarray:
+    """A bright, nearly flat BGR scene: snow with faint drifts and a slightly darker band of hills."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    coarse = cv2.resize(rng.normal(0, 1, (max(2, h // 30), max(2, w // 30))), (w, h), interpolation=cv2.INTER_CUBIC)
+    fine = cv2.GaussianBlur(rng.normal(0, 1, (h, w)), (0, 0), 1.0)
+    grey = 212 + 6 * coarse + 3 * fine / max(1e-6, fine.std())
+    grey[: h // 4] -= 14  # the hills on the horizon
+    return np.clip(np.dstack([grey * 0.97, grey, grey * 1.02]), 25, 240).astype(np.float32)
+
+
+def figure_walk(directory: Path, *, seconds: float = 10.0, fps: float = 10.0, size: tuple[int, int] = SIZE,
+                share: float = 0.015, enter_s: float = 1.0, exit_s: float = 9.0, scene: str = "room",
+                pan_px_per_s: float = 0.0, noise: float = NOISE_SIGMA, seed: int = 1, ext: str = "mp4") -> Clip:
+    """A figure of ``share`` of the frame walks in from the left at ``enter_s`` and is gone past the right
+    edge at ``exit_s`` (constant speed on screen); the scene is the still noisy room (``"room"``) or a
+    bright low-texture snowfield (``"snow"``), the camera still or panning right at ``pan_px_per_s``."""
+    path = Path(directory) / f"figure_walk-{_key(locals())}.{ext}"
+    n = round(seconds * fps)
+    w, h = size
+    wide_size = (w + int(math.ceil(pan_px_per_s * seconds)) + 2, h)
+    wide = snowfield(seed, wide_size) if scene == "snow" else textured_scene(seed, wide_size)
+    rng = np.random.default_rng(seed + 1000)
+    mask, colours = figure_mask(size, share)
+    fig_h, fig_w = mask.shape
+    top = h - fig_h - max(1, h // 12)
+    speed = (w + fig_w) / (exit_s - enter_s)
+    lefts = [round(-fig_w + speed * (i / fps - enter_s)) for i in range(n)]
+
+    def frames():
+        for i, left in enumerate(lefts):
+            shift = np.float32([[1, 0, -pan_px_per_s * i / fps], [0, 1, 0]])
+            img = cv2.warpAffine(wide, shift, wide_size, flags=cv2.INTER_LINEAR)[:, :w].copy()
+            x0, x1 = max(0, left), min(w, left + fig_w)
+            if x0 < x1:
+                part = mask[:, x0 - left:x1 - left]
+                img[top:top + fig_h, x0:x1][part] = colours[:, x0 - left:x1 - left][part]
+            yield add_noise(img, rng, noise)
+
+    write_clip(path, frames(), fps, size, _fourcc(path, None))
+    boxes = tuple((max(0, left), top, min(w, left + fig_w) - max(0, left), fig_h)
+                  if max(0, left) < min(w, left + fig_w) else None for left in lefts)
+    inside = [i for i, left in enumerate(lefts) if left >= 0 and left + fig_w <= w]
+    return Clip(path, fps, n, size, figure=(inside[0], inside[-1]) if inside else None,
+                figure_share=float(mask.sum()) / (w * h), pan_px_per_s=pan_px_per_s, figure_boxes=boxes)
+
+
 def long_static(directory: Path, *, seconds: float = 60.0, fps: float = 5.0, size: tuple[int, int] = SIZE,
                 noise: float = NOISE_SIGMA, seed: int = 2, ext: str = "mp4") -> Clip:
     """A long still noisy scene (a parked camera): for gating, max gap and long-run tests."""
@@ -371,7 +421,7 @@ def _key(options: dict) -> str:
 
 GENERATORS: dict[str, Callable[..., Clip]] = {
     f.__name__: f for f in (still_noisy, figure_crossing, hard_cuts, flicker, pan, long_static, numbered, pipe_stream,
-                            with_long_audio)
+                            with_long_audio, figure_walk)
 }
 
 
@@ -408,6 +458,10 @@ class ClipSet:
     def pan(self, **options) -> Clip:
         """See pan()."""
         return self.get("pan", **options)
+
+    def figure_walk(self, **options) -> Clip:
+        """See figure_walk()."""
+        return self.get("figure_walk", **options)
 
     def long_static(self, **options) -> Clip:
         """See long_static()."""

@@ -70,6 +70,7 @@ class SelectionOptions(_Concern):
     interval: float = D.INTERVAL_S
     min_change: float = D.MIN_CHANGE
     max_gap: float | None = None  # None: max(1 s, 2 x interval)
+    motion_min_area: float = D.MOTION_MIN_AREA  # 0: no motion trigger
 
 
 @dataclass(frozen=True)

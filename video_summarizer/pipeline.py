@@ -19,8 +19,8 @@ from video_summarizer import defaults as D
 from video_summarizer.backends import CaptionModel, FaceModel, FrameObserver, SummaryModel
 from video_summarizer.citations import CitableCaption
 from video_summarizer.loop.caption_store import MAX_KEPT_CAPTIONS, MAX_KEPT_SUMMARIES, CaptionStore, SummaryLog
-from video_summarizer.loop.emit import caption_event, observe_frame, summary_event
-from video_summarizer.loop.frame_jobs import FrameJobs, Job, RunCounters, run_final, source_stats
+from video_summarizer.loop.emit import caption_event, emit_motion, observe_frame, summary_event
+from video_summarizer.loop.frame_jobs import FrameJobs, Job, RunCounters, run_final, select_frame, source_stats
 from video_summarizer.outages import OutageMonitor
 from video_summarizer.outputs import EventWriter, SummaryDocument
 from video_summarizer.privacy import blur_faces
@@ -140,6 +140,10 @@ class SourceRun:
                 self.on_frame(frame, self)
             if self.stop_event.is_set():
                 break
+            motion = self.selector.look(frame)  # every read frame: None when motion is off
+            emit_motion(self.stages.events, self.label, frame.index, motion)
+            # Clips: every read frame goes to the collector here, e.g.
+            # self.clips.add(frame, motion_area=motion.area if motion is not None else None)
             if not self._select(frame):
                 continue
             job = self._make_job(seq, frame)
@@ -155,18 +159,10 @@ class SourceRun:
         return self._document(summary, self.stop_event.is_set())
 
     def _select(self, frame: Any) -> bool:
-        """Live: a due frame takes a free slot now or is dropped (the next newest will do); file: wait."""
-        if not self.source.live:
-            return self.selector.select(frame) and self.jobs.wait_for_slot()
-        if not self.selector.due(frame.timestamp):
-            return self.selector.select(frame)  # counts the interval skip
-        if not self.jobs.try_slot():
-            self.counters.dropped_busy += 1
-            return False
-        if self.selector.select(frame):
-            return True
-        self.jobs.slots.release()
-        return False
+        """File: wait for a slot; live: a due frame or motion start takes a free slot or is dropped."""
+        taken = select_frame(self.selector, frame, self.jobs, live=bool(self.source.live))
+        self.counters.dropped_busy += taken is None
+        return bool(taken)
 
     def _make_job(self, seq: int, frame: Any) -> Job:
         ts = float(frame.timestamp)
@@ -177,7 +173,8 @@ class SourceRun:
             self._window_start = ts
         self.counters.selected += 1
         pending = self.jobs.pending()
-        return Job(seq, frame.index, ts, frame.captured_at, frame.image, due, pending if due else [])
+        return Job(seq, frame.index, ts, frame.captured_at, frame.image, due, pending if due else [],
+                   motion=self.selector.motion)
 
     def _job_failed(self, job: Job, error: BaseException) -> None:
         """Count and report a frame whose job raised; reporting never raises in turn."""
@@ -201,7 +198,7 @@ class SourceRun:
 
     def _process(self, job: Job) -> None:
         """One frame, as the diagram reads: faces -> caption -> emit -> summary -> emit (traced beside)."""
-        with self.tracer.frame(job.frame_index, job.video_time) as trace:
+        with self.tracer.frame(job.frame_index, job.video_time, job.motion) as trace:
             faces = self._faces(job)
             trace.faces(faces)
             if faces is not None and faces.failure is not None:

@@ -127,3 +127,21 @@ class SummaryOutcome:
     start: float
     end: float
     model: str = ""  # the summary model's name
+
+
+@dataclass(frozen=True)
+class MotionReading:
+    """What the motion detector saw in one read frame (motion.MotionDetector.update)."""
+
+    moving: bool  # motion is on (after hysteresis)
+    started: bool  # it started with this frame
+    ended: bool  # it ended with this frame
+    area: float  # the moving regions' share of the frame, 0..1
+    box: tuple[int, int, int, int] | None  # (x, y, w, h) around them, in the frame's pixels
+    video_time: float
+
+    def as_dict(self) -> dict:
+        """The reading as plain JSON values (trace metadata)."""
+        return {"moving": self.moving, "started": self.started, "ended": self.ended,
+                "area": round(self.area, 4), "box": list(self.box) if self.box else None,
+                "video_time": round(self.video_time, 3)}

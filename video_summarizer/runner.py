@@ -434,7 +434,7 @@ class Run:
         config = PipelineConfig(summary_interval=settings.summary_interval, max_inflight=settings.inflight,
                                 shutdown_timeout_s=settings.shutdown_timeout)
         selector = FrameSelector(interval=selection.interval, min_change=selection.min_change,
-                                 max_gap=selection.max_gap)
+                                 max_gap=selection.max_gap, motion_min_area=selection.motion_min_area)
         return SourceRun(source, selector, stages, config,
                          session_id=f"{self.run_id}-{source.label}", stop_event=self.stop.event,
                          on_frame=self._display_hook(stack) if settings.display else None,

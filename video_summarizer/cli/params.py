@@ -129,9 +129,14 @@ selection_options = option_group(
         show_default=True, help="Seconds of video between processed frames; 0 = every frame."),
     opt("--min-change", envvar="SUMMARIZER_MIN_CHANGE", type=click.FloatRange(0.0, 1.0), default=D.MIN_CHANGE,
         show_default=True, help="Skip frames that differ less than this (0..1) from the last processed one; "
-                                "0 turns gating off."),
+                                "0 turns gating off (one frame per interval, no motion trigger either)."),
     opt("--max-gap", envvar="SUMMARIZER_MAX_GAP", type=click.FloatRange(min=0.0), default=None,
         help="Process a frame anyway after this many seconds without one. Default max(1 s, 2 x interval)."),
+    opt("--motion-min-area", envvar="SUMMARIZER_MOTION_MIN_AREA", type=click.FloatRange(0.0, 0.5),
+        default=D.MOTION_MIN_AREA, show_default=True,
+        help="Motion sensitivity: the smallest moving region, as a share of the frame, that counts as "
+             "motion. A motion start is captioned at once, motion that goes on once per --interval, a "
+             "still scene once per --max-gap (sooner if it changes by --min-change); 0 turns it off."),
 )
 
 summary_interval_option = opt(

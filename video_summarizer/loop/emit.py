@@ -5,7 +5,7 @@ import logging
 from typing import Any
 
 from video_summarizer.loop.frame_jobs import Job, RunCounters
-from video_summarizer.results import CaptionResult, SummaryOutcome
+from video_summarizer.results import CaptionResult, MotionReading, SummaryOutcome
 
 log = logging.getLogger("video_summarizer.pipeline")
 
@@ -29,6 +29,24 @@ def caption_event(label: str, job: Job, names: list[str], matches: list, result:
         "frame_age_ms": round((result.start_time - job.captured_at) * 1000.0, 1),
         "trace_id": trace_id,
     }
+
+
+def motion_event(label: str, frame_index: int, reading: MotionReading) -> dict:
+    """The `motion` event of a motion start or end (the box and area: what moves now; none at the end)."""
+    return {
+        "source": label,
+        "state": "start" if reading.started else "end",
+        "video_time": round(reading.video_time, 3),
+        "area": round(reading.area, 4),
+        "box": list(reading.box) if reading.box else None,
+        "frame": frame_index,
+    }
+
+
+def emit_motion(events: Any, label: str, frame_index: int, reading: MotionReading | None) -> None:
+    """Emit the `motion` event of a read frame where motion started or ended (nothing otherwise)."""
+    if reading is not None and (reading.started or reading.ended):
+        events.emit("motion", **motion_event(label, frame_index, reading))
 
 
 def summary_event(label: str, summary: SummaryOutcome, window_times: list[float], trace_id: str) -> dict:

@@ -12,6 +12,8 @@ from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from video_summarizer.results import MotionReading
+
 log = logging.getLogger("video_summarizer.pipeline")
 _POLL_S = 0.2  # how often a wait without end looks at the stop event
 
@@ -28,6 +30,7 @@ class Job:
     summary_due: bool
     earlier: list[Future] = field(default_factory=list)
     caption_input: dict = field(default_factory=dict)  # prompt, model, version: for frame observers
+    motion: MotionReading | None = None  # the motion detector's reading of this frame (None: motion off)
 
 
 @dataclass
@@ -112,6 +115,22 @@ class FrameJobs:
         if wait_until_stopped(pending, self.stop_event, timeout, bounded=bounded):
             return 0
         return sum(1 for f in pending if not f.done())
+
+
+def select_frame(selector: Any, frame: Any, jobs: FrameJobs, *, live: bool) -> bool | None:
+    """Whether the loop takes this frame. A file waits for a free slot; a live source's frame that
+    the selector wants (due, or a motion start) takes a free slot now or is dropped: None, and the
+    next newest frame will do (a motion start stays wanted until a slot is free)."""
+    if not live:
+        return selector.select(frame) and jobs.wait_for_slot()
+    if not selector.wants(frame):
+        return selector.select(frame)  # counts the interval skip
+    if not jobs.try_slot():
+        return None
+    if selector.select(frame):
+        return True
+    jobs.slots.release()
+    return False
 
 
 def wait_until_stopped(futures: list[Future], stop: threading.Event, timeout: float, *, bounded: bool) -> bool:

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 from video_summarizer import scores
 from video_summarizer.frames import to_jpeg_bytes
-from video_summarizer.results import CaptionOutcome, FaceOutcome, GenerationResult, SummaryOutcome
+from video_summarizer.results import CaptionOutcome, FaceOutcome, GenerationResult, MotionReading, SummaryOutcome
 from video_summarizer.tracing.protocol import Tracker
 from video_summarizer.tracing.records import GenerationRecord, SpanRecord
 
@@ -38,13 +38,16 @@ class FrameTracer:
         self.settings = settings
 
     @contextmanager
-    def frame(self, frame_index: int, video_time: float) -> Iterator["FrameTrace"]:
+    def frame(self, frame_index: int, video_time: float,
+              motion: MotionReading | None = None) -> Iterator["FrameTrace"]:
         """The `frame_processing` trace of one frame; its overall_quality is scored on leaving."""
         s = self.settings
+        metadata = {"frame_index": frame_index, "video_time_s": round(video_time, 3), "source": s.label}
+        if motion is not None:  # the motion detector's reading of this frame (motion on only)
+            metadata["motion"] = motion.as_dict()
         with self.tracker.create_trace(
                 "frame_processing", user_id=s.label, session_id=s.session_id,
-                tags=["live" if s.live else "file"],
-                metadata={"frame_index": frame_index, "video_time_s": round(video_time, 3), "source": s.label},
+                tags=["live" if s.live else "file"], metadata=metadata,
         ) as handle:
             trace = FrameTrace(self, handle.id)
             yield trace

@@ -158,13 +158,18 @@ class InProcessModel:
         self.load_seconds: float | None = None
         self._checked = False
         self._source: str | None = None  # set by check(): the local folder to load from (None: the hub)
+        self.fit: Any = None  # set by check(): the model sized for its device (models.fit.Fit), if known
         self._load_lock = threading.Lock()
         self._generate_lock = threading.Lock()  # one generation at a time
 
     def check(self) -> None:
-        """Cheap: the model's files are there (a folder, or a hub id cached or reachable); nothing loads."""
+        """Cheap: the model's files are there (a folder, or a hub id cached or reachable) and it fits; nothing loads."""
         if not self._checked:
+            from video_summarizer.models.fit import check_fit
+
             self._source = locate(self.model, self.spec)
+            self.fit = check_fit(self.model, self._source, option=self.spec.option, role=self.spec.role,
+                                 device=self.device, dtype=self.dtype)
             self._checked = True
 
     def load(self) -> None:

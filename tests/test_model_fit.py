@@ -72,9 +72,10 @@ def test_a_29_gb_summary_model_is_refused_in_seconds_with_one_line(tmp_path, cap
     assert not any("Loading" in r.getMessage() for r in caplog.records)  # nothing loaded
 
 
-def test_the_caption_model_is_refused_naming_its_own_options(tmp_path, clips):
+def test_the_caption_model_is_refused_naming_its_own_options(tmp_path, clips, tiny_llm):
     big = _big_model(tmp_path)
-    run = invoke_cli(["--source", str(clips.numbered().path), "--vlm-model", str(big), "--vlm-device", "cpu", "--no-faces"])
+    run = invoke_cli(["--source", str(clips.numbered().path), "--vlm-model", str(big), "--vlm-device", "cpu",
+                      "--llm-model", str(tiny_llm), "--llm-device", "cpu", "--no-faces"])
     assert run.returncode == 2
     assert run.stderr.startswith(f"Error: --vlm-model: the caption model {big} needs about ")
     assert "--vlm-base-url" in run.stderr and "--vlm-dtype bfloat16" in run.stderr
@@ -102,11 +103,11 @@ def test_the_sizes_at_each_dtype_come_from_the_index_and_the_headers(tmp_path):
 def test_a_tiny_model_fits_and_is_sized(tiny_llm):
     from llm_summarizer import LLMSummarizer
 
-    llm = LLMSummarizer(str(tiny_llm), device="cpu", dtype="float32")
-    llm.check()
-    assert llm.fit is not None and llm.fit.dtype == "float32" and llm.fit.device == "cpu"
-    assert 0 < llm.fit.weights < 10_000_000 and llm.fit.option == "--llm-model"
-    assert LLMSummarizer(str(tiny_llm), device="cpu", dtype="bfloat16").fit is None  # not checked yet
+    sized = LLMSummarizer(str(tiny_llm), device="cpu", dtype="float32").check_fit()
+    assert sized is not None and sized.dtype == "float32" and sized.device == "cpu"
+    assert 0 < sized.weights < 10_000_000 and sized.option == "--llm-model"
+    assert LLMSummarizer(str(tiny_llm), device="cpu", dtype="bfloat16").check_fit().weights == sized.weights // 2
+    assert LLMSummarizer("served", base_url="http://127.0.0.1:9/v1").check_fit() is None
 
 
 def test_the_memory_reading_respects_the_cgroup_limit(tmp_path):

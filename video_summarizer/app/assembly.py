@@ -34,7 +34,7 @@ log = logging.getLogger("video_summarizer.cli")  # the run's start-up lines, as 
 def build_stages(cfg: RunConfig, stack: ExitStack, events: Any, *, backends: Backends,
                  langfuse: LangfuseSettings, cache_home: Path) -> Any:
     """The models checked (cheap: reachable, files present), then the tracker, then the models loaded."""
-    from video_summarizer.models.fit import check_together
+    from video_summarizer.models.fit import check_models
     from video_summarizer.pipeline import Stages
     from video_summarizer.prompts import PromptSource
 
@@ -42,7 +42,7 @@ def build_stages(cfg: RunConfig, stack: ExitStack, events: Any, *, backends: Bac
     summarizer = summary_model(cfg.summary, backends)
     vlm.check()  # a bad --vlm-model / --vlm-base-url or --llm-model is said before anything loads
     summarizer.check()
-    check_together([getattr(vlm, "fit", None), getattr(summarizer, "fit", None)])  # both in this process
+    check_models([vlm, summarizer])  # in-process models too big for the memory: refused before any download
     stack.callback(vlm.close)
     stack.callback(summarizer.close)
     tracker = open_tracker(cfg.tracing, cfg.outbox, langfuse, backends, stack, source=cfg.source,

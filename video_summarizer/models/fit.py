@@ -317,3 +317,8 @@ def check_together(fits: Iterable[Fit | None]) -> None:
             continue
         refuse_unless_fits(fit, available_memory(fit.device), beside=placed)
         placed.append(fit)
+
+
+def check_models(models: Iterable[Any]) -> None:
+    """A run's models sized (those in this process: ``check_fit()``), each alone, then side by side."""
+    check_together([m.check_fit() for m in models if callable(getattr(m, "check_fit", None))])

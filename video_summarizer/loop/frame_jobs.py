@@ -41,6 +41,7 @@ class RunCounters:
     dropped_busy: int = 0  # live: due for processing but every slot was busy
     job_errors: int = 0
     summaries: int = 0
+    summaries_merged: int = 0  # summary requests folded into the next (the model slower than the interval)
     summary_failures: int = 0
     citations_dropped: int = 0  # summary citations that matched no caption
     observer_errors: int = 0  # frame observers (dataset, page) that raised
@@ -161,6 +162,7 @@ def source_stats(c: RunCounters, selector: Any, source: Any) -> dict:
         "dropped_replaced": getattr(source, "frames_dropped", 0),
         **{k: v for k, v in selector.counts().items() if k != "selected"},  # skips
         "summaries": c.summaries,
+        "summaries_merged": c.summaries_merged,
         "summary_failures": c.summary_failures,
         "citations_dropped": c.citations_dropped,
         "job_errors": c.job_errors,

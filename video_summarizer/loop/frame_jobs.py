@@ -68,7 +68,7 @@ class FrameJobs:
         return True
 
     def pending(self) -> list[Future]:
-        """The jobs still running (a summary waits for those before it)."""
+        """The jobs still running (a summary waits for those before its frame)."""
         with self._lock:
             self._pending = [f for f in self._pending if not f.done()]
             return list(self._pending)
@@ -96,15 +96,6 @@ class FrameJobs:
                     future.set_exception(error)
 
         threading.Thread(target=run, name=name, daemon=True).start()
-
-    def wait_earlier(self, job: Job) -> bool:
-        """Wait for the jobs before this one (their captions go first); False when stopping first."""
-        while job.earlier:
-            _done, not_done = wait(job.earlier, timeout=0.5)
-            if self.stop_event.is_set() and not_done:
-                return False
-            job.earlier = list(not_done)
-        return True
 
     def drain(self, timeout: float, *, bounded: bool) -> int:
         """Wait for in-flight jobs: all of them, or up to `timeout` once stopping; how many are left."""

@@ -49,27 +49,27 @@ class SummaryLane:
         self._cond = threading.Condition()
         self._waiting: SummaryRequest | None = None
         self._closing = False
-        self.most_waiting = 0  # the most requests that ever waited at once (one, by construction)
         self._done: Future = Future()
         self._thread: threading.Thread | None = None
 
     def request(self, request: SummaryRequest) -> None:
         """Queue a window's summary; a request already waiting is merged into this newer one."""
         with self._cond:
-            replaced, self._waiting = self._waiting, request
-            self.most_waiting = max(self.most_waiting, 1)
-            if replaced is not None:
-                self._counters.summaries_merged += 1
-            first_merge = replaced is not None and self._counters.summaries_merged == 1
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=f"summary-{self.label}", daemon=True)
-                self._thread.start()
-            self._cond.notify_all()
+            late = self._closing  # a frame abandoned at the drain finished late: the final summary covers it
+            replaced = request if late else self._waiting
+            if not late:
+                self._waiting = request
+                self._counters.summaries_merged += replaced is not None
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name=f"summary-{self.label}", daemon=True)
+                    self._thread.start()
+                self._cond.notify_all()
+            first_merge = not late and replaced is not None and self._counters.summaries_merged == 1
+        if first_merge:
+            log.info("%s: the summary model is slower than --summary-interval: each summary now covers every "
+                     "caption since the last one (windows merged; said once, counted as summaries_merged)",
+                     self.label)
         if replaced is not None:
-            if first_merge:
-                log.info("%s: the summary model is slower than --summary-interval: each summary now covers "
-                         "every caption since the last one (windows merged; said once, counted as "
-                         "summaries_merged)", self.label)
             self._dropped(replaced)
 
     def _next(self) -> SummaryRequest | None:

@@ -69,6 +69,7 @@ class SlowSummaries(SummaryModel):
     def __init__(self, seconds: float = SUMMARY_S) -> None:
         self.seconds = seconds
         self.windows: list[list[str]] = []
+        self.starts: list[float] = []
         self.running = 0
         self.most_running = 0
         self._lock = threading.Lock()
@@ -82,6 +83,7 @@ class SlowSummaries(SummaryModel):
             self.running += 1
             self.most_running = max(self.most_running, self.running)
         start = time.time()
+        self.starts.append(start)
         time.sleep(self.seconds)
         with self._lock:
             self.running -= 1
@@ -90,7 +92,7 @@ class SlowSummaries(SummaryModel):
 
 
 def _run(tmp_path, frames: int, vlm: CaptionModel, llm: SummaryModel, *, summary_interval: float,
-         interval: float = INTERVAL_S, observe=None):
+         interval: float = INTERVAL_S, observe=None, stop: threading.Event | None = None):
     from langfuse_tracker import LangfuseTracker
     from video_summarizer.outputs import EventWriter
     from video_summarizer.pipeline import PipelineConfig, SourceRun, Stages
@@ -104,7 +106,7 @@ def _run(tmp_path, frames: int, vlm: CaptionModel, llm: SummaryModel, *, summary
                     source_observers=[observe] if observe else [])
     run = SourceRun(ListCamera(frames), FrameSelector(interval=interval, min_change=0.0), stages,
                     PipelineConfig(summary_interval=summary_interval, max_inflight=1), session_id="s",
-                    stop_event=threading.Event())
+                    stop_event=stop or threading.Event())
     try:
         doc = run.run()
     finally:
@@ -155,6 +157,26 @@ def test_a_slow_summarizer_neither_slows_captions_nor_loses_one(tmp_path, caplog
     assert sorted(g["trace_id"] for g in gens if g["trace_id"] in frame_traces) == sorted(rolling)
     overall = [r["trace_id"] for r in lines if r["type"] == "score" and r["name"] == "overall_quality"]
     assert sorted(t for t in overall if t in frame_traces) == sorted(frame_traces)  # once each, none lost
+
+
+def test_stopping_leaves_a_running_summary_and_the_final_one_covers_its_captions(tmp_path, monkeypatch):
+    for key in ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    vlm, llm, stop = TimedCaptions(0.1), SlowSummaries(), threading.Event()
+    timer = threading.Timer(1.5, stop.set)  # Ctrl-C while the first summary (0.6 s to 2.4 s) is written
+    timer.start()
+    try:
+        run, doc, events = _run(tmp_path, 200, vlm, llm, summary_interval=SUMMARY_INTERVAL_S, stop=stop)
+    finally:
+        timer.cancel()
+    ended = time.time()
+    captions = [r["caption"] for kind, r in events if kind == "caption"]
+    assert doc.interrupted and len(llm.windows) == 2  # the one left running, then the final
+    assert llm.windows[-1] == captions  # the final one has them all, those of the summary left included
+    # the one left running still ends (and says so) while the final is written beside it
+    assert [r["final"] for kind, r in events if kind == "summary"] in ([False, True], [True])
+    assert llm.starts[1] - llm.starts[0] < SUMMARY_S  # the final did not wait for the one left running
+    assert ended - llm.starts[1] < SUMMARY_S + 1.0
 
 
 def test_a_live_source_says_once_what_the_caption_pace_allows(tmp_path, caplog, monkeypatch):

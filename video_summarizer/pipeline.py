@@ -119,6 +119,7 @@ class SourceRun:
         self._window_start: float | None = None
         self._first_ts = 0.0
         self.writer = SummaryWriter(self.label, stages, self.summaries, self.counters)
+        self._in_lane: tuple[list, list] = ([], [])  # the window the lane is summarizing: captions, citable
         self.lane = SummaryLane(self.label, self._write_summary, _release, stop_event, self.counters)
         self.pace = CaptionPace(self.label, live=bool(source.live), interval=getattr(selector, "interval", None),
                                 slots=config.max_inflight)
@@ -282,16 +283,21 @@ class SourceRun:
         """The lane's work: the window up to the due frame, once the frames before it are captioned."""
         try:
             if wait_earlier(request.earlier, self.stop_event):
-                self.writer.write(request.trace, *self.captions.take_window(request.upto_seq))
+                self._in_lane = self.captions.take_window(request.upto_seq)
+                self.writer.write(request.trace, *self._in_lane)
+                self._in_lane = ([], [])
         finally:
             request.trace.release()
 
     def _final_summary(self, *, bounded: bool) -> str:
-        """Drain the summary lane, then summarize what no summary has seen yet; bounded when stopping."""
-        if not self.lane.close(self.config.shutdown_timeout_s, bounded=bounded):
-            log.warning("%s: a summary still running after %.0f s; abandoned", self.label,
-                        self.config.shutdown_timeout_s)
+        """Drain the summary lane, then summarize what no summary has seen yet; bounded when stopping
+        (the lane is not waited for then: the captions of a summary still running go in the final one)."""
+        finished = self.lane.close(0.0 if bounded else self.config.shutdown_timeout_s, bounded=bounded)
         window, citable = self.captions.take_window(None)
+        if not finished:
+            log.warning("%s: stopping: the summary being written is left; its captions go in the final one",
+                        self.label)
+            window, citable = self._in_lane[0] + window, self._in_lane[1] + citable
         if not window:
             return self.rolling_summary or ""
         outcome: list = []

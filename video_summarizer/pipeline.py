@@ -119,7 +119,7 @@ class SourceRun:
         self._window_start: float | None = None
         self._first_ts = 0.0
         self.writer = SummaryWriter(self.label, stages, self.summaries, self.counters)
-        self._in_lane: tuple[list, list] = ([], [])  # the window the lane is summarizing: captions, citable
+        self._in_lane: tuple[list, list] = ([], [])  # captions (and citable) taken by the lane, not yet summarized
         self.lane = SummaryLane(self.label, self._write_summary, _release, stop_event, self.counters)
         self.pace = CaptionPace(self.label, live=bool(source.live), interval=getattr(selector, "interval", None),
                                 slots=config.max_inflight)
@@ -283,7 +283,8 @@ class SourceRun:
         """The lane's work: the window up to the due frame, once the frames before it are captioned."""
         try:
             if wait_earlier(request.earlier, self.stop_event):
-                self._in_lane = self.captions.take_window(request.upto_seq)
+                (kept, kept_citable), (taken, citable) = self._in_lane, self.captions.take_window(request.upto_seq)
+                self._in_lane = (kept + taken, kept_citable + citable)  # a window whose writing raised goes too
                 self.writer.write(request.trace, *self._in_lane)
                 self._in_lane = ([], [])
         finally:
@@ -293,11 +294,11 @@ class SourceRun:
         """Drain the summary lane, then summarize what no summary has seen yet; bounded when stopping
         (the lane is not waited for then: the captions of a summary still running go in the final one)."""
         finished = self.lane.close(0.0 if bounded else self.config.shutdown_timeout_s, bounded=bounded)
-        window, citable = self.captions.take_window(None)
         if not finished:
             log.warning("%s: stopping: the summary being written is left; its captions go in the final one",
                         self.label)
-            window, citable = self._in_lane[0] + window, self._in_lane[1] + citable
+        (kept, kept_citable), (window, citable) = self._in_lane, self.captions.take_window(None)
+        window, citable = kept + window, kept_citable + citable
         if not window:
             return self.rolling_summary or ""
         outcome: list = []

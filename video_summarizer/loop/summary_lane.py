@@ -115,8 +115,8 @@ class SummaryWriter:
         self.summaries = summaries
         self.counters = counters
 
-    def write(self, trace: Any, window: list[TimedCaption],
-                          citable: list[CitableCaption], *, final: bool = False) -> SummaryOutcome | None:
+    def write(self, trace: Any, window: list[TimedCaption], citable: list[CitableCaption], *,
+              final: bool = False) -> SummaryOutcome | None:
         """Roll the window's captions into the summary, trace it (on that trace) and emit it."""
         if not window:
             return None

@@ -293,7 +293,7 @@ def torch_dtype_name(dtype: Any) -> str:
 
 
 def check_fit(name: str, source: str | None, *, option: str, role: str, device: str, dtype: str) -> Fit | None:
-    """Size the model at its device's dtype and refuse it (BackendUnavailable) when it cannot fit; None: unknown size."""
+    """Size the model at its device's dtype; refuse it (BackendUnavailable) when it cannot fit. None: size unknown."""
     size = size_of(name, source)
     if size is None:
         return None

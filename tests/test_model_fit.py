@@ -26,7 +26,8 @@ def _indexed_model(folder: Path, total_size: int, dtype: str = "bfloat16") -> Pa
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"model_type": "mistral", "torch_dtype": dtype}))
     (folder / "model.safetensors.index.json").write_text(json.dumps(
-        {"metadata": {"total_size": total_size}, "weight_map": {"lm_head.weight": "model-00001-of-00003.safetensors"}}))
+        {"metadata": {"total_size": total_size},
+         "weight_map": {f"w{i}": f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)}}))
     return folder
 
 
@@ -94,6 +95,9 @@ def test_the_sizes_at_each_dtype_come_from_the_index_and_the_headers(tmp_path):
     _write_safetensors(headers / "model-2.safetensors", {"b": ("BF16", [50])})
     size = fit.folder_size(headers)
     assert (size.float_params, size.fixed_bytes) == (1050, 40)  # integer tensors keep their bytes
+    partial = _indexed_model(tmp_path / "partial", MISTRAL_7B_BF16)  # one shard of three downloaded
+    _write_safetensors(partial / "model-00001-of-00003.safetensors", {"lm_head.weight": ("BF16", [10])})
+    assert fit.folder_size(partial).float_params == MISTRAL_7B_BF16 // 2  # the index, not the shard
     assert size.bytes_at("float16") == 2 * 1050 + 40
     quantized = _indexed_model(tmp_path / "q", 4_000_000_000)
     (quantized / "config.json").write_text(json.dumps({"torch_dtype": "float16", "quantization_config": {"bits": 4}}))

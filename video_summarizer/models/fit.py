@@ -93,17 +93,17 @@ def folder_size(folder: str | os.PathLike) -> ModelSize | None:
     """The weights of a model folder from its files (nothing loaded); None when it cannot tell."""
     path = Path(folder)
     config = _read_json(path / "config.json") or {}
+    index = _read_json(path / "model.safetensors.index.json") or _read_json(path / "pytorch_model.bin.index.json")
     shards = sorted(path.glob("*.safetensors"))
-    if shards:
+    named = set((index or {}).get("weight_map", {}).values())
+    if shards and named <= {p.name for p in shards}:  # every shard here (a partial download: the index)
         return _from_counts(_header_counts(shards), quantized=_quantized(config))
-    stored = _stored_bytes(config)
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        total = ((_read_json(path / index_name) or {}).get("metadata") or {}).get("total_size")
-        if isinstance(total, (int, float)) and total > 0:
-            return _from_total(int(total), stored, quantized=_quantized(config))
+    total = ((index or {}).get("metadata") or {}).get("total_size")
+    if isinstance(total, (int, float)) and total > 0:
+        return _from_total(int(total), _stored_bytes(config), quantized=_quantized(config))
     bins = sorted(path.glob("pytorch_model*.bin"))
     if bins:
-        return _from_total(sum(p.stat().st_size for p in bins), stored, quantized=_quantized(config))
+        return _from_total(sum(p.stat().st_size for p in bins), _stored_bytes(config), quantized=_quantized(config))
     return None
 
 

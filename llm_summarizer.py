@@ -120,6 +120,11 @@ class LLMSummarizer(SummaryModel):
         where = redact_url(self.base_url) if self.base_url else self.device
         return f"LLMSummarizer(model={self.model!r}, backend={self.backend!r}, at={where!r})"
 
+    def check_fit(self) -> Any:
+        """The local model refused if it cannot fit in memory, before any download (models.fit.Fit); None: a server."""
+        check = getattr(self._backend, "check_fit", None)
+        return check() if check is not None else None
+
     def check(self) -> None:
         """Cheap reachability: the server lists the model, or the model's files are there; nothing loads."""
         self._backend.check()

@@ -20,8 +20,8 @@ CLEAN = ("LANGFUSE_", "VLM_", "LLM_", "SUMMARIZER_", "JUDGE_", "LANCEDB_", "KNOW
 SOURCE = {"--source", "--source-label", "--live", "--reconnect-attempts", "--max-pixels", "--stdin-max-mb"}
 FACES = {"--known-faces", "--no-faces", "--face-tolerance", "--face-smoothing", "--blur-faces", "--face-model"}
 CAPTION = {"--vlm-backend", "--vlm-base-url", "--vlm-model", "--vlm-device", "--vlm-api-key", "--vlm-timeout",
-           "--vlm-max-tokens"}
-SUMMARY_MODEL = {"--llm-model", "--llm-base-url", "--llm-api-key", "--llm-device"}
+           "--vlm-max-tokens", "--vlm-dtype"}
+SUMMARY_MODEL = {"--llm-model", "--llm-base-url", "--llm-api-key", "--llm-device", "--llm-dtype"}
 INDEX = {"--index", "--embed-model"}
 QUERY = {"--faces", "--source-filter", "--since", "--until", "--limit"}
 PROMPTS = {"--prompt-label", "--prompt-cache-ttl"}

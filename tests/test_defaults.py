@@ -45,6 +45,7 @@ def test_every_literal_click_default_is_its_defaults_constant():
         "--reconnect-attempts": D.RECONNECT_ATTEMPTS, "--max-pixels": D.MAX_PIXELS, "--stdin-max-mb": D.STDIN_MAX_MB,
         "--face-tolerance": D.FACE_TOLERANCE, "--face-model": D.FACE_MODEL, "--vlm-backend": D.VLM_BACKEND,
         "--vlm-device": D.DEVICE, "--vlm-timeout": D.VLM_TIMEOUT_S, "--vlm-max-tokens": D.VLM_MAX_TOKENS,
+        "--vlm-dtype": D.DTYPE, "--llm-dtype": D.DTYPE,
         "--llm-model": D.LLM_MODEL, "--llm-device": D.DEVICE, "--interval": D.INTERVAL_S,
         "--min-change": D.MIN_CHANGE, "--motion-min-area": D.MOTION_MIN_AREA, "--summary-interval": D.SUMMARY_INTERVAL_S, "--limit": D.QUERY_LIMIT,
         "--prompt-label": D.PROMPT_LABEL, "--prompt-cache-ttl": D.PROMPT_CACHE_TTL_S,

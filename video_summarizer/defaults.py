@@ -13,6 +13,8 @@ API_VLM_MODEL = "qwen3"  # the caption model's served name (vllm serve ... --ser
 VLM_URL = "http://localhost:8000/v1"  # --vlm-backend api without --vlm-base-url
 API_KEY_PLACEHOLDER = "EMPTY"  # local servers need no key, but the openai client needs some value
 DEVICE = "auto"  # CUDA, then MPS, then CPU
+DTYPE = "auto"  # the in-process models' dtype: models.hf.resolve_dtype decides for the device
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # --vlm-dtype / --llm-dtype choices
 VLM_BACKEND = "auto"  # api when --vlm-base-url is given, else local
 EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # a new index's; an index keeps its own
 

@@ -96,6 +96,7 @@ class CaptionOptions(_Concern):
     vlm_api_key: str | None = field(default=None, repr=False)
     vlm_timeout: float = D.VLM_TIMEOUT_S
     vlm_max_tokens: int = D.VLM_MAX_TOKENS
+    vlm_dtype: str = D.DTYPE
 
     @property
     def backend(self) -> str:
@@ -126,6 +127,7 @@ class SummaryOptions(_Concern):
     llm_api_key: str | None = field(default=None, repr=False)
     llm_device: str = D.DEVICE
     summary_interval: float = D.SUMMARY_INTERVAL_S
+    llm_dtype: str = D.DTYPE
 
 
 @dataclass(frozen=True)

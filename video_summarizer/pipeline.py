@@ -19,15 +19,17 @@ from video_summarizer import defaults as D
 from video_summarizer.backends import CaptionModel, FaceModel, FrameObserver, SummaryModel
 from video_summarizer.citations import CitableCaption
 from video_summarizer.loop.caption_store import MAX_KEPT_CAPTIONS, MAX_KEPT_SUMMARIES, CaptionStore, SummaryLog
-from video_summarizer.loop.emit import caption_event, emit_motion, observe_frame, summary_event
+from video_summarizer.loop.emit import caption_event, emit_motion, observe_frame
 from video_summarizer.loop.frame_jobs import FrameJobs, Job, RunCounters, run_final, select_frame, source_stats
+from video_summarizer.loop.pacing import CaptionPace
+from video_summarizer.loop.summary_lane import SummaryLane, SummaryRequest, SummaryWriter, wait_earlier
 from video_summarizer.outages import OutageMonitor
 from video_summarizer.outputs import EventWriter, SummaryDocument
 from video_summarizer.privacy import blur_faces
 from video_summarizer.prompts import faces_sentence, render_caption
-from video_summarizer.results import CaptionOutcome, FaceOutcome, SummaryOutcome, TimedCaption
+from video_summarizer.results import CaptionOutcome, FaceOutcome, TimedCaption
 from video_summarizer.timecodes import format_video_time, stamp_decimals
-from video_summarizer.tracing.frame_trace import FrameTrace, FrameTracer, TraceSettings
+from video_summarizer.tracing.frame_trace import FrameTracer, TraceSettings
 from video_summarizer.tracing.protocol import Tracker
 
 __all__ = ["MAX_KEPT_CAPTIONS", "MAX_KEPT_SUMMARIES", "PipelineConfig", "RunCounters", "SourceRun", "Stages"]
@@ -116,6 +118,11 @@ class SourceRun:
         self._lock = threading.Lock()  # the counters, from the job threads
         self._window_start: float | None = None
         self._first_ts = 0.0
+        self.writer = SummaryWriter(self.label, stages, self.summaries, self.counters)
+        self._in_lane: tuple[list, list] = ([], [])  # captions (and citable) taken by the lane, not yet summarized
+        self.lane = SummaryLane(self.label, self._write_summary, _release, stop_event, self.counters)
+        self.pace = CaptionPace(self.label, live=bool(source.live), interval=getattr(selector, "interval", None),
+                                slots=config.max_inflight)
 
     @property
     def rolling_summary(self) -> str | None:
@@ -206,8 +213,9 @@ class SourceRun:
             caption = self._caption(job, faces)
             trace.caption(caption, faces.names if faces else [], job.frame_index)
             self._emit_caption(job, faces, caption, trace.trace_id)
-            if job.summary_due and self.jobs.wait_earlier(job):  # earlier frames' captions first
-                self._summarize_window(trace, *self.captions.take_window(job.seq))
+            self.pace.observe(caption)
+            if job.summary_due:  # written on the summary lane, on this frame's trace; the next frame goes on
+                self.lane.request(SummaryRequest(job.seq, trace.hold(), job.earlier))
 
     def _faces(self, job: Job) -> FaceOutcome | None:
         faces = self.stages.faces
@@ -266,55 +274,35 @@ class SourceRun:
         """Video time for files; seconds since the first selected frame for live sources."""
         return ts - self._first_ts if self.source.live else ts
 
-    # -- summaries --------------------------------------------------------------------
+    # -- summaries (on the summary lane; the final one after it) ------------------------
 
-    def _summarize_window(self, trace: FrameTrace, window: list[TimedCaption],
-                          citable: list[CitableCaption], *, final: bool = False) -> SummaryOutcome | None:
-        """Roll the window's captions into the summary, trace it and emit it."""
-        if not window:
-            return None
-        summary = self._summarize(window, citable, final=final)
-        trace.summary(summary)
-        self._emit_summary(summary, citable, trace.trace_id)
-        return summary
-
-    def _summarize(self, window: list[TimedCaption], citable: list[CitableCaption], *, final: bool) -> SummaryOutcome:
-        llm, prompts = self.stages.summarizer, self.stages.prompts
-        managed = prompts.summary() if prompts is not None else None
-        system = {"system_prompt": managed.template} if managed else {}
-        messages = llm.build_messages(window, self.summaries.rolling, final=final, **system)
-        start = time.time()
-        result = llm.generate(messages)
-        end = time.time()
-        grounded = self.summaries.ground(result.summary, citable) if result.success else None
-        return SummaryOutcome(result, messages, managed, tuple(window), final, grounded, start, end, model=llm.name)
-
-    def _emit_summary(self, summary: SummaryOutcome, citable: list[CitableCaption], trace_id: str) -> None:
-        result, grounded = summary.result, summary.grounded
-        record = summary_event(self.label, summary, [citable[0].ref["video_time"], citable[-1].ref["video_time"]],
-                               trace_id)
-        if grounded is None:
-            self.stages.llm_outage.failed(f"{result.error_kind}: {result.error}")
-            self.counters.summary_failures += 1
-            self.stages.events.emit("error", stage="llm", kind=result.error_kind, message=result.error,
-                                    **{k: record[k] for k in ("source", "window", "trace_id")})
-            return
-        self.stages.llm_outage.succeeded()
-        self.counters.summaries += 1
-        self.counters.citations_dropped += grounded.dropped
-        self.summaries.add(record, grounded.text, record["sentences"])  # the next prompt sees only valid citations
-        self.stages.events.emit("summary", **record)
+    def _write_summary(self, request: SummaryRequest) -> None:
+        """The lane's work: the window up to the due frame, once the frames before it are captioned."""
+        try:
+            if wait_earlier(request.earlier, self.stop_event):
+                (kept, kept_citable), (taken, citable) = self._in_lane, self.captions.take_window(request.upto_seq)
+                self._in_lane = (kept + taken, kept_citable + citable)  # a window whose writing raised goes too
+                self.writer.write(request.trace, *self._in_lane)
+                self._in_lane = ([], [])
+        finally:
+            request.trace.release()
 
     def _final_summary(self, *, bounded: bool) -> str:
-        """Summarize what the rolling summary has not seen yet; bounded when stopping."""
-        window, citable = self.captions.take_window(None)
+        """Drain the summary lane, then summarize what no summary has seen yet; bounded when stopping
+        (the lane is not waited for then: the captions of a summary still running go in the final one)."""
+        finished = self.lane.close(0.0 if bounded else self.config.shutdown_timeout_s, bounded=bounded)
+        if not finished:
+            log.warning("%s: stopping: the summary being written is left; its captions go in the final one",
+                        self.label)
+        (kept, kept_citable), (window, citable) = self._in_lane, self.captions.take_window(None)
+        window, citable = kept + window, kept_citable + citable
         if not window:
             return self.rolling_summary or ""
         outcome: list = []
 
         def final() -> None:
             with self.tracer.final(len(window)) as trace:
-                outcome.append(self._summarize_window(trace, window, citable, final=True))
+                outcome.append(self.writer.write(trace, window, citable, final=True))
         run_final(final, self.label, self.config.shutdown_timeout_s, self.stop_event, bounded=bounded)
         if outcome and outcome[0].result.success:
             return self.rolling_summary or ""  # the final summary, its invalid citations dropped
@@ -335,6 +323,11 @@ class SourceRun:
     def stats(self) -> dict:
         """Counters of this source plus the selector's and the source's own."""
         return source_stats(self.counters, self.selector, self.source)
+
+
+def _release(request: SummaryRequest) -> None:
+    """A summary request merged into a newer one (or dropped when stopping): its frame's trace is complete."""
+    request.trace.release()
 
 
 def _fallback_summary(previous: str | None, window: list[TimedCaption]) -> str:

@@ -34,6 +34,7 @@ log = logging.getLogger("video_summarizer.cli")  # the run's start-up lines, as 
 def build_stages(cfg: RunConfig, stack: ExitStack, events: Any, *, backends: Backends,
                  langfuse: LangfuseSettings, cache_home: Path) -> Any:
     """The models checked (cheap: reachable, files present), then the tracker, then the models loaded."""
+    from video_summarizer.models.fit import check_models
     from video_summarizer.pipeline import Stages
     from video_summarizer.prompts import PromptSource
 
@@ -41,6 +42,7 @@ def build_stages(cfg: RunConfig, stack: ExitStack, events: Any, *, backends: Bac
     summarizer = summary_model(cfg.summary, backends)
     vlm.check()  # a bad --vlm-model / --vlm-base-url or --llm-model is said before anything loads
     summarizer.check()
+    check_models([vlm, summarizer])  # in-process models too big for the memory: refused before any download
     stack.callback(vlm.close)
     stack.callback(summarizer.close)
     tracker = open_tracker(cfg.tracing, cfg.outbox, langfuse, backends, stack, source=cfg.source,
@@ -99,7 +101,7 @@ def caption_model(caption: CaptionOptions, backends: Backends) -> tuple[Any, str
 
             log.warning("--vlm-backend local: --vlm-base-url %s is not used", redact_url(caption.vlm_base_url))
         return LocalVLM(caption.model, device=caption.vlm_device, timeout_s=caption.vlm_timeout,
-                        max_new_tokens=caption.vlm_max_tokens), None
+                        max_new_tokens=caption.vlm_max_tokens, dtype=caption.vlm_dtype), None
     vlm = backends.caption(caption.endpoint, caption.vlm_api_key, caption.model,
                            timeout_s=caption.vlm_timeout, max_tokens=caption.vlm_max_tokens)
     return vlm, vlm.base_url
@@ -107,8 +109,8 @@ def caption_model(caption: CaptionOptions, backends: Backends) -> tuple[Any, str
 
 def summary_model(summary: SummaryOptions, backends: Backends) -> Any:
     """The summary model (in this process, or the server at --llm-base-url); not loaded."""
-    return backends.summary(summary.llm_model, device=summary.llm_device, base_url=summary.llm_base_url,
-                            api_key=summary.llm_api_key)
+    return backends.summary(summary.llm_model, device=summary.llm_device, dtype=summary.llm_dtype,
+                            base_url=summary.llm_base_url, api_key=summary.llm_api_key)
 
 
 def blur_setting(option: bool | None, endpoint: str | None) -> tuple[bool, str]:

@@ -51,7 +51,8 @@ def _source_line(doc: Any) -> str:
     s = doc.stats
     truncated = (f", truncated ({s['frames_read']} of {s.get('frames_expected')} frames decoded)"
                  if s.get("truncated") else "")
+    merged = f" ({s['summaries_merged']} windows merged)" if s.get("summaries_merged") else ""
     return (f"  {doc.label}: frames read {s['frames_read']}, selected {s['selected']}, "
             f"captioned {s['captioned']}, failed {s['caption_failures']}, "
             f"dropped (busy) {s['dropped_busy']}, dropped (replaced) {s['dropped_replaced']}, "
-            f"summaries {s['summaries']}{truncated}")
+            f"summaries {s['summaries']}{merged}{truncated}")

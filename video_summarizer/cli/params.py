@@ -112,6 +112,9 @@ caption_options = option_group(
         show_default=True, help="Seconds before one caption request is given up."),
     opt("--vlm-max-tokens", envvar="VLM_MAX_TOKENS", type=click.IntRange(min=1), default=D.VLM_MAX_TOKENS,
         show_default=True, help="Longest caption in tokens."),
+    opt("--vlm-dtype", envvar="VLM_DTYPE", type=click.Choice(D.DTYPES), default=D.DTYPE, show_default=True,
+        help="Local caption model's weights: auto (the device's usual one), float32, bfloat16, float16. "
+             "A model that cannot fit in memory at it is refused before anything downloads."),
 )
 
 summary_model_options = option_group(
@@ -122,6 +125,9 @@ summary_model_options = option_group(
     opt("--llm-api-key", envvar="LLM_API_KEY", default=None, help="API key for --llm-base-url."),
     opt("--llm-device", envvar="LLM_DEVICE", default=D.DEVICE, show_default=True,
         help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps."),
+    opt("--llm-dtype", envvar="LLM_DTYPE", type=click.Choice(D.DTYPES), default=D.DTYPE, show_default=True,
+        help="Local summary model's weights: auto (the device's usual one), float32, bfloat16, float16. "
+             "A model that cannot fit in memory at it is refused before anything downloads."),
 )
 
 selection_options = option_group(

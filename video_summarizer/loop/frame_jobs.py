@@ -44,6 +44,7 @@ class RunCounters:
     dropped_busy: int = 0  # live: due for processing but every slot was busy
     job_errors: int = 0
     summaries: int = 0
+    summaries_merged: int = 0  # summary requests folded into the next (the model slower than the interval)
     summary_failures: int = 0
     citations_dropped: int = 0  # summary citations that matched no caption
     observer_errors: int = 0  # frame observers (dataset, page) that raised
@@ -70,7 +71,7 @@ class FrameJobs:
         return True
 
     def pending(self) -> list[Future]:
-        """The jobs still running (a summary waits for those before it)."""
+        """The jobs still running (a summary waits for those before its frame)."""
         with self._lock:
             self._pending = [f for f in self._pending if not f.done()]
             return list(self._pending)
@@ -98,15 +99,6 @@ class FrameJobs:
                     future.set_exception(error)
 
         threading.Thread(target=run, name=name, daemon=True).start()
-
-    def wait_earlier(self, job: Job) -> bool:
-        """Wait for the jobs before this one (their captions go first); False when stopping first."""
-        while job.earlier:
-            _done, not_done = wait(job.earlier, timeout=0.5)
-            if self.stop_event.is_set() and not_done:
-                return False
-            job.earlier = list(not_done)
-        return True
 
     def drain(self, timeout: float, *, bounded: bool) -> int:
         """Wait for in-flight jobs: all of them, or up to `timeout` once stopping; how many are left."""
@@ -180,6 +172,7 @@ def source_stats(c: RunCounters, selector: Any, source: Any) -> dict:
         "dropped_replaced": getattr(source, "frames_dropped", 0),
         **{k: v for k, v in selector.counts().items() if k != "selected"},  # skips
         "summaries": c.summaries,
+        "summaries_merged": c.summaries_merged,
         "summary_failures": c.summary_failures,
         "citations_dropped": c.citations_dropped,
         "job_errors": c.job_errors,

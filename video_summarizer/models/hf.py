@@ -158,6 +158,8 @@ class InProcessModel:
         self.load_seconds: float | None = None
         self._checked = False
         self._source: str | None = None  # set by check(): the local folder to load from (None: the hub)
+        self.fit: Any = None  # set by check_fit(): the model sized for its device (models.fit.Fit), if known
+        self._fit_checked = False
         self._load_lock = threading.Lock()
         self._generate_lock = threading.Lock()  # one generation at a time
 
@@ -167,6 +169,20 @@ class InProcessModel:
             self._source = locate(self.model, self.spec)
             self._checked = True
 
+    def check_fit(self) -> Any:
+        """Refuse a model too big for its device's memory at its dtype, before any download; its models.fit.Fit.
+
+        Not part of check(): it imports torch (the device and the dtype are torch's to say).
+        """
+        if not self._fit_checked:
+            from video_summarizer.models.fit import check_fit
+
+            self.check()
+            self.fit = check_fit(self.model, self._source, option=self.spec.option, role=self.spec.role,
+                                 device=self.device, dtype=self.dtype)
+            self._fit_checked = True
+        return self.fit
+
     def load(self) -> None:
         """Load the model once, with a progress line; BackendUnavailable says what to do."""
         if self.hf_model is not None:
@@ -174,7 +190,7 @@ class InProcessModel:
         with self._load_lock:
             if self.hf_model is not None:
                 return
-            self.check()
+            self.check_fit()
             loaded = load_pretrained(self.model_class, self.model, self.spec, source=self._source,
                                      device=self.device, dtype=self.dtype, prepare=self._prepare)
             self._loaded(loaded)

@@ -17,6 +17,8 @@ from video_summarizer.results import CaptionOutcome, FaceOutcome, GenerationResu
 from video_summarizer.tracing.protocol import Tracker
 from video_summarizer.tracing.records import GenerationRecord, SpanRecord
 
+FRAME_OVERALL = "mean of the stages' success, latency and quality"
+
 
 @dataclass(frozen=True)
 class TraceSettings:
@@ -49,9 +51,10 @@ class FrameTracer:
                 "frame_processing", user_id=s.label, session_id=s.session_id,
                 tags=["live" if s.live else "file"], metadata=metadata,
         ) as handle:
-            trace = FrameTrace(self, handle.id)
+            trace = FrameTrace(self, handle.id, handle)
             yield trace
-            trace.score_overall("mean of the stages' success, latency and quality")
+            if not trace.held:  # else the stage it waits for scores it (FrameTrace.release)
+                trace.score_overall(FRAME_OVERALL)
 
     @contextmanager
     def final(self, captions: int) -> Iterator["FrameTrace"]:
@@ -67,12 +70,28 @@ class FrameTracer:
 class FrameTrace:
     """One trace being made: each stage's span, generation and scores as its outcome arrives."""
 
-    def __init__(self, tracer: FrameTracer, trace_id: str) -> None:
+    def __init__(self, tracer: FrameTracer, trace_id: str, handle: Any = None) -> None:
         self.tracker = tracer.tracker
         self.settings = tracer.settings
         self.trace_id = trace_id
+        # The open trace's handle, kept: the tracker holds a trace's context while its handle lives,
+        # so a stage recorded after the frame's job (the summary lane) nests under the frame's root.
+        self._handle = handle
+        self.held = False
         self._overall: list[float] = []
         self._on = tracer.tracker.recording  # off: every step returns at once (no-op tracing stays ~free)
+
+    def hold(self) -> "FrameTrace":
+        """Keep this trace for a stage that ends after the frame's job; its overall_quality waits for release()."""
+        self.held = True
+        return self
+
+    def release(self) -> None:
+        """The held trace is complete: score its overall_quality (with the late stage's scores, if it ran)."""
+        if self.held:
+            self.held = False
+            self.score_overall(FRAME_OVERALL)
+            self._handle = None
 
     def faces(self, outcome: FaceOutcome | None) -> None:
         """The face_recognition span (none without a face model)."""

@@ -49,6 +49,8 @@ _SOURCE_COUNTERS = {
                          "due times; unchanged: too like the last one).", {"reason": "interval"}),
     "skipped_unchanged": ("summarizer_frames_skipped", "", {"reason": "unchanged"}),
     "summaries": ("summarizer_summaries", "Rolling and final summaries written.", {}),
+    "summaries_merged": ("summarizer_summaries_merged", "Summary windows folded into the next one (the "
+                         "summary model slower than --summary-interval).", {}),
     "summary_failures": ("summarizer_summary_failures", "Summaries that failed.", {}),
     "citations_dropped": ("summarizer_citations_dropped", "Summary citations that matched no caption.", {}),
     "job_errors": ("summarizer_job_errors", "Frames whose processing raised.", {}),
@@ -165,6 +167,14 @@ class RunMetrics:
             items = list(self._sources.values())
         return [(s.label, s.stats(), s.final is None) for s in items]
 
+    def caption_estimate(self, label: str) -> float | None:
+        """Seconds a caption takes on a running source (loop.pacing.CaptionPace), once its first are timed."""
+        with self._lock:
+            src = self._sources.get(label)
+            run = src.run if src is not None else None
+        pace = getattr(run, "pace", None)
+        return pace.estimate if pace is not None else None
+
     def sample(self) -> None:
         """Note which sources read frames since the last call (the server calls it every second)."""
         now = self._clock()
@@ -240,8 +250,13 @@ class _LiveCollector:
         families: dict[str, CounterMetricFamily] = {}
         running = GaugeMetricFamily("summarizer_source_running", "1 while the source is being read.",
                                     labels=["source"])
+        pace = GaugeMetricFamily("summarizer_caption_seconds_estimate", "Seconds a caption takes on the "
+                                 "source: the median of its first captions, then a moving mean.", labels=["source"])
         for label, stats, live in self.metrics.sources():
             running.add_metric([label], 1 if live else 0)
+            estimate = self.metrics.caption_estimate(label)
+            if estimate is not None:
+                pace.add_metric([label], estimate)
             for key, (name, doc, extra) in _SOURCE_COUNTERS.items():
                 if key not in stats:
                     continue
@@ -251,6 +266,7 @@ class _LiveCollector:
                         name, doc or _SOURCE_COUNTERS[_first_key(name)][1], labels=["source", *extra])
                 family.add_metric([label, *extra.values()], stats[key])
         yield running
+        yield pace
         yield from families.values()
 
     def _models(self, stages: Stages) -> Iterator[Any]:

@@ -34,7 +34,7 @@ ALERTS = {"--alert", "--alerts-file", "--notify", "--notify-secret", "--notify-f
 
 EXPECTED = {
     ("run",): SOURCE | FACES | CAPTION | SUMMARY_MODEL | INDEX | PROMPTS | OUTBOX | WATCH | TRACE_FRAMES | COMMON | ALERTS | {
-        "--version", "--interval", "--min-change", "--max-gap", "--summary-interval", "--max-inflight", "--jobs",
+        "--version", "--interval", "--min-change", "--motion-min-area", "--max-gap", "--summary-interval", "--max-inflight", "--jobs",
         "--ray", "--events", "--summary-out", "--output-dir", "--force", "--trace-log", "--shutdown-timeout",
         "--flush-timeout", "--trace-log-max-mb", "--events-max-mb", "--display", "--dataset", "--json"},
     ("search",): INDEX | QUERY | COMMON | {"--json"},

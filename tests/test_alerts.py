@@ -141,6 +141,7 @@ def test_judged_caption_model_asks_in_the_same_call(tmp_path: Path) -> None:
         prompt = srv.requests[0]["messages"][-1]["content"]
         sent = " ".join(p.get("text", "") for p in prompt) if isinstance(prompt, list) else prompt
     assert "1. a person at the front door" in sent and "2. a dog" in sent and "/van/" not in sent
+    assert "what you see at this moment" in sent and "frame" not in sent.split("After the description")[1]
     assert result.caption == "A man stands at the front door."
     assert result.metadata["alert_judge"] == {"door": {"yes": True, "confidence": 0.9},
                                               "dog": {"yes": False, "confidence": 0.8}}

@@ -10,7 +10,7 @@ Why here and not the summary model on the caption text: the caption model sees t
 the clip's frames), so it answers about what is in the picture, not about what the caption
 happened to mention; and it costs no call. The question says "what you see at this moment",
 not "this frame": a caption may cover several frames of a clip. The cost is in tokens: the
-question (about 45 words plus the statements) on every caption prompt, and the answer line (2
+question (about 42 words plus the statements) on every caption prompt, and the answer line (2
 words plus 2 per rule). A reply cut short by --vlm-max-tokens before the line leaves the rules
 unanswered (counted as ``unanswered``).
 """

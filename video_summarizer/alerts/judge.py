@@ -6,11 +6,13 @@ prompt, asking for one last line ``ALERTS: 1=yes 0.90; 2=no 0.80``; it takes tha
 caption (the events, the summary and the index never see it) and keeps the answers for the
 alert listener, which reads them by the caption's text when the caption event comes.
 
-Why here and not the summary model on the caption text: the caption model sees the frame, so
-it answers about what is in the picture, not about what the caption happened to mention; and
-it costs no call. The cost is in tokens: the question (about 45 words plus the statements) on
-every caption prompt, and the answer line (2 words plus 2 per rule). A reply cut short by
---vlm-max-tokens before the line leaves the rules unanswered (counted as ``unanswered``).
+Why here and not the summary model on the caption text: the caption model sees the frame (or
+the clip's frames), so it answers about what is in the picture, not about what the caption
+happened to mention; and it costs no call. The question says "what you see at this moment",
+not "this frame": a caption may cover several frames of a clip. The cost is in tokens: the
+question (about 42 words plus the statements) on every caption prompt, and the answer line (2
+words plus 2 per rule). A reply cut short by --vlm-max-tokens before the line leaves the rules
+unanswered (counted as ``unanswered``).
 """
 from __future__ import annotations
 
@@ -32,8 +34,8 @@ def question(statements: Sequence[str]) -> str:
     """The text appended to the caption prompt for these statements (numbered from 1)."""
     numbered = "\n".join(f"{i}. {s}" for i, s in enumerate(statements, 1))
     return ("\n\nAfter the description, add one last line that answers, for each numbered statement, "
-            "whether this frame shows it: yes or no, with your confidence from 0 to 1, exactly in this "
-            f"form: ALERTS: 1=yes 0.90; 2=no 0.75\n{numbered}")
+            "whether it holds for what you see at this moment: yes or no, with your confidence from 0 to 1, "
+            f"exactly in this form: ALERTS: 1=yes 0.90; 2=no 0.75\n{numbered}")
 
 
 def parse(text: str, count: int) -> tuple[str, dict[int, tuple[bool, float | None]] | None]:

@@ -18,13 +18,12 @@ from typing import Any, Callable
 from video_summarizer import defaults as D
 from video_summarizer.backends import CaptionModel, FaceModel, FrameObserver, SummaryModel
 from video_summarizer.citations import CitableCaption
+from video_summarizer.clips import ClipCollector
 from video_summarizer.loop.caption_store import MAX_KEPT_CAPTIONS, MAX_KEPT_SUMMARIES, CaptionStore, SummaryLog
-from video_summarizer.loop.emit import caption_event, observe_frame, summary_event
+from video_summarizer.loop.emit import caption_clip, caption_event, observe_frame, summary_event
 from video_summarizer.loop.frame_jobs import FrameJobs, Job, RunCounters, run_final, source_stats
 from video_summarizer.outages import OutageMonitor
 from video_summarizer.outputs import EventWriter, SummaryDocument
-from video_summarizer.privacy import blur_faces
-from video_summarizer.prompts import faces_sentence, render_caption
 from video_summarizer.results import CaptionOutcome, FaceOutcome, SummaryOutcome, TimedCaption
 from video_summarizer.timecodes import format_video_time, stamp_decimals
 from video_summarizer.tracing.frame_trace import FrameTrace, FrameTracer, TraceSettings
@@ -84,6 +83,8 @@ class Stages:
     # A failing model said once, every 10 min while it lasts, and when it works again.
     vlm_outage: OutageMonitor = field(default_factory=_vlm_outages)
     llm_outage: OutageMonitor = field(default_factory=_llm_outages)
+    # A source's clip collector (clips.py), one per source; the default keeps stills.
+    clips: Callable[[], ClipCollector] = lambda: ClipCollector(1)
 
 
 class SourceRun:
@@ -113,6 +114,7 @@ class SourceRun:
                               stop_event)
         self.captions = CaptionStore()
         self.summaries = SummaryLog()
+        self.clips = stages.clips()  # the frames since the last caption, for the next one's clip
         self._lock = threading.Lock()  # the counters, from the job threads
         self._window_start: float | None = None
         self._first_ts = 0.0
@@ -134,6 +136,7 @@ class SourceRun:
             observe(self)
         for frame in self.source:
             self.counters.frames_read += 1
+            self.clips.add(frame)
             if self.on_progress is not None:
                 self.on_progress(1)
             if self.on_frame is not None:
@@ -143,6 +146,7 @@ class SourceRun:
             if not self._select(frame):
                 continue
             job = self._make_job(seq, frame)
+            job.clip = self.clips.take(frame)
             self.jobs.submit(f"frame-{job.frame_index}", lambda job=job: self._process(job),
                              lambda error, job=job: self._job_failed(job, error))
             seq += 1
@@ -225,21 +229,8 @@ class SourceRun:
         return FaceOutcome(tuple(matches), start, time.time())
 
     def _caption(self, job: Job, faces: FaceOutcome | None) -> CaptionOutcome:
-        """Caption the frame (faces blurred when asked): the result, prompt and image sent."""
-        vlm, prompts = self.stages.vlm, self.stages.prompts
-        names = faces.names if faces else []
-        managed = prompts.caption() if prompts is not None else None
-        prompt = render_caption(managed, faces_sentence(names)) if managed else vlm.build_prompt(names)
-        image, privacy = job.image, {}
-        if self.stages.blur_faces:
-            # Names were found on the original; the model gets them as text, the faces blurred.
-            image, blurred = blur_faces(job.image, [m.box for m in faces.matches] if faces else [])
-            privacy = {"blur_faces": True, "faces_blurred": blurred}
-        job.caption_input = {"prompt": prompt, "model": vlm.name, "source_spec": getattr(
-            self.source, "content_path", None), "prompt_version": managed.version if managed else None}
-        start = time.time()
-        result = vlm.generate_caption(image, prompt)
-        return CaptionOutcome(result, prompt, managed, image, privacy, start, time.time(), model=vlm.name)
+        """Caption the frame's clip (faces blurred when asked): the result, prompt and images sent."""
+        return caption_clip(self.stages, job, faces, self._caption_time, getattr(self.source, "content_path", None))
 
     def _emit_caption(self, job: Job, faces: FaceOutcome | None, caption: CaptionOutcome, trace_id: str) -> None:
         result, events = caption.result, self.stages.events
@@ -256,11 +247,12 @@ class SourceRun:
         self.latest_caption = (job.video_time, result.caption)
         names = faces.names if faces else []
         record = caption_event(self.label, job, names, matches, result, trace_id)
-        seconds = self._caption_time(job.video_time)
+        seconds, first = self._caption_time(job.video_time), caption.clip.start  # clip: caption times
         with self._lock:
             self.counters.captioned += 1
-        self.captions.add(job.seq, TimedCaption(seconds, result.caption, tuple(names)), record, CitableCaption(
-            seconds, {"frame": job.frame_index, "video_time": record["video_time"], "trace_id": trace_id}))
+        self.captions.add(job.seq, TimedCaption(seconds, result.caption, tuple(names), first), record, CitableCaption(
+            seconds, {"frame": job.frame_index, "video_time": record["video_time"], "span": record["span"],
+                      "trace_id": trace_id}, first))
         events.emit("caption", **record)
         observe_frame(self.stages.frame_observers, caption.sent, {**record, **job.caption_input},  # + what was asked
                       matches, self.counters, self.label)

@@ -28,6 +28,7 @@ class Job:
     summary_due: bool
     earlier: list[Future] = field(default_factory=list)
     caption_input: dict = field(default_factory=dict)  # prompt, model, version: for frame observers
+    clip: Any = None  # results.Clip: the frames the caption covers (None: the key frame alone)
 
 
 @dataclass

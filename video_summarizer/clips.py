@@ -8,9 +8,10 @@ thumbnails), one from each equal stretch of the span so the clip covers it; the 
 (the one the selector took) always comes last.
 
 Memory is bounded: the collector keeps at most ``keep`` candidates, each a copy downscaled to
-the size it will be sent at (``frame_pixels``). When the buffer fills, neighbouring candidates
-are paired and the one that changed less goes, so the span stays covered and the moments of
-change stay in. At the defaults (6 frames, 32 candidates of ~220 000 pixels) that is at most
+the size it will be sent at (``frame_pixels``), each the most changed frame of a bucket of read
+frames. When the buffer fills, neighbouring buckets merge (the frame that changed more stays)
+and buckets grow twice as long, so the span stays evenly covered and the moments of change
+stay in. At the defaults (6 frames, 32 candidates of ~220 000 pixels) that is at most
 about 21 MB a source, whatever the frame rate or --max-gap.
 
 Sizing (``frame_budget``): each frame of a request gets ``max_pixels / N`` pixels, so N frames
@@ -53,7 +54,7 @@ def fit_pixels(image: np.ndarray, max_pixels: int, max_side: int | None = None) 
         scale = min(scale, max_side / float(max(h, w)))
     if scale >= 1.0:
         return image
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    size = (max(1, int(w * scale)), max(1, int(h * scale)))  # floor: never past the budget
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
@@ -76,7 +77,9 @@ class ClipCollector:
         self.frame_pixels = frame_budget(max_pixels, frames, max_side)  # each copy as it will be sent
         self.max_side = max_side
         self.keep = max(keep, 2 * frames)  # room for a choice among the stretches
-        self._candidates: list[_Candidate] = []
+        self._candidates: list[_Candidate] = []  # one a bucket of `_stride` read frames, in time order
+        self._stride = 1
+        self._fill = 0  # frames in the newest bucket
         self._last_thumb: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -94,13 +97,19 @@ class ClipCollector:
         from video_summarizer.selection import change_between, thumbnail
 
         thumb = thumbnail(frame.image)
-        change = 0.0 if self._last_thumb is None else change_between(self._last_thumb, thumb)
+        score = (0.0 if self._last_thumb is None else change_between(self._last_thumb, thumb)) + float(motion_area or 0.0)
         self._last_thumb = thumb
+        if self._candidates and self._fill < self._stride:  # the newest bucket takes this frame too
+            self._fill += 1
+            if score <= self._candidates[-1].score:
+                return  # its bucket keeps the frame that changed more (the earlier on a tie)
+            self._candidates.pop()
+        else:
+            self._fill = 1
         small = fit_pixels(frame.image, self.frame_pixels, self.max_side)
         if small is frame.image:
             small = frame.image.copy()  # the source may reuse its buffer
-        self._candidates.append(_Candidate(int(frame.index), float(frame.timestamp), small,
-                                           change + float(motion_area or 0.0)))
+        self._candidates.append(_Candidate(int(frame.index), float(frame.timestamp), small, score))
         if len(self._candidates) > self.keep:
             self._thin()
 
@@ -108,7 +117,7 @@ class ClipCollector:
         """The clip ending at key_frame (the frame the selector took); the next starts after it."""
         index, image = int(key_frame.index), key_frame.image
         earlier = [c for c in self._candidates if c.index < index]
-        self._candidates = []
+        self._candidates, self._stride, self._fill = [], 1, 0
         chosen = pick(earlier, self.frames - 1)
         if chosen:  # the key frame gets the same share of the request's pixels as the others
             image = fit_pixels(image, self.frame_pixels, self.max_side)
@@ -116,11 +125,15 @@ class ClipCollector:
         return Clip(frames + (ClipFrame(index, float(key_frame.timestamp), image),), len(frames))
 
     def _thin(self) -> None:
-        """Halve the candidates: of each neighbouring pair the one that changed more stays."""
-        kept = [max(pair, key=lambda c: c.score) for pair in zip(self._candidates[0::2], self._candidates[1::2])]
+        """Halve the candidates: neighbouring buckets merge, keeping the frame that changed more, so
+        each candidate stands for the same stretch of read frames (twice as long as before)."""
+        pairs = zip(self._candidates[0::2], self._candidates[1::2])
+        kept = [b if b.score > a.score else a for a, b in pairs]
         if len(self._candidates) % 2:
-            kept.append(self._candidates[-1])  # the newest has no pair yet
+            kept.append(self._candidates[-1])
         self._candidates = kept
+        self._stride *= 2
+        self._fill = self._stride  # the newest bucket is closed: the next frame opens one
 
 
 def pick(candidates: list[_Candidate], n: int) -> list[_Candidate]:

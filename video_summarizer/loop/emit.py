@@ -81,10 +81,11 @@ def caption_clip(stages: Any, job: Job, faces: FaceOutcome | None, caption_time:
     managed = prompts.caption() if prompts is not None else None
     prompt = render_caption(managed, faces_sentence(names)) if managed else vlm.build_prompt(names)
     prompt = for_clip(prompt, len(clip.frames))
-    job.caption_input = {"prompt": prompt, "model": vlm.name, "source_spec": source_spec,
-                         "prompt_version": managed.version if managed else None}
     # The model reads each frame's time as the captions give it (live: since the first caption).
     sent = Clip(tuple(replace(f, video_time=caption_time(f.video_time)) for f in clip.frames), clip.key)
+    job.caption_input = {"prompt": prompt, "model": vlm.name, "source_spec": source_spec,
+                         "prompt_version": managed.version if managed else None,
+                         "clip": clip}  # the frames as sent, for the watch page (not JSON: observers pick fields)
     start = time.time()
     result = vlm.generate_clip(sent, prompt)
     return CaptionOutcome(result, prompt, managed, sent.key_frame.image, privacy, start, time.time(),

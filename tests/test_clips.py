@@ -1,0 +1,233 @@
+"""Clips, not stills (issue 22 items 2-4): a caption covers the frames since the last one.
+
+A generated numbered clip (tests/clips.py: each frame shows its number) runs through the CLI
+in this process against the fake OpenAI server, the fake Langfuse receiver and a tiny index.
+Which frames a request carried is read back from its images; the caption events' spans, the
+summary's citations, the index rows and the traced media must all name the same frames.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.cli_runner import TEST_PUBLIC_KEY, TEST_SECRET_KEY, numbered_reply, read_events, sent_images
+from tests.clips import numbered_frame, read_number
+from tests.fake_langfuse import FakeLangfuseServer, wait_until
+from tests.fake_openai import FakeOpenAIServer
+from video_summarizer import defaults as D
+from video_summarizer.clips import ClipCollector, frame_budget
+from video_summarizer.frames import from_jpeg_bytes
+from video_summarizer.results import Clip, ClipFrame
+
+FPS = 10.0  # numbered clips: frame i at i / 10 s
+LABEL = re.compile(r"^Frame (\d+) at (\d\d:\d\d\.\d):$")
+
+
+def _summary_reply(body: dict) -> str:
+    # 00:00.3 is no caption's key frame time: only the span of the clip ending at frame 10 covers it.
+    return "Something moves [00:00.3]. It goes on [00:01.2-00:01.4]."
+
+
+def _invoke(args: list[str], langfuse_url: str | None = None):
+    """The CLI in this process (click's CliRunner), with the fake Langfuse's keys when given."""
+    from click.testing import CliRunner
+
+    import real_time_summarizer
+
+    env = {k: None for k in os.environ if k.startswith(("LANGFUSE_", "VLM_", "LLM_", "SUMMARIZER_"))}
+    if langfuse_url:
+        env.update(LANGFUSE_PUBLIC_KEY=TEST_PUBLIC_KEY, LANGFUSE_SECRET_KEY=TEST_SECRET_KEY,
+                   LANGFUSE_BASE_URL=langfuse_url)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return CliRunner().invoke(real_time_summarizer.cli, args, env=env, catch_exceptions=False)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def _run(tmp_path, clip, *more, langfuse_url=None, llm_reply=_summary_reply):
+    events = tmp_path / "events.jsonl"
+    with FakeOpenAIServer(reply_fn=numbered_reply) as vlm, \
+            FakeOpenAIServer(reply_fn=llm_reply, models=("mistral-test",)) as llm:
+        result = _invoke(["--vlm-base-url", vlm.base_url, "--vlm-model", "qwen3", "--llm-base-url", llm.base_url,
+                          "--llm-model", "mistral-test", "--no-faces", "--max-inflight", "1",
+                          "--source", str(clip.path), "--interval", "1", "--min-change", "0",
+                          "--events", str(events), "--trace-log", str(tmp_path / "trace.jsonl"), "--json", *more],
+                         langfuse_url)
+        assert result.exit_code == 0, result.output
+        return vlm.requests, llm.requests, read_events(events), json.loads(result.stdout.splitlines()[0])
+
+
+def _labels(body: dict) -> list[tuple[int, str]]:
+    parts = body["messages"][0]["content"]
+    return [(int(m.group(1)), m.group(2)) for p in parts if p["type"] == "text" and (m := LABEL.match(p["text"]))]
+
+
+@pytest.fixture(scope="module")
+def clip(clips):
+    return clips.numbered(seconds=3.0)  # frames 0-29; captions at 0, 10, 20 with --interval 1
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    from tests.tiny_models import build_tiny_bert
+
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="module")
+def clip_run(tmp_path_factory, clip, bert):
+    """One run at the server defaults with the index and --trace-frames on."""
+    tmp = tmp_path_factory.mktemp("clip-run")
+    with FakeLangfuseServer(public_key=TEST_PUBLIC_KEY, secret_key=TEST_SECRET_KEY) as lf:
+        vlm, llm, events, doc = _run(tmp, clip, "--index", str(tmp / "idx"), "--embed-model", str(bert),
+                                     "--trace-frames", langfuse_url=lf.base_url)
+        assert wait_until(lambda: len(lf.data.media_links()) >= 1 + 2 * D.CLIP_FRAMES_SERVER, timeout=10)
+        return {"vlm": vlm, "llm": llm, "events": events, "doc": doc, "lf": lf, "index": tmp / "idx"}
+
+
+def test_a_request_carries_the_clip_frames_in_order_with_their_times(clip_run):
+    requests = clip_run["vlm"]
+    numbers = [[read_number(image) for image in sent_images(r)] for r in requests]
+    assert [len(n) for n in numbers] == [1, D.CLIP_FRAMES_SERVER, D.CLIP_FRAMES_SERVER]  # the first has no past
+    assert numbers[0] == [0]
+    for n, key in zip(numbers[1:], (10, 20)):
+        assert n[-1] == key and n == sorted(set(n)) and key - 10 < n[0]  # in order, since the last caption
+        labels = _labels(requests[numbers.index(n)])
+        assert [k for k, _ in labels] == list(range(1, len(n) + 1))
+        assert [t for _, t in labels] == [f"00:{i / FPS:04.1f}" for i in n]  # each frame's own time
+    prompt = requests[1]["messages"][0]["content"][-1]["text"]
+    assert prompt.startswith(f"These {D.CLIP_FRAMES_SERVER} frames come from one stretch of video, in time order")
+    assert _labels(requests[0]) == [] and "this video frame" in requests[0]["messages"][0]["content"][-1]["text"]
+
+
+def test_spans_agree_across_events_summary_index_and_trace(clip_run):
+    sent = {read_number(images[-1]): [read_number(i) for i in images]
+            for images in (sent_images(r) for r in clip_run["vlm"])}
+    captions = [e for e in clip_run["events"] if e["type"] == "caption"]
+    assert [c["frame"] for c in captions] == [0, 10, 20]
+    for c in captions:
+        frames = sent[c["frame"]]
+        assert c["span"] == {"first_frame": frames[0], "last_frame": frames[-1],
+                             "start": frames[0] / FPS, "end": frames[-1] / FPS}
+        assert c["video_time"] == c["span"]["end"]  # the key frame is the clip's last
+    # The summary prompt stamps a clip's caption with its span, and a time inside it cites it.
+    prompt = clip_run["llm"][-1]["messages"][-1]["content"]
+    assert f'[00:00-00:01] "Frame 10.' in prompt
+    doc = clip_run["doc"]
+    assert [[c["frame"] for c in s["cites"]] for s in doc["sentences"]] == [[10], [20]]
+    assert doc["sentences"][0]["cites"][0]["span"] == captions[1]["span"]
+    assert doc["stats"]["citations_dropped"] == 0
+    # The index keeps each caption's span start beside its key frame time.
+    from video_summarizer.search.index import open_table
+
+    rows = {r["frame"]: r for r in open_table(str(clip_run["index"])).search().limit(100).to_list()
+            if r["kind"] == "caption"}
+    assert {f: (r["start_s"], r["time_s"]) for f, r in rows.items()} == {
+        c["frame"]: (c["span"]["start"], c["span"]["end"]) for c in captions}
+    # --trace-frames: each vlm_caption generation carries every frame of its clip, in order.
+    lf = clip_run["lf"]
+    gens = {g["span_id"]: g for g in lf.spans_named("vlm_caption")
+            if g["attributes"].get("langfuse.observation.type") == "generation"}
+    by_gen: dict[str, list] = {}
+    for link in lf.data.media_links():
+        by_gen.setdefault(link["observation_id"], []).append(link["media_id"])
+    traced = {}
+    for gid, media in by_gen.items():
+        text = gens[gid]["attributes"]["langfuse.observation.input"]
+        ordered = sorted(media, key=lambda m: text.index(m))  # as the input lists them
+        traced_numbers = [read_number(from_jpeg_bytes(lf.data.media_bytes(m))) for m in ordered]
+        traced[traced_numbers[-1]] = traced_numbers
+    assert traced == sent
+
+
+def test_clip_frames_1_sends_one_still_per_request(tmp_path, clip):
+    vlm, _llm, events, _doc = _run(tmp_path, clip, "--clip-frames", "1")
+    assert [[read_number(i) for i in sent_images(r)] for r in vlm] == [[0], [10], [20]]
+    assert all(_labels(r) == [] for r in vlm)
+    spans = [e["span"] for e in events if e["type"] == "caption"]
+    assert [(s["first_frame"], s["last_frame"]) for s in spans] == [(0, 0), (10, 10), (20, 20)]
+
+
+def test_clip_as_video_sends_one_video_part(tmp_path, clip):
+    vlm, _llm, _events, _doc = _run(tmp_path, clip, "--clip-as", "video", "--clip-frames", "4")
+    parts = vlm[1]["messages"][0]["content"]
+    assert [p["type"] for p in parts] == ["video_url", "text"]
+    url = parts[0]["video_url"]["url"]
+    assert url.startswith("data:video/jpeg;base64,")  # vLLM: comma-separated base64 JPEG frames
+    frames = [cv2.imdecode(np.frombuffer(base64.b64decode(b), np.uint8), cv2.IMREAD_COLOR)
+              for b in url.split(",", 1)[1].split(",")]
+    numbers = [read_number(f) for f in frames]
+    assert len(numbers) == 4 and numbers[-1] == 10 and numbers == sorted(numbers)
+    assert len({f.shape for f in frames}) == 1  # vLLM stacks them
+    assert ", ".join(f"00:{n / FPS:04.1f}" for n in numbers) in parts[1]["text"]
+
+
+# -- the collector -------------------------------------------------------------------------------------
+class _Frame:
+    def __init__(self, index: int, image: np.ndarray) -> None:
+        self.index, self.timestamp, self.image = index, index / 30.0, image
+
+
+def test_collector_memory_is_bounded_and_the_clip_ends_at_the_key_frame():
+    collector = ClipCollector(6, max_pixels=D.CLIP_MAX_PIXELS_SERVER)
+    still = np.full((720, 1280, 3), 90, np.uint8)
+    peak = 0
+    for i in range(600):  # 20 s at 30 fps since the last caption
+        image = numbered_frame(i, (1280, 720)) if i in (100, 350) else still
+        collector.add(_Frame(i, image))
+        peak = max(peak, collector.nbytes)
+        assert len(collector) <= D.CLIP_CANDIDATES
+    per_frame = frame_budget(D.CLIP_MAX_PIXELS_SERVER, 6)
+    assert peak <= D.CLIP_CANDIDATES * per_frame * 3 < 25_000_000
+    clip = collector.take(_Frame(600, still))
+    indices = [f.index for f in clip.frames]
+    assert len(indices) == 6 and indices == sorted(indices) and indices[-1] == 600 and clip.key == 5
+    # a frame of each change (into the numbered frame or back out of it) is kept through the thinning
+    assert set(indices) & {100, 101} and set(indices) & {350, 351}
+    assert all(f.image.shape[0] * f.image.shape[1] <= per_frame for f in clip.frames)
+    assert len(collector) == 0 and len(collector.take(_Frame(601, still)).frames) == 1  # the next starts afresh
+
+
+def test_one_frame_clips_keep_nothing():
+    collector = ClipCollector(1)
+    for i in range(50):
+        collector.add(_Frame(i, np.zeros((360, 640, 3), np.uint8)))
+    assert len(collector) == 0
+    clip = collector.take(_Frame(50, np.zeros((360, 640, 3), np.uint8)))
+    assert [f.index for f in clip.frames] == [50] and clip.frames[0].image.shape == (360, 640, 3)
+
+
+# -- in process ----------------------------------------------------------------------------------------
+def test_the_in_process_model_takes_a_multi_image_clip(tmp_path_factory):
+    from tests.tiny_models import build_tiny_llava
+    from video_summarizer.models.local_vlm import LocalVLM
+
+    vlm = LocalVLM(str(build_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))), device="cpu", max_new_tokens=4)
+    vlm.load()
+    frames = tuple(ClipFrame(i, i / 10.0, numbered_frame(i)) for i in (3, 6, 9))
+    seen: list = []
+    real = vlm.processor.__call__
+
+    def spy(*args, **kwargs):
+        seen.append(len(kwargs.get("images") or []))
+        return real(*args, **kwargs)
+
+    vlm.processor.__class__.__call__ = lambda self, *a, **k: spy(*a, **k)
+    try:
+        still = vlm.generate_clip(Clip(frames[-1:], 0), "Describe.")
+        clip = vlm.generate_clip(Clip(frames, 2), "Describe.")
+    finally:
+        del vlm.processor.__class__.__call__
+    assert still.success and clip.success, (still.error, clip.error)
+    assert seen == [1, 3]
+    assert clip.metadata["clip_frames"] == 3 and "clip_frames" not in still.metadata
+    assert clip.input_tokens - still.input_tokens >= 2 * 16  # two more images of 16 tokens, plus their times

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import threading
 
 import cv2
 import numpy as np
@@ -121,7 +122,7 @@ def test_spans_agree_across_events_summary_index_and_trace(clip_run):
         assert c["video_time"] == c["span"]["end"]  # the key frame is the clip's last
     # The summary prompt stamps a clip's caption with its span, and a time inside it cites it.
     prompt = clip_run["llm"][-1]["messages"][-1]["content"]
-    assert f'[00:00-00:01] "Frame 10.' in prompt
+    assert '[00:00-00:01] "Frame 10.' in prompt
     doc = clip_run["doc"]
     assert [[c["frame"] for c in s["cites"]] for s in doc["sentences"]] == [[10], [20]]
     assert doc["sentences"][0]["cites"][0]["span"] == captions[1]["span"]
@@ -231,3 +232,122 @@ def test_the_in_process_model_takes_a_multi_image_clip(tmp_path_factory):
     assert seen == [1, 3]
     assert clip.metadata["clip_frames"] == 3 and "clip_frames" not in still.metadata
     assert clip.input_tokens - still.input_tokens >= 2 * 16  # two more images of 16 tokens, plus their times
+
+
+# -- faces across the clip ------------------------------------------------------------------------------
+class _ClipCaptions:
+    """A caption model (the stage boundary) that keeps the clips it was asked about."""
+
+    def __init__(self) -> None:
+        from video_summarizer.backends import CaptionModel
+        from video_summarizer.results import CaptionResult
+
+        outer = self
+
+        class Model(CaptionModel):
+            def generate_caption(self, frame, prompt):
+                raise AssertionError("the loop captions clips")
+
+            def generate_clip(self, clip, prompt):
+                outer.clips.append(clip)
+                return CaptionResult(text="Ada walks.", success=True, model="x", start_time=1.0, end_time=1.5)
+
+        self.clips: list = []
+        self.model = Model()
+
+
+class _Faces:
+    """A face model that finds one face on every frame: recognize() names it, boxes() only finds it."""
+
+    def __init__(self, detects: bool) -> None:
+        from video_summarizer.backends import FaceModel
+        from video_summarizer.faces import FaceMatch
+
+        outer = self
+        self.recognized: list[float] = []
+        self.boxed: list[tuple] = []
+
+        class Model(FaceModel):
+            def recognize(self, frame, timestamp=None):
+                outer.recognized.append(timestamp)
+                return [FaceMatch("ada", 0.3, (10, 60, 50, 20))]
+
+            if detects:
+                def boxes(self, frame):
+                    outer.boxed.append(frame.shape)
+                    return [(10, 60, 50, 20)]
+
+        self.model = Model()
+
+
+def _loop(clip_path, tmp_path, faces, *, blur: bool):
+    from functools import partial
+
+    from langfuse_tracker import LangfuseTracker
+    from video_summarizer.outputs import EventWriter
+    from video_summarizer.pipeline import PipelineConfig, SourceRun, Stages
+    from video_summarizer.selection import FrameSelector
+    from video_summarizer.sources import open_source
+
+    captions = _ClipCaptions()
+    llm = _one_summary()
+    stages = Stages(tracker=LangfuseTracker(trace_log=tmp_path / "trace.jsonl"), vlm=captions.model, summarizer=llm,
+                    faces=faces.model, events=EventWriter(None), blur_faces=blur,
+                    clips=partial(ClipCollector, 4, max_pixels=D.CLIP_MAX_PIXELS_SERVER))
+    source = open_source(str(clip_path))
+    try:
+        doc = SourceRun(source, FrameSelector(interval=1.0, min_change=0.0), stages, PipelineConfig(summary_interval=60),
+                        session_id="s", stop_event=threading.Event()).run()
+    finally:
+        source.close()
+        stages.tracker.close(deadline_s=5)
+    return doc, captions.clips
+
+
+def _one_summary():
+    """A summary model (the stage boundary) with one fixed answer."""
+    from video_summarizer.backends import SummaryModel
+    from video_summarizer.results import SummaryResult
+
+    class Model(SummaryModel):
+        def generate(self, messages):
+            return SummaryResult(text="Ada walks [00:01].", success=True, model="x", start_time=2.0, end_time=2.5)
+
+    return Model()
+
+
+def test_faces_are_recognized_on_the_key_frame_only_and_blurred_on_every_frame_sent(tmp_path, clip, monkeypatch):
+    for key in ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    faces = _Faces(detects=True)
+    doc, sent = _loop(clip.path, tmp_path, faces, blur=True)
+    keys = [c["video_time"] for c in doc.captions]
+    assert [len(c.frames) for c in sent] == [1, 4, 4]
+    assert faces.recognized == keys  # one recognition a caption, on its key frame: about one frame of face work
+    others = [f.image.shape for c in sent for f in c.frames if f is not c.key_frame]
+    assert faces.boxed == others  # the other frames only detected (no names, no identities), to be blurred
+    assert [c["faces"] for c in doc.captions] == [["ada"]] * 3  # the key frame's names cover the clip
+
+
+def test_without_a_detector_a_blurred_clip_is_its_key_frame_alone(tmp_path, clip, monkeypatch):
+    for key in ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    doc, sent = _loop(clip.path, tmp_path, _Faces(detects=False), blur=True)
+    assert [[f.index for f in c.frames] for c in sent] == [[0], [10], [20]]  # nothing unblurred leaves
+    doc, sent = _loop(clip.path, tmp_path, _Faces(detects=False), blur=False)
+    assert [len(c.frames) for c in sent] == [1, 4, 4]
+
+
+# -- the watch page ------------------------------------------------------------------------------------
+def test_the_watch_page_serves_the_clip_frames_as_thumbnails():
+    from video_summarizer.watch.server import CLIP_THUMB_SIDE, PageState, _frame_json
+
+    page = PageState()
+    frames = tuple(ClipFrame(i, i / FPS, numbered_frame(i, (640, 480))) for i in (4, 7, 10))
+    page(frames[-1].image, {"source": "cam", "frame": 10, "video_time": 1.0, "caption": "x", "clip": Clip(frames, 2)},
+         [])
+    listed = _frame_json(page._sources["cam"])["clip"]
+    assert [(f["frame"], f["at"]) for f in listed] == [(4, "00:00"), (7, "00:00"), (10, "00:01")]
+    thumbs = [from_jpeg_bytes(page.frame_jpeg("cam", k)) for k in range(3)]
+    assert [read_number(t) for t in thumbs] == [4, 7, 10] and max(thumbs[0].shape[:2]) == CLIP_THUMB_SIDE
+    assert page.frame_jpeg("cam", 3) is None

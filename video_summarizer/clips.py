@@ -16,7 +16,7 @@ about 21 MB a source, whatever the frame rate or --max-gap.
 
 Sizing (``frame_budget``): each frame of a request gets ``max_pixels / N`` pixels, so N frames
 cost about the visual tokens of one still at ``max_pixels`` (Qwen-VL counts one token per
-32 x 32 pixels; measured figures in docs/options.md under --clip-max-pixels).
+32 x 32 pixels; measured figures in docs/models.md, "Clips").
 """
 from __future__ import annotations
 

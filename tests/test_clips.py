@@ -180,22 +180,48 @@ class _Frame:
 
 def test_collector_memory_is_bounded_and_the_clip_ends_at_the_key_frame():
     collector = ClipCollector(6, max_pixels=D.CLIP_MAX_PIXELS_SERVER)
-    still = np.full((720, 1280, 3), 90, np.uint8)
+    still, first, second = (np.full((720, 1280, 3), 90, np.uint8), numbered_frame(100, (1280, 720)),
+                            numbered_frame(350, (1280, 720)))
     peak = 0
-    for i in range(600):  # 20 s at 30 fps since the last caption
-        image = numbered_frame(i, (1280, 720)) if i in (100, 350) else still
-        collector.add(_Frame(i, image))
+    for i in range(600):  # 20 s at 30 fps since the last caption; the scene changes at 100 and 350
+        collector.add(_Frame(i, still if i < 100 else first if i < 350 else second))
         peak = max(peak, collector.nbytes)
         assert len(collector) <= D.CLIP_CANDIDATES
     per_frame = frame_budget(D.CLIP_MAX_PIXELS_SERVER, 6)
     assert peak <= D.CLIP_CANDIDATES * per_frame * 3 < 25_000_000
-    clip = collector.take(_Frame(600, still))
+    clip = collector.take(_Frame(600, second))
     indices = [f.index for f in clip.frames]
     assert len(indices) == 6 and indices == sorted(indices) and indices[-1] == 600 and clip.key == 5
-    # a frame of each change (into the numbered frame or back out of it) is kept through the thinning
-    assert set(indices) & {100, 101} and set(indices) & {350, 351}
+    shown = {read_number(f.image) for f in clip.frames if f.image.std() > 0}
+    assert shown == {100, 350}  # each change is in the clip, the first frames after it chosen
     assert all(f.image.shape[0] * f.image.shape[1] <= per_frame for f in clip.frames)
     assert len(collector) == 0 and len(collector.take(_Frame(601, still)).frames) == 1  # the next starts afresh
+
+
+def test_motion_picks_the_moving_frame_and_unseen_frames_are_not_decoded():
+    collector = ClipCollector(4, max_pixels=D.CLIP_MAX_PIXELS_LOCAL)
+    still = np.full((360, 640, 3), 90, np.uint8)
+    for i in range(300):  # one caption's span: sizes the buckets of the next (300 / 32 = 9 frames each)
+        collector.add(_Frame(i, still))
+    collector.take(_Frame(300, still))
+    decoded = []
+
+    class Lazy(_Frame):  # a file's frame: decoded when its pixels are read
+        @property
+        def image(self):
+            decoded.append(self.index)
+            return numbered_frame(self.index, (640, 360)) if self.index == 455 else still
+
+        @image.setter
+        def image(self, value):
+            pass
+
+    for i in range(301, 600):
+        collector.add(Lazy(i, still), motion_area=0.2 if i == 455 else None)
+    clip = collector.take(_Frame(600, still))
+    assert 455 in [f.index for f in clip.frames] and read_number(clip.frames[[f.index for f in clip.frames].index(455)]
+                                                                 .image) == 455
+    assert len(decoded) <= 300 // 9 + 2  # the first of each bucket, and the moving one
 
 
 def test_one_frame_clips_keep_nothing():
@@ -351,3 +377,34 @@ def test_the_watch_page_serves_the_clip_frames_as_thumbnails():
     thumbs = [from_jpeg_bytes(page.frame_jpeg("cam", k)) for k in range(3)]
     assert [read_number(t) for t in thumbs] == [4, 7, 10] and max(thumbs[0].shape[:2]) == CLIP_THUMB_SIDE
     assert page.frame_jpeg("cam", 3) is None
+
+
+# -- an index made before spans ----------------------------------------------------------------------------
+def test_an_index_made_before_spans_is_still_written_and_searched(tmp_path, bert):
+    import pyarrow as pa
+    from lancedb.index import FTS
+
+    from video_summarizer.options import IndexOptions
+    from video_summarizer.search.index import (
+        TABLE, Embedder, Query, _schema, connect, open_indexer, open_table, search,
+    )
+
+    location = str(tmp_path / "old-idx")
+    new = _schema(Embedder(str(bert)).load().dim, str(bert))
+    old = pa.schema([f for f in new if f.name != "start_s"], metadata=new.metadata)  # as indexes were made
+    table = connect(location, create=True).create_table(TABLE, schema=old)
+    table.create_index("text", config=FTS(), replace=True)
+
+    class Live:
+        spec, label, shown = "rtsp://cam", "cam", "rtsp://cam"
+
+    indexer = open_indexer(IndexOptions(index=location, embed_model=str(bert)), [Live()], live=True)
+    indexer.listen("caption", {"type": "caption", "source": "cam", "frame": 10, "video_time": 1.0,
+                               "span": {"first_frame": 4, "last_frame": 10, "start": 0.4, "end": 1.0},
+                               "faces": [], "caption": "A man at a podium speaks.", "trace_id": "t1"})
+    indexer.close()
+    assert indexer.stats.failures == 0 and indexer.stats.captions == 1
+    table = open_table(location)
+    assert "start_s" not in table.schema.names  # left as it was made
+    hits = search(table, Embedder(str(bert)).load(), Query("podium"))
+    assert [(h.frame, h.time_s, h.start_s) for h in hits] == [(10, 1.0, None)]

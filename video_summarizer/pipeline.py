@@ -114,7 +114,6 @@ class SourceRun:
                               stop_event)
         self.captions = CaptionStore()
         self.summaries = SummaryLog()
-        self.clips = stages.clips()  # the frames since the last caption, for the next one's clip
         self._lock = threading.Lock()  # the counters, from the job threads
         self._window_start: float | None = None
         self._first_ts = 0.0
@@ -131,6 +130,7 @@ class SourceRun:
         self.tracer = FrameTracer(self.stages.tracker, TraceSettings(  # the traces are made beside the loop
             self.label, self.session_id, bool(self.source.live), self.stages.trace_frames,
             self.config.vlm_worst_ms, self.config.llm_worst_ms))
+        self.clips = self.stages.clips()  # the frames since the last caption, for the next one's clip
         seq = 0
         for observe in self.stages.source_observers:
             observe(self)

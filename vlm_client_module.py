@@ -19,9 +19,9 @@ from video_summarizer.frames import JpegImage, to_jpeg_data_url
 from video_summarizer.models.openai_stream import ChatEndpoint, EndpointNames
 from video_summarizer.prompts import DEFAULT_PROMPT_TEMPLATE
 from video_summarizer.redact import redact_url
-from video_summarizer.timecodes import format_video_time
 from video_summarizer.results import CaptionResult, Clip
 from video_summarizer.stats import ModelStats
+from video_summarizer.timecodes import format_video_time
 
 DEFAULT_BASE_URL = D.VLM_URL
 DEFAULT_MODEL = D.API_VLM_MODEL

@@ -408,3 +408,13 @@ def test_an_index_made_before_spans_is_still_written_and_searched(tmp_path, bert
     assert "start_s" not in table.schema.names  # left as it was made
     hits = search(table, Embedder(str(bert)).load(), Query("podium"))
     assert [(h.frame, h.time_s, h.start_s) for h in hits] == [(10, 1.0, None)]
+
+
+def test_a_citation_inside_a_span_or_a_range_overlapping_it_cites_the_clip():
+    from video_summarizer.citations import CitableCaption, ground_summary
+
+    captions = [CitableCaption(5.0, {"frame": 50}), CitableCaption(10.0, {"frame": 100}, 6.2)]  # still; clip 6.2-10
+    grounded = ground_summary("He waits [00:05]. He walks in [00:08]. He leaves [00:09-00:12]. "
+                              "Nobody [00:06.0]. Later [00:11].", captions)
+    assert [[c["frame"] for c in s.cites] for s in grounded.sentences] == [[50], [100], [100], [], []]
+    assert grounded.dropped == 2  # 6.0-6.09 s ends before the clip starts; 11 s is after it

@@ -104,9 +104,9 @@ def private_clip(clip: Clip, stages: Any, faces: FaceOutcome | None) -> tuple[Cl
     image, blurred = blur_faces(key.image, [m.box for m in faces.matches] if faces else [])
     frames = [replace(key, image=image)]
     others = [f for f in clip.frames if f is not key]
-    detector = stages.faces
-    if others and detector is not None:
-        found = [detector.boxes(f.image) for f in others]
+    detect = getattr(stages.faces, "boxes", None)  # FaceModel.boxes; None: no face model at all
+    if others and detect is not None:
+        found = [detect(f.image) for f in others]
         if all(boxes is not None for boxes in found):
             for frame, boxes in zip(others, found):
                 frames.append(replace(frame, image=blur_faces(frame.image, boxes)[0]))

@@ -436,7 +436,8 @@ def _record_finished(tracker: "LangfuseTracker", trace_id: str | None, name: str
                      parent: tuple | None = None, images_jpeg: tuple[bytes, ...] = ()) -> str | None:
     """A generation that is over, with the given times (missing ones: now); parent: (id, trace id, context)."""
     gen = GenerationContext(tracker, name, trace_id, model=model,
-                            input=_with_frame(tracker, input, image_jpeg, images_jpeg), metadata=metadata, prompt=prompt)
+                            input=_with_frame(tracker, input, image_jpeg, images_jpeg), metadata=metadata,
+                            prompt=prompt)
     gen.legacy = legacy
     if image_jpeg is not None:
         gen.frame = frame_digest(image_jpeg)

@@ -102,7 +102,8 @@ class VLMClient(CaptionModel):
         frames = [clip.key_frame] if video else clip.frames  # a video part encodes its own frames
         images = [prepare_image(f.image, self.image_max_side, self.jpeg_quality) for f in frames]
         if len(clip.frames) == 1:
-            content = [{"type": "image_url", "image_url": {"url": images[0].data_url}}, {"type": "text", "text": prompt}]
+            content = [{"type": "image_url", "image_url": {"url": images[0].data_url}},
+                       {"type": "text", "text": prompt}]
         elif video:
             content = video_content(clip, prompt, self.image_max_side, self.jpeg_quality)
         else:

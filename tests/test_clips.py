@@ -322,8 +322,8 @@ def _loop(clip_path, tmp_path, faces, *, blur: bool):
                     clips=partial(ClipCollector, 4, max_pixels=D.CLIP_MAX_PIXELS_SERVER))
     source = open_source(str(clip_path))
     try:
-        doc = SourceRun(source, FrameSelector(interval=1.0, min_change=0.0), stages, PipelineConfig(summary_interval=60),
-                        session_id="s", stop_event=threading.Event()).run()
+        doc = SourceRun(source, FrameSelector(interval=1.0, min_change=0.0), stages,
+                        PipelineConfig(summary_interval=60), session_id="s", stop_event=threading.Event()).run()
     finally:
         source.close()
         stages.tracker.close(deadline_s=5)

@@ -257,6 +257,7 @@ class GenerationContext(_Observation):
     usage: dict | None = None
     legacy = False
     frame: dict | None = None  # {"bytes", "sha256"} of a traced frame (--trace-frames)
+    frames: list | None = None  # the same of every frame of a traced clip, in time order
 
     def update(self, *, output: Any = None, usage: dict | None = None,
                usage_details: dict | None = None, completion_start_time: Any = None,
@@ -299,6 +300,7 @@ class GenerationContext(_Observation):
                 "ttft_ms": (datetime_to_ns(cst) - start_ns) / 1e6
                 if cst is not None and start_ns is not None else None,
                 "usage": self.usage, "legacy": self.legacy, "frame": self.frame,
+                **({"frames": self.frames} if self.frames else {}),
                 "prompt_name": getattr(prompt, "name", None) if linked else None,
                 "prompt_version": getattr(prompt, "version", None) if linked else None}
 
@@ -421,7 +423,8 @@ def _recorded_generation(tracker: "LangfuseTracker", trace_id: str | None, gen: 
         tracker, trace_id, gen.name, gen.model, gen.input, output=result.text,
         start_time=result.start_time, end_time=result.end_time,
         completion_start_time=result.completion_start_time, usage=result.usage_details(),
-        metadata=gen.metadata, prompt=gen.prompt, image_jpeg=gen.image_jpeg, parent=parent,
+        metadata=gen.metadata, prompt=gen.prompt, image_jpeg=gen.image_jpeg, images_jpeg=gen.images_jpeg,
+        parent=parent,
         level="ERROR" if failed else None,
         status_message=f"{result.error_kind}: {result.error}"[:1000] if failed else None)
 
@@ -430,13 +433,16 @@ def _record_finished(tracker: "LangfuseTracker", trace_id: str | None, name: str
                      output: Any, start_time: Any, end_time: Any, completion_start_time: Any,
                      usage: dict | None, metadata: Any, level: str | None, status_message: str | None,
                      prompt: Any = None, image_jpeg: bytes | None = None, legacy: bool = False,
-                     parent: tuple | None = None) -> str | None:
+                     parent: tuple | None = None, images_jpeg: tuple[bytes, ...] = ()) -> str | None:
     """A generation that is over, with the given times (missing ones: now); parent: (id, trace id, context)."""
-    gen = GenerationContext(tracker, name, trace_id, model=model, input=_with_frame(tracker, input, image_jpeg),
-                            metadata=metadata, prompt=prompt)
+    gen = GenerationContext(tracker, name, trace_id, model=model,
+                            input=_with_frame(tracker, input, image_jpeg, images_jpeg), metadata=metadata,
+                            prompt=prompt)
     gen.legacy = legacy
     if image_jpeg is not None:
         gen.frame = frame_digest(image_jpeg)
+    if images_jpeg:
+        gen.frames = [frame_digest(jpeg) for jpeg in images_jpeg]
     now = time.time_ns()
     start, end = to_utc(start_time), to_utc(end_time)
     gen._start_ns = datetime_to_ns(start) if start is not None else now
@@ -467,12 +473,17 @@ def _record_finished(tracker: "LangfuseTracker", trace_id: str | None, name: str
     return gen.id
 
 
-def _with_frame(tracker: "LangfuseTracker", input: Any, image_jpeg: bytes | None) -> Any:
-    """The input with the traced frame beside it as Langfuse media (--trace-frames)."""
-    if image_jpeg is None or tracker._sdk is None:
+def _with_frame(tracker: "LangfuseTracker", input: Any, image_jpeg: bytes | None,
+                images_jpeg: tuple[bytes, ...] = ()) -> Any:
+    """The input with the traced frame beside it as Langfuse media (--trace-frames); a clip's
+    frames, in time order, as a list of media under "frames"."""
+    if (image_jpeg is None and not images_jpeg) or tracker._sdk is None:
         return input
     from langfuse import LangfuseMedia
 
+    if images_jpeg:
+        return {"prompt": input, "frames": [LangfuseMedia(content_bytes=bytes(jpeg), content_type="image/jpeg")
+                                            for jpeg in images_jpeg]}
     return {"prompt": input, "frame": LangfuseMedia(content_bytes=bytes(image_jpeg),
                                                     content_type="image/jpeg")}
 

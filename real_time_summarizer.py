@@ -70,6 +70,7 @@ def cli() -> None:
 @P.source_options
 @P.face_options
 @P.caption_options
+@P.clip_options
 @P.summary_model_options
 @P.selection_options
 @P.summary_interval_option

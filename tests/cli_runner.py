@@ -60,14 +60,16 @@ def read_events(path: Path) -> list[dict]:
 
 def image_digest_reply(body: dict) -> str:
     """A caption that depends only on the image sent, so equal frames give equal captions."""
-    for msg in body.get("messages", []):
-        content = msg.get("content")
-        if isinstance(content, list):
-            for part in content:
-                if part.get("type") == "image_url":
-                    url = part["image_url"]["url"]
-                    return f"Scene {hashlib.sha256(url.encode()).hexdigest()[:10]} shows people talking on a stage."
+    urls = sent_image_urls(body)
+    if urls:  # a clip's key frame is its last image
+        return f"Scene {hashlib.sha256(urls[-1].encode()).hexdigest()[:10]} shows people talking on a stage."
     return "A summary of the scenes so far."
+
+
+def sent_image_urls(body: dict) -> list[str]:
+    """The data URLs of a chat request's image parts, in the order sent."""
+    return [part["image_url"]["url"] for msg in body.get("messages", []) if isinstance(msg.get("content"), list)
+            for part in msg["content"] if part.get("type") == "image_url"]
 
 
 def selected_frames(fps: float, frame_count: int, interval: float) -> list[int]:
@@ -85,20 +87,21 @@ def selected_frames(fps: float, frame_count: int, interval: float) -> list[int]:
 
 
 def sent_image(body: dict):
-    """The image of one chat request to the VLM server, decoded to a BGR array (None if none)."""
+    """The key frame of one chat request to the VLM server (a clip's last image), decoded to a BGR
+    array (None if none)."""
+    images = sent_images(body)
+    return images[-1] if images else None
+
+
+def sent_images(body: dict) -> list:
+    """Every image of one chat request to the VLM server, in the order sent, decoded to BGR arrays."""
     import base64
 
     import cv2
     import numpy as np
 
-    for msg in body.get("messages", []):
-        content = msg.get("content")
-        if isinstance(content, list):
-            for part in content:
-                if part.get("type") == "image_url":
-                    data = base64.b64decode(part["image_url"]["url"].split(",", 1)[1])
-                    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    return None
+    return [cv2.imdecode(np.frombuffer(base64.b64decode(url.split(",", 1)[1]), np.uint8), cv2.IMREAD_COLOR)
+            for url in sent_image_urls(body)]
 
 
 def numbered_reply(body: dict) -> str:

@@ -154,7 +154,7 @@ def test_cli_summary_cites_caption_events(tmp_path):
         args = [sys.executable, CLI, "--vlm-base-url", vlm.base_url, "--vlm-model", "qwen3",
                 "--llm-base-url", llm.base_url, "--llm-model", "mistral-test", "--no-faces",
                 "--source", str(ClipSet(tmp_path / "clips").numbered(seconds=10.0).path),  # 10 fps
-                "--interval", "1", "--min-change", "0", "--summary-interval", "4", "--json",
+                "--interval", "1", "--min-change", "0", "--summary-interval", "4", "--json", "--clip-frames", "1",
                 "--events", str(tmp_path / "events.jsonl"), "--trace-log", str(tmp_path / "trace.jsonl")]
         run = run_cli(args, cli_env(tmp_path, langfuse_url=lf.base_url), timeout=180)
         assert run.returncode == 0, run.stderr
@@ -235,7 +235,7 @@ def test_a_summary_cites_only_what_its_prompt_showed(tmp_path, clips):
     with FakeOpenAIServer(reply_fn=numbered_reply) as vlm, \
             FakeOpenAIServer(reply_fn=_window_reply, models=("mistral-test",)) as llm:
         run = invoke_cli(["--vlm-base-url", vlm.base_url, "--vlm-model", "qwen3", "--llm-base-url", llm.base_url,
-                          "--llm-model", "mistral-test", "--no-faces", "--max-inflight", "1",
+                          "--llm-model", "mistral-test", "--no-faces", "--max-inflight", "1", "--clip-frames", "1",
                           "--source", str(clips.numbered(seconds=3.0).path),  # 10 fps: frame 5k at 0.5k s
                           "--interval", "0.5", "--min-change", "0", "--summary-interval", "1.5", "--json",
                           "--events", str(events), "--trace-log", str(tmp_path / "trace.jsonl")])

@@ -28,12 +28,14 @@ PROMPTS = {"--prompt-label", "--prompt-cache-ttl"}
 OUTBOX = {"--langfuse-outbox", "--langfuse-outbox-max-mb"}
 WATCH = {"--metrics-port", "--metrics-host", "--metrics-token", "--metrics-allow-host"}
 TRACE_FRAMES = {"--trace-frames", "--trace-frame-max-side", "--trace-frame-quality"}
+CLIPS = {"--clip-frames", "--clip-as", "--clip-max-pixels"}
 JUDGE = {"--judge-model", "--judge-base-url", "--judge-api-key"}
 COMMON = {"--debug", "--help"}
 ALERTS = {"--alert", "--alerts-file", "--notify", "--notify-secret", "--notify-first", "--notify-snapshots"}
 
 EXPECTED = {
     ("run",): SOURCE | FACES | CAPTION | SUMMARY_MODEL | INDEX | PROMPTS | OUTBOX | WATCH | TRACE_FRAMES | COMMON | ALERTS | {
+        *CLIPS,
         "--version", "--interval", "--min-change", "--motion-min-area", "--max-gap", "--summary-interval", "--max-inflight", "--jobs",
         "--ray", "--events", "--summary-out", "--output-dir", "--force", "--trace-log", "--shutdown-timeout",
         "--flush-timeout", "--trace-log-max-mb", "--events-max-mb", "--display", "--dataset", "--json"},

@@ -52,6 +52,7 @@ def test_every_literal_click_default_is_its_defaults_constant():
         "--shutdown-timeout": D.SHUTDOWN_TIMEOUT_S, "--flush-timeout": D.FLUSH_TIMEOUT_S,
         "--langfuse-outbox-max-mb": D.OUTBOX_MAX_MB, "--metrics-host": D.METRICS_HOST,
         "--trace-frame-max-side": D.TRACE_FRAME_MAX_SIDE, "--trace-frame-quality": D.TRACE_FRAME_QUALITY,
+        "--clip-as": D.CLIP_AS,
     }
     checked = set()
     for command in _cli_commands():

@@ -92,7 +92,10 @@ def test_search_prints_the_best_moment_first_with_its_trace(indexed, bert):
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert len(lines) == 3
-    assert lines[0].startswith("1. talk [00:01] Frame 10: A man at a podium speaks to the crowd.  | faces: - | score ")
+    # a caption covers its clip: the line gives the clip's span (from the frame after the last caption)
+    assert podium["span"]["start"] < podium["video_time"] == 1.0
+    assert lines[0].startswith("1. talk [00:00-00:01] Frame 10: A man at a podium speaks to the crowd.  | faces: - "
+                               "| score ")
     assert lines[0].endswith(f"| trace {podium['trace_id']}")
 
 

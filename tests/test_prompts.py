@@ -16,6 +16,7 @@ import pytest
 
 from langfuse_tracker import LangfuseTracker
 from tests.fake_langfuse import FakeLangfuseServer, text_prompt, wait_until
+from video_summarizer import defaults as D
 from video_summarizer.prompts import (
     BUILT_IN,
     CAPTION_PROMPT,
@@ -26,6 +27,7 @@ from video_summarizer.prompts import (
     ManagedPrompt,
     PromptSource,
     faces_sentence,
+    for_clip,
     render_caption,
     to_mustache,
 )
@@ -384,9 +386,10 @@ def test_cli_uses_the_labelled_prompts_and_links_its_generations(tmp_path, label
     assert f"Prompt video-caption: Langfuse version {caption_version} (label {label})" in run.stderr
     assert f"Prompt video-summary: Langfuse version 7 (label {label})" in run.stderr
     head = "v3 caption." if caption_version == 3 else "v4 caption: be brief."
-    texts = [p["text"] for r in vlm_requests for p in r["messages"][0]["content"] if p["type"] == "text"]
-    # frames at 0, 3, 6, 9 s; nobody recognized, so {{faces}} is filled with nothing
-    assert texts == [head] * 4, texts
+    texts = [r["messages"][0]["content"][-1]["text"] for r in vlm_requests]
+    # frames at 0, 3, 6, 9 s; nobody recognized, so {{faces}} is filled with nothing; the first alone,
+    # the others with the frames since the one before: the managed prompt after the clip's framing
+    assert texts == [head] + [for_clip(head, D.CLIP_FRAMES_SERVER)] * 3, texts
     assert all("v7 summary: cite [mm:ss] times." in json.dumps(r) for r in llm_requests)
     for name, version in (("vlm_caption", caption_version), ("llm_summary", 7)):
         gens = [s for s in lf.spans if s["name"] == name

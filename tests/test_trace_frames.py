@@ -37,7 +37,7 @@ def _gen_spans(lf: FakeLangfuseServer) -> list[dict]:
 def _run(tmp_path, clip, tiny_llm, *more, keys=True):
     with FakeLangfuseServer(public_key=TEST_PUBLIC_KEY, secret_key=TEST_SECRET_KEY) as lf, \
             FakeOpenAIServer(reply="A coloured band over black and white squares.") as vlm:
-        args = cli_args(vlm.base_url, tiny_llm, "--source", str(clip.path), "--interval", "1",
+        args = cli_args(vlm.base_url, tiny_llm, "--source", str(clip.path), "--interval", "1", "--clip-frames", "1",
                         "--events", str(tmp_path / "events.jsonl"), "--trace-log", str(tmp_path / "trace.jsonl"),
                         *more)
         run = run_cli(args, cli_env(tmp_path, langfuse_url=lf.base_url if keys else None), timeout=240)

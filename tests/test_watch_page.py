@@ -106,11 +106,17 @@ def test_the_summary_cites_links_to_its_captions(page_run):
     assert "Rolling summary" in dom
     assert "A frame counter climbs on a coloured screen" in dom
     cites = re.findall(r'<a class="cite" href="#(cap-0-\d+)">\[(\d\d:\d\d)\]</a>', dom)
-    # [00:00] cites every caption of the first second (frames 0 and 5 at 10 fps): one link, to the first
-    assert cites == [("cap-0-0", "00:00"), ("cap-0-20", "00:02")], cites
+    # [00:00] cites every caption of the first second (frames 0 and 5 at 10 fps): one link, to the first;
+    # a caption covers its clip, so [00:00] also cites the one whose clip (from 00:00.6) ends at 00:01
+    assert cites == [("cap-0-0", "00:00"), ("cap-0-10", "00:01"), ("cap-0-20", "00:02"), ("cap-0-30", "00:03")], cites
     assert '<span class="sentence">A frame counter climbs on a coloured screen. </span>' in dom  # stamps: links
     for target, _ in cites:
         assert f'id="{target}"' in dom  # the caption it links to is on the page
+    # the newest caption's clip: its frames as thumbnails, in time order
+    strip = re.findall(r'<img alt="frame (\d+) of the clip" src="/frame.jpg\?source=counter&amp;clip=(\d+)&amp;v=\d+">',
+                       dom)
+    assert len(strip) >= 2 and [int(k) for _, k in strip] == list(range(len(strip))), strip
+    assert [int(f) for f, _ in strip] == sorted(int(f) for f, _ in strip)
 
 
 @needs_chromium

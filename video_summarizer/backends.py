@@ -6,7 +6,7 @@ here, so the loop calls it without asking whether it is there:
 | base          | required                                   | optional (default)                                  |
 | ------------- | ------------------------------------------ | --------------------------------------------------- |
 | Backend       | —                                          | model ("": the class name is the trace name), stats (None), check() / load() / close() (nothing) |
-| CaptionModel  | generate_caption(frame, prompt) -> CaptionResult | build_prompt(names) (prompt_template, the default one) |
+| CaptionModel  | generate_caption(frame, prompt) -> CaptionResult | build_prompt(names) (prompt_template, the default one), generate_clip(clip, prompt) (the key frame) |
 | SummaryModel  | generate(messages) -> SummaryResult        | build_messages(captions, previous_summary, final=, system_prompt=) (estimated budget) |
 | FaceModel     | recognize(frame, timestamp=None) -> list of FaceMatch | counts() (None), format_stats() ("") |
 | FrameObserver | __call__(image, record, matches)           | format_stats() (None: nothing for the exit report)  |
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from video_summarizer.faces import FaceMatch
-    from video_summarizer.results import CaptionResult, SummaryResult, TimedCaption
+    from video_summarizer.results import CaptionResult, Clip, SummaryResult, TimedCaption
     from video_summarizer.stats import ModelStats
 
 
@@ -67,6 +67,10 @@ class CaptionModel(Backend, ABC):
     def generate_caption(self, frame: np.ndarray, prompt: str) -> CaptionResult:
         """The caption of one frame for the prompt."""
 
+    def generate_clip(self, clip: Clip, prompt: str) -> CaptionResult:
+        """The caption of a clip's frames (in time order) for the prompt; default: its key frame alone."""
+        return self.generate_caption(clip.key_frame.image, prompt)
+
     def build_prompt(self, face_names: Sequence[str] = ()) -> str:
         """The caption prompt, naming the recognized people when there are any."""
         return render_prompt(self.prompt_template, face_names)
@@ -94,6 +98,10 @@ class FaceModel(Backend, ABC):
     @abstractmethod
     def recognize(self, frame: np.ndarray, timestamp: float | None = None) -> list[FaceMatch]:
         """The faces in the frame, boxes in its pixel coordinates (``timestamp``: the frame's time)."""
+
+    def boxes(self, frame: np.ndarray) -> list[tuple[int, int, int, int]] | None:
+        """Face boxes only (no names, no identity kept), to blur a clip's other frames; None: cannot."""
+        return None
 
     def counts(self) -> dict | None:
         """What the model counted (frames, faces, names) as JSON-able values; None when nothing."""

@@ -2,7 +2,8 @@
 
 The summarizer is asked to end each sentence with the video times of the captions it rests
 on, copied from the caption lines it was given (``[01:23]``, or a range ``[01:20-01:35]``
-for a repeated caption). ``ground_summary`` splits the reply into sentences, resolves each
+for a repeated caption or a caption of a clip). A caption of a clip covers its span: a time
+inside it, or a range overlapping it, cites it. ``ground_summary`` splits the reply into sentences, resolves each
 time to the captions it was given at that time, drops the times that match none, and returns
 the cleaned text, the captions each sentence cites, and the share of sentences with at least
 one valid citation: the ``llm_grounding`` score.
@@ -40,6 +41,12 @@ class CitableCaption:
 
     seconds: float  # the time shown to the model as [mm:ss] (or [mm:ss.f])
     ref: dict  # what the JSON lists for a citation: frame, video_time, trace_id, ...
+    start: float | None = None  # a clip's caption covers [start, seconds]; None: the one moment
+
+    @property
+    def first(self) -> float:
+        """Where the caption's span starts (its own time for a still)."""
+        return self.seconds if self.start is None else min(self.start, self.seconds)
 
 
 @dataclass
@@ -83,6 +90,7 @@ def ground_summary(text: str, captions: Sequence[CitableCaption]) -> GroundedSum
     """Resolve every citation of text against captions; drop and count those that match none."""
     timed = sorted(((time_ms(c.seconds), n, c) for n, c in enumerate(captions)), key=lambda t: t[:2])
     times = [t for t, _, _ in timed]
+    spans = [c for c in captions if c.start is not None and time_ms(c.first) < time_ms(c.seconds)]
     sentences: list[CitedSentence] = []
     dropped = 0
     for raw in split_sentences(text):
@@ -92,7 +100,7 @@ def ground_summary(text: str, captions: Sequence[CitableCaption]) -> GroundedSum
             nonlocal dropped
             kept = []
             for item in _ITEM_RE.finditer(match.group(1)):
-                hits = _captions_at(item, timed, times)
+                hits = _captions_at(item, timed, times, spans)
                 if hits:
                     kept.append(item.group(0))
                     sentence.cites.extend(c.ref for c in hits if c.ref not in sentence.cites)
@@ -109,15 +117,19 @@ def ground_summary(text: str, captions: Sequence[CitableCaption]) -> GroundedSum
 
 
 def _captions_at(item: re.Match, timed: list[tuple[int, int, CitableCaption]],
-                 times: list[int]) -> list[CitableCaption]:
+                 times: list[int], spans: Sequence[CitableCaption] = ()) -> list[CitableCaption]:
+    """The captions a time (or range) cites: those stamped in it, and the clips whose span it overlaps."""
     # A time that is not what format_video_time writes matches nothing, so it is dropped.
     try:
         start, first_end = stamp_span_ms(item.group(1))
-        end = stamp_span_ms(item.group(2))[1] if item.group(2) else first_end
+        end = max(first_end, stamp_span_ms(item.group(2))[1] if item.group(2) else first_end)
     except ValueError:
         return []
-    lo, hi = bisect_left(times, start), bisect_right(times, max(first_end, end))
-    return [c for _, _, c in timed[lo:hi]]
+    lo, hi = bisect_left(times, start), bisect_right(times, end)
+    hits = [c for _, _, c in timed[lo:hi]]
+    # A stamp names its first to last millisecond ("[00:05]": 5000-5999); a clip covers [first, seconds].
+    hits += [c for c in spans if time_ms(c.first) <= end and start <= time_ms(c.seconds) and c not in hits]
+    return sorted(hits, key=lambda c: c.seconds)
 
 
 # Where a dropped citation was, while the sentence is mended; no summary contains it.

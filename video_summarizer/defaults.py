@@ -25,6 +25,13 @@ VLM_TEMPERATURE = 0.2
 VLM_IMAGE_MAX_SIDE = 768
 VLM_JPEG_QUALITY = 85
 VLM_MAX_RETRIES = 3
+# Clips (clips.py): frames a caption covers, and the pixels of a whole request (each frame gets 1/N).
+CLIP_FRAMES_SERVER = 6  # a server: 6 frames of ~627x353 within the budget below
+CLIP_FRAMES_LOCAL = 4  # in process (CPU): 4 frames at a quarter of one still cost about one still
+CLIP_MAX_PIXELS_SERVER = 4 * 768 * 432  # ~1300 Qwen3-VL visual tokens: four 768x432 stills
+CLIP_MAX_PIXELS_LOCAL = 768 * 432  # one 768x432 still (~324 Qwen3-VL visual tokens)
+CLIP_AS = "images"  # or "video": one video part (vLLM with Qwen3-VL)
+CLIP_CANDIDATES = 32  # frames kept between two captions to choose from (memory bound)
 
 # -- summary calls --------------------------------------------------------------------------------
 LLM_MAX_NEW_TOKENS = 200

@@ -119,6 +119,27 @@ class CaptionOptions(_Concern):
 
 
 @dataclass(frozen=True)
+class ClipOptions(_Concern):
+    """What one caption covers: how many frames, sent how, within how many pixels."""
+
+    clip_frames: int | None = None  # None: 6 for a server, 4 in process
+    clip_as: str = D.CLIP_AS  # "images" or "video"
+    clip_max_pixels: int | None = None  # None: four 768x432 stills for a server, one in process
+
+    def frames(self, backend: str) -> int:
+        """--clip-frames, or the backend's default (backend: local or api)."""
+        if self.clip_frames is not None:
+            return self.clip_frames
+        return D.CLIP_FRAMES_LOCAL if backend == "local" else D.CLIP_FRAMES_SERVER
+
+    def max_pixels(self, backend: str) -> int:
+        """--clip-max-pixels, or the backend's default."""
+        if self.clip_max_pixels is not None:
+            return self.clip_max_pixels
+        return D.CLIP_MAX_PIXELS_LOCAL if backend == "local" else D.CLIP_MAX_PIXELS_SERVER
+
+
+@dataclass(frozen=True)
 class SummaryOptions(_Concern):
     """The summary model and how often it summarizes."""
 
@@ -286,6 +307,7 @@ class RunConfig:
     selection: SelectionOptions = SelectionOptions()
     faces: FaceOptions = FaceOptions()
     caption: CaptionOptions = CaptionOptions()
+    clip: ClipOptions = ClipOptions()
     summary: SummaryOptions = SummaryOptions()
     scale: ScaleOptions = ScaleOptions()
     outputs: OutputOptions = OutputOptions()
@@ -328,4 +350,5 @@ _CONCERNS: dict[str, type[_Concern]] = {
     "prompts": PromptOptions, "outbox": OutboxOptions, "watch": WatchOptions, "index": IndexOptions,
     "dataset": DatasetOptions,
     "alerts": AlertOptions,
+    "clip": ClipOptions,
 }

@@ -18,15 +18,14 @@ from typing import Any, Callable
 from video_summarizer import defaults as D
 from video_summarizer.backends import CaptionModel, FaceModel, FrameObserver, SummaryModel
 from video_summarizer.citations import CitableCaption
+from video_summarizer.clips import ClipCollector
 from video_summarizer.loop.caption_store import MAX_KEPT_CAPTIONS, MAX_KEPT_SUMMARIES, CaptionStore, SummaryLog
-from video_summarizer.loop.emit import caption_event, emit_motion, observe_frame
+from video_summarizer.loop.emit import caption_clip, caption_event, emit_motion, observe_frame
 from video_summarizer.loop.frame_jobs import FrameJobs, Job, RunCounters, run_final, select_frame, source_stats
 from video_summarizer.loop.pacing import CaptionPace
 from video_summarizer.loop.summary_lane import SummaryLane, SummaryRequest, SummaryWriter, wait_earlier
 from video_summarizer.outages import OutageMonitor
 from video_summarizer.outputs import EventWriter, SummaryDocument
-from video_summarizer.privacy import blur_faces
-from video_summarizer.prompts import faces_sentence, render_caption
 from video_summarizer.results import CaptionOutcome, FaceOutcome, TimedCaption
 from video_summarizer.timecodes import format_video_time, stamp_decimals
 from video_summarizer.tracing.frame_trace import FrameTracer, TraceSettings
@@ -86,6 +85,8 @@ class Stages:
     # A failing model said once, every 10 min while it lasts, and when it works again.
     vlm_outage: OutageMonitor = field(default_factory=_vlm_outages)
     llm_outage: OutageMonitor = field(default_factory=_llm_outages)
+    # A source's clip collector (clips.py), one per source; the default keeps stills.
+    clips: Callable[[], ClipCollector] = lambda: ClipCollector(1)
 
 
 class SourceRun:
@@ -136,6 +137,7 @@ class SourceRun:
         self.tracer = FrameTracer(self.stages.tracker, TraceSettings(  # the traces are made beside the loop
             self.label, self.session_id, bool(self.source.live), self.stages.trace_frames,
             self.config.vlm_worst_ms, self.config.llm_worst_ms))
+        self.clips = self.stages.clips()  # the frames since the last caption, for the next one's clip
         seq = 0
         for observe in self.stages.source_observers:
             observe(self)
@@ -149,11 +151,11 @@ class SourceRun:
                 break
             motion = self.selector.look(frame)  # every read frame: None when motion is off
             emit_motion(self.stages.events, self.label, frame.index, motion)
-            # Clips: every read frame goes to the collector here, e.g.
-            # self.clips.add(frame, motion_area=motion.area if motion is not None else None)
+            self.clips.add(frame, motion_area=motion.area if motion is not None else None)
             if not self._select(frame):
                 continue
             job = self._make_job(seq, frame)
+            job.clip = self.clips.take(frame)
             self.jobs.submit(f"frame-{job.frame_index}", lambda job=job: self._process(job),
                              lambda error, job=job: self._job_failed(job, error))
             seq += 1
@@ -230,21 +232,8 @@ class SourceRun:
         return FaceOutcome(tuple(matches), start, time.time())
 
     def _caption(self, job: Job, faces: FaceOutcome | None) -> CaptionOutcome:
-        """Caption the frame (faces blurred when asked): the result, prompt and image sent."""
-        vlm, prompts = self.stages.vlm, self.stages.prompts
-        names = faces.names if faces else []
-        managed = prompts.caption() if prompts is not None else None
-        prompt = render_caption(managed, faces_sentence(names)) if managed else vlm.build_prompt(names)
-        image, privacy = job.image, {}
-        if self.stages.blur_faces:
-            # Names were found on the original; the model gets them as text, the faces blurred.
-            image, blurred = blur_faces(job.image, [m.box for m in faces.matches] if faces else [])
-            privacy = {"blur_faces": True, "faces_blurred": blurred}
-        job.caption_input = {"prompt": prompt, "model": vlm.name, "source_spec": getattr(
-            self.source, "content_path", None), "prompt_version": managed.version if managed else None}
-        start = time.time()
-        result = vlm.generate_caption(image, prompt)
-        return CaptionOutcome(result, prompt, managed, image, privacy, start, time.time(), model=vlm.name)
+        """Caption the frame's clip (faces blurred when asked): the result, prompt and images sent."""
+        return caption_clip(self.stages, job, faces, self._caption_time, getattr(self.source, "content_path", None))
 
     def _emit_caption(self, job: Job, faces: FaceOutcome | None, caption: CaptionOutcome, trace_id: str) -> None:
         result, events = caption.result, self.stages.events
@@ -261,11 +250,12 @@ class SourceRun:
         self.latest_caption = (job.video_time, result.caption)
         names = faces.names if faces else []
         record = caption_event(self.label, job, names, matches, result, trace_id)
-        seconds = self._caption_time(job.video_time)
+        seconds, first = self._caption_time(job.video_time), caption.clip.start  # clip: caption times
         with self._lock:
             self.counters.captioned += 1
-        self.captions.add(job.seq, TimedCaption(seconds, result.caption, tuple(names)), record, CitableCaption(
-            seconds, {"frame": job.frame_index, "video_time": record["video_time"], "trace_id": trace_id}))
+        self.captions.add(job.seq, TimedCaption(seconds, result.caption, tuple(names), first), record, CitableCaption(
+            seconds, {"frame": job.frame_index, "video_time": record["video_time"], "span": record["span"],
+                      "trace_id": trace_id}, first))
         events.emit("caption", **record)
         observe_frame(self.stages.frame_observers, caption.sent, {**record, **job.caption_input},  # + what was asked
                       matches, self.counters, self.label)

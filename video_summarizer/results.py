@@ -70,6 +70,7 @@ class TimedCaption:
     video_time: float
     text: str
     faces: tuple[str, ...] = ()
+    start: float | None = None  # the first frame's time when the caption covers a clip (else video_time)
 
 
 @dataclass
@@ -112,6 +113,7 @@ class CaptionOutcome:
     start: float
     end: float
     model: str = ""  # the caption model's name, as traces and observers give it
+    clip: Any = None  # the Clip as sent (blurred), its times as the captions give them; None: sent alone
 
 
 @dataclass(frozen=True)
@@ -145,3 +147,44 @@ class MotionReading:
         return {"moving": self.moving, "started": self.started, "ended": self.ended,
                 "area": round(self.area, 4), "box": list(self.box) if self.box else None,
                 "video_time": round(self.video_time, 3)}
+# -- clips: the frames one caption covers (clips.ClipCollector makes them) -------------------------
+@dataclass(frozen=True)
+class ClipFrame:
+    """One frame of a clip: its index in the source, its video time (s) and its pixels (BGR)."""
+
+    index: int
+    video_time: float
+    image: Any  # np.ndarray, BGR; a downscaled copy except for the key frame
+
+
+@dataclass(frozen=True)
+class Clip:
+    """The frames one caption covers, in time order; ``key`` is the position of the key frame."""
+
+    frames: tuple[ClipFrame, ...]
+    key: int
+
+    @property
+    def key_frame(self) -> ClipFrame:
+        """The frame the selector took (its faces, its trace)."""
+        return self.frames[self.key]
+
+    @property
+    def start(self) -> float:
+        """Video time of the first frame."""
+        return self.frames[0].video_time
+
+    @property
+    def end(self) -> float:
+        """Video time of the last frame."""
+        return self.frames[-1].video_time
+
+    def span(self, ndigits: int = 3) -> dict:
+        """The caption event's ``span``: first and last frame, start and end video time."""
+        return {"first_frame": self.frames[0].index, "last_frame": self.frames[-1].index,
+                "start": round(self.start, ndigits), "end": round(self.end, ndigits)}
+
+    @classmethod
+    def single(cls, index: int, video_time: float, image: Any) -> "Clip":
+        """A one-frame clip: today's still."""
+        return cls((ClipFrame(index, video_time, image),), 0)

@@ -18,6 +18,7 @@ from video_summarizer import defaults as D
 from video_summarizer.app import Backends
 from video_summarizer.options import (
     CaptionOptions,
+    ClipOptions,
     DatasetOptions,
     FaceOptions,
     OutboxOptions,
@@ -58,7 +59,8 @@ def build_stages(cfg: RunConfig, stack: ExitStack, events: Any, *, backends: Bac
     summarizer.load()
     faces = face_model(cfg.faces, blur, max_pixels=cfg.source.max_pixels, cache_home=cache_home)
     return Stages(tracker=tracker, vlm=vlm, summarizer=summarizer, faces=faces, events=events,
-                  blur_faces=blur, prompts=prompts, frame_observers=observers, trace_frames=cfg.tracing.frames)
+                  blur_faces=blur, prompts=prompts, frame_observers=observers, trace_frames=cfg.tracing.frames,
+                  clips=clip_collectors(cfg.clip, cfg.caption.backend, vlm))
 
 
 def alert_listener(cfg: RunConfig, events: Any, tracker: Any, vlm: Any, stack: ExitStack) -> tuple[Any, Any]:
@@ -105,6 +107,22 @@ def caption_model(caption: CaptionOptions, backends: Backends) -> tuple[Any, str
     vlm = backends.caption(caption.endpoint, caption.vlm_api_key, caption.model,
                            timeout_s=caption.vlm_timeout, max_tokens=caption.vlm_max_tokens)
     return vlm, vlm.base_url
+
+
+def clip_collectors(clip: ClipOptions, backend: str, vlm: Any) -> Any:
+    """What makes each source's clip collector (--clip-frames, --clip-max-pixels); --clip-as set on the model."""
+    from functools import partial
+
+    from video_summarizer.clips import ClipCollector
+
+    frames, pixels = clip.frames(backend), clip.max_pixels(backend)
+    if clip.clip_as == "video":
+        if backend == "local":
+            log.info("--clip-as video: the in-process model takes a clip as images")
+        else:
+            vlm.clip_as = "video"
+    log.info("Captions cover clips of up to %d frame(s), %d pixels a request", frames, pixels)
+    return partial(ClipCollector, frames, max_pixels=pixels)
 
 
 def summary_model(summary: SummaryOptions, backends: Backends) -> Any:

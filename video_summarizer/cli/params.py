@@ -117,6 +117,22 @@ caption_options = option_group(
              "A model that cannot fit in memory at it is refused before anything downloads."),
 )
 
+clip_options = option_group(
+    opt("--clip-frames", envvar="SUMMARIZER_CLIP_FRAMES", type=click.IntRange(1, 32), default=None,
+        help=f"Frames one caption covers: those since the last caption chosen by motion and change, the "
+             f"selected one last, in one request; 1 = a still (default {D.CLIP_FRAMES_SERVER} for a server, "
+             f"{D.CLIP_FRAMES_LOCAL} in process)."),
+    opt("--clip-as", envvar="SUMMARIZER_CLIP_AS", type=click.Choice(["images", "video"]), default=D.CLIP_AS,
+        show_default=True,
+        help="A clip as several images with their times in the text (any server), or one video part "
+             "(servers that take one, e.g. vLLM with Qwen3-VL; in process: images)."),
+    opt("--clip-max-pixels", envvar="SUMMARIZER_CLIP_MAX_PIXELS", type=click.IntRange(min=4096), default=None,
+        help=f"Pixels of all a request's frames together; each of N frames gets 1/N, so N frames cost the "
+             f"visual tokens of one such still (default {D.CLIP_MAX_PIXELS_SERVER} for a server, about "
+             f"{D.CLIP_MAX_PIXELS_SERVER // 1024} Qwen3-VL tokens; {D.CLIP_MAX_PIXELS_LOCAL}, one 768x432 "
+             f"still, in process)."),
+)
+
 summary_model_options = option_group(
     opt("--llm-model", envvar="LLM_MODEL", default=D.LLM_MODEL, show_default=True,
         help="Summary model: a hub id or a local folder (transformers), or the served name with --llm-base-url."),

@@ -212,6 +212,13 @@ class FaceRecognizer(FaceModel):
         self._count(matches, tracks, len(fresh), bool(names), elapsed_ms)
         return matches
 
+    def boxes(self, frame_bgr: np.ndarray) -> list[Box]:
+        """Face boxes only, to blur a clip's other frames: no encoding, no identity kept (a small
+        copy costs detection on its pixels alone, so a clip's copies cost about one frame)."""
+        if self._fr is None:
+            self.load()
+        return self._detect(to_rgb(frame_bgr, require_uint8=True))
+
     def _encode(self, rgb: np.ndarray, boxes: list[Box], names: list[str]) -> list[np.ndarray | None]:
         """Encodings of the faces in these boxes; none with an empty library (every face is unknown)."""
         if not boxes or not names:

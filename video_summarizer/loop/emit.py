@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from dataclasses import replace
+from typing import Any, Callable
 
 from video_summarizer.loop.frame_jobs import Job, RunCounters
-from video_summarizer.results import CaptionResult, MotionReading, SummaryOutcome
+from video_summarizer.results import CaptionOutcome, CaptionResult, Clip, FaceOutcome, MotionReading, SummaryOutcome
 
 log = logging.getLogger("video_summarizer.pipeline")
 
@@ -21,6 +23,7 @@ def caption_event(label: str, job: Job, names: list[str], matches: list, result:
         "source": label,
         "frame": job.frame_index,
         "video_time": round(job.video_time, 3),
+        "span": job_clip(job).span(),  # the frames the caption covers; frame/video_time: the key frame
         "faces": names,
         "unknown_faces": sum(1 for m in matches if m.name == "unknown"),
         "caption": result.caption,
@@ -78,3 +81,54 @@ def observe_frame(observers: list, image: Any, observed: dict, matches: list, co
             counters.observer_errors += 1
             if counters.observer_errors == 1:
                 log.warning("%s: a frame observer failed (said once)", label, exc_info=True)
+
+
+def job_clip(job: Job) -> Clip:
+    """The clip a job captions: the collector's, else its frame alone."""
+    return job.clip if job.clip is not None else Clip.single(job.frame_index, job.video_time, job.image)
+
+
+def caption_clip(stages: Any, job: Job, faces: FaceOutcome | None, caption_time: Callable[[float], float],
+                 source_spec: str | None) -> CaptionOutcome:
+    """Caption a job's clip (faces blurred when asked): the result, the prompt, and the clip as sent."""
+    from video_summarizer.prompts import faces_sentence, for_clip, render_caption
+
+    vlm, prompts = stages.vlm, stages.prompts
+    names = faces.names if faces else []
+    clip, privacy = private_clip(job_clip(job), stages, faces)
+    managed = prompts.caption() if prompts is not None else None
+    prompt = render_caption(managed, faces_sentence(names)) if managed else vlm.build_prompt(names)
+    prompt = for_clip(prompt, len(clip.frames))
+    # The model reads each frame's time as the captions give it (live: since the first caption).
+    sent = Clip(tuple(replace(f, video_time=caption_time(f.video_time)) for f in clip.frames), clip.key)
+    job.caption_input = {"prompt": prompt, "model": vlm.name, "source_spec": source_spec,
+                         "prompt_version": managed.version if managed else None,
+                         "clip": clip}  # the frames as sent, for the watch page (not JSON: observers pick fields)
+    start = time.time()
+    result = vlm.generate_clip(sent, prompt)
+    return CaptionOutcome(result, prompt, managed, sent.key_frame.image, privacy, start, time.time(),
+                          model=vlm.name, clip=sent)
+
+
+def private_clip(clip: Clip, stages: Any, faces: FaceOutcome | None) -> tuple[Clip, dict]:
+    """The clip with every face blurred when asked: the key frame by the boxes recognition found,
+    the others by the face model's detector alone (no names, no encodings); a face model that
+    cannot detect alone leaves the key frame the only one sent."""
+    if not stages.blur_faces:
+        return clip, {}
+    from video_summarizer.privacy import blur_faces
+
+    key = clip.key_frame
+    image, blurred = blur_faces(key.image, [m.box for m in faces.matches] if faces else [])
+    frames = [replace(key, image=image)]
+    others = [f for f in clip.frames if f is not key]
+    detect = getattr(stages.faces, "boxes", None)  # FaceModel.boxes; None: no face model at all
+    if others and detect is not None:
+        found = [detect(f.image) for f in others]
+        if all(boxes is not None for boxes in found):
+            for frame, boxes in zip(others, found):
+                frames.append(replace(frame, image=blur_faces(frame.image, boxes)[0]))
+                blurred += len(boxes)
+    frames.sort(key=lambda f: f.index)
+    return Clip(tuple(frames), next(i for i, f in enumerate(frames) if f.index == key.index)), {
+        "blur_faces": True, "faces_blurred": blurred}

@@ -31,6 +31,7 @@ class Job:
     earlier: list[Future] = field(default_factory=list)
     caption_input: dict = field(default_factory=dict)  # prompt, model, version: for frame observers
     motion: MotionReading | None = None  # the motion detector's reading of this frame (None: motion off)
+    clip: Any = None  # results.Clip: the frames the caption covers (None: the key frame alone)
 
 
 @dataclass

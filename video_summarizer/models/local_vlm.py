@@ -24,6 +24,7 @@ import numpy as np
 
 from video_summarizer import defaults as D
 from video_summarizer.backends import CaptionModel
+from video_summarizer.clips import frame_label
 from video_summarizer.errors import BackendUnavailable
 from video_summarizer.frames import to_pil, to_rgb
 from video_summarizer.models.hf import (
@@ -36,7 +37,7 @@ from video_summarizer.models.hf import (
 )
 from video_summarizer.models.openai_stream import split_thinking
 from video_summarizer.prompts import DEFAULT_PROMPT_TEMPLATE
-from video_summarizer.results import CaptionResult
+from video_summarizer.results import CaptionResult, Clip
 from video_summarizer.stats import ModelStats
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,11 @@ class LocalVLM(InProcessModel, CaptionModel):
     # -- generation --------------------------------------------------------------------------
     def generate_caption(self, frame_bgr: np.ndarray, prompt: str) -> CaptionResult:
         """Caption one BGR frame; failures come back as success=False, never as exceptions."""
+        return self.generate_clip(Clip.single(0, 0.0, frame_bgr), prompt)
+
+    def generate_clip(self, clip: Clip, prompt: str) -> CaptionResult:
+        """Caption a clip's frames in one chat message (the processor's multi-image path), each after
+        its time; one frame is captioned as a still. Never raises."""
         try:
             self.load()
         except BackendUnavailable as exc:
@@ -125,22 +131,25 @@ class LocalVLM(InProcessModel, CaptionModel):
         else:
             queued = time.perf_counter()
             with self._generate_lock:
-                result = self._caption(frame_bgr, prompt, (time.perf_counter() - queued) * 1000.0)
+                result = self._caption(clip, prompt, (time.perf_counter() - queued) * 1000.0)
         self.stats.record(result)
         return result
 
-    def _caption(self, frame_bgr: np.ndarray, prompt: str, queued_ms: float) -> CaptionResult:
+    def _caption(self, clip: Clip, prompt: str, queued_ms: float) -> CaptionResult:
         start = time.time()
         t0 = time.perf_counter()
         try:
-            image = to_pil(frame_bgr, self.image_max_side)
+            images = [to_pil(f.image, self.image_max_side) for f in clip.frames]
         except ValueError as exc:
             return self._result(prompt, start, error=f"unusable frame: {exc}", kind="client_error")
+        image = images[clip.key]
         width, height = image.size
         meta: dict[str, Any] = {"backend": "local", "device": str(self.device), "image_size": [width, height],
                                 "queued_ms": round(queued_ms, 1)}
+        if len(images) > 1:
+            meta["clip_frames"] = len(images)
         try:
-            enc = self._encode(image, prompt)
+            enc = self._encode(images, clip, prompt)
         except Exception as exc:  # noqa: BLE001 - a processor or template error is reported, not raised
             return self._result(prompt, start, error=f"preprocessing failed: {type(exc).__name__}: {exc}",
                                 kind="model_error", meta=meta)
@@ -171,11 +180,17 @@ class LocalVLM(InProcessModel, CaptionModel):
             return self._result(prompt, start, error=error, kind="bad_response", **fields)
         return self._result(prompt, start, text=answer, **fields)
 
-    def _encode(self, image: Any, prompt: str) -> Any:
-        """Processor inputs for one PIL image and the prompt, on the model's device and dtype."""
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    def _encode(self, images: list, clip: Clip, prompt: str) -> Any:
+        """Processor inputs for the clip's PIL images (each after its time) and the prompt, on the
+        model's device and dtype."""
+        if len(images) == 1:
+            parts: list[dict] = [{"type": "image"}]
+        else:
+            parts = [p for n, f in enumerate(clip.frames, 1)
+                     for p in ({"type": "text", "text": frame_label(n, f.video_time) + "\n"}, {"type": "image"})]
+        messages = [{"role": "user", "content": [*parts, {"type": "text", "text": prompt}]}]
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        enc = self.processor(images=[image], text=[text], return_tensors="pt")
+        enc = self.processor(images=images, text=[text], return_tensors="pt")
         # Only floating tensors (pixel values) are cast; ids stay integers.
         return enc.to(device=self.hf_model.device, dtype=self.hf_model.dtype)
 

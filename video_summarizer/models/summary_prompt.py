@@ -145,7 +145,9 @@ def _entries(captions: Sequence[TimedCaption]) -> list[_Entry]:
             entries[-1] = (first[0], cap.video_time, first[2], first[3])
             continue
         prev_key = key
-        entries.append((cap.video_time, cap.video_time, text, tuple(cap.faces)))
+        # a caption of a clip is stamped with its span, [first-last]
+        begin = cap.video_time if cap.start is None else min(cap.start, cap.video_time)
+        entries.append((begin, cap.video_time, text, tuple(cap.faces)))
     return entries
 
 

@@ -123,6 +123,8 @@ def _schema(dim: int, model: str) -> Any:
         pa.field("text", pa.string()),
         pa.field("faces", pa.list_(pa.string())),
         pa.field("trace_id", pa.string()),
+        # a caption of a clip covers start_s..time_s (its key frame); older indexes lack the column
+        pa.field("start_s", pa.float64()),
         pa.field("vector", pa.list_(pa.float32(), dim)),
     ], metadata={MODEL_KEY: model_reference(model).encode()})
 
@@ -297,12 +299,13 @@ class Indexer:
         if record["type"] == "caption":
             kind, start = "caption", float(record["video_time"])
             end, frame, text, faces = start, int(record["frame"]), record["caption"], list(record["faces"])
+            first = float((record.get("span") or {}).get("start", start))
             self._faces.setdefault(label, []).append((start, faces))
             del self._faces[label][:-5000]  # a month on a camera stays bounded
             moment = f"frame {frame}"
         else:
             kind, (start, end) = "summary", (float(t) for t in record["window"])
-            frame, text = -1, record.get("text") or ""
+            frame, text, first = -1, record.get("text") or "", start
             faces = sorted({n for t, names in self._faces.get(label, []) if start <= t <= end for n in names})
             moment = f"window {start:.3f}-{end:.3f}{' final' if record.get('final') else ''}"
         if info.path is not None:  # a file: one row per moment of its content, whatever the run
@@ -312,7 +315,7 @@ class Indexer:
         return {"id": hashlib.sha1(key.encode()).hexdigest(), "kind": kind, "source": label, "spec": info.spec,
                 "content": content, "live": info.live, "time_s": start, "end_s": end,
                 "wall": record.get("time") or "", "frame": frame, "text": text, "faces": faces,
-                "trace_id": record.get("trace_id") or ""}
+                "trace_id": record.get("trace_id") or "", "start_s": first}  # dropped by an older table
 
     def _content_of(self, info: SourceInfo) -> str:
         """A file's content hash; at its first event of the run, rows of other content are deleted."""
@@ -408,6 +411,7 @@ class Hit:
     faces: list[str]
     score: float
     trace_id: str
+    start_s: float | None = None  # where a clip's caption starts (None: the moment alone, or an older index)
     cite: str = field(init=False)  # how an answer cites it: [source mm:ss]
 
     def __post_init__(self) -> None:
@@ -420,6 +424,8 @@ class Hit:
             return datetime.fromtimestamp(self.time_s, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
         if self.kind == "summary" and self.end_s > self.time_s:
             return f"{format_video_time(self.time_s)}-{format_video_time(self.end_s)}"
+        if self.start_s is not None and format_video_time(self.start_s) != format_video_time(self.time_s):
+            return f"{format_video_time(self.start_s)}-{format_video_time(self.time_s)}"  # a clip's span
         return format_video_time(self.time_s)
 
     def line(self) -> str:
@@ -433,7 +439,8 @@ class Hit:
         """The --json form of one hit."""
         return {"kind": self.kind, "source": self.source, "spec": self.spec, "live": self.live,
                 "time": self.when, "time_s": self.time_s, "end_s": self.end_s, "frame": self.frame,
-                "text": self.text, "faces": self.faces, "score": round(self.score, 6), "trace_id": self.trace_id}
+                "text": self.text, "faces": self.faces, "score": round(self.score, 6), "trace_id": self.trace_id,
+                **({"start_s": self.start_s} if self.start_s is not None else {})}
 
 
 def moment_time(seconds: float, live: bool) -> str:
@@ -529,14 +536,15 @@ def search(table: Any, embedder: Embedder, q: Query, where: str | None = None) -
     where = where if where is not None else check_filters(table, q)
     vector = embedder.encode([q.text])[0].tolist()
     query = (table.search(query_type="hybrid").vector(vector).text(q.text).distance_type("cosine")
-             .refine_factor(REFINE_FACTOR).select(_COLUMNS))
+             .refine_factor(REFINE_FACTOR).select(_COLUMNS + [c for c in ("start_s",) if c in table.schema.names]))
     if where:
         query = query.where(where, prefilter=True)
     # Each side brings CANDIDATES; the fusion ranks them and we keep the --limit best.
     rows = query.limit(max(q.limit, CANDIDATES)).to_list()[:q.limit]
     return [Hit(kind=r["kind"], source=r["source"], spec=r["spec"], live=bool(r["live"]), time_s=r["time_s"],
                 end_s=r["end_s"], frame=int(r["frame"]), text=r["text"], faces=list(r["faces"] or []),
-                score=float(r.get("_relevance_score") or 0.0), trace_id=r["trace_id"]) for r in rows]
+                score=float(r.get("_relevance_score") or 0.0), trace_id=r["trace_id"],
+                start_s=r.get("start_s") if r["kind"] == "caption" else None) for r in rows]
 
 
 def query_of(query: QueryOptions, option: str) -> Query:

@@ -114,13 +114,16 @@ class FrameTrace:
         if not self._on:
             return
         result, managed, traced = outcome.result, outcome.managed, self.settings.frames
+        clip = outcome.clip if outcome.clip is not None and len(outcome.clip.frames) > 1 else None
+        span = {"clip_frames": [f.index for f in clip.frames]} if clip else {}
         gen = GenerationRecord(
             name="vlm_caption", model=outcome.model, input=outcome.prompt, result=result,
-            metadata={"faces_detected": len(names), "frame_index": frame_index, **outcome.privacy,
+            metadata={"faces_detected": len(names), "frame_index": frame_index, **span, **outcome.privacy,
                       **_prompt_metadata(managed), "api_time_ms": round(result.api_time, 1),
                       "image_prep_ms": round(result.image_prep_ms, 1)},
             prompt=managed.client if managed else None,
-            image_jpeg=to_jpeg_bytes(outcome.sent, *traced) if traced else None)  # after the blur
+            image_jpeg=to_jpeg_bytes(outcome.sent, *traced) if traced else None,  # after the blur
+            images_jpeg=tuple(to_jpeg_bytes(f.image, *traced) for f in clip.frames) if traced and clip else ())
         recorded = self.tracker.record_span(self.trace_id, SpanRecord(
             "vlm_caption", outcome.start, outcome.end, metadata={"faces": names, **outcome.privacy}, generation=gen))
         values = scores.vlm_scores(result, worst_ms=self.settings.vlm_worst_ms)

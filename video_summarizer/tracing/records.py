@@ -23,6 +23,7 @@ class GenerationRecord:
     metadata: dict | None = None
     prompt: Any = None  # the PromptClient the input came from (Langfuse links it)
     image_jpeg: bytes | None = None  # --trace-frames: the frame as the model got it
+    images_jpeg: tuple[bytes, ...] = ()  # --trace-frames with a clip: every frame of it, in time order
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 KEPT_CAPTIONS = 30  # per source, newest first on the page
 KEPT_ALERTS = 20  # notifications listed, newest first
+CLIP_THUMB_SIDE = 160  # the clip strip's thumbnails (longest side, pixels)
 CHART_WINDOW_S = 3600.0
 CHART_POINTS = 3600  # a bound even for a caption a second
 _STAMP = re.compile(r"\[\d+:\d\d(?:\.\d+)?(?:\s*-\s*\d+:\d\d(?:\.\d+)?)?\]")  # [mm:ss(.f)], or a range, as summaries cite
@@ -120,13 +121,19 @@ class PageState(FrameObserver):
                 page.summary = record
                 page.llm_series.append((now, record.get("ttft_ms"), record.get("latency_ms") or 0.0))
 
-    def frame_jpeg(self, label: str) -> bytes | None:
-        """The newest captioned frame of a source as JPEG, its faces boxed and named."""
+    def frame_jpeg(self, label: str, clip_frame: int | None = None) -> bytes | None:
+        """The newest captioned frame of a source as JPEG, its faces boxed and named; or, given
+        clip_frame, that frame of its clip as a small thumbnail (None: no such frame)."""
         with self._lock:
             page = self._sources.get(label)
             if page is None or page.frame is None:
                 return None
-            seq, image, _record, matches = page.frame
+            seq, image, record, matches = page.frame
+            if clip_frame is not None:
+                frames = _clip_frames(record)
+                if not 0 <= clip_frame < len(frames):
+                    return None
+                return _thumbnail_jpeg(frames[clip_frame].image)
             if page.jpeg is not None and page.jpeg[0] == seq:
                 return page.jpeg[1]
         data = _encode_with_boxes(image, matches)
@@ -185,8 +192,23 @@ def _frame_json(page: _SourcePage) -> dict | None:
     if page.frame is None:
         return None
     seq, _image, record, matches = page.frame
+    clip = [{"frame": f.index, "at": _when(page, f.video_time)} for f in _clip_frames(record)]
     return {"seq": seq, "frame": record.get("frame"), "at": _when(page, record.get("video_time")),
-            "caption": record.get("caption"), "faces": [m.name for m in matches]}
+            "caption": record.get("caption"), "faces": [m.name for m in matches],
+            "clip": clip if len(clip) > 1 else []}
+
+
+def _clip_frames(record: dict) -> tuple:
+    """The frames of the clip a caption covers (its record's "clip", from the loop), or none."""
+    clip = record.get("clip")
+    return tuple(getattr(clip, "frames", ()) or ())
+
+
+def _thumbnail_jpeg(image: Any) -> bytes:
+    """A clip frame as a small JPEG for the page's strip."""
+    from video_summarizer.frames import to_jpeg_bytes
+
+    return to_jpeg_bytes(image, CLIP_THUMB_SIDE, 75)
 
 
 def _alert_json(page: _SourcePage, a: dict) -> dict:
@@ -259,8 +281,9 @@ class _Handler(GuardedHandler):
                 body = json.dumps(watch.page.snapshot(watch.metrics), default=str).encode()
                 self.send_body(200, body, "application/json")
             elif url.path == "/frame.jpg":
-                label = parse_qs(url.query).get("source", [""])[0]
-                data = watch.page.frame_jpeg(label)
+                query = parse_qs(url.query)
+                label, part = query.get("source", [""])[0], query.get("clip", [""])[0]
+                data = watch.page.frame_jpeg(label, int(part) if part.isdigit() else None)
                 if data is None:
                     self.send_body(404, b"no captioned frame yet\n", "text/plain")
                 else:

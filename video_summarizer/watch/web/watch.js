@@ -69,6 +69,20 @@ function statsTable(stats) {
   return t;
 }
 
+// The frames the newest caption covers, in time order (the key frame last), as small thumbnails.
+function clipStrip(src, frame) {
+  const strip = el("div", "clip");
+  frame.clip.forEach((f, k) => {
+    const fig = el("figure");
+    const img = el("img");
+    img.alt = "frame " + f.frame + " of the clip";
+    img.src = "/frame.jpg?source=" + encodeURIComponent(src.label) + "&clip=" + k + "&v=" + frame.seq;
+    fig.append(img, el("figcaption", null, f.at));
+    strip.appendChild(fig);
+  });
+  return strip;
+}
+
 function sourceCard(src, i) {
   const card = el("section", "source");
   card.id = "source-" + i;
@@ -82,6 +96,7 @@ function sourceCard(src, i) {
     now.append(el("span", "time", src.frame.at), document.createTextNode(src.frame.caption || ""));
     if (src.frame.faces.length) now.appendChild(el("span", "faces", src.frame.faces.join(", ")));
     left.append(img, now);
+    if (src.frame.clip.length) left.appendChild(clipStrip(src, src.frame));
   } else {
     left.appendChild(el("p", "empty", "No captioned frame yet."));
   }

@@ -108,9 +108,11 @@ class Sender:
                 if not self._queue:
                     return
                 message, self._sending = self._queue[0], True
-            self._deliver(message)
+            if not self._deliver(message):
+                return  # closing while the target fails: what is left is close()'s to report
 
-    def _deliver(self, message: dict) -> None:
+    def _deliver(self, message: dict) -> bool:
+        """Send one message until the target takes it, refuses it for good, or the sender closes (False)."""
         attempts, wait = 0, FIRST_BACKOFF_S
         while True:
             attempts += 1
@@ -131,7 +133,7 @@ class Sender:
                     self._cv.notify_all()  # a close() waiting for the queue need not wait for an outage
                     if self._closing or self._cv.wait_for(lambda: self._closing, timeout=pause):
                         self._sending = False
-                        return  # left in the queue: close() reports it undelivered
+                        return False  # left in the queue: close() reports it undelivered
         with self._cv:
             if self._queue and self._queue[0] is message:
                 self._queue.popleft()
@@ -142,6 +144,7 @@ class Sender:
             else:
                 self.rejected += 1
         self._tell(message, status, attempts, reason)
+        return True
 
     def _tell(self, message: dict, status: str, attempts: int, reason: str | None) -> None:
         """The outcome to the notifier; its failure never stops the thread (said once)."""

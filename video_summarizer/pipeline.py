@@ -132,8 +132,7 @@ class SourceRun:
         seq = 0
         for observe in self.stages.source_observers:
             observe(self)
-        # A file's frame decodes while the detector looks at the one before (motion on).
-        for frame in self.selector.read_ahead(self.source, live=bool(self.source.live)):
+        for frame in self.source:
             self.counters.frames_read += 1
             if self.on_progress is not None:
                 self.on_progress(1)

@@ -61,9 +61,7 @@ generated clips of tests/clips.py; tests/test_frame_selection.py pins the outcom
 from __future__ import annotations
 
 import math
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from video_summarizer import defaults as D
 from video_summarizer.motion import MotionDetector
@@ -211,7 +209,6 @@ class FrameSelector:
         self._looked_at: object | None = None
         self._thumb: tuple[object, np.ndarray] | None = None  # (frame, its thumbnail): made once a frame
         self._grid_origin = 0.0  # a motion start's time: the grid of the due frames while the motion lasts
-        self._ahead: deque[tuple[object, Future]] = deque()  # read_ahead(): readings under way, in frame order
 
     @property
     def gating(self) -> bool:
@@ -235,43 +232,12 @@ class FrameSelector:
             return None
         if frame is not self._looked_at:
             self._looked_at, self._thumb = frame, None
-            self.motion = self._reading(frame)
+            self.motion = self.detector.update(frame.image, frame.timestamp)
             if self.motion.started:
                 self._start_pending = True
             elif not self.motion.moving:
                 self._start_pending = False  # it ended before a slot came free: nothing to start
         return self.motion
-
-    def read_ahead(self, frames: Iterable[_FrameLike], *, live: bool) -> Iterator[_FrameLike]:
-        """The frames, each yielded once its motion is being found on a worker thread while the
-        next one decodes (a file with motion on); look() then waits for that reading.
-
-        Decoding and the detector each take a core (OpenCV lets go of the GIL), so the detector
-        adds little to a file's time; the decision for a frame is still made before the next
-        one's, in order, from the same readings. A live source gets no read-ahead: holding a
-        frame back would make every caption a frame staler."""
-        if self.detector is None or live:
-            yield from frames
-            return
-        with ThreadPoolExecutor(1, thread_name_prefix="motion") as pool:  # one worker: updates stay in order
-            held = None
-            for frame in frames:
-                # The pixels are taken here, before the next frame is grabbed (a file keeps only one).
-                self._ahead.append((frame, pool.submit(self.detector.update, frame.image, frame.timestamp)))
-                if held is not None:
-                    yield held
-                held = frame
-            if held is not None:
-                yield held
-
-    def _reading(self, frame: _FrameLike) -> MotionReading:
-        """This frame's reading: the one read_ahead() started, or found now."""
-        while self._ahead:
-            ahead, future = self._ahead.popleft()
-            reading = future.result()  # a reading skipped over still finishes first: one update at a time
-            if ahead is frame:
-                return reading
-        return self.detector.update(frame.image, frame.timestamp)
 
     def select(self, frame: _FrameLike) -> bool:
         """True if this frame should be processed; decodes the frame only when it is a candidate."""

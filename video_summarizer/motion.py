@@ -228,7 +228,11 @@ def _blobs(fg: np.ndarray, min_area: float) -> tuple[float, tuple[int, int, int,
     import numpy as np
 
     cells = cv2.resize(fg, (fg.shape[1] // 2, fg.shape[0] // 2), interpolation=cv2.INTER_AREA)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(cells, connectivity=8)
+    # 16-bit labels (a half-size copy has far fewer than 65536 blobs): half the time of 32-bit ones.
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(cells, connectivity=8, ltype=cv2.CV_16U)
+    # A blob's cells bound its pixels (4 each): blobs too small even so are not counted (most are).
+    if not (stats[1:, cv2.CC_STAT_AREA] * 4 >= min_area * fg.size).any():
+        return 0.0, None
     pixels = np.bincount(labels.ravel(), weights=cells.ravel(), minlength=count) * (4 / 255)
     keep = np.flatnonzero(pixels[1:] >= min_area * fg.size) + 1
     if not len(keep):
@@ -246,8 +250,9 @@ def small_grey(image: np.ndarray) -> np.ndarray:
 
     height, width = image.shape[:2]
     # INTER_LINEAR shrinking by 4 (or 2) averages the 2x2 pixels at the middle of each 4x4 (2x2)
-    # block: it reads a quarter of a large frame, where INTER_AREA reads all of it at 5-10x the
-    # cost. Noise is halved, not quartered; the model's variance is what it is compared with.
+    # block, which halves the noise. Measured on freshly decoded 640x360 frames (CPU time, with the
+    # grey step): 0.10 ms; INTER_AREA 0.37, two pyrDown 0.37, grey first 0.13. INTER_NEAREST (0.06)
+    # keeps the full noise: it took an extra frame of clip_01_tears_of_steel.mp4 as a motion start.
     for factor in (4, 2):
         while width >= factor * WIDTH:
             width, height = width // factor, height // factor

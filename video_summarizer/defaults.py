@@ -21,6 +21,10 @@ VLM_TIMEOUT_S = 60.0
 VLM_MAX_TOKENS = 256
 VLM_TEMPERATURE = 0.2
 VLM_IMAGE_MAX_SIDE = 768
+# The caption model in this process on a CPU (measured in docs/performance.md): fewer visual tokens,
+# a budget that fits the prompt's one or two short sentences.
+VLM_CPU_IMAGE_MAX_SIDE = 320
+VLM_CPU_MAX_TOKENS = 48
 VLM_JPEG_QUALITY = 85
 VLM_MAX_RETRIES = 3
 

@@ -110,8 +110,9 @@ caption_options = option_group(
     opt("--vlm-api-key", envvar="VLM_API_KEY", default=None, help="API key for the VLM endpoint, if it needs one."),
     opt("--vlm-timeout", envvar="VLM_TIMEOUT", type=click.FloatRange(min=0.1), default=D.VLM_TIMEOUT_S,
         show_default=True, help="Seconds before one caption request is given up."),
-    opt("--vlm-max-tokens", envvar="VLM_MAX_TOKENS", type=click.IntRange(min=1), default=D.VLM_MAX_TOKENS,
-        show_default=True, help="Longest caption in tokens."),
+    opt("--vlm-max-tokens", envvar="VLM_MAX_TOKENS", type=click.IntRange(min=1), default=None,
+        help=f"Longest caption in tokens: {D.VLM_MAX_TOKENS}, or {D.VLM_CPU_MAX_TOKENS} for the caption model "
+             "in this process on a CPU."),
 )
 
 summary_model_options = option_group(

@@ -120,3 +120,28 @@ def test_the_help_says_both_budgets():
     entry = help_entries()["--vlm-max-tokens"]
     assert entry["default"] is None
     assert "256, or 48 for the caption model in this process on a CPU" in entry["text"]
+
+
+def test_int8_quantizes_every_linear_layer_and_captions(llava_dir, caplog):
+    """dtype int8 (opt-in): torch's dynamic int8 Linear layers with per-channel weights; the ready line says so."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    vlm = LocalVLM(str(llava_dir), device="cpu", dtype="int8", cpu_flags=ZEN4)
+    with caplog.at_level(logging.INFO, logger="video_summarizer.models.hf"):
+        res = vlm.generate_caption(frame_480x360(), vlm.build_prompt([]))
+    assert res.success, res.error
+    assert res.output_tokens == 48
+    kinds = [type(m) for m in vlm.hf_model.modules()]
+    assert torch.nn.Linear not in kinds and kinds.count(DynamicLinear) >= 10
+    layer = next(m for m in vlm.hf_model.modules() if isinstance(m, DynamicLinear))
+    assert layer.weight().q_per_channel_scales().numel() == layer.out_features  # a scale per output channel
+    assert vlm.hf_model.dtype is torch.float32  # what is not a Linear layer
+    assert caplog.text.count("(cpu, int8 (dynamic, per-channel weights))") == 1
+
+
+def test_int8_is_refused_off_the_cpu_before_loading_anything(llava_dir):
+    from video_summarizer.errors import BackendUnavailable
+    from video_summarizer.models.hf import quantize_int8
+
+    with pytest.raises(BackendUnavailable, match="dtype int8 runs on a CPU only, not on cuda"):
+        quantize_int8(torch.nn.Linear(2, 2), "cuda")

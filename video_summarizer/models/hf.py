@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -124,10 +125,14 @@ def load_pretrained(model_class: str, name: str, spec: ModelSpec, *, source: str
         companion = prepare() if prepare is not None else None
         import transformers
 
-        torch_dtype = resolve_dtype(dtype, resolved, cpu_flags)
+        quantize = dtype == INT8
+        torch_dtype = resolve_dtype("auto" if quantize else dtype, resolved, cpu_flags)
         loader = getattr(transformers, model_class)  # the Auto class by name (the subclass's model_class)
         model = loader.from_pretrained(source or name, dtype=torch_dtype, local_files_only=source is not None)
         model = model.to(resolved).eval()
+        if quantize:
+            model = quantize_int8(model, resolved)
+            torch_dtype = model.dtype
     except BackendUnavailable:
         raise
     except Exception as exc:  # noqa: BLE001 - OSError, ValueError, RuntimeError (CUDA OOM), ...
@@ -137,7 +142,7 @@ def load_pretrained(model_class: str, name: str, spec: ModelSpec, *, source: str
     settle_generation_config(model, getattr(tokenizer, "eos_token_id", None))
     seconds = time.perf_counter() - t0
     log.info("%s %s ready in %.1f s (%s, %s)", spec.role.capitalize(), name, seconds, resolved,
-             dtype_reason(dtype, resolved, torch_dtype, cpu_flags))
+             INT8_WORDS if quantize else dtype_reason(dtype, resolved, torch_dtype, cpu_flags))
     return Loaded(model, companion, resolved, torch_dtype, seconds)
 
 
@@ -266,6 +271,34 @@ def resolve_device(device: str = "auto") -> str:
     return "cpu"
 
 
+INT8 = "int8"  # not a torch dtype: loaded, then every Linear layer quantized (quantize_int8)
+INT8_WORDS = "int8 (dynamic, per-channel weights)"
+
+
+def quantize_int8(model: Any, device: str) -> Any:
+    """Every nn.Linear as torch's dynamically quantized int8 Linear (per-channel weights), the rest float32.
+
+    A CPU path (fbgemm kernels): decoding reads a quarter of float32's bytes a token. Layer by
+    layer, so memory never holds a float32 copy of the whole model. Quality is the weights'
+    rounding to 256 levels a channel, and activations rounded to 256 levels a call.
+    """
+    import torch
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    from torch.ao.quantization import per_channel_dynamic_qconfig
+
+    if not device.startswith("cpu"):
+        raise BackendUnavailable(f"dtype int8 runs on a CPU only, not on {device}: use auto, bfloat16 or float16")
+    with warnings.catch_warnings():  # torch's notice that these eager-mode APIs will move (torch is pinned)
+        warnings.simplefilter("ignore", category=(DeprecationWarning, UserWarning))
+        for parent in list(model.modules()):
+            for child_name, child in list(parent.named_children()):
+                if type(child) is torch.nn.Linear:  # exactly: subclasses may carry their own forward
+                    child.float()
+                    child.qconfig = per_channel_dynamic_qconfig
+                    setattr(parent, child_name, DynamicLinear.from_float(child))
+    return model.float()
+
+
 def resolve_dtype(dtype: str, device: str, cpu_flags: Iterable[str] | None = None) -> Any:
     """auto = bfloat16 (or float16) on CUDA, float16 on MPS, on a CPU bfloat16 where it has bfloat16
     instructions (AMX, AVX512-BF16), else float32; or a torch dtype name.
@@ -278,7 +311,7 @@ def resolve_dtype(dtype: str, device: str, cpu_flags: Iterable[str] | None = Non
     if dtype != "auto":
         value = getattr(torch, str(dtype).removeprefix("torch."), None)  # a dtype by its name, checked below
         if not isinstance(value, torch.dtype):
-            raise BackendUnavailable(f"unknown dtype {dtype!r}: use auto, float32, float16 or bfloat16")
+            raise BackendUnavailable(f"unknown dtype {dtype!r}: use auto, float32, float16, bfloat16 or int8")
         return value
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -290,12 +290,15 @@ def quantize_int8(model: Any, device: str) -> Any:
         raise BackendUnavailable(f"dtype int8 runs on a CPU only, not on {device}: use auto, bfloat16 or float16")
     with warnings.catch_warnings():  # torch's notice that these eager-mode APIs will move (torch is pinned)
         warnings.simplefilter("ignore", category=(DeprecationWarning, UserWarning))
-        for parent in list(model.modules()):
-            for child_name, child in list(parent.named_children()):
-                if type(child) is torch.nn.Linear:  # exactly: subclasses may carry their own forward
-                    child.float()
-                    child.qconfig = per_channel_dynamic_qconfig
-                    setattr(parent, child_name, DynamicLinear.from_float(child))
+        # (parent, name) pairs, not the layers: a list holding the old layers would keep them all alive
+        targets = [(parent, child_name) for parent in model.modules()
+                   for child_name, child in parent.named_children()
+                   if type(child) is torch.nn.Linear]  # exactly: subclasses may carry their own forward
+        for parent, child_name in targets:
+            layer = getattr(parent, child_name).float()
+            layer.qconfig = per_channel_dynamic_qconfig
+            setattr(parent, child_name, DynamicLinear.from_float(layer))
+            del layer
     return model.float()
 
 

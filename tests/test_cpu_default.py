@@ -145,3 +145,7 @@ def test_int8_is_refused_off_the_cpu_before_loading_anything(llava_dir):
 
     with pytest.raises(BackendUnavailable, match="dtype int8 runs on a CPU only, not on cuda"):
         quantize_int8(torch.nn.Linear(2, 2), "cuda")
+    vlm = LocalVLM(str(llava_dir), device="meta", dtype="int8")  # a device that exists everywhere, not a CPU
+    with pytest.raises(BackendUnavailable, match="not on meta"):
+        vlm.load()
+    assert vlm.hf_model is None

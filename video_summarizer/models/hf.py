@@ -122,10 +122,12 @@ def load_pretrained(model_class: str, name: str, spec: ModelSpec, *, source: str
     log.info("Loading %s %s on %s ...", spec.role, name, resolved)
     t0 = time.perf_counter()
     try:
+        quantize = dtype == INT8
+        if quantize:
+            check_int8_device(resolved)  # before anything loads
         companion = prepare() if prepare is not None else None
         import transformers
 
-        quantize = dtype == INT8
         torch_dtype = resolve_dtype("auto" if quantize else dtype, resolved, cpu_flags)
         loader = getattr(transformers, model_class)  # the Auto class by name (the subclass's model_class)
         model = loader.from_pretrained(source or name, dtype=torch_dtype, local_files_only=source is not None)
@@ -286,8 +288,7 @@ def quantize_int8(model: Any, device: str) -> Any:
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
     from torch.ao.quantization import per_channel_dynamic_qconfig
 
-    if not device.startswith("cpu"):
-        raise BackendUnavailable(f"dtype int8 runs on a CPU only, not on {device}: use auto, bfloat16 or float16")
+    check_int8_device(device)
     with warnings.catch_warnings():  # torch's notice that these eager-mode APIs will move (torch is pinned)
         warnings.simplefilter("ignore", category=(DeprecationWarning, UserWarning))
         # (parent, name) pairs, not the layers: a list holding the old layers would keep them all alive
@@ -300,6 +301,12 @@ def quantize_int8(model: Any, device: str) -> Any:
             setattr(parent, child_name, DynamicLinear.from_float(layer))
             del layer
     return model.float()
+
+
+def check_int8_device(device: str) -> None:
+    """int8 is torch's CPU kernels: BackendUnavailable on any other device."""
+    if not device.startswith("cpu"):
+        raise BackendUnavailable(f"dtype int8 runs on a CPU only, not on {device}: use auto, bfloat16 or float16")
 
 
 def resolve_dtype(dtype: str, device: str, cpu_flags: Iterable[str] | None = None) -> Any:

@@ -328,7 +328,7 @@ def resolve_dtype(dtype: str, device: str, cpu_flags: Iterable[str] | None = Non
     if device.startswith("mps"):
         return torch.float16
     # Decoding reads every weight once a token: bfloat16 halves that, but only CPUs with bfloat16
-    # instructions run its matrix products fast (without them torch converts and is slower).
+    # instructions run its matrix products natively (without them torch emulates it, usually slower).
     return torch.bfloat16 if cpu_bfloat16_feature(cpu_flags) else torch.float32
 
 

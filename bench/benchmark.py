@@ -3,6 +3,7 @@
     python -m bench.benchmark            # everything (several minutes on 2 cores); or `make bench`
     python -m bench.benchmark --quick    # fewer repetitions and frames
     python -m bench.benchmark --only 7   # some rows only (here: change gating)
+    python -m bench.benchmark --only 23 --models DIR   # real-size models on this CPU (bench_cpu_models.py)
 
 Run it from the repository root: the project and the test suite's stand-ins (tests.fake_openai,
 tests.fake_langfuse, tests.tiny_models, tests.clips) are imported from there, and the
@@ -404,6 +405,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions and frames")
     ap.add_argument("--only", default="", help="comma-separated row numbers, e.g. 1,7")
+    ap.add_argument("--models", default=os.environ.get("SUMMARIZER_REALSIZE_MODELS"),
+                    help="row 23: folder of real-size models (../shared/tools/realsize_models.py); absent: skipped")
     args = ap.parse_args()
     only = {int(x) for x in args.only.split(",") if x}
     want = lambda n: not only or n in only  # noqa: E731
@@ -451,6 +454,11 @@ def main() -> int:
             from bench import bench_alerts
 
             for r in bench_alerts.rows(quick=args.quick):
+                row(*r)
+        if want(23) and (only or args.models):  # the real architectures on this CPU: many minutes, opt-in
+            from bench import bench_cpu_models
+
+            for r in bench_cpu_models.rows(args.models, quick=args.quick):
                 row(*r)
     print("| figure | measured | target | met |")
     print("| --- | --- | --- | --- |")

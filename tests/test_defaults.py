@@ -44,7 +44,7 @@ def test_every_literal_click_default_is_its_defaults_constant():
     by_option = {
         "--reconnect-attempts": D.RECONNECT_ATTEMPTS, "--max-pixels": D.MAX_PIXELS, "--stdin-max-mb": D.STDIN_MAX_MB,
         "--face-tolerance": D.FACE_TOLERANCE, "--face-model": D.FACE_MODEL, "--vlm-backend": D.VLM_BACKEND,
-        "--vlm-device": D.DEVICE, "--vlm-timeout": D.VLM_TIMEOUT_S, "--vlm-max-tokens": D.VLM_MAX_TOKENS,
+        "--vlm-device": D.DEVICE, "--vlm-timeout": D.VLM_TIMEOUT_S,
         "--vlm-dtype": D.DTYPE, "--llm-dtype": D.DTYPE,
         "--llm-model": D.LLM_MODEL, "--llm-device": D.DEVICE, "--interval": D.INTERVAL_S,
         "--min-change": D.MIN_CHANGE, "--motion-min-area": D.MOTION_MIN_AREA, "--summary-interval": D.SUMMARY_INTERVAL_S, "--limit": D.QUERY_LIMIT,
@@ -83,8 +83,8 @@ def test_the_constructors_take_their_defaults_from_defaults():
     assert (vlm["max_tokens"], vlm["timeout_s"], vlm["temperature"]) == (
         D.VLM_MAX_TOKENS, D.VLM_TIMEOUT_S, D.VLM_TEMPERATURE)
     local = params(LocalVLM.__init__)  # it disagreed (128 tokens, 120 s) with the CLI, which always won
-    assert (local["max_new_tokens"], local["timeout_s"], local["device"]) == (
-        D.VLM_MAX_TOKENS, D.VLM_TIMEOUT_S, D.DEVICE)
+    # max_new_tokens None, like the CLI's: the device's budget (D.VLM_MAX_TOKENS, D.VLM_CPU_MAX_TOKENS on a CPU)
+    assert (local["max_new_tokens"], local["timeout_s"], local["device"]) == (None, D.VLM_TIMEOUT_S, D.DEVICE)
     llm = params(LLMSummarizer.__init__)
     assert (llm["model_name"], llm["max_new_tokens"], llm["timeout_s"], llm["prompt_token_budget"]) == (
         D.LLM_MODEL, D.LLM_MAX_NEW_TOKENS, D.LLM_TIMEOUT_S, D.SUMMARY_TOKEN_BUDGET)

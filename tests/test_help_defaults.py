@@ -79,7 +79,7 @@ def test_the_options_page_is_the_commands_own_help():
 
 
 @pytest.mark.parametrize("option, default", [
-    ("--interval", "5.0"), ("--summary-interval", "60.0"), ("--vlm-timeout", "60.0"), ("--vlm-max-tokens", "256"),
+    ("--interval", "5.0"), ("--summary-interval", "60.0"), ("--vlm-timeout", "60.0"),
     ("--shutdown-timeout", "10.0"), ("--flush-timeout", "5.0"), ("--prompt-cache-ttl", "300.0"),
 ])
 def test_the_defaults_the_issue_found_hidden_are_shown(option, default):

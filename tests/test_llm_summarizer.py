@@ -15,6 +15,7 @@ from llm_summarizer import LLMSummarizer, fold_system, resolve_dtype
 from tests.fake_openai import FakeOpenAIServer
 from tests.tiny_models import build_tiny_llava, build_tiny_mistral, slowed_forward
 from video_summarizer.errors import BackendUnavailable
+from video_summarizer.models.hf import dtype_reason
 from video_summarizer.prompts import SYSTEM_PROMPT
 from video_summarizer.results import SummaryResult, TimedCaption
 from video_summarizer.timecodes import format_video_time
@@ -178,7 +179,7 @@ def test_missing_folder_and_uncached_hub_id_are_actionable(tmp_path) -> None:
 def test_dtype_resolution() -> None:
     import torch
 
-    assert resolve_dtype("auto", "cpu") is torch.float32
+    assert resolve_dtype("auto", "cpu", cpu_flags=()) is torch.float32
     assert resolve_dtype("bfloat16", "cpu") is torch.bfloat16
     assert resolve_dtype("auto", "mps") is torch.float16
     with pytest.raises(BackendUnavailable):
@@ -362,5 +363,6 @@ def test_load_is_its_own_step_with_its_progress_lines(mistral_dir, caplog) -> No
         llm.load()  # once
     assert caplog.messages[0] == f"Loading summary model {mistral_dir} on cpu ..."
     assert caplog.messages[1].startswith(f"Summary model {mistral_dir} ready in ")
-    assert caplog.messages[1].endswith(" s (cpu, float32)") and len(caplog.messages) == 2
+    why = dtype_reason("auto", "cpu", resolve_dtype("auto", "cpu"))  # this CPU's: bfloat16 with AMX or AVX512-BF16
+    assert caplog.messages[1].endswith(f" s (cpu, {why})") and len(caplog.messages) == 2
     assert llm.device == "cpu" and llm.hf_model is not None

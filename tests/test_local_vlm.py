@@ -36,7 +36,7 @@ def llava_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def vlm(llava_dir) -> LocalVLM:
-    model = LocalVLM(str(llava_dir), max_new_tokens=MAX_NEW)
+    model = LocalVLM(str(llava_dir), max_new_tokens=MAX_NEW, image_max_side=768)  # 768: the size a server gets
     model.check()  # what the CLI does first: cheap, nothing loads
     assert model.hf_model is None
     model.load()

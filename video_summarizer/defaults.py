@@ -14,7 +14,7 @@ VLM_URL = "http://localhost:8000/v1"  # --vlm-backend api without --vlm-base-url
 API_KEY_PLACEHOLDER = "EMPTY"  # local servers need no key, but the openai client needs some value
 DEVICE = "auto"  # CUDA, then MPS, then CPU
 DTYPE = "auto"  # the in-process models' dtype: models.hf.resolve_dtype decides for the device
-DTYPES = ("auto", "float32", "bfloat16", "float16")  # --vlm-dtype / --llm-dtype choices
+DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")  # --vlm-dtype / --llm-dtype choices (int8: CPU only)
 VLM_BACKEND = "auto"  # api when --vlm-base-url is given, else local
 EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # a new index's; an index keeps its own
 
@@ -23,6 +23,10 @@ VLM_TIMEOUT_S = 60.0
 VLM_MAX_TOKENS = 256
 VLM_TEMPERATURE = 0.2
 VLM_IMAGE_MAX_SIDE = 768
+# The caption model in this process on a CPU (measured in docs/performance.md): fewer visual tokens,
+# a budget that fits the prompt's one or two short sentences.
+VLM_CPU_IMAGE_MAX_SIDE = 320
+VLM_CPU_MAX_TOKENS = 48
 VLM_JPEG_QUALITY = 85
 VLM_MAX_RETRIES = 3
 # Clips (clips.py): frames a caption covers, and the pixels of a whole request (each frame gets 1/N).

@@ -95,7 +95,7 @@ class CaptionOptions(_Concern):
     vlm_device: str = D.DEVICE
     vlm_api_key: str | None = field(default=None, repr=False)
     vlm_timeout: float = D.VLM_TIMEOUT_S
-    vlm_max_tokens: int = D.VLM_MAX_TOKENS
+    vlm_max_tokens: int | None = None  # None: the backend's default (smaller in process on a CPU)
     vlm_dtype: str = D.DTYPE
 
     @property

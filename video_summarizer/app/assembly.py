@@ -105,7 +105,7 @@ def caption_model(caption: CaptionOptions, backends: Backends) -> tuple[Any, str
         return LocalVLM(caption.model, device=caption.vlm_device, timeout_s=caption.vlm_timeout,
                         max_new_tokens=caption.vlm_max_tokens, dtype=caption.vlm_dtype), None
     vlm = backends.caption(caption.endpoint, caption.vlm_api_key, caption.model,
-                           timeout_s=caption.vlm_timeout, max_tokens=caption.vlm_max_tokens)
+                           timeout_s=caption.vlm_timeout, max_tokens=caption.vlm_max_tokens or D.VLM_MAX_TOKENS)
     return vlm, vlm.base_url
 
 

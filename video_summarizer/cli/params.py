@@ -110,10 +110,13 @@ caption_options = option_group(
     opt("--vlm-api-key", envvar="VLM_API_KEY", default=None, help="API key for the VLM endpoint, if it needs one."),
     opt("--vlm-timeout", envvar="VLM_TIMEOUT", type=click.FloatRange(min=0.1), default=D.VLM_TIMEOUT_S,
         show_default=True, help="Seconds before one caption request is given up."),
-    opt("--vlm-max-tokens", envvar="VLM_MAX_TOKENS", type=click.IntRange(min=1), default=D.VLM_MAX_TOKENS,
-        show_default=True, help="Longest caption in tokens."),
+    opt("--vlm-max-tokens", envvar="VLM_MAX_TOKENS", type=click.IntRange(min=1), default=None,
+        help=f"Longest caption in tokens: {D.VLM_MAX_TOKENS}, or {D.VLM_CPU_MAX_TOKENS} for the caption model "
+             "in this process on a CPU."),
     opt("--vlm-dtype", envvar="VLM_DTYPE", type=click.Choice(D.DTYPES), default=D.DTYPE, show_default=True,
-        help="Local caption model's weights: auto (the device's usual one), float32, bfloat16, float16. "
+        help="Local caption model's weights: auto (bfloat16 on CUDA and on a CPU with AVX512-BF16 or AMX, else "
+             "float32), float32, bfloat16, float16, or int8 (a CPU only: about 2-3x fewer CPU seconds a token, "
+             "unchecked for quality). "
              "A model that cannot fit in memory at it is refused before anything downloads."),
 )
 
@@ -142,7 +145,9 @@ summary_model_options = option_group(
     opt("--llm-device", envvar="LLM_DEVICE", default=D.DEVICE, show_default=True,
         help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps."),
     opt("--llm-dtype", envvar="LLM_DTYPE", type=click.Choice(D.DTYPES), default=D.DTYPE, show_default=True,
-        help="Local summary model's weights: auto (the device's usual one), float32, bfloat16, float16. "
+        help="Local summary model's weights: auto (bfloat16 on CUDA and on a CPU with AVX512-BF16 or AMX, else "
+             "float32), float32, bfloat16, float16, or int8 (a CPU only: about 2-3x fewer CPU seconds a token, "
+             "unchecked for quality). "
              "A model that cannot fit in memory at it is refused before anything downloads."),
 )
 

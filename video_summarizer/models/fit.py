@@ -300,7 +300,8 @@ def check_fit(name: str, source: str | None, *, option: str, role: str, device: 
     from video_summarizer.models.hf import resolve_device, resolve_dtype
 
     resolved = resolve_device(device)
-    chosen = torch_dtype_name(resolve_dtype(dtype, resolved))  # the load's own rule for "auto"
+    # the load's own rule for "auto"; int8 loads at auto and is quantized after: its peak is auto's
+    chosen = torch_dtype_name(resolve_dtype("auto" if dtype == "int8" else dtype, resolved))
     if chosen not in _TORCH_BYTES:
         return None
     fit = Fit(option, role, name, resolved, chosen, size)

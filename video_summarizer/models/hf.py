@@ -15,8 +15,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from video_summarizer.errors import BackendUnavailable
 
@@ -105,12 +106,14 @@ def probe_hub(endpoint: str, timeout_s: float = HUB_PROBE_TIMEOUT_S) -> str | No
 
 
 def load_pretrained(model_class: str, name: str, spec: ModelSpec, *, source: str | None = None,
-                    device: str = "auto", dtype: str = "auto", prepare: Callable[[], Any] | None = None) -> Loaded:
+                    device: str = "auto", dtype: str = "auto", prepare: Callable[[], Any] | None = None,
+                    cpu_flags: Iterable[str] | None = None) -> Loaded:
     """transformers.<model_class>.from_pretrained on a device, in eval mode, with one progress line.
 
     name is what messages show; source the folder locate() found (None: the hub id, downloaded).
     prepare() builds what goes beside the model (tokenizer, processor) first. Every failure is
     one BackendUnavailable naming spec.option; generation defaults are settled for quiet calls.
+    cpu_flags: the CPU's feature flags for dtype auto (None: this machine's).
     """
     try:
         resolved = resolve_device(device)
@@ -119,13 +122,19 @@ def load_pretrained(model_class: str, name: str, spec: ModelSpec, *, source: str
     log.info("Loading %s %s on %s ...", spec.role, name, resolved)
     t0 = time.perf_counter()
     try:
+        quantize = dtype == INT8
+        if quantize:
+            check_int8_device(resolved)  # before anything loads
         companion = prepare() if prepare is not None else None
         import transformers
 
-        torch_dtype = resolve_dtype(dtype, resolved)
+        torch_dtype = resolve_dtype("auto" if quantize else dtype, resolved, cpu_flags)
         loader = getattr(transformers, model_class)  # the Auto class by name (the subclass's model_class)
         model = loader.from_pretrained(source or name, dtype=torch_dtype, local_files_only=source is not None)
         model = model.to(resolved).eval()
+        if quantize:
+            model = quantize_int8(model, resolved)
+            torch_dtype = model.dtype
     except BackendUnavailable:
         raise
     except Exception as exc:  # noqa: BLE001 - OSError, ValueError, RuntimeError (CUDA OOM), ...
@@ -135,7 +144,7 @@ def load_pretrained(model_class: str, name: str, spec: ModelSpec, *, source: str
     settle_generation_config(model, getattr(tokenizer, "eos_token_id", None))
     seconds = time.perf_counter() - t0
     log.info("%s %s ready in %.1f s (%s, %s)", spec.role.capitalize(), name, seconds, resolved,
-             str(torch_dtype).removeprefix("torch."))
+             INT8_WORDS if quantize else dtype_reason(dtype, resolved, torch_dtype, cpu_flags))
     return Loaded(model, companion, resolved, torch_dtype, seconds)
 
 
@@ -150,10 +159,11 @@ class InProcessModel:
     model_class: str
     spec: ModelSpec
 
-    def __init__(self, model: str, *, device: str, dtype: str) -> None:
+    def __init__(self, model: str, *, device: str, dtype: str, cpu_flags: Iterable[str] | None = None) -> None:
         self.model = model  # shown in traces: the hub id, or the folder as given
         self.device = device  # "auto" until loaded, then the device the model is on
         self.dtype = dtype
+        self.cpu_flags = cpu_flags  # for dtype auto on a CPU; None: this machine's
         self.hf_model: Any = None
         self.load_seconds: float | None = None
         self._checked = False
@@ -192,7 +202,8 @@ class InProcessModel:
                 return
             self.check_fit()
             loaded = load_pretrained(self.model_class, self.model, self.spec, source=self._source,
-                                     device=self.device, dtype=self.dtype, prepare=self._prepare)
+                                     device=self.device, dtype=self.dtype, prepare=self._prepare,
+                                     cpu_flags=self.cpu_flags)
             self._loaded(loaded)
             self.device, self.load_seconds = loaded.device, loaded.seconds
             self.hf_model = loaded.model
@@ -278,24 +289,94 @@ def resolve_device(device: str = "auto") -> str:
     return "cpu"
 
 
-def resolve_dtype(dtype: str, device: str) -> Any:
-    """auto = bfloat16 (or float16) on CUDA, float16 on MPS, float32 on CPU; or a torch dtype name.
+INT8 = "int8"  # not a torch dtype: loaded, then every Linear layer quantized (quantize_int8)
+INT8_WORDS = "int8 (dynamic, per-channel weights)"
 
-    An unknown name raises BackendUnavailable. It names no option: the dtype is a constructor
-    argument (the CLI leaves it at auto), so there is no option the user could fix.
+
+def quantize_int8(model: Any, device: str) -> Any:
+    """Every nn.Linear as torch's dynamically quantized int8 Linear (per-channel weights), the rest float32.
+
+    A CPU path (fbgemm kernels): decoding reads a quarter of float32's bytes a token. Layer by
+    layer, so memory never holds a float32 copy of the whole model. Quality is the weights'
+    rounding to 256 levels a channel, and activations rounded to 256 levels a call.
+    """
+    import torch
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    from torch.ao.quantization import per_channel_dynamic_qconfig
+
+    check_int8_device(device)
+    with warnings.catch_warnings():  # torch's notice that these eager-mode APIs will move (torch is pinned)
+        warnings.simplefilter("ignore", category=(DeprecationWarning, UserWarning))
+        # (parent, name) pairs, not the layers: a list holding the old layers would keep them all alive
+        targets = [(parent, child_name) for parent in model.modules()
+                   for child_name, child in parent.named_children()
+                   if type(child) is torch.nn.Linear]  # exactly: subclasses may carry their own forward
+        for parent, child_name in targets:
+            layer = getattr(parent, child_name).float()
+            layer.qconfig = per_channel_dynamic_qconfig
+            setattr(parent, child_name, DynamicLinear.from_float(layer))
+            del layer
+    return model.float()
+
+
+def check_int8_device(device: str) -> None:
+    """int8 is torch's CPU kernels: BackendUnavailable on any other device."""
+    if not device.startswith("cpu"):
+        raise BackendUnavailable(f"dtype int8 runs on a CPU only, not on {device}: use auto, bfloat16 or float16")
+
+
+def resolve_dtype(dtype: str, device: str, cpu_flags: Iterable[str] | None = None) -> Any:
+    """auto = bfloat16 (or float16) on CUDA, float16 on MPS, on a CPU bfloat16 where it has bfloat16
+    instructions (AMX, AVX512-BF16), else float32; or a torch dtype name.
+
+    cpu_flags: the CPU's feature flags (None: this machine's, from /proc/cpuinfo). An unknown
+    name raises BackendUnavailable naming no option (the options that set a dtype check it).
     """
     import torch
 
     if dtype != "auto":
         value = getattr(torch, str(dtype).removeprefix("torch."), None)  # a dtype by its name, checked below
         if not isinstance(value, torch.dtype):
-            raise BackendUnavailable(f"unknown dtype {dtype!r}: use auto, float32, float16 or bfloat16")
+            raise BackendUnavailable(f"unknown dtype {dtype!r}: use auto, float32, float16, bfloat16 or int8")
         return value
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.startswith("mps"):
         return torch.float16
-    return torch.float32
+    # Decoding reads every weight once a token: bfloat16 halves that, but only CPUs with bfloat16
+    # instructions run its matrix products natively (without them torch emulates it, usually slower).
+    return torch.bfloat16 if cpu_bfloat16_feature(cpu_flags) else torch.float32
+
+
+def dtype_reason(dtype: str, device: str, chosen: Any, cpu_flags: Iterable[str] | None = None) -> str:
+    """Why the model runs at this dtype, for the ready line: 'bfloat16 (AMX)', 'float32 (no ...)', 'float16'."""
+    name = str(chosen).removeprefix("torch.")
+    if dtype != "auto" or not device.startswith("cpu"):
+        return name
+    feature = cpu_bfloat16_feature(cpu_flags)
+    return f"{name} ({feature})" if feature else f"{name} (no AMX or AVX512-BF16 on this CPU)"
+
+
+# Linux /proc/cpuinfo flag -> its name in messages, the faster first.
+CPU_BFLOAT16_FLAGS = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16"))
+
+
+def cpu_bfloat16_feature(cpu_flags: Iterable[str] | None = None) -> str | None:
+    """The CPU feature that runs bfloat16 fast ('AMX', 'AVX512-BF16'), or None; flags None: this machine's."""
+    flags = set(read_cpu_flags() if cpu_flags is None else cpu_flags)
+    return next((name for flag, name in CPU_BFLOAT16_FLAGS if flag in flags), None)
+
+
+def read_cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
+    """This CPU's feature flags from /proc/cpuinfo; empty where there is none (macOS, Windows)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
 
 
 class TokenTimer:

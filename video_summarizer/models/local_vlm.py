@@ -18,7 +18,7 @@ import inspect
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -65,17 +65,20 @@ class LocalVLM(InProcessModel, CaptionModel):
         *,
         device: str = D.DEVICE,
         dtype: str = "auto",
-        max_new_tokens: int = D.VLM_MAX_TOKENS,
+        max_new_tokens: int | None = None,
         temperature: float | None = None,
         timeout_s: float = D.VLM_TIMEOUT_S,
-        image_max_side: int = D.VLM_IMAGE_MAX_SIDE,
+        image_max_side: int | None = None,
         prompt_template: str | None = None,
+        cpu_flags: Iterable[str] | None = None,
     ) -> None:
-        super().__init__(model or DEFAULT_MODEL, device=device, dtype=dtype)
-        self.max_new_tokens = max_new_tokens
+        super().__init__(model or DEFAULT_MODEL, device=device, dtype=dtype, cpu_flags=cpu_flags)
+        # None: the default for the device, settled once it is known (smaller on a CPU, see _loaded)
+        self._asked = (max_new_tokens, image_max_side)
+        self.max_new_tokens = max_new_tokens or D.VLM_MAX_TOKENS
         self.temperature = temperature  # None or 0: greedy
         self.timeout_s = timeout_s
-        self.image_max_side = image_max_side
+        self.image_max_side = image_max_side or D.VLM_IMAGE_MAX_SIDE
         self.prompt_template = prompt_template or DEFAULT_PROMPT_TEMPLATE
         self.stats = ModelStats(f"VLM {self.model}")
         self.processor: Any = None  # transformers processor, once loaded
@@ -92,6 +95,20 @@ class LocalVLM(InProcessModel, CaptionModel):
         self.processor, self.processor_assembled = loaded.companion
         if self.processor_assembled:
             log.info("Caption model %s: image-only processor (torchvision is not installed)", self.model)
+        if loaded.device.startswith("cpu"):
+            self._cpu_budget()
+
+    def _cpu_budget(self) -> None:
+        """On a CPU, what was not asked for is smaller: fewer visual tokens and a one- or two-sentence budget.
+
+        A CPU decodes a token in about the time it takes to read every weight once, and the
+        vision tower's cost grows with the pixels: both bound how many frames a minute get a caption.
+        """
+        tokens, side = self._asked
+        self.max_new_tokens = tokens or D.VLM_CPU_MAX_TOKENS
+        self.image_max_side = side or D.VLM_CPU_IMAGE_MAX_SIDE
+        log.info("Caption model on a CPU: frames at most %d px a side, captions at most %d tokens%s",
+                 self.image_max_side, self.max_new_tokens, "" if tokens else " (--vlm-max-tokens)")
 
     def _load_processor(self) -> tuple[Any, bool]:
         """AutoProcessor, or the image-only assembly when only the video part wants torchvision."""

@@ -58,7 +58,8 @@ def test_a_29_gb_summary_model_is_refused_in_seconds_with_one_line(tmp_path, cap
     with FakeOpenAIServer(reply="A wall.") as srv:
         t0 = time.monotonic()
         run = invoke_cli(["--source", str(clip.path), "--vlm-base-url", srv.base_url,
-                          "--vlm-model", "qwen3", "--llm-model", str(big), "--llm-device", "cpu", "--no-faces"])
+                          "--vlm-model", "qwen3", "--llm-model", str(big), "--llm-device", "cpu", "--llm-dtype", "float32",
+                          "--no-faces"])
         seconds = time.monotonic() - t0
     assert run.returncode == 2, run.stderr
     assert seconds < 5
@@ -75,7 +76,7 @@ def test_a_29_gb_summary_model_is_refused_in_seconds_with_one_line(tmp_path, cap
 
 def test_the_caption_model_is_refused_naming_its_own_options(tmp_path, clips, tiny_llm):
     big = _big_model(tmp_path)
-    run = invoke_cli(["--source", str(clips.numbered().path), "--vlm-model", str(big), "--vlm-device", "cpu",
+    run = invoke_cli(["--source", str(clips.numbered().path), "--vlm-model", str(big), "--vlm-device", "cpu", "--vlm-dtype", "float32",
                       "--llm-model", str(tiny_llm), "--llm-device", "cpu", "--no-faces"])
     assert run.returncode == 2
     assert run.stderr.startswith(f"Error: --vlm-model: the caption model {big} needs about ")

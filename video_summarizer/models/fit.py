@@ -268,7 +268,8 @@ def refusal(fit: Fit, memory: Memory, *, taken: int = 0) -> str:
     prefix = fit.option.removesuffix("-model")  # --llm / --vlm
     beside = f", beside {taken / GB:.1f} GB for the other model," if taken else ""
     ways = [f"a served model with {prefix}-base-url", "a smaller or quantized model"]
-    smaller = [d for d in D.DTYPES[1:] if fit.size.bytes_at(d) < fit.weights]
+    # torch dtypes only: int8 loads at auto first, so its peak is no smaller
+    smaller = [d for d in D.DTYPES[1:] if d in _TORCH_BYTES and fit.size.bytes_at(d) < fit.weights]
     if smaller:
         d = "bfloat16" if "bfloat16" in smaller else smaller[0]
         ways.append(f"{prefix}-dtype {d} (about {needed_bytes(fit.size.bytes_at(d)) / GB:.1f} GB)")

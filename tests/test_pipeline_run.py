@@ -7,9 +7,7 @@ from __future__ import annotations
 import io
 import json
 import threading
-from pathlib import Path
 
-import pytest
 
 from tests.stubs import ListEvents, ListSource, RecordingTracker, ScriptedCaptions, ScriptedSummaries, numbered_images
 from video_summarizer.pipeline import PipelineConfig, SourceRun, Stages

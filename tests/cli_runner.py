@@ -166,3 +166,16 @@ def invoke_cli(args: list[str], *, stdin: bytes | None = None, env: dict[str, st
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     return CliRun(result.exit_code, result.stdout, result.stderr)
+
+
+def run_here(args: list[str], env: dict[str, str], *, stdin: bytes | None = None, timeout: float | None = None,
+             cwd: Path | str | None = None) -> CliRun:
+    """run_cli's call, run in this process: ``args`` may start with the program (sys.executable, CLI),
+    ``env`` is a cli_env (its LANGFUSE_/VLM_/LLM_/SUMMARIZER_ settings and cache folder are used);
+    ``timeout`` is not enforced (the run is bounded by its own options). A run that traces to
+    Langfuse needs a public key no other in-process run of this worker used (unique_public_key)."""
+    if args[:2] == [sys.executable, CLI]:
+        args = args[2:]
+    given = {k: v for k, v in env.items()
+             if k.startswith(("LANGFUSE_", "VLM_", "LLM_", "SUMMARIZER_")) or k == "XDG_CACHE_HOME"}
+    return invoke_cli(args, stdin=stdin, env=given, cwd=cwd)

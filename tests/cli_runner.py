@@ -179,3 +179,10 @@ def run_here(args: list[str], env: dict[str, str], *, stdin: bytes | None = None
     given = {k: v for k, v in env.items()
              if k.startswith(("LANGFUSE_", "VLM_", "LLM_", "SUMMARIZER_")) or k == "XDG_CACHE_HOME"}
     return invoke_cli(args, stdin=stdin, env=given, cwd=cwd)
+
+
+def keyed_cli_env(tmp_path: Path, lf, **extra: str) -> dict[str, str]:
+    """cli_env with Langfuse at the fake receiver ``lf`` under a fresh public key, which the receiver
+    now expects: each in-process run needs a key of its own (see run_here)."""
+    lf.public_key = unique_public_key()
+    return cli_env(tmp_path, langfuse_url=lf.base_url, LANGFUSE_PUBLIC_KEY=lf.public_key, **extra)

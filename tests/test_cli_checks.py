@@ -16,17 +16,15 @@ from pathlib import Path
 import pytest
 
 from tests.cli_runner import CLI, REPO, CliRun, cli_args, cli_env, read_events, run_here
-from tests.fake_openai import FakeOpenAIServer
 
 # A summary model that does not exist and a VLM port with nothing listening: a run that got as far
 # as loading or checking a model would say so; these tests must fail before, on their own problem.
 NO_MODEL = ["--llm-model", "/nonexistent/mistral", "--vlm-base-url", "http://127.0.0.1:9/v1"]
 
 
-@pytest.fixture(scope="module")
-def vlm():
-    with FakeOpenAIServer(reply_fn=lambda body: "A small scene with a figure walking across it.") as srv:
-        yield srv
+@pytest.fixture
+def vlm(scene_vlm):
+    return scene_vlm  # the session's (tests/conftest.py)
 
 
 def _quick(args: list[str], tmp_path: Path, **kw) -> tuple[CliRun, float]:

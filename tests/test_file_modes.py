@@ -37,11 +37,9 @@ def _tree_modes(root: Path) -> dict[str, int]:
     return found
 
 
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory) -> Path:
-    from tests.tiny_models import build_tiny_bert
-
-    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+@pytest.fixture
+def bert(tiny_bert) -> Path:
+    return tiny_bert  # the session's (tests/conftest.py)
 
 
 def test_everything_a_run_makes_is_private_under_umask_022(tmp_path, clips, bert):

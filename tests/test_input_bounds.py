@@ -49,10 +49,9 @@ def bomb(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def vlm():
-    with FakeOpenAIServer(reply_fn=lambda body: "A small scene with a figure walking across it.") as srv:
-        yield srv
+@pytest.fixture
+def vlm(scene_vlm):
+    return scene_vlm  # the session's (tests/conftest.py)
 
 
 def _one_line_exit_2(stderr: str, returncode: int, option: str, *words: str) -> str:
@@ -282,13 +281,12 @@ def test_a_push_sends_nothing_from_outside_its_dataset(tmp_path, case, bomb):
 # -- times -------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def index(tmp_path_factory):
+def index(tmp_path_factory, tiny_bert):
     from tests.test_search import CAPTIONS, _inputs, index_events
-    from tests.tiny_models import build_tiny_bert
     from video_summarizer.options import IndexOptions
 
     tmp = tmp_path_factory.mktemp("index")
-    bert = build_tiny_bert(tmp_path_factory.mktemp("bert"))
+    bert = tiny_bert
     index_events(IndexOptions(index=str(tmp / "idx"), embed_model=str(bert)), _inputs(tmp), CAPTIONS)
     return ["--index", str(tmp / "idx"), "--embed-model", str(bert)]
 

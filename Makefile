@@ -24,8 +24,9 @@ run: $(STAMP)
 PYTEST_JOBS ?= 2
 XDIST = $(if $(filter 0,$(PYTEST_JOBS)),,-n $(PYTEST_JOBS) --dist loadfile)
 
+# --durations=15: CI's log says where the time goes.
 test: $(STAMP)
-	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) --durations=15 $(PYTEST_ARGS)
 
 # Second environment: the newest langfuse 4.x (for self-hosted Langfuse v3) under the
 # tracing, delivery, prompt, report and outbox tests, and the fault tests where Langfuse fails

@@ -518,15 +518,20 @@ class LangfuseTracker:
 
     def __init__(self, *, public_key: str | None = None, secret_key: str | None = None,
                  base_url: str | None = None, trace_log: str | os.PathLike | TraceLog | None = None,
-                 flush_at: int | None = None, timeout_s: float | None = None,
+                 flush_at: int | None = None, timeout_s: float | None = None, enabled: bool = True,
                  latency_worst_ms: float = D.VLM_WORST_MS,
-                 delivery_report_s: float = DEFAULT_REPORT_EVERY_S, outbox: Any = None) -> None:
+                 delivery_report_s: float = DEFAULT_REPORT_EVERY_S, outbox: Any = None,
+                 read_env: bool = True) -> None:
+        if read_env:  # the integration guide's LangfuseTracker(): LANGFUSE_* fill what is not given
+            settings = self.env_settings(public_key=public_key, secret_key=secret_key, base_url=base_url,
+                                         flush_at=flush_at, timeout_s=timeout_s)
+            public_key, secret_key, base_url = settings.public_key, settings.secret_key, settings.base_url
+            flush_at, timeout_s, enabled = settings.flush_at, settings.timeout_s, enabled and settings.enabled
         self.latency_worst_ms = float(latency_worst_ms)
         self.delivery_report_s = float(delivery_report_s)
-        self.host = (base_url or os.environ.get("LANGFUSE_BASE_URL")
-                     or os.environ.get("LANGFUSE_HOST") or DEFAULT_HOST).rstrip("/")
-        self.public_key = public_key or os.environ.get("LANGFUSE_PUBLIC_KEY") or None
-        secret = secret_key or os.environ.get("LANGFUSE_SECRET_KEY") or None
+        self.host = (base_url or DEFAULT_HOST).rstrip("/")
+        self.public_key = public_key or None
+        secret = secret_key or None
         self.timeout_s = positive_float(timeout_s, "LANGFUSE_TIMEOUT", DEFAULT_TIMEOUT_S)
         self.flush_at = positive_int(flush_at, "LANGFUSE_FLUSH_AT")
         if self.flush_at is not None and self.flush_at > MAX_SPAN_QUEUE:
@@ -549,7 +554,7 @@ class LangfuseTracker:
         self.trace_log = trace_log if isinstance(trace_log, TraceLog) else TraceLog(trace_log) if trace_log else None
         self.client = _ClientProxy(self)
 
-        reason = disabled_reason(self.public_key, secret)
+        reason = disabled_reason(self.public_key, secret, enabled)
         if reason is None:
             try:
                 self._client = build_client(self.host, self.public_key, secret, timeout_s=self.timeout_s,
@@ -566,6 +571,17 @@ class LangfuseTracker:
             log.info("Langfuse tracking disabled: %s", reason)
         # False only in full no-op mode: then every call returns a shared Dummy at once.
         self._active = self._sdk is not None or self.trace_log is not None
+
+    @staticmethod
+    def env_settings(**given: Any) -> Any:
+        """The one place the tracker reads the environment (the no-argument form of the integration
+        guide): LANGFUSE_* as the CLI's edge reads them, under the values given. The CLI passes
+        every value itself (LangfuseSettings.tracker_kwargs, read_env=False)."""
+        from dataclasses import replace
+
+        from video_summarizer.tracing.settings import LangfuseSettings
+
+        return replace(LangfuseSettings.from_env(os.environ), **{k: v for k, v in given.items() if v is not None})
 
     @property
     def enabled(self) -> bool:

@@ -103,6 +103,7 @@ def run(ctx: click.Context, **params: Any) -> None:
     from video_summarizer.options import RunConfig
 
     cfg = RunConfig.from_params(params)
+    cfg = cfg.replace(index=vars(cfg.index.with_env(os.environ)))  # LanceDB Cloud's settings, read here
     langfuse, home = _edge(ctx, cfg.debug)
     ctx.exit(guarded(cfg.debug, lambda: run_command(cfg, _backends(), langfuse, cache_home=home,
                                                     worker_stages=WORKER_STAGES)))
@@ -123,7 +124,8 @@ def search(ctx: click.Context, **params: Any) -> None:
 
     _edge(ctx, params["debug"])
     ctx.exit(guarded(params["debug"], lambda: search_command(
-        IndexOptions.from_params(params), QueryOptions.from_params(params), as_json=params["as_json"],
+        IndexOptions.from_params(params).with_env(os.environ), QueryOptions.from_params(params),
+        as_json=params["as_json"],
         out=sys.stdout)))
 
 
@@ -145,7 +147,7 @@ def ask(ctx: click.Context, **params: Any) -> None:
 
     langfuse, _ = _edge(ctx, params["debug"])
     ctx.exit(guarded(params["debug"], lambda: ask_command(
-        IndexOptions.from_params(params), QueryOptions.from_params(params), SummaryOptions.from_params(params),
+        IndexOptions.from_params(params).with_env(os.environ), QueryOptions.from_params(params), SummaryOptions.from_params(params),
         TracingOptions.from_params(params), _backends(), langfuse, as_json=params["as_json"], out=sys.stdout)))
 
 

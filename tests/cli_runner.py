@@ -114,21 +114,78 @@ def numbered_reply(body: dict) -> str:
     return f"Frame {read_number(image)}. {image_digest_reply(body)}"
 
 
-def invoke_cli(args: list[str], *, stdin: bytes | None = None) -> CliRun:
-    """Run the CLI in this process (click's CliRunner): no Langfuse keys, no settings from the
-    environment. Its log lines go to pytest's caplog (logging is set up once per process);
-    the signal handlers it installs are put back afterwards."""
+# Variables a run reads at the edge; an in-process run starts without them (a .env may set the keys).
+_EDGE_VARS = ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY", "LANGFUSE_BASE_URL", "LANGFUSE_HOST",
+              "LANGFUSE_TIMEOUT", "LANGFUSE_FLUSH_AT", "LANGFUSE_FLUSH_INTERVAL", "LANGFUSE_TRACING_ENABLED",
+              )
+
+
+def unique_public_key() -> str:
+    """A Langfuse public key of its own: the SDK keeps one client per key and process, and so does the
+    tracker (a second tracker with a key already used in this process stays off), so every
+    in-process run that traces to Langfuse needs a key no other run of the worker used."""
+    import uuid
+
+    return f"pk-test-{uuid.uuid4().hex[:12]}"
+
+
+def invoke_env(tmp_path: Path, *, langfuse_url: str | None = None, public_key: str = TEST_PUBLIC_KEY,
+               **extra: str) -> dict[str, str]:
+    """What cli_env gives a subprocess, for invoke_cli: a private face cache, Langfuse keys only with a URL
+    (with Langfuse, give each run a unique_public_key())."""
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    if langfuse_url:
+        env.update(LANGFUSE_PUBLIC_KEY=public_key, LANGFUSE_SECRET_KEY=TEST_SECRET_KEY,
+                   LANGFUSE_BASE_URL=langfuse_url)
+    env.update(extra)
+    return env
+
+
+def invoke_cli(args: list[str], *, stdin: bytes | None = None, env: dict[str, str] | None = None,
+               cwd: Path | str | None = None) -> CliRun:
+    """Run the CLI in this process (click's CliRunner), as run_cli runs it in a subprocess.
+
+    The environment has no LANGFUSE_/VLM_/LLM_/SUMMARIZER_ settings but those of ``env``
+    (invoke_env) for the call, put back afterwards, as are the working folder (``cwd``) and the
+    SIGINT/SIGTERM handlers the run installs. The run's log lines go to its stderr (its handler
+    is made on the runner's stream), and to pytest's caplog. Args start after the program name.
+    """
     import signal
 
     from click.testing import CliRunner
 
     import real_time_summarizer
 
-    env = {k: None for k in os.environ if k.startswith(("LANGFUSE_", "VLM_", "LLM_", "SUMMARIZER_"))}
+    cleared = {k: None for k in os.environ if k.startswith(("LANGFUSE_", "VLM_", "LLM_", "SUMMARIZER_"))}
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    here = os.getcwd()
     try:
-        result = CliRunner().invoke(real_time_summarizer.cli, args, input=stdin, env=env, catch_exceptions=False)
+        if cwd is not None:
+            os.chdir(cwd)
+        result = CliRunner().invoke(real_time_summarizer.cli, args, input=stdin, catch_exceptions=False,
+                                    env={**dict.fromkeys(_EDGE_VARS), **cleared, **(env or {})})
     finally:
+        os.chdir(here)
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     return CliRun(result.exit_code, result.stdout, result.stderr)
+
+
+def run_here(args: list[str], env: dict[str, str], *, stdin: bytes | None = None, timeout: float | None = None,
+             cwd: Path | str | None = None) -> CliRun:
+    """run_cli's call, run in this process: ``args`` may start with the program (sys.executable, CLI),
+    ``env`` is a cli_env (its LANGFUSE_/VLM_/LLM_/SUMMARIZER_ settings and cache folder are used);
+    ``timeout`` is not enforced (the run is bounded by its own options). A run that traces to
+    Langfuse needs a public key no other in-process run of this worker used (unique_public_key)."""
+    if args[:2] == [sys.executable, CLI]:
+        args = args[2:]
+    given = {k: v for k, v in env.items()
+             if k.startswith(("LANGFUSE_", "VLM_", "LLM_", "SUMMARIZER_")) or k == "XDG_CACHE_HOME"}
+    return invoke_cli(args, stdin=stdin, env=given, cwd=cwd)
+
+
+def keyed_cli_env(tmp_path: Path, lf, **extra: str) -> dict[str, str]:
+    """cli_env with Langfuse at the fake receiver ``lf`` under a fresh public key, which the receiver
+    now expects: each in-process run needs a key of its own (see run_here)."""
+    lf.public_key = unique_public_key()
+    return cli_env(tmp_path, langfuse_url=lf.base_url, LANGFUSE_PUBLIC_KEY=lf.public_key, **extra)

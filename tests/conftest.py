@@ -40,3 +40,24 @@ def tiny_llm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.tiny_models import build_tiny_mistral
 
     return build_tiny_mistral(tmp_path_factory.mktemp("tiny-mistral"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random sentence-transformers BERT (tests/tiny_models.py), built once per test session; read only."""
+    from tests.tiny_models import build_tiny_bert
+
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+SCENE = "A small scene with a figure walking across it."
+
+
+@pytest.fixture(scope="session")
+def scene_vlm():
+    """One fake OpenAI server for the session that captions every frame SCENE (tests that count its
+    requests use a server of their own)."""
+    from tests.fake_openai import FakeOpenAIServer
+
+    with FakeOpenAIServer(reply_fn=lambda body: SCENE) as srv:
+        yield srv

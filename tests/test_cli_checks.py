@@ -1,5 +1,6 @@
 """What a new user hits first: bad input said before any model loads, batches that survive a bad
-file, outputs named apart, files private to the user. All on generated clips (no ../shared)."""
+file, outputs named apart, files private to the user. All on generated clips (no ../shared), the
+CLI in this process (tests/cli_runner.run_here)."""
 from __future__ import annotations
 
 import json
@@ -14,30 +15,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_runner import CLI, REPO, cli_args, cli_env, read_events, run_cli
-from tests.fake_openai import FakeOpenAIServer
-
-pytestmark = pytest.mark.slow
+from tests.cli_runner import CLI, REPO, CliRun, cli_args, cli_env, read_events, run_here
 
 # A summary model that does not exist and a VLM port with nothing listening: a run that got as far
 # as loading or checking a model would say so; these tests must fail before, on their own problem.
 NO_MODEL = ["--llm-model", "/nonexistent/mistral", "--vlm-base-url", "http://127.0.0.1:9/v1"]
 
 
-@pytest.fixture(scope="module")
-def vlm():
-    with FakeOpenAIServer(reply_fn=lambda body: "A small scene with a figure walking across it.") as srv:
-        yield srv
+@pytest.fixture
+def vlm(scene_vlm):
+    return scene_vlm  # the session's (tests/conftest.py)
 
 
-def _quick(args: list[str], tmp_path: Path, **kw) -> tuple[subprocess.CompletedProcess, float]:
+def _quick(args: list[str], tmp_path: Path, **kw) -> tuple[CliRun, float]:
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, CLI, *args], env=cli_env(tmp_path), capture_output=True, text=True,
-                          timeout=60, cwd=kw.get("cwd", tmp_path), stdin=subprocess.DEVNULL)
+    proc = run_here(args, cli_env(tmp_path), timeout=60, cwd=kw.get("cwd", tmp_path))
     return proc, time.monotonic() - t0
 
 
-def _one_line_exit_2(proc: subprocess.CompletedProcess, option: str, *words: str) -> str:
+def _one_line_exit_2(proc: CliRun, option: str, *words: str) -> str:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1, proc.stderr
@@ -160,7 +156,7 @@ def test_version_and_help_are_instant(tmp_path):
 
 def _batch(vlm, tiny_llm, tmp_path: Path, *more: str) -> tuple:
     args = cli_args(vlm.base_url, tiny_llm, "--no-faces", "--interval", "1", *more)
-    run = run_cli(args, cli_env(tmp_path), timeout=240, cwd=tmp_path)
+    run = run_here(args, cli_env(tmp_path), timeout=240, cwd=tmp_path)
     return run
 
 
@@ -203,8 +199,8 @@ def test_same_stems_get_their_own_outputs_and_stay_idempotent(tmp_path, clips, v
     for p in out.glob("*.summary.*"):  # private whatever the umask (tests/test_file_modes.py)
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, (p, oct(p.stat().st_mode))
     # nothing to do the second time: no model is loaded (a model that does not exist is not noticed)
-    again = run_cli([sys.executable, CLI, "--source", str(src / "*" / "clip.*"), "--output-dir", str(out),
-                     *NO_MODEL], cli_env(tmp_path), timeout=60, cwd=tmp_path)
+    again = run_here([sys.executable, CLI, "--source", str(src / "*" / "clip.*"), "--output-dir", str(out),
+                      *NO_MODEL], cli_env(tmp_path), timeout=60, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "Nothing to do: all 3 input(s) are up to date" in again.stderr
 

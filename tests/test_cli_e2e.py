@@ -1,5 +1,6 @@
-"""End-to-end: the CLI in a subprocess against the local OpenAI-streaming server, a tiny local
-Mistral summarizer, and the local Langfuse receiver.
+"""End-to-end: the CLI against the local OpenAI-streaming server, a tiny local Mistral summarizer,
+and the local Langfuse receiver; in this process (tests/cli_runner.invoke_cli), in a subprocess
+only where the process is the point (a video piped on its stdin, SIGTERM).
 
 Everything runs on generated clips (tests/clips.py) with known frame counts, rates and cuts;
 only the recognized names need the real Hamilton clip and faces in ../shared/data (they skip
@@ -19,15 +20,22 @@ from tests.cli_runner import (
     cli_args,
     cli_env,
     image_digest_reply,
+    invoke_cli,
+    invoke_env,
     numbered_reply,
     read_events,
     run_cli,
     selected_frames,
+    unique_public_key,
 )
 from tests.fake_langfuse import FakeLangfuseServer
 from tests.fake_openai import FakeOpenAIServer
 
-pytestmark = pytest.mark.slow
+
+
+def _args(vlm_url: str, llm_dir, *more: str) -> list[str]:
+    """cli_args for invoke_cli: the same options, without the program."""
+    return cli_args(vlm_url, llm_dir, *more)[2:]
 
 SCORES = {"vlm_success", "vlm_latency_score", "vlm_quality", "llm_success", "llm_processing_score",
           "llm_quality", "overall_quality"}
@@ -54,13 +62,14 @@ def stage_run(tmp_path_factory, clips, tiny_llm):
     clip = clips.figure_crossing()
     source = tmp / "stage.mp4"  # a plain name: the trace's user id and the summary's title
     shutil.copy(clip.path, source)
-    with FakeLangfuseServer(public_key="pk-test-e2e", secret_key=TEST_SECRET_KEY) as lf, \
+    key = unique_public_key()
+    with FakeLangfuseServer(public_key=key, secret_key=TEST_SECRET_KEY) as lf, \
             FakeOpenAIServer(reply_fn=image_digest_reply, first_chunk_delay=0.05, chunk_delay=0.002) as vlm:
-        args = cli_args(vlm.base_url, tiny_llm, "--source", str(source), "--known-faces", str(faces),
+        args = _args(vlm.base_url, tiny_llm, "--source", str(source), "--known-faces", str(faces),
                         "--interval", str(STAGE_INTERVAL), "--min-change", "0", "--summary-interval", "4",
                         "--events", str(tmp / "events.jsonl"), "--trace-log", str(tmp / "trace.jsonl"),
                         "--summary-out", str(tmp / "summary.md"))
-        run = run_cli(args, cli_env(tmp, langfuse_url=lf.base_url), timeout=300)
+        run = invoke_cli(args, env=invoke_env(tmp, langfuse_url=lf.base_url, public_key=key))
         assert run.returncode == 0, run.stderr
         lf.wait_for(n_spans=1, timeout=5)
         yield {"run": run, "tmp": tmp, "lf": lf, "faces": faces, "vlm_requests": vlm.requests, "clip": clip,
@@ -154,12 +163,12 @@ def hamilton_run(tmp_path_factory, data_dir, tiny_llm):
     """One run on the Hamilton clip with the known faces: every second of video."""
     tmp = tmp_path_factory.mktemp("hamilton")
     with FakeOpenAIServer(reply_fn=image_digest_reply) as vlm:
-        args = cli_args(vlm.base_url, tiny_llm,
-                        "--source", str(data_dir / "videos" / "short_hamilton_clip.mp4"),
-                        "--known-faces", str(data_dir / "faces"),
-                        "--interval", "1", "--min-change", "0", "--summary-interval", "4",
-                        "--events", str(tmp / "events.jsonl"), "--trace-log", str(tmp / "trace.jsonl"))
-        run = run_cli(args, cli_env(tmp), timeout=300)
+        args = _args(vlm.base_url, tiny_llm,
+                     "--source", str(data_dir / "videos" / "short_hamilton_clip.mp4"),
+                     "--known-faces", str(data_dir / "faces"),
+                     "--interval", "1", "--min-change", "0", "--summary-interval", "4",
+                     "--events", str(tmp / "events.jsonl"), "--trace-log", str(tmp / "trace.jsonl"))
+        run = invoke_cli(args, env=invoke_env(tmp))
         assert run.returncode == 0, run.stderr
         yield {"run": run, "vlm_requests": vlm.requests, "events": read_events(tmp / "events.jsonl")}
 
@@ -183,6 +192,7 @@ def test_prompt_names_the_recognized_faces(hamilton_run):
 
 # -- sources, selection, batch, bad input, signals (generated clips) -----------------------------
 
+@pytest.mark.slow  # a video piped on the child's stdin
 def test_stdin_pipe_gives_the_same_captions_as_the_file(tmp_path, clips, tiny_llm):
     clip = clips.pipe_stream(container="ts", seconds=10.0)  # MPEG-TS: FFmpeg reads every frame from a pipe
     results = {}
@@ -211,9 +221,9 @@ def test_interval_and_change_gating_select_expected_frames(tmp_path, clips, tiny
     with FakeOpenAIServer(reply_fn=image_digest_reply) as vlm:
         for name, gating in (("off", ["--min-change", "0"]), ("on", [])):
             events = tmp_path / f"{name}.jsonl"
-            args = cli_args(vlm.base_url, tiny_llm, "--source", str(clip.path), "--no-faces", "--interval", "0.5",
-                            *gating, "--events", str(events), "--trace-log", str(tmp_path / "t.jsonl"))
-            run = run_cli(args, cli_env(tmp_path))
+            args = _args(vlm.base_url, tiny_llm, "--source", str(clip.path), "--no-faces", "--interval", "0.5",
+                         *gating, "--events", str(events), "--trace-log", str(tmp_path / "t.jsonl"))
+            run = invoke_cli(args, env=invoke_env(tmp_path))
             assert run.returncode == 0, run.stderr
             frames[name] = sorted(e["frame"] for e in read_events(events) if e["type"] == "caption")
     assert frames["off"] == selected_frames(clip.fps, clip.frame_count, 0.5) == list(range(0, clip.frame_count, 5))
@@ -241,9 +251,9 @@ def test_batch_mode_skips_done_files_on_second_run(tmp_path, clips, tiny_llm):
     shutil.copy(counter.path, inbox / "counter.avi")
     out = tmp_path / "out"
     with FakeOpenAIServer(reply_fn=image_digest_reply) as vlm:
-        args = cli_args(vlm.base_url, tiny_llm, "--source", str(inbox), "--no-faces", "--interval", "0.5",
-                        "--min-change", "0", "--output-dir", str(out))
-        first = run_cli(args, cli_env(tmp_path))
+        args = _args(vlm.base_url, tiny_llm, "--source", str(inbox), "--no-faces", "--interval", "0.5",
+                     "--min-change", "0", "--output-dir", str(out))
+        first = invoke_cli(args, env=invoke_env(tmp_path))
         assert first.returncode == 0, first.stderr
         assert sorted(p.name for p in out.glob("*.summary.*")) == [
             "counter.summary.json", "counter.summary.md", "room.summary.json", "room.summary.md"]
@@ -251,12 +261,12 @@ def test_batch_mode_skips_done_files_on_second_run(tmp_path, clips, tiny_llm):
         assert [c["frame"] for c in doc["captions"]] == selected_frames(room.fps, room.frame_count, 0.5) == [0, 5]
         calls = len(vlm.requests)
         assert calls == 4  # two frames of each input
-        second = run_cli(args, cli_env(tmp_path))
+        second = invoke_cli(args, env=invoke_env(tmp_path))
         assert second.returncode == 0, second.stderr
         assert len(vlm.requests) == calls  # nothing redone
         assert second.stderr.count("skipping") == 2
         (inbox / "counter.avi").write_bytes(clips.numbered(seconds=2.0).path.read_bytes())
-        third = run_cli(args, cli_env(tmp_path))
+        third = invoke_cli(args, env=invoke_env(tmp_path))
         assert third.returncode == 0 and len(vlm.requests) > calls  # changed content is redone
         assert third.stderr.count("skipping") == 1  # the room is still up to date
 
@@ -270,7 +280,7 @@ def test_batch_mode_skips_done_files_on_second_run(tmp_path, clips, tiny_llm):
 def test_bad_input_is_one_line_and_exit_2(tmp_path, clips, tiny_llm, make_bad, option):
     (tmp_path / "README.md").write_text("# Test data\n\nNot a video.\n" * 20)
     with FakeOpenAIServer() as vlm:
-        run = run_cli(cli_args(vlm.base_url, tiny_llm, *make_bad(clips, tmp_path)), cli_env(tmp_path))
+        run = invoke_cli(_args(vlm.base_url, tiny_llm, *make_bad(clips, tmp_path)), env=invoke_env(tmp_path))
     assert run.returncode == 2, run.stderr
     errors = [line for line in run.stderr_lines() if line.startswith("Error:")]
     assert len(errors) == 1 and option in errors[0], run.stderr
@@ -286,14 +296,15 @@ def test_unreachable_vlm_is_one_line_and_exit_2(tmp_path, clips, tiny_llm):
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    run = run_cli(cli_args(f"http://127.0.0.1:{port}/v1", tiny_llm, "--source",
-                           str(clips.still_noisy(seconds=1.0).path)), cli_env(tmp_path))
+    run = invoke_cli(_args(f"http://127.0.0.1:{port}/v1", tiny_llm, "--source",
+                           str(clips.still_noisy(seconds=1.0).path)), env=invoke_env(tmp_path))
     assert run.returncode == 2
     errors = [line for line in run.stderr_lines() if line.startswith("Error:")]
     assert len(errors) == 1 and "--vlm-base-url" in errors[0] and str(port) in errors[0], run.stderr
     assert "Traceback" not in run.stderr
 
 
+@pytest.mark.slow  # a signal to the process
 def test_sigterm_mid_run_leaves_valid_outputs(tmp_path, clips, tiny_llm):
     clip = clips.long_static()  # 60 s at 5 fps: far from done when the signal comes
     events = tmp_path / "events.jsonl"

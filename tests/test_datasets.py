@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from tests.cli_runner import TEST_PUBLIC_KEY, TEST_SECRET_KEY, cli_args, cli_env, run_cli
+from tests.cli_runner import TEST_PUBLIC_KEY, TEST_SECRET_KEY, cli_args, cli_env, run_here, unique_public_key
 from tests.clips import ClipSet, read_number
 from tests.fake_langfuse import FakeLangfuseServer
 from tests.fake_openai import FakeOpenAIServer
@@ -26,17 +26,25 @@ def clip(tmp_path_factory):
     return ClipSet(tmp_path_factory.mktemp("clips")).numbered(seconds=2.0)  # frames 0 and 10 at 1 s
 
 
-def _run(tmp_path, clip, tiny_llm, lf_url, *more):
+def _env(tmp_path, lf: FakeLangfuseServer | None) -> dict[str, str]:
+    """cli_env, with Langfuse under a key of its own that the server now expects (runs are in process)."""
+    if lf is None:
+        return cli_env(tmp_path)
+    lf.public_key = unique_public_key()
+    return cli_env(tmp_path, langfuse_url=lf.base_url, LANGFUSE_PUBLIC_KEY=lf.public_key)
+
+
+def _run(tmp_path, clip, tiny_llm, lf, *more):
     with FakeOpenAIServer(reply="A coloured band over black and white squares.") as vlm:
         args = cli_args(vlm.base_url, tiny_llm, "--source", str(clip.path), "--interval", "1", *more)
-        run = run_cli(args, cli_env(tmp_path, langfuse_url=lf_url), timeout=240, cwd=tmp_path)
+        run = run_here(args, _env(tmp_path, lf), timeout=240, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     return run
 
 
 def test_items_are_created_once_across_two_runs(tmp_path, clip, tiny_llm):
     with FakeLangfuseServer(public_key=TEST_PUBLIC_KEY, secret_key=TEST_SECRET_KEY) as lf:
-        first = _run(tmp_path, clip, tiny_llm, lf.base_url, "--dataset", "frames")
+        first = _run(tmp_path, clip, tiny_llm, lf, "--dataset", "frames")
         assert "Dataset Langfuse dataset frames: 2 frames added, 0 already there" in first.stderr
         items = lf.data.dataset_items("frames")
         assert len(items) == 2 and len(lf.data.item_creates) == 2
@@ -55,7 +63,7 @@ def test_items_are_created_once_across_two_runs(tmp_path, clip, tiny_llm):
             links = [m for m in lf.data.media_links() if m["media_id"] == media_id]
             assert links and links[0]["dataset_item_id"] == item["id"] and links[0]["field"] == "input"
             assert read_number(from_jpeg_bytes(lf.data.media_bytes(media_id))) == meta["frame"]
-        second = _run(tmp_path, clip, tiny_llm, lf.base_url, "--dataset", "frames")
+        second = _run(tmp_path, clip, tiny_llm, lf, "--dataset", "frames")
         assert "Dataset Langfuse dataset frames: 0 frames added, 2 already there" in second.stderr
         assert len(lf.data.item_creates) == 2 and len(lf.data.dataset_items("frames")) == 2
         assert len(lf.data.uploads) == 2
@@ -75,9 +83,8 @@ def test_offline_folder_round_trips_and_pushes_under_the_same_ids(tmp_path, clip
         entry = next(json.loads(line) for line in lines if json.loads(line)["id"] == item.id)
         assert (tmp_path / "frames" / entry["image"]).read_bytes() == item.image_jpeg
     with FakeLangfuseServer(public_key=TEST_PUBLIC_KEY, secret_key=TEST_SECRET_KEY) as lf:
-        env = cli_env(tmp_path, langfuse_url=lf.base_url)
         cli = cli_args("http://127.0.0.1:9/v1", tiny_llm)[:2]  # python real_time_summarizer.py
-        push = run_cli([*cli, "dataset", "push", "frames"], env, cwd=tmp_path, timeout=120)
+        push = run_here([*cli, "dataset", "push", "frames"], _env(tmp_path, lf), cwd=tmp_path, timeout=120)
         assert push.returncode == 0, push.stderr
         assert "2 items uploaded to Langfuse dataset frames, 0 already there" in push.stderr
         pushed = {i["id"]: i for i in lf.data.dataset_items("frames")}
@@ -86,18 +93,17 @@ def test_offline_folder_round_trips_and_pushes_under_the_same_ids(tmp_path, clip
             media_id = pushed[item.id]["input"]["image"][len(REF_PREFIX):].split("|")[0]
             assert lf.data.media_bytes(media_id) == item.image_jpeg
             assert pushed[item.id]["metadata"] == item.metadata
-        repush = run_cli([*cli, "dataset", "push", "frames"], env, cwd=tmp_path, timeout=120)
+        repush = run_here([*cli, "dataset", "push", "frames"], _env(tmp_path, lf), cwd=tmp_path, timeout=120)
         assert repush.returncode == 0 and "0 items uploaded" in repush.stderr
         assert len(lf.data.item_creates) == 2
 
 
 def test_push_needs_keys_and_a_dataset_folder(tmp_path, tiny_llm):
     cli = cli_args("http://127.0.0.1:9/v1", tiny_llm)[:2]
-    no_keys = run_cli([*cli, "dataset", "push", "frames"], cli_env(tmp_path), cwd=tmp_path, timeout=60)
+    no_keys = run_here([*cli, "dataset", "push", "frames"], cli_env(tmp_path), cwd=tmp_path, timeout=60)
     assert no_keys.returncode == 2 and no_keys.stderr_lines()[-1].startswith("Error: dataset push: needs Langfuse keys")
     with FakeLangfuseServer(public_key=TEST_PUBLIC_KEY, secret_key=TEST_SECRET_KEY) as lf:
-        missing = run_cli([*cli, "dataset", "push", "nothing-here"], cli_env(tmp_path, langfuse_url=lf.base_url),
-                          cwd=tmp_path, timeout=60)
+        missing = run_here([*cli, "dataset", "push", "nothing-here"], _env(tmp_path, lf), cwd=tmp_path, timeout=60)
     assert missing.returncode == 2, missing.stderr
     assert missing.stderr_lines()[-1].startswith("Error: dataset push: ")
 

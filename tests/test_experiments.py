@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from tests.cli_runner import TEST_PUBLIC_KEY, TEST_SECRET_KEY, cli_env, run_cli, sent_image
+from tests.cli_runner import TEST_SECRET_KEY, cli_env, run_here, sent_image, unique_public_key
 from tests.cli_runner import CLI
 from tests.clips import numbered_frame, read_number
 from tests.fake_langfuse import FakeLangfuseServer, wait_until
@@ -51,10 +51,10 @@ def test_offline_experiment_on_20_items_prints_both_runs_side_by_side(tmp_path):
             FakeOpenAIServer(models=("judge",), reply=VERDICT) as judge:
         common = ("--dataset", "frames", "--vlm-base-url", vlm.base_url, "--judge-model", "judge",
                   "--judge-base-url", judge.base_url)
-        a = run_cli(_cli("experiment", "run-a", "--vlm-model", "qwen3", *common), cli_env(tmp_path),
+        a = run_here(_cli("experiment", "run-a", "--vlm-model", "qwen3", *common), cli_env(tmp_path),
                     cwd=tmp_path, timeout=180)
         assert a.returncode == 0, a.stderr
-        b = run_cli(_cli("experiment", "run-b", "--vlm-model", "qwen3-b", *common), cli_env(tmp_path),
+        b = run_here(_cli("experiment", "run-b", "--vlm-model", "qwen3-b", *common), cli_env(tmp_path),
                     cwd=tmp_path, timeout=180)
         assert b.returncode == 0, b.stderr
         assert len(vlm.requests) == 40 and len(judge.requests) == 40
@@ -83,19 +83,21 @@ def test_experiment_through_langfuse_links_each_generation_to_its_item(tmp_path)
     from langfuse_tracker import LangfuseTracker
 
     items = _items(4)
-    with FakeLangfuseServer(public_key=TEST_PUBLIC_KEY, secret_key=TEST_SECRET_KEY) as lf, \
+    key = unique_public_key()
+    with FakeLangfuseServer(public_key=key, secret_key=TEST_SECRET_KEY) as lf, \
             FakeOpenAIServer(models=("qwen3",), reply_fn=_reply) as vlm, \
             FakeOpenAIServer(models=("judge",), reply=VERDICT) as judge:
-        tracker = LangfuseTracker(public_key="pk-seed", secret_key=TEST_SECRET_KEY, base_url=lf.base_url)
+        tracker = LangfuseTracker(public_key=unique_public_key(), secret_key=TEST_SECRET_KEY, base_url=lf.base_url)
         lf.public_key = None  # the seeding tracker's key differs: accept any
         store = LangfuseDataset(tracker, "frames")
         assert store.ids() == set()
         for item in items:
             store.add(item)
         tracker.close(deadline_s=5)
-        run = run_cli(_cli("experiment", "lf-run", "--dataset", "frames", "--vlm-base-url", vlm.base_url,
+        run = run_here(_cli("experiment", "lf-run", "--dataset", "frames", "--vlm-base-url", vlm.base_url,
                            "--vlm-model", "qwen3", "--judge-model", "judge", "--judge-base-url", judge.base_url),
-                      cli_env(tmp_path, langfuse_url=lf.base_url), cwd=tmp_path, timeout=180)
+                      cli_env(tmp_path, langfuse_url=lf.base_url, LANGFUSE_PUBLIC_KEY=key), cwd=tmp_path,
+                      timeout=180)
         assert run.returncode == 0, run.stderr
         assert wait_until(lambda: len([s for s in lf.spans_named("vlm_caption")]) >= 4, timeout=10)
         assert wait_until(lambda: len([s for s in lf.scores if s["name"] == "judge_faithfulness"]) >= 4, 10)
@@ -124,7 +126,7 @@ def test_experiment_with_a_tiny_llava_in_this_process(tmp_path):
     local = LocalDataset(tmp_path / "frames")
     for item in _items(3):
         local.add(item)
-    run = run_cli(_cli("experiment", "tiny", "--dataset", "frames", "--vlm-backend", "local", "--vlm-model",
+    run = run_here(_cli("experiment", "tiny", "--dataset", "frames", "--vlm-backend", "local", "--vlm-model",
                        str(model), "--vlm-max-tokens", "8"), cli_env(tmp_path), cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.stderr
     row = next([c for c in line.split() if c != "*"] for line in run.stdout.splitlines() if line.startswith("  tiny"))
@@ -133,37 +135,39 @@ def test_experiment_with_a_tiny_llava_in_this_process(tmp_path):
 
 def test_bad_input_is_one_line_naming_the_option(tmp_path):
     env = cli_env(tmp_path)
-    unknown = run_cli(_cli("experiment", "r", "--dataset", "nope", "--vlm-base-url", "http://127.0.0.1:9/v1"),
+    unknown = run_here(_cli("experiment", "r", "--dataset", "nope", "--vlm-base-url", "http://127.0.0.1:9/v1"),
                       env, cwd=tmp_path, timeout=60)
     assert unknown.returncode == 2 and unknown.stderr_lines() == [
         "Error: --dataset: no dataset folder nope/ with an items.jsonl (make one with --source VIDEO "
         "--dataset nope, without Langfuse keys)"]
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "items.jsonl").write_text("")
-    empty = run_cli(_cli("experiment", "r", "--dataset", "empty", "--vlm-base-url", "http://127.0.0.1:9/v1"),
+    empty = run_here(_cli("experiment", "r", "--dataset", "empty", "--vlm-base-url", "http://127.0.0.1:9/v1"),
                     env, cwd=tmp_path, timeout=60)
     assert empty.returncode == 2 and empty.stderr_lines()[-1].startswith("Error: --dataset: dataset folder empty/ has no items")
-    no_dataset = run_cli(_cli("experiment", "r"), env, cwd=tmp_path, timeout=60)
+    no_dataset = run_here(_cli("experiment", "r"), env, cwd=tmp_path, timeout=60)
     assert no_dataset.returncode == 2 and "--dataset" in no_dataset.stderr_lines()[-1]
     local = LocalDataset(tmp_path / "frames")
     for item in _items(2):
         local.add(item)
     with FakeOpenAIServer(models=("qwen3",), reply_fn=_reply) as vlm:
-        gone = run_cli(_cli("experiment", "r", "--dataset", "frames", "--vlm-base-url", vlm.base_url,
+        gone = run_here(_cli("experiment", "r", "--dataset", "frames", "--vlm-base-url", vlm.base_url,
                             "--judge-model", "judge", "--judge-base-url", "http://127.0.0.1:9/v1"),
                        env, cwd=tmp_path, timeout=60)
         assert gone.returncode == 2 and gone.stderr_lines()[-1].startswith(
             "Error: --judge-base-url: Cannot reach the judge server"), gone.stderr
         assert vlm.requests == []  # said before any caption
         with FakeOpenAIServer(models=("judge",), reply="I cannot rate images.") as judge:
-            mute = run_cli(_cli("experiment", "r", "--dataset", "frames", "--vlm-base-url", vlm.base_url,
+            mute = run_here(_cli("experiment", "r", "--dataset", "frames", "--vlm-base-url", vlm.base_url,
                                 "--judge-model", "judge", "--judge-base-url", judge.base_url),
                            env, cwd=tmp_path, timeout=120)
     assert mute.returncode == 1, mute.stderr
     said = [line for line in mute.stderr_lines() if line.startswith("--judge-model: ")]
     assert len(said) == 1 and said[0].startswith("--judge-model: the judge scored none of 2 captions"), mute.stderr
-    with FakeLangfuseServer(public_key=TEST_PUBLIC_KEY, secret_key=TEST_SECRET_KEY) as lf:
-        remote = run_cli(_cli("experiment", "r", "--dataset", "nope", "--vlm-base-url", "http://127.0.0.1:9/v1"),
-                         cli_env(tmp_path, langfuse_url=lf.base_url), cwd=tmp_path, timeout=60)
+    key = unique_public_key()
+    with FakeLangfuseServer(public_key=key, secret_key=TEST_SECRET_KEY) as lf:
+        remote = run_here(_cli("experiment", "r", "--dataset", "nope", "--vlm-base-url", "http://127.0.0.1:9/v1"),
+                          cli_env(tmp_path, langfuse_url=lf.base_url, LANGFUSE_PUBLIC_KEY=key), cwd=tmp_path,
+                          timeout=60)
     assert remote.returncode == 2 and remote.stderr_lines()[-1].startswith(
         "Error: --dataset: Langfuse at http://127.0.0.1:"), remote.stderr

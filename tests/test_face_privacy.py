@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from video_summarizer.app.assembly import blur_setting as _blur_setting
-from tests.cli_runner import TEST_SECRET_KEY, cli_args, cli_env, read_events, run_cli, sent_image
+from tests.cli_runner import TEST_SECRET_KEY, cli_args, keyed_cli_env, read_events, run_here, sent_image
 from tests.clips import ClipSet, add_noise, numbered_frame, read_number, textured_scene
 from tests.fake_langfuse import FakeLangfuseServer
 from tests.fake_openai import FakeOpenAIServer
@@ -112,7 +112,7 @@ def test_cli_sends_blurred_frames_and_names_both(tmp_path, data_dir, two_people)
         args = cli_args(vlm.base_url, llm, "--source", str(clip), "--known-faces", str(data_dir / "faces"),
                         "--blur-faces", "--events", str(tmp_path / "events.jsonl"),
                         "--trace-log", str(tmp_path / "trace.jsonl"))
-        run = run_cli(args, cli_env(tmp_path, langfuse_url=lf.base_url), timeout=240)
+        run = run_here(args, keyed_cli_env(tmp_path, lf), timeout=240)
         assert run.returncode == 0, run.stderr
         lf.wait_for(n_spans=1, timeout=5)
         requests = vlm.requests
@@ -150,7 +150,7 @@ def test_cli_blur_on_a_generated_clip_sends_the_downscaled_frame_and_no_image_in
             FakeOpenAIServer(reply="A coloured band over black and white squares.") as vlm:
         args = cli_args(vlm.base_url, llm, "--source", str(clip.path), "--blur-faces",
                         "--events", str(tmp_path / "events.jsonl"), "--trace-log", str(tmp_path / "trace.jsonl"))
-        run = run_cli(args, cli_env(tmp_path, langfuse_url=lf.base_url), timeout=240)
+        run = run_here(args, keyed_cli_env(tmp_path, lf), timeout=240)
         assert run.returncode == 0, run.stderr
         lf.wait_for(n_spans=1, timeout=5)
         requests = vlm.requests

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_runner import CLI, REPO, cli_env
+from tests.cli_runner import CLI, REPO, cli_env, run_here
 from tests.fake_langfuse import FakeLangfuseServer
 from tests.fake_openai import FakeOpenAIServer
 
-pytestmark = pytest.mark.slow
 
 LOCK = ".real_time_summarizer.lock"
 NO_MODEL = ["--llm-model", "/nonexistent/mistral", "--vlm-base-url", "http://127.0.0.1:9/v1"]
@@ -38,11 +37,9 @@ def _tree_modes(root: Path) -> dict[str, int]:
     return found
 
 
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory) -> Path:
-    from tests.tiny_models import build_tiny_bert
-
-    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+@pytest.fixture
+def bert(tiny_bert) -> Path:
+    return tiny_bert  # the session's (tests/conftest.py)
 
 
 def test_everything_a_run_makes_is_private_under_umask_022(tmp_path, clips, bert):
@@ -64,8 +61,11 @@ def test_everything_a_run_makes_is_private_under_umask_022(tmp_path, clips, bert
                 "--output-dir", str(out), "--events", str(events), "--trace-log", str(trace),
                 "--summary-out", str(summary), "--dataset", str(ds), "--index", str(index),
                 "--embed-model", str(bert)]
-        proc = subprocess.run(args, env=cli_env(tmp_path), capture_output=True, text=True, timeout=300,
-                              cwd=tmp_path, stdin=subprocess.DEVNULL, umask=0o022)
+        old_umask = os.umask(0o022)  # the run is in this process: it makes its files under this umask
+        try:
+            proc = run_here(args, cli_env(tmp_path), timeout=300, cwd=tmp_path)
+        finally:
+            os.umask(old_umask)
     assert proc.returncode == 0, proc.stderr
     for path in (events, trace, summary):
         assert _mode(path) == 0o600, (path, oct(_mode(path)))
@@ -90,9 +90,8 @@ def test_a_symlinked_lock_is_refused_and_its_target_untouched(tmp_path, clips):
     target.write_text("keep me\n")
     os.utime(target, (1_000_000_000, 1_000_000_000))
     (out / LOCK).symlink_to(target)
-    proc = subprocess.run([sys.executable, CLI, "--source", str(clips.numbered().path), *NO_MODEL,
-                           "--output-dir", str(out)], env=cli_env(tmp_path), capture_output=True, text=True,
-                          timeout=60, cwd=tmp_path, stdin=subprocess.DEVNULL)
+    proc = run_here([sys.executable, CLI, "--source", str(clips.numbered().path), *NO_MODEL,
+                     "--output-dir", str(out)], cli_env(tmp_path), timeout=60, cwd=tmp_path)
     assert target.read_text() == "keep me\n"
     assert target.stat().st_mtime == 1_000_000_000
     assert (out / LOCK).is_symlink()
@@ -102,6 +101,7 @@ def test_a_symlinked_lock_is_refused_and_its_target_untouched(tmp_path, clips):
                      "(remove it)"], lines
 
 
+@pytest.mark.slow  # the lock is held by another process than the run's
 def test_a_held_lock_names_its_live_holder_not_the_pid_written_by_a_finished_run(tmp_path, clips):
     dead = subprocess.Popen(["true"])
     dead.wait()

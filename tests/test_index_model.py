@@ -29,8 +29,8 @@ CLEAN_ENV = {"SUMMARIZER_EMBED_MODEL": None, "LANCEDB_URI": None, "LANGFUSE_PUBL
 
 
 @pytest.fixture(scope="module")
-def bert(tmp_path_factory) -> Path:
-    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+def bert(tiny_bert) -> Path:
+    return tiny_bert  # the session's (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@
 known faces that are not photos, dataset image paths outside their folder, absurd times.
 
 Every input is generated here (the 16000x16000 PNG is deflated row by row: ~0.8 MB on disk, a few
-MB of memory to make); the CLI runs as a user would run it, in a subprocess.
+MB of memory to make). The CLI runs in a subprocess where the process is the point (its peak
+memory, an endless pipe on its stdin), in this process (tests/cli_runner.invoke_cli) otherwise.
 """
 from __future__ import annotations
 
@@ -17,13 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_runner import CLI, TEST_PUBLIC_KEY, TEST_SECRET_KEY, cli_args, cli_env, run_cli
+from tests.cli_runner import CLI, TEST_SECRET_KEY, cli_env, invoke_cli, invoke_env, unique_public_key
 from tests.clips import numbered_frame
 from tests.fake_langfuse import FakeLangfuseServer
 from tests.fake_openai import FakeOpenAIServer
 from video_summarizer.frames import to_jpeg_bytes
-
-pytestmark = pytest.mark.slow
 
 # A run that got as far as loading or checking a model would say so; these tests fail before.
 NO_MODEL = ["--llm-model", "/nonexistent/mistral", "--vlm-base-url", "http://127.0.0.1:9/v1"]
@@ -50,10 +49,9 @@ def bomb(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def vlm():
-    with FakeOpenAIServer(reply_fn=lambda body: "A small scene with a figure walking across it.") as srv:
-        yield srv
+@pytest.fixture
+def vlm(scene_vlm):
+    return scene_vlm  # the session's (tests/conftest.py)
 
 
 def _one_line_exit_2(stderr: str, returncode: int, option: str, *words: str) -> str:
@@ -94,6 +92,7 @@ def _run_measured(args: list[str], tmp_path: Path, stdin_path: Path | None = Non
 
 # -- frame size --------------------------------------------------------------------------------
 
+@pytest.mark.slow  # the child's own peak memory is measured
 @pytest.mark.parametrize("how", ["file", "stdin"])
 def test_an_oversized_image_is_refused_from_its_header_in_little_memory(tmp_path, bomb, how):
     spool_dir = tmp_path / "tmp"  # where stdin is copied to
@@ -111,11 +110,12 @@ def test_an_oversized_image_is_refused_from_its_header_in_little_memory(tmp_path
 
 def test_a_video_over_max_pixels_is_refused_from_its_stated_size(tmp_path, clips):
     clip = clips.numbered()  # 160x120
-    code, stderr, _ = _run_measured(["--source", str(clip.path), *NO_MODEL, "--max-pixels", "19199"], tmp_path)
-    _one_line_exit_2(stderr, code, "--max-pixels", f"{clip.path}: its frames are 160x120, 19200 pixels",
+    over = invoke_cli(["--source", str(clip.path), *NO_MODEL, "--max-pixels", "19199"], env=invoke_env(tmp_path),
+                      cwd=tmp_path)
+    _one_line_exit_2(over.stderr, over.returncode, "--max-pixels", f"{clip.path}: its frames are 160x120, 19200 pixels",
                      "more than --max-pixels 19199")
-    env = cli_env(tmp_path, SUMMARIZER_MAX_PIXELS="19200")  # the option's variable; exactly the frame fits
-    fits = run_cli([sys.executable, CLI, "--source", str(clip.path), *NO_MODEL], env, cwd=tmp_path, timeout=60)
+    env = invoke_env(tmp_path, SUMMARIZER_MAX_PIXELS="19200")  # the option's variable; exactly the frame fits
+    fits = invoke_cli(["--source", str(clip.path), *NO_MODEL], env=env, cwd=tmp_path)
     assert fits.returncode == 2 and fits.stderr_lines()[-1].startswith("Error: --vlm-base-url: "), fits.stderr
 
 
@@ -138,6 +138,7 @@ except BrokenPipeError:
 """
 
 
+@pytest.mark.slow  # an endless pipe on the child's stdin
 def test_an_endless_stdin_stops_at_stdin_max_mb_and_leaves_no_spool(tmp_path):
     spool_dir = tmp_path / "tmp"
     spool_dir.mkdir()
@@ -168,9 +169,9 @@ def test_known_faces_that_are_not_photos_are_skipped_one_line_each(tmp_path, cli
         fh.truncate(30 * 1024 * 1024)
     (faces / "huge.png").symlink_to(bomb)
     (faces / "bad.jpg").write_bytes(b"not an image at all")
-    args = cli_args(vlm.base_url, tiny_llm, "--source", str(clips.numbered().path), "--interval", "1",
-                    "--known-faces", str(faces))
-    run = run_cli(args, cli_env(tmp_path), timeout=180, cwd=tmp_path)
+    args = ["--vlm-base-url", vlm.base_url, "--vlm-model", "qwen3", "--llm-model", str(tiny_llm),
+            "--source", str(clips.numbered().path), "--interval", "1", "--known-faces", str(faces)]
+    run = invoke_cli(args, env=invoke_env(tmp_path), cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     expected = {
         "zero.jpg": "not a regular file (a character device)",
@@ -208,9 +209,8 @@ def test_a_known_faces_folder_is_read_up_to_its_image_bound(tmp_path, caplog):
 def test_known_faces_with_no_faces_is_said_once(tmp_path, clips):
     faces = tmp_path / "faces"
     faces.mkdir()
-    proc = subprocess.run([sys.executable, CLI, "--source", str(clips.numbered().path), *NO_MODEL, "--no-faces",
-                           "--known-faces", str(faces)], env=cli_env(tmp_path), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    proc = invoke_cli(["--source", str(clips.numbered().path), *NO_MODEL, "--no-faces",
+                       "--known-faces", str(faces)], env=invoke_env(tmp_path), cwd=tmp_path)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines.count("--known-faces is not used with --no-faces") == 1, proc.stderr
     assert proc.returncode == 2 and lines[-1].startswith("Error: --vlm-base-url: "), proc.stderr  # and it went on
@@ -249,8 +249,8 @@ CASES = ["parent", "absolute", "link", "fifo"]
 def test_an_experiment_reads_no_image_from_outside_its_dataset(tmp_path, case, bomb):
     _, secret = _hostile_dataset(tmp_path, case, bomb)
     with FakeOpenAIServer(reply="A coloured band.") as srv:
-        run = run_cli([sys.executable, CLI, "experiment", "r", "--dataset", "frames", "--vlm-base-url",
-                       srv.base_url], cli_env(tmp_path), cwd=tmp_path, timeout=60)
+        run = invoke_cli(["experiment", "r", "--dataset", "frames", "--vlm-base-url", srv.base_url],
+                         env=invoke_env(tmp_path), cwd=tmp_path)
         option = "--max-pixels" if case == "bomb" else "--dataset"
         why = {"bomb": "its image is 256.0 megapixels", "fifo": "is not a regular file (a named pipe)"}.get(
             case, "which is not inside the dataset folder")
@@ -268,9 +268,10 @@ def test_a_push_sends_nothing_from_outside_its_dataset(tmp_path, case, bomb):
         entry = json.loads(lines[1])
         entry.update(id="bad-etc", image="/etc/hostname")
         (tmp_path / "frames" / "items.jsonl").write_text(lines[0] + "\n" + json.dumps(entry) + "\n")
-    with FakeLangfuseServer(public_key=TEST_PUBLIC_KEY, secret_key=TEST_SECRET_KEY) as lf:
-        run = run_cli([sys.executable, CLI, "dataset", "push", "frames"], cli_env(tmp_path, langfuse_url=lf.base_url),
-                      cwd=tmp_path, timeout=60)
+    key = unique_public_key()
+    with FakeLangfuseServer(public_key=key, secret_key=TEST_SECRET_KEY) as lf:
+        run = invoke_cli(["dataset", "push", "frames"], env=invoke_env(tmp_path, langfuse_url=lf.base_url,
+                                                                       public_key=key), cwd=tmp_path)
         why = "is not a regular file (a named pipe)" if case == "fifo" else "which is not inside the dataset folder"
         _one_line_exit_2(run.stderr, run.returncode, "dataset push", f"item 'bad-{case}' of ", why)
         assert lf.data.uploads == [] and lf.data.item_creates == []  # refused before anything was sent
@@ -280,13 +281,12 @@ def test_a_push_sends_nothing_from_outside_its_dataset(tmp_path, case, bomb):
 # -- times -------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def index(tmp_path_factory):
+def index(tmp_path_factory, tiny_bert):
     from tests.test_search import CAPTIONS, _inputs, index_events
-    from tests.tiny_models import build_tiny_bert
     from video_summarizer.options import IndexOptions
 
     tmp = tmp_path_factory.mktemp("index")
-    bert = build_tiny_bert(tmp_path_factory.mktemp("bert"))
+    bert = tiny_bert
     index_events(IndexOptions(index=str(tmp / "idx"), embed_model=str(bert)), _inputs(tmp), CAPTIONS)
     return ["--index", str(tmp / "idx"), "--embed-model", str(bert)]
 
@@ -301,17 +301,14 @@ def index(tmp_path_factory):
     ("1:60:00", "is not a video time: minutes must be under 60 (60)"),
 ], ids=["400-digits", "60-digits", "nan", "inf", "99:99", "1:60:00"])
 def test_an_absurd_time_is_a_usage_error_naming_its_option(tmp_path, index, option, value, why):
-    proc = subprocess.run([sys.executable, CLI, "search", "crowd", *index, option, value],
-                          env=cli_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL)
+    proc = invoke_cli(["search", "crowd", *index, option, value], env=invoke_env(tmp_path), cwd=tmp_path)
     line = _one_line_exit_2(proc.stderr, proc.returncode, option, why)
     assert len(line) < 300, line  # the value is shortened, not echoed whole
 
 
 def test_times_in_range_still_filter(tmp_path, index):
-    proc = subprocess.run([sys.executable, CLI, "search", "crowd", *index, "--since", "0:04", "--until",
-                           "62:03.5", "--json"], env=cli_env(tmp_path), cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    proc = invoke_cli(["search", "crowd", *index, "--since", "0:04", "--until", "62:03.5", "--json"],
+                      env=invoke_env(tmp_path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     hits = json.loads(proc.stdout)["hits"]
     assert hits and all(h["source"] in ("talk", "street") and h["end_s"] >= 4.0 for h in hits), hits

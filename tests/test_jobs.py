@@ -1,6 +1,6 @@
 """--jobs: a batch runs several files at once, sharing one budget of --max-inflight caption calls.
 
-The CLI runs as a subprocess on generated clips, against the fake OpenAI server with a capacity
+The CLI runs in this process (tests/cli_runner.run_here) on generated clips, against the fake OpenAI server with a capacity
 limit (requests served at once; others queue), with the tiny local Mistral as summary model.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 
-from tests.cli_runner import cli_args, cli_env, image_digest_reply, read_events, run_cli
+from tests.cli_runner import cli_args, cli_env, image_digest_reply, read_events, run_here
 from tests.clips import ClipSet
 from tests.fake_openai import FakeOpenAIServer
 
@@ -30,7 +30,7 @@ def test_eight_files_four_at_a_time_share_the_caption_budget(tmp_path, tiny_llm)
     paths = make_batch(tmp_path / "in", 8)
     out, events_path = tmp_path / "out", tmp_path / "events.jsonl"
     with FakeOpenAIServer(reply_fn=image_digest_reply, first_chunk_delay=0.1, capacity=8) as vlm:
-        run = run_cli(cli_args(vlm.base_url, tiny_llm, "--source", str(tmp_path / "in"), "--output-dir", str(out),
+        run = run_here(cli_args(vlm.base_url, tiny_llm, "--source", str(tmp_path / "in"), "--output-dir", str(out),
                                "--interval", "0.5", "--min-change", "0", "--no-faces", "--max-inflight", "3",
                                "--jobs", "4", "--events", str(events_path)),
                       cli_env(tmp_path), timeout=240)
@@ -60,7 +60,7 @@ def test_eight_files_four_at_a_time_share_the_caption_budget(tmp_path, tiny_llm)
 
     # a second run finds every file done: nothing loads, nothing is sent
     with FakeOpenAIServer(reply_fn=image_digest_reply) as vlm:
-        again = run_cli(cli_args(vlm.base_url, tiny_llm, "--source", str(tmp_path / "in"), "--output-dir",
+        again = run_here(cli_args(vlm.base_url, tiny_llm, "--source", str(tmp_path / "in"), "--output-dir",
                                  str(out), "--no-faces", "--jobs", "4"), cli_env(tmp_path), timeout=120)
         assert again.returncode == 0, again.stderr
         assert vlm.requests == []
@@ -73,7 +73,7 @@ def test_jobs_gives_the_same_outputs_as_one_at_a_time(tmp_path, tiny_llm):
     with FakeOpenAIServer(reply_fn=image_digest_reply, first_chunk_delay=0.05, capacity=4) as vlm:
         for jobs in ("1", "3"):
             out = tmp_path / f"out-{jobs}"
-            run = run_cli(cli_args(vlm.base_url, tiny_llm, "--source", str(tmp_path / "in"), "--output-dir",
+            run = run_here(cli_args(vlm.base_url, tiny_llm, "--source", str(tmp_path / "in"), "--output-dir",
                                    str(out), "--interval", "0.5", "--min-change", "0", "--no-faces",
                                    "--max-inflight", "4", "--jobs", jobs), cli_env(tmp_path), timeout=180)
             assert run.returncode == 0, run.stderr

@@ -10,14 +10,14 @@ from tests.cli_runner import (
     CLI,
     TEST_PUBLIC_KEY,
     TEST_SECRET_KEY,
-    cli_env,
+    keyed_cli_env,
     read_events,
-    run_cli,
+    run_here,
     selected_frames,
 )
 from tests.clips import ClipSet
 from tests.fake_langfuse import FakeLangfuseServer
-from tests.tiny_models import build_tiny_llava, build_tiny_mistral
+from tests.tiny_models import build_tiny_llava
 
 pytestmark = pytest.mark.slow
 
@@ -26,16 +26,16 @@ def _ns(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1e6)
 
 
-def test_local_backend_is_the_default_and_traces_like_the_api_one(tmp_path):
+def test_local_backend_is_the_default_and_traces_like_the_api_one(tmp_path, tiny_llm):
     clip = ClipSet(tmp_path / "clips").figure_crossing(seconds=10.0, exit_s=9.0)  # generated: 100 frames at 10 fps
     vlm_dir = build_tiny_llava(tmp_path / "tiny-llava")
-    llm_dir = build_tiny_mistral(tmp_path / "tiny-mistral")
+    llm_dir = tiny_llm  # the session's tiny Mistral (tests/conftest.py)
     args = [sys.executable, CLI, "--vlm-model", str(vlm_dir), "--llm-model", str(llm_dir),
             "--source", str(clip.path), "--interval", "3", "--min-change", "0",
             "--vlm-max-tokens", "12", "--events", str(tmp_path / "events.jsonl"),
             "--trace-log", str(tmp_path / "trace.jsonl")]
     with FakeLangfuseServer(public_key=TEST_PUBLIC_KEY, secret_key=TEST_SECRET_KEY) as lf:
-        run = run_cli(args, cli_env(tmp_path, langfuse_url=lf.base_url), timeout=240)
+        run = run_here(args, keyed_cli_env(tmp_path, lf), timeout=240)
         assert run.returncode == 0, run.stderr
         lf.wait_for(n_spans=1, timeout=5)
     assert f"Loading caption model {vlm_dir}" in run.stderr

@@ -360,9 +360,9 @@ def test_cli_uses_the_labelled_prompts_and_links_its_generations(tmp_path, label
         CLI,
         TEST_PUBLIC_KEY,
         TEST_SECRET_KEY,
-        cli_env,
+        keyed_cli_env,
         read_events,
-        run_cli,
+        run_here,
     )
     from tests.clips import ClipSet
     from tests.fake_openai import FakeOpenAIServer
@@ -379,7 +379,7 @@ def test_cli_uses_the_labelled_prompts_and_links_its_generations(tmp_path, label
                 "--source", str(ClipSet(tmp_path / "clips").numbered(seconds=10.0).path),
                 "--no-faces", "--interval", "3", "--min-change", "0",
                 "--prompt-label", label, "--trace-log", str(tmp_path / "trace.jsonl")]
-        run = run_cli(args, cli_env(tmp_path, langfuse_url=lf.base_url), timeout=180)
+        run = run_here(args, keyed_cli_env(tmp_path, lf), timeout=180)
         assert run.returncode == 0, run.stderr
         lf.wait_for(n_spans=1, timeout=5)
         vlm_requests, llm_requests = vlm.requests, llm.requests

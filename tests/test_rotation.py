@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 from langfuse_tracker import LangfuseTracker
-from tests.cli_runner import cli_args, cli_env, image_digest_reply, run_cli
+from tests.cli_runner import cli_args, cli_env, image_digest_reply, run_here
 from tests.fake_openai import FakeOpenAIServer
 from trace_report import compute_report
 from video_summarizer.options import SourceOptions
@@ -94,11 +94,11 @@ def test_default_bounds_live_sources_only():
 def test_the_cli_bounds_both_logs(tmp_path, clips, tiny_llm):
     clip = clips.still_noisy(seconds=3.0, fps=20.0)  # 12 frames at 0.25 s
     with FakeOpenAIServer(reply_fn=image_digest_reply) as vlm:
-        run = run_cli(cli_args(vlm.base_url, tiny_llm, "--source", str(clip.path), "--no-faces",
-                               "--interval", "0.25", "--min-change", "0",
-                               "--trace-log", str(tmp_path / "trace.jsonl"), "--trace-log-max-mb", "0.004",
-                               "--events", str(tmp_path / "events.jsonl"), "--events-max-mb", "0.001"),
-                      cli_env(tmp_path))
+        run = run_here(cli_args(vlm.base_url, tiny_llm, "--source", str(clip.path), "--no-faces",
+                                "--interval", "0.25", "--min-change", "0",
+                                "--trace-log", str(tmp_path / "trace.jsonl"), "--trace-log-max-mb", "0.004",
+                                "--events", str(tmp_path / "events.jsonl"), "--events-max-mb", "0.001"),
+                       cli_env(tmp_path))
     assert run.returncode == 0, run.stderr
     for name, bound in (("trace.jsonl", 0.004 * MB), ("events.jsonl", 0.001 * MB)):
         files = _files(tmp_path / name)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny_models import build_tiny_bert
 from video_summarizer.errors import InputError, SummarizerError
 from video_summarizer.options import IndexOptions, QueryOptions
 from video_summarizer.outputs import EventWriter
@@ -32,8 +31,8 @@ CAPTIONS = {  # source -> [(video time or epoch, faces, caption)]
 
 
 @pytest.fixture(scope="module")
-def bert(tmp_path_factory) -> Path:
-    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+def bert(tiny_bert) -> Path:
+    return tiny_bert  # the session's (tests/conftest.py)
 
 
 def _inputs(tmp: Path) -> list[Input]:

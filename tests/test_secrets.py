@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.cli_runner import cli_args, cli_env, image_digest_reply, read_events, run_cli
+from tests.cli_runner import cli_args, cli_env, image_digest_reply, read_events, run_here
 from tests.clip_server import ClipServer
 from tests.fake_openai import FakeOpenAIServer
 from video_summarizer.errors import BackendUnavailable, InputError
@@ -162,7 +162,7 @@ def test_secrets_reach_no_output_log_trace_event_label_or_file_under_debug(tmp_p
                         "--vlm-api-key", VLM_KEY, "--no-faces", "--interval", "0.2", "--min-change", "0",
                         "--no-live", "--output-dir", str(out),
                         "--events", str(tmp_path / "events.jsonl"), "--trace-log", str(tmp_path / "trace.jsonl"))
-        run = run_cli(args, cli_env(tmp_path), timeout=240)
+        run = run_here(args, cli_env(tmp_path), timeout=240)
         chats = [r for r in vlm.requests if r.get("messages")]
     assert run.returncode == 0, run.stderr
     assert chats and any(e["type"] == "caption" for e in read_events(tmp_path / "events.jsonl"))
@@ -191,7 +191,7 @@ def test_a_vlm_url_that_fails_says_one_line_without_its_secret(tmp_path, clips, 
     port = _closed_port()
     args = cli_args(f"http://{userinfo}@127.0.0.1:{port}/v1", tiny_llm, "--source", str(clips.numbered(seconds=1.0).path),
                     "--no-faces", "--debug", "--events", str(tmp_path / "events.jsonl"))
-    run = run_cli(args, cli_env(tmp_path), timeout=120)
+    run = run_here(args, cli_env(tmp_path), timeout=120)
     assert run.returncode == 2, run.stderr
     errors = [line for line in run.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and errors[0].startswith("Error: --vlm-base-url: ") and \

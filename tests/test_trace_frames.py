@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.cli_runner import TEST_PUBLIC_KEY, TEST_SECRET_KEY, cli_args, cli_env, read_events, run_cli
+from tests.cli_runner import TEST_PUBLIC_KEY, TEST_SECRET_KEY, cli_args, cli_env, keyed_cli_env, read_events, run_here
 from tests.clips import ClipSet, add_noise, read_number, textured_scene
 from tests.fake_langfuse import FakeLangfuseServer, wait_until
 from tests.fake_openai import FakeOpenAIServer
@@ -40,7 +40,7 @@ def _run(tmp_path, clip, tiny_llm, *more, keys=True):
         args = cli_args(vlm.base_url, tiny_llm, "--source", str(clip.path), "--interval", "1", "--clip-frames", "1",
                         "--events", str(tmp_path / "events.jsonl"), "--trace-log", str(tmp_path / "trace.jsonl"),
                         *more)
-        run = run_cli(args, cli_env(tmp_path, langfuse_url=lf.base_url if keys else None), timeout=240)
+        run = run_here(args, keyed_cli_env(tmp_path, lf) if keys else cli_env(tmp_path), timeout=240)
         assert run.returncode == 0, run.stderr
         if keys:
             assert wait_until(lambda: len(_gen_spans(lf)) >= 2, timeout=10)
@@ -180,7 +180,7 @@ def test_real_faces_are_not_found_in_the_uploaded_frame(tmp_path, data_dir, tiny
             FakeOpenAIServer(reply="Two men in suits.") as vlm:
         args = cli_args(vlm.base_url, tiny_llm, "--source", str(clip), "--known-faces", str(data_dir / "faces"),
                         "--blur-faces", "--trace-frames")
-        run = run_cli(args, cli_env(tmp_path, langfuse_url=lf.base_url), timeout=300)
+        run = run_here(args, keyed_cli_env(tmp_path, lf), timeout=300)
         assert run.returncode == 0, run.stderr
         assert "faces blurred in them" in run.stderr
         assert len(lf.data.uploads) == 1

@@ -11,7 +11,6 @@ import json
 import re
 import selectors
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -24,7 +23,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.cli_runner import CLI, cli_env
+from tests.cli_runner import CLI, cli_env, run_here
 from tests.test_metrics import TOKEN, _source_run, free_port
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -166,7 +165,7 @@ def test_a_remote_bind_without_a_token_is_refused_before_anything_loads(tmp_path
             "--source", str(clips.numbered().path), "--events", str(tmp_path / "events.jsonl"),
             "--metrics-port", str(port), "--metrics-host", host]
     started = time.monotonic()
-    proc = subprocess.run(args, env=cli_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    proc = run_here(args, cli_env(tmp_path), cwd=tmp_path, timeout=60)
     took = time.monotonic() - started
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2, proc.stderr

@@ -68,8 +68,10 @@ def check_ray_inputs(cfg: RunConfig, inputs: list[Input]) -> None:
 
 
 def worker_options(cfg: RunConfig) -> RunConfig:
-    """The options as sent to the workers: without the API keys (each node has its own) or the watch token."""
-    return _with_keys(cfg, dict.fromkeys(WORKER_KEYS)).replace(watch={"metrics_token": None})
+    """The options as sent to the workers: without the API keys (each node has its own), the watch token
+    or the index's key (the driver writes the index)."""
+    return _with_keys(cfg, dict.fromkeys(WORKER_KEYS)).replace(watch={"metrics_token": None},
+                                                               index={"cloud_api_key": None})
 
 
 def with_node_keys(cfg: RunConfig, environ: Mapping[str, str]) -> RunConfig:

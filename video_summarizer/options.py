@@ -250,6 +250,18 @@ class IndexOptions(_Concern):
 
     index: str | None = None  # a folder or db:// URI; None: off (a run), LANCEDB_URI (a query)
     embed_model: str | None = None  # None: the index's own model (EMBED_MODEL for a new one)
+    # LanceDB Cloud, from LANCEDB_URI / LANCEDB_API_KEY / LANCEDB_REGION, read at the CLI's edge (with_env)
+    cloud_uri: str | None = None  # a query's index when --index is not given
+    cloud_api_key: str | None = field(default=None, repr=False)
+    cloud_region: str | None = None
+
+    def with_env(self, environ: Mapping[str, str]) -> "IndexOptions":
+        """These options with LanceDB Cloud's settings from the environment (the edge calls this once)."""
+        import dataclasses
+
+        return dataclasses.replace(self, cloud_uri=environ.get("LANCEDB_URI") or None,
+                                   cloud_api_key=environ.get("LANCEDB_API_KEY") or None,
+                                   cloud_region=environ.get("LANCEDB_REGION") or None)
 
 
 @dataclass(frozen=True)

@@ -59,23 +59,23 @@ _COLUMNS = ["kind", "source", "spec", "live", "time_s", "end_s", "frame", "text"
 
 # -- where the index is ------------------------------------------------------------------------
 
-def index_location(index: str | None) -> str | None:
+def index_location(index: IndexOptions) -> str | None:
     """--index, else LANCEDB_URI (LanceDB Cloud, db://...), else None."""
-    return index or os.environ.get("LANCEDB_URI") or None
+    return index.index or index.cloud_uri or None
 
 
-def connect(location: str, *, create: bool) -> Any:
-    """A LanceDB connection: a local folder, or db://... with LANCEDB_API_KEY (never logged)."""
+def connect(location: str, *, create: bool, cloud: IndexOptions | None = None) -> Any:
+    """A LanceDB connection: a local folder, or db://... with LANCEDB_API_KEY (never logged) from ``cloud``."""
     for name in ("LANCE_LOG", "LANCEDB_LOG"):  # lance's Rust logger warns on stderr when it creates a table
         os.environ.setdefault(name, "error")
     import lancedb
 
     if location.startswith("db://"):
-        key = os.environ.get("LANCEDB_API_KEY")
+        key = cloud.cloud_api_key if cloud is not None else None
         if not key:
             raise InputError(f"{location} is LanceDB Cloud: set LANCEDB_API_KEY in the environment",
                              option="--index")
-        kw = {"region": os.environ["LANCEDB_REGION"]} if os.environ.get("LANCEDB_REGION") else {}
+        kw = {"region": cloud.cloud_region} if cloud.cloud_region else {}
         return lancedb.connect(location, api_key=key, **kw)
     path = os.path.expanduser(location)
     if os.path.exists(path) and not os.path.isdir(path):
@@ -93,9 +93,9 @@ def connect(location: str, *, create: bool) -> Any:
     return lancedb.connect(path)
 
 
-def open_table(location: str) -> Any:
+def open_table(location: str, cloud: IndexOptions | None = None) -> Any:
     """The moments table for reading; a missing or empty index is an InputError naming --index."""
-    db = connect(location, create=False)
+    db = connect(location, create=False, cloud=cloud)
     if TABLE not in db.list_tables().tables:
         raise InputError(f"no index at {location} (make one with --source ... --index {location})",
                          option="--index")
@@ -356,8 +356,8 @@ def open_indexer(index: IndexOptions, inputs: Iterable[Any], live: bool | None =
     """
     from video_summarizer.source_specs import kind_of
 
-    location = index_location(index.index)
-    db = connect(location, create=True)
+    location = index_location(index)
+    db = connect(location, create=True, cloud=index)
     table = db.open_table(TABLE) if TABLE in db.list_tables().tables else None
     model = index_model(table, index.embed_model, location)
     embedder = Embedder(model).load()
@@ -561,11 +561,11 @@ def find(index: IndexOptions, query: QueryOptions, option: str,
          before_load: Callable[[], None] | None = None) -> list[Hit]:
     """Open the index, check the filters and its model, call before_load (ask: its model's check), load, search."""
     q = query_of(query, option)
-    location = index_location(index.index)
+    location = index_location(index)
     if location is None:
         raise InputError("give the index to search (--index DIR, or LANCEDB_URI for LanceDB Cloud)",
                          option="--index")
-    table = open_table(location)
+    table = open_table(location, index)
     where = check_filters(table, q)  # every filter is said before the model loads
     model = index_model(table, index.embed_model, location)
     if before_load is not None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-import os
 import random
 import threading
 from typing import Any, Callable
@@ -80,34 +79,18 @@ def trace_metadata(metadata: Any) -> dict | None:
 
 
 def positive_float(value: float | None, env: str, default: float) -> float:
-    """``value``, else the environment variable ``env`` read leniently, else ``default``."""
+    """``value`` (None: ``default``), checked positive; ``env`` names it in the error."""
     if value is None:
-        raw = os.environ.get(env)
-        if raw is None:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            logging.getLogger("video_summarizer.tracker").warning(
-                "%s=%r is not a number; using %s", env, raw, default)
-            return default
+        return default
     if not value > 0:
         raise ValueError(f"{env.lower()} must be positive, got {value}")
     return float(value)
 
 
 def positive_int(value: int | None, env: str) -> int | None:
-    """``value``, else the environment variable ``env`` read leniently, else None (the SDK's)."""
+    """``value`` (None: the SDK's default), checked positive; ``env`` names it in the error."""
     if value is None:
-        raw = os.environ.get(env)
-        if raw is None:
-            return None
-        try:
-            value = int(raw)
-        except ValueError:
-            logging.getLogger("video_summarizer.tracker").warning(
-                "%s=%r is not an integer; using the SDK default", env, raw)
-            return None
+        return None
     if value <= 0:
         raise ValueError(f"{env.lower()} must be positive, got {value}")
     return int(value)

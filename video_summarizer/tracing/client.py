@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -45,9 +44,9 @@ class Client:
     sdk_major: int
 
 
-def disabled_reason(public_key: str | None, secret: str | None) -> str | None:
+def disabled_reason(public_key: str | None, secret: str | None, enabled: bool = True) -> str | None:
     """Why no client may be built (tracing off, keys missing, key already in use), else None (key taken)."""
-    if os.environ.get("LANGFUSE_TRACING_ENABLED", "true").strip().lower() == "false":
+    if not enabled:
         return "LANGFUSE_TRACING_ENABLED=false"
     missing = [name for name, value in (("LANGFUSE_PUBLIC_KEY", public_key),
                                         ("LANGFUSE_SECRET_KEY", secret)) if not value]

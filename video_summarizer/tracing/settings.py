@@ -1,6 +1,7 @@
 """Langfuse's settings, read from the environment once at the edge and handed on as values."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -37,15 +38,23 @@ class LangfuseSettings:
                    enabled=environ.get("LANGFUSE_TRACING_ENABLED", "true").strip().lower() != "false")
 
     def tracker_kwargs(self) -> dict[str, Any]:
-        """The LangfuseTracker arguments these settings make."""
+        """The LangfuseTracker arguments these settings make (all of them: it reads no environment)."""
         return {"public_key": self.public_key, "secret_key": self.secret_key, "base_url": self.base_url,
-                "timeout_s": self.timeout_s, "flush_at": self.flush_at}
+                "timeout_s": self.timeout_s, "flush_at": self.flush_at, "enabled": self.enabled,
+                "read_env": False}
 
 
 def _number(environ: Mapping[str, str], name: str, kind: type) -> Any:
-    """The variable as a positive number, else None (the tracker reads it again and says what is wrong)."""
-    try:
-        value = kind(environ.get(name) or "")
-    except ValueError:
+    """The variable as a positive number, else None (the default), said when it is set but unusable."""
+    raw = environ.get(name)
+    if raw is None or not raw.strip():
         return None
-    return value if value > 0 else None
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not value > 0:
+        logging.getLogger("video_summarizer.tracker").warning(
+            "%s=%r is not a positive %s; using the default", name, raw, "number" if kind is float else "integer")
+        return None
+    return value

@@ -94,6 +94,15 @@ face_options = option_group(
         show_default=True, help="Face detector: hog (CPU) or cnn (GPU)."),
 )
 
+def _dtype_option(name: str, envvar: str, role: str) -> Callable[[F], F]:
+    """--vlm-dtype / --llm-dtype: the in-process model's weights (fit.py sizes the model at it)."""
+    return opt(name, envvar=envvar, type=click.Choice(D.DTYPES), default=D.DTYPE, show_default=True,
+               help=f"Local {role} model's weights: auto (bfloat16 on CUDA and on a CPU with AVX512-BF16 or AMX, "
+                    "else float32), float32, bfloat16, float16, or int8 (a CPU only: about 2-3x fewer CPU seconds "
+                    "a token, unchecked for quality). A model that cannot fit in memory at it is refused before "
+                    "anything downloads.")
+
+
 caption_options = option_group(
     opt("--vlm-backend", envvar="VLM_BACKEND", type=click.Choice(["auto", "local", "api"]), default=D.VLM_BACKEND,
         show_default=True,
@@ -113,11 +122,7 @@ caption_options = option_group(
     opt("--vlm-max-tokens", envvar="VLM_MAX_TOKENS", type=click.IntRange(min=1), default=None,
         help=f"Longest caption in tokens: {D.VLM_MAX_TOKENS}, or {D.VLM_CPU_MAX_TOKENS} for the caption model "
              "in this process on a CPU."),
-    opt("--vlm-dtype", envvar="VLM_DTYPE", type=click.Choice(D.DTYPES), default=D.DTYPE, show_default=True,
-        help="Local caption model's weights: auto (bfloat16 on CUDA and on a CPU with AVX512-BF16 or AMX, else "
-             "float32), float32, bfloat16, float16, or int8 (a CPU only: about 2-3x fewer CPU seconds a token, "
-             "unchecked for quality). "
-             "A model that cannot fit in memory at it is refused before anything downloads."),
+    _dtype_option("--vlm-dtype", "VLM_DTYPE", "caption"),
 )
 
 clip_options = option_group(
@@ -144,11 +149,7 @@ summary_model_options = option_group(
     opt("--llm-api-key", envvar="LLM_API_KEY", default=None, help="API key for --llm-base-url."),
     opt("--llm-device", envvar="LLM_DEVICE", default=D.DEVICE, show_default=True,
         help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps."),
-    opt("--llm-dtype", envvar="LLM_DTYPE", type=click.Choice(D.DTYPES), default=D.DTYPE, show_default=True,
-        help="Local summary model's weights: auto (bfloat16 on CUDA and on a CPU with AVX512-BF16 or AMX, else "
-             "float32), float32, bfloat16, float16, or int8 (a CPU only: about 2-3x fewer CPU seconds a token, "
-             "unchecked for quality). "
-             "A model that cannot fit in memory at it is refused before anything downloads."),
+    _dtype_option("--llm-dtype", "LLM_DTYPE", "summary"),
 )
 
 selection_options = option_group(

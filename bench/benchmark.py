@@ -154,7 +154,11 @@ def stages(tmp: Path, vlm_url: str, *, tracker=None, events=None, timeout_s: flo
         build_tiny_mistral(llm_dir)
     llm = LLMSummarizer(str(llm_dir), device="cpu", max_new_tokens=8)
     llm.load()
-    return Stages(tracker=tracker or LangfuseTracker(), vlm=VLMClient(vlm_url, None, "qwen3", timeout_s=timeout_s),
+    vlm = VLMClient(vlm_url, None, "qwen3", timeout_s=timeout_s)
+    # As the CLI does before reading (app/assembly.py): the check builds the openai client, whose
+    # import (0.7-2 s of CPU) the first caption would otherwise pay inside the timed run.
+    vlm.check()
+    return Stages(tracker=tracker or LangfuseTracker(), vlm=vlm,
                   summarizer=llm, faces=None, events=events or RecordingEvents())
 
 

@@ -108,7 +108,9 @@ def test_the_summary_cites_links_to_its_captions(page_run):
     cites = re.findall(r'<a class="cite" href="#(cap-0-\d+)">\[(\d\d:\d\d)\]</a>', dom)
     # [00:00] cites every caption of the first second (frames 0 and 5 at 10 fps): one link, to the first;
     # a caption covers its clip, so [00:00] also cites the one whose clip (from 00:00.6) ends at 00:01
-    assert cites == [("cap-0-0", "00:00"), ("cap-0-10", "00:01"), ("cap-0-20", "00:02"), ("cap-0-30", "00:03")], cites
+    # (the summary is written beside the captions: [00:03] is kept only when its caption was in by then)
+    expected = [("cap-0-0", "00:00"), ("cap-0-10", "00:01"), ("cap-0-20", "00:02"), ("cap-0-30", "00:03")]
+    assert cites in (expected, expected[:3]), cites
     assert '<span class="sentence">A frame counter climbs on a coloured screen. </span>' in dom  # stamps: links
     for target, _ in cites:
         assert f'id="{target}"' in dom  # the caption it links to is on the page

@@ -513,6 +513,25 @@ def _score_target(tracker: "LangfuseTracker", name: str, trace_id: str | None, o
 
 
 # -- the tracker --------------------------------------------------------------------------------
+def env_settings(**given: Any) -> Any:
+    """The one place the tracker reads the environment (the no-argument form of the integration
+    guide): LANGFUSE_* as the CLI's edge reads them, under the values given. The CLI passes
+    every value itself (LangfuseSettings.tracker_kwargs, read_env=False)."""
+    from dataclasses import replace
+
+    from video_summarizer.tracing.settings import LangfuseSettings
+
+    return replace(LangfuseSettings.from_env(os.environ), **{k: v for k, v in given.items() if v is not None})
+
+
+def span_batch(flush_at: int | None) -> int | None:
+    """flush_at, at most OTel's span queue size (the SDK raises at start-up above it)."""
+    if flush_at is not None and flush_at > MAX_SPAN_QUEUE:
+        log.warning("flush_at %d is above %d, the span queue size; using %d", flush_at, MAX_SPAN_QUEUE, MAX_SPAN_QUEUE)
+        return MAX_SPAN_QUEUE
+    return flush_at
+
+
 class LangfuseTracker:
     """Langfuse tracing for the summarizer, a no-op without keys; see the module docstring."""
 
@@ -523,7 +542,7 @@ class LangfuseTracker:
                  delivery_report_s: float = DEFAULT_REPORT_EVERY_S, outbox: Any = None,
                  read_env: bool = True) -> None:
         if read_env:  # the integration guide's LangfuseTracker(): LANGFUSE_* fill what is not given
-            settings = self.env_settings(public_key=public_key, secret_key=secret_key, base_url=base_url,
+            settings = env_settings(public_key=public_key, secret_key=secret_key, base_url=base_url,
                                          flush_at=flush_at, timeout_s=timeout_s)
             public_key, secret_key, base_url = settings.public_key, settings.secret_key, settings.base_url
             flush_at, timeout_s, enabled = settings.flush_at, settings.timeout_s, enabled and settings.enabled
@@ -533,12 +552,7 @@ class LangfuseTracker:
         self.public_key = public_key or None
         secret = secret_key or None
         self.timeout_s = positive_float(timeout_s, "LANGFUSE_TIMEOUT", DEFAULT_TIMEOUT_S)
-        self.flush_at = positive_int(flush_at, "LANGFUSE_FLUSH_AT")
-        if self.flush_at is not None and self.flush_at > MAX_SPAN_QUEUE:
-            # The span batch may not exceed OTel's span queue (the SDK raises at start-up).
-            log.warning("flush_at %d is above %d, the span queue size; using %d",
-                        self.flush_at, MAX_SPAN_QUEUE, MAX_SPAN_QUEUE)
-            self.flush_at = MAX_SPAN_QUEUE
+        self.flush_at = span_batch(positive_int(flush_at, "LANGFUSE_FLUSH_AT"))
         self._warn = WarnOnce(log)
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(("traces", "spans", "generations", "scores", "errors"), 0)
@@ -572,16 +586,7 @@ class LangfuseTracker:
         # False only in full no-op mode: then every call returns a shared Dummy at once.
         self._active = self._sdk is not None or self.trace_log is not None
 
-    @staticmethod
-    def env_settings(**given: Any) -> Any:
-        """The one place the tracker reads the environment (the no-argument form of the integration
-        guide): LANGFUSE_* as the CLI's edge reads them, under the values given. The CLI passes
-        every value itself (LangfuseSettings.tracker_kwargs, read_env=False)."""
-        from dataclasses import replace
-
-        from video_summarizer.tracing.settings import LangfuseSettings
-
-        return replace(LangfuseSettings.from_env(os.environ), **{k: v for k, v in given.items() if v is not None})
+    env_settings = staticmethod(env_settings)
 
     @property
     def enabled(self) -> bool:

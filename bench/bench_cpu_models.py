@@ -73,6 +73,21 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
 
 
+def timed_runs(generate, count: int) -> tuple[list[dict], object]:
+    """count calls of generate(): wall and CPU seconds, first token, tokens, seconds a token; and the last result."""
+    runs = []
+    for _ in range(count):
+        t, c = time.perf_counter(), cpu_s()
+        res = generate()
+        # Random weights mostly pick ids the tiny tokenizer cannot spell ("no caption"): the tokens count.
+        if res.error_kind not in (None, "bad_response") or not res.output_tokens:
+            raise RuntimeError(res.error)
+        wall, ttft = time.perf_counter() - t, res.completion_start_time - res.start_time
+        runs.append({"s": wall, "cpu_s": cpu_s() - c, "ttft_s": ttft, "tokens": res.output_tokens,
+                     "input_tokens": res.input_tokens, "s_per_token": (wall - ttft) / max(1, res.output_tokens - 1)})
+    return runs, res
+
+
 def caption_worker(folder: str, path: str, count: int) -> dict:
     """In a fresh process: load the caption model as the path says, caption the frame count times."""
     from video_summarizer.models.local_vlm import LocalVLM
@@ -86,16 +101,7 @@ def caption_worker(folder: str, path: str, count: int) -> dict:
     vlm.load()
     load_s = time.perf_counter() - t0
     img, prompt = frame(), vlm.build_prompt([])
-    runs = []
-    for _ in range(count):
-        t, c = time.perf_counter(), cpu_s()
-        res = vlm.generate_caption(img, prompt)
-        # Random weights mostly pick ids the tiny tokenizer cannot spell ("no caption"): the tokens count.
-        if res.error_kind not in (None, "bad_response") or not res.output_tokens:
-            raise RuntimeError(res.error)
-        wall, ttft = time.perf_counter() - t, res.completion_start_time - res.start_time
-        runs.append({"s": wall, "cpu_s": cpu_s() - c, "ttft_s": ttft, "tokens": res.output_tokens,
-                     "input_tokens": res.input_tokens, "s_per_token": (wall - ttft) / max(1, res.output_tokens - 1)})
+    runs, res = timed_runs(lambda: vlm.generate_caption(img, prompt), count)
     return {"load_s": load_s, "runs": runs, "peak_rss_gb": peak_rss_gb(), "image_size": res.metadata["image_size"],
             "dtype": str(vlm.hf_model.dtype).removeprefix("torch."), "new_tokens": vlm.max_new_tokens}
 
@@ -111,15 +117,7 @@ def summary_worker(folder: str, dtype: str, count: int, tokens: int = SUMMARY_TO
     load_s = time.perf_counter() - t0
     captions = [TimedCaption(i * 5.0, "a person walks across a snowy field and talks to the camera")
                 for i in range(12)]
-    runs = []
-    for _ in range(count):
-        t, c = time.perf_counter(), cpu_s()
-        res = llm.update_summary(captions, None)
-        if res.error_kind not in (None, "bad_response") or not res.output_tokens:
-            raise RuntimeError(res.error)
-        wall, ttft = time.perf_counter() - t, res.completion_start_time - res.start_time
-        runs.append({"s": wall, "cpu_s": cpu_s() - c, "ttft_s": ttft, "tokens": res.output_tokens,
-                     "input_tokens": res.input_tokens, "s_per_token": (wall - ttft) / max(1, res.output_tokens - 1)})
+    runs, _ = timed_runs(lambda: llm.update_summary(captions, None), count)
     return {"load_s": load_s, "runs": runs, "peak_rss_gb": peak_rss_gb(),
             "dtype": str(llm.hf_model.dtype).removeprefix("torch.")}
 
